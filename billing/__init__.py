@@ -1,0 +1,3 @@
+"""Meterline: usage-based billing on the Python standard library."""
+
+__version__ = "0.1.0"

@@ -1,0 +1,1 @@
+"""One module per API resource: handlers and the SQL they need."""

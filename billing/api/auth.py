@@ -1,0 +1,253 @@
+"""Authentication: passwords (scrypt), API keys and session tokens (SHA-256
+digests of 256-bit random secrets), and the roles routes are checked against.
+
+Roles are sets of names on each route; a customer-scoped key is the pseudo-role
+CUSTOMER and carries its customer id, which handlers narrow to with
+`request.check_customer()`/`request.customer_scope`. New roles are new names in
+the groups below, not changes to handlers.
+"""
+
+import base64
+import hashlib
+import hmac
+import secrets
+import threading
+import time
+from dataclasses import dataclass
+
+
+from ..domain import times
+from ..errors import Forbidden, RateLimited, Unauthenticated, ValidationError
+from .common import now_micros
+
+ADMIN, FINANCE, VIEWER, INGEST = "admin", "finance", "viewer", "ingest"
+CUSTOMER = "customer"  # pseudo-role of customer-scoped API keys
+USER_ROLES = (ADMIN, FINANCE, VIEWER, INGEST)
+KEY_ROLES = USER_ROLES
+
+# Route permission groups (the route table names these).
+ADMIN_ONLY = (ADMIN,)
+STAFF_WRITE = (ADMIN, FINANCE)
+STAFF_READ = (ADMIN, FINANCE, VIEWER)
+CUSTOMER_READ = STAFF_READ + (CUSTOMER,)
+EVENT_WRITE = (ADMIN, INGEST, CUSTOMER)
+ANY_SIGNED_IN = USER_ROLES + (CUSTOMER,)
+
+SESSION_HOURS = 12
+SCRYPT_N, SCRYPT_R, SCRYPT_P = 2 ** 14, 8, 1
+KEY_PREFIX = "mk_"
+TOKEN_PREFIX = "ms_"
+
+
+@dataclass(frozen=True)
+class Actor:
+    kind: str            # "user" | "key"
+    id: int
+    role: str
+    customer_id: int | None = None
+    name: str = ""
+    user_id: int | None = None
+
+    @property
+    def label(self):
+        return f"{self.kind}:{self.id}"
+
+
+# -- passwords -------------------------------------------------------------
+
+def hash_password(password):
+    salt = secrets.token_bytes(16)
+    digest = hashlib.scrypt(password.encode("utf-8"), salt=salt, n=SCRYPT_N, r=SCRYPT_R,
+                            p=SCRYPT_P, dklen=32)
+    return "scrypt${}${}${}${}${}".format(
+        SCRYPT_N, SCRYPT_R, SCRYPT_P, base64.b64encode(salt).decode(), base64.b64encode(digest).decode())
+
+
+def verify_password(password, stored):
+    try:
+        _, n, r, p, salt, digest = stored.split("$")
+        expected = base64.b64decode(digest)
+        actual = hashlib.scrypt(password.encode("utf-8"), salt=base64.b64decode(salt), n=int(n),
+                                r=int(r), p=int(p), dklen=len(expected))
+    except (ValueError, TypeError):
+        return False
+    return hmac.compare_digest(actual, expected)
+
+
+def check_password_strength(password, problems, field="password"):
+    if not isinstance(password, str):
+        problems.add(field, "must be a string")
+    elif len(password) < 8:
+        problems.add(field, "must be at least 8 characters")
+    elif len(password) > 1024:
+        problems.add(field, "must be at most 1024 characters")
+
+
+# -- secrets ---------------------------------------------------------------
+
+def new_secret(prefix):
+    return prefix + secrets.token_urlsafe(32)  # 256 bits
+
+
+def digest(secret):
+    return hashlib.sha256(secret.encode("utf-8")).hexdigest()
+
+
+class Authenticator:
+    """Resolves bearer tokens to actors, with a small cache that every
+    revocation clears (one process, so the cache is never stale)."""
+
+    CACHE_SECONDS = 30
+
+    def __init__(self, db):
+        self.db = db
+        self._cache = {}
+        self._lock = threading.Lock()
+        self._failures = {}  # login throttling: key -> [timestamps]
+
+    def invalidate(self):
+        with self._lock:
+            self._cache.clear()
+
+    def resolve(self, header):
+        if not header:
+            raise Unauthenticated()
+        scheme, _, token = header.partition(" ")
+        token = token.strip()
+        if scheme.lower() != "bearer" or not token:
+            raise Unauthenticated("Use 'Authorization: Bearer <token>'.")
+        key = digest(token)
+        now = time.monotonic()
+        cached = self._cache.get(key)
+        if cached and cached[1] > now and (cached[2] is None or cached[2] > now_micros()):
+            return cached[0]
+        actor, expires = self._lookup(token, key)
+        if actor is None:
+            raise Unauthenticated("The token is not valid (unknown, revoked or expired).")
+        with self._lock:
+            if len(self._cache) > 10000:
+                self._cache.clear()
+            self._cache[key] = (actor, now + self.CACHE_SECONDS, expires)
+        return actor
+
+    def _lookup(self, token, key):
+        if token.startswith(TOKEN_PREFIX):
+            row = self.db.query_one(
+                "SELECT s.id, s.expires_at, u.id, u.role, u.name FROM auth_sessions s"
+                " JOIN users u ON u.id = s.user_id"
+                " WHERE s.digest = ? AND s.revoked_at IS NULL AND u.disabled = 0", (key,))
+            if row is None or row[1] <= now_micros():
+                return None, None
+            return Actor("user", row[2], row[3], None, row[4], row[2]), row[1]
+        row = self.db.query_one(
+            "SELECT id, role, customer_id, name FROM api_keys WHERE digest = ? AND revoked_at IS NULL",
+            (key,))
+        if row is None:
+            return None, None
+        role = row[1] if row[2] is None else CUSTOMER
+        return Actor("key", row[0], role, row[2], row[3]), None
+
+    # -- login throttling ----------------------------------------------------
+    WINDOW_SECONDS = 300
+    MAX_FAILURES = 5
+
+    def check_throttle(self, email, client):
+        now = time.monotonic()
+        with self._lock:
+            for k in ((email or "").lower(), client):
+                recent = [t for t in self._failures.get(k, ()) if now - t < self.WINDOW_SECONDS]
+                self._failures[k] = recent
+                limit = self.MAX_FAILURES if k != client else self.MAX_FAILURES * 4
+                if len(recent) >= limit:
+                    retry = self.WINDOW_SECONDS - (now - recent[0])
+                    raise RateLimited("Too many failed sign-in attempts; try again later.",
+                                      max(1, retry))
+
+    def record_failure(self, email, client):
+        now = time.monotonic()
+        with self._lock:
+            for k in ((email or "").lower(), client):
+                self._failures.setdefault(k, []).append(now)
+
+    def clear_failures(self, email):
+        with self._lock:
+            self._failures.pop((email or "").lower(), None)
+
+
+def authorize(actor, roles):
+    if actor.role not in roles:
+        raise Forbidden(f"The role '{actor.role}' may not do this.")
+
+
+# -- handlers --------------------------------------------------------------
+
+def user_view(row):
+    return {"id": row[0], "email": row[1], "name": row[2], "role": row[3],
+            "created_at": times.format_micros(row[4]), "disabled": bool(row[5])}
+
+
+USER_COLUMNS = "id, email, name, role, created_at, disabled"
+
+
+def login(request):
+    body = request.json()
+    email, password = body.get("email"), body.get("password")
+    if not isinstance(email, str) or not isinstance(password, str) or not email or not password:
+        raise ValidationError([{"field": "email", "message": "email and password are required strings"}])
+    auth = request.app.auth
+    auth.check_throttle(email, request.client)
+    row = request.app.db.query_one(
+        f"SELECT {USER_COLUMNS}, password_hash FROM users WHERE email = ?", (email.strip(),))
+    if row is None or row[5] or not verify_password(password, row[6]):
+        auth.record_failure(email, request.client)
+        raise Unauthenticated("Wrong e-mail or password.")
+    auth.clear_failures(email)
+    token = new_secret(TOKEN_PREFIX)
+    expires = now_micros() + SESSION_HOURS * 3600 * 1_000_000
+    with request.app.db.transaction() as conn:
+        conn.execute("INSERT INTO auth_sessions (digest, user_id, created_at, expires_at)"
+                     " VALUES (?, ?, ?, ?)", (digest(token), row[0], now_micros(), expires))
+    return {"token": token, "expires_at": times.format_micros(expires), "user": user_view(row)}
+
+
+def logout(request):
+    header = request.headers.get("Authorization", "")
+    token = header.partition(" ")[2].strip()
+    if request.actor.kind != "user":
+        raise ValidationError([{"field": "Authorization", "message": "logout needs a session token, not an API key"}])
+    with request.app.db.transaction() as conn:
+        conn.execute("UPDATE auth_sessions SET revoked_at = ? WHERE digest = ? AND revoked_at IS NULL",
+                     (now_micros(), digest(token)))
+    request.app.auth.invalidate()
+    return {"logged_out": True}
+
+
+def me(request):
+    actor = request.actor
+    if actor.kind == "user":
+        row = request.app.db.query_one(f"SELECT {USER_COLUMNS} FROM users WHERE id = ?", (actor.id,))
+        return {"kind": "user", "user": user_view(row), "role": actor.role}
+    return {"kind": "api_key", "api_key": {"id": actor.id, "name": actor.name},
+            "role": actor.role, "customer_id": actor.customer_id}
+
+
+def bootstrap(db, admin_key=None, admin_password=None):
+    """On a new database: the admin user and an admin API key. Returns the
+    secrets that were generated (to print once) or None if users exist."""
+    if db.query_one("SELECT 1 FROM users LIMIT 1"):
+        return None
+    password = admin_password or secrets.token_urlsafe(12)
+    key = admin_key or new_secret(KEY_PREFIX)
+    now = now_micros()
+    with db.transaction() as conn:
+        conn.execute("INSERT INTO users (email, name, role, password_hash, created_at, updated_at)"
+                     " VALUES ('admin@localhost', 'Administrator', 'admin', ?, ?, ?)",
+                     (hash_password(password), now, now))
+        conn.execute("INSERT INTO api_keys (name, role, prefix, digest, created_at, created_by)"
+                     " VALUES ('bootstrap admin key', 'admin', ?, ?, ?, 'system')",
+                     (key[:10], digest(key), now))
+    return {"email": "admin@localhost",
+            "password": None if admin_password else password,
+            "api_key": None if admin_key else key}
+
+

@@ -1,0 +1,98 @@
+"""In-memory views of customers and meters for the ingest hot path.
+
+Loaded lazily from SQLite and dropped whenever a customer or meter changes
+(every change goes through this process, so the views are never stale).
+"""
+
+import json
+import threading
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class MeterInfo:
+    id: int
+    key: str
+    name: str
+    unit: str
+    aggregation: str
+    value_property: str | None
+    filter: dict | None
+    group_by: tuple
+
+
+@dataclass(frozen=True)
+class CustomerInfo:
+    id: int
+    external_id: str | None
+    timezone: str
+    currency: str
+    archived: bool
+
+
+class Catalog:
+    def __init__(self, db):
+        self.db = db
+        self._lock = threading.Lock()
+        self._meters = None
+        self._customers = None
+        self._external = None
+        self._generation = 0  # a load started before an invalidation is not kept
+
+    def invalidate_meters(self):
+        """Call after the change has committed."""
+        with self._lock:
+            self._generation += 1
+            self._meters = None
+
+    def invalidate_customers(self):
+        """Call after the change has committed."""
+        with self._lock:
+            self._generation += 1
+            self._customers = None
+            self._external = None
+
+    def meters(self):
+        meters = self._meters
+        if meters is None:
+            generation = self._generation
+            rows = self.db.query(
+                "SELECT id, key, name, unit, aggregation, value_property, filter, group_by FROM meters")
+            meters = {r[1]: MeterInfo(r[0], r[1], r[2], r[3], r[4], r[5],
+                                      json.loads(r[6]) if r[6] else None, tuple(json.loads(r[7])))
+                      for r in rows}
+            with self._lock:
+                if self._generation == generation:
+                    self._meters = meters
+        return meters
+
+    def meter(self, key):
+        return self.meters().get(key)
+
+    def meter_by_id(self, meter_id):
+        for meter in self.meters().values():
+            if meter.id == meter_id:
+                return meter
+        return None
+
+    def _load_customers(self):
+        generation = self._generation
+        rows = self.db.query("SELECT id, external_id, timezone, currency, archived FROM customers")
+        customers = {r[0]: CustomerInfo(r[0], r[1], r[2], r[3], bool(r[4])) for r in rows}
+        external = {c.external_id: c for c in customers.values() if c.external_id is not None}
+        with self._lock:
+            if self._generation == generation:
+                self._customers, self._external = customers, external
+        return customers, external
+
+    def customer(self, customer_id):
+        customers = self._customers
+        if customers is None:
+            customers, _ = self._load_customers()
+        return customers.get(customer_id)
+
+    def customer_by_external(self, external_id):
+        external = self._external
+        if external is None:
+            _, external = self._load_customers()
+        return external.get(external_id)

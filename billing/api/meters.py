@@ -1,0 +1,181 @@
+"""Meters (§4): what to aggregate, how, and over which events."""
+
+import re
+import sqlite3
+from decimal import Decimal
+
+from .. import jsonutil
+from ..domain import times
+from ..domain.aggregation import AGGREGATIONS
+from ..errors import Conflict, FieldErrors, NotFound
+from ..web.http import created
+from .common import audit, check_unknown_fields, decode_cursor, now_micros, page, page_limit, text_field
+
+KEY_PATTERN = re.compile(r"^[A-Za-z][A-Za-z0-9_.-]{0,63}$")
+PROPERTY_PATTERN = re.compile(r"^[A-Za-z_][A-Za-z0-9_-]{0,63}$")
+COLUMNS = "id, key, name, unit, aggregation, value_property, filter, group_by, created_at, updated_at"
+FIELDS = {"key", "name", "unit", "aggregation", "value_property", "filter", "group_by"}
+
+
+def view(row):
+    return {"key": row[1], "name": row[2], "unit": row[3], "aggregation": row[4],
+            "value_property": row[5], "filter": jsonutil.decode(row[6]) if row[6] else None,
+            "group_by": jsonutil.decode(row[7]), "created_at": times.format_micros(row[8]),
+            "updated_at": times.format_micros(row[9])}
+
+
+def _is_scalar(value):
+    return value is None or isinstance(value, (str, int, bool, Decimal))
+
+
+def _check_filter(value, problems):
+    if value is None:
+        return None
+    if not isinstance(value, dict):
+        problems.add("filter", "must be an object of property: value (or a list of allowed values)")
+        return None
+    for name, expected in value.items():
+        if not PROPERTY_PATTERN.match(name):
+            problems.add("filter", f"{name!r} is not a valid property name")
+        elif isinstance(expected, list):
+            if not expected or not all(_is_scalar(v) for v in expected):
+                problems.add("filter", f"{name}: a list must hold one or more scalar values")
+        elif not _is_scalar(expected):
+            problems.add("filter", f"{name}: must be a scalar or a list of scalars")
+    return jsonutil.encode(value) if value else None
+
+
+def _check_group_by(value, problems):
+    if value is None:
+        return []
+    if not isinstance(value, list) or not all(isinstance(v, str) and PROPERTY_PATTERN.match(v) for v in value):
+        problems.add("group_by", "must be a list of property names")
+        return []
+    if len(set(value)) != len(value):
+        problems.add("group_by", "must not repeat a property")
+    return value
+
+
+def _check(body, problems, creating):
+    values = {}
+    check_unknown_fields(body, FIELDS, problems)
+    if creating:
+        key = body.get("key")
+        if not isinstance(key, str) or not KEY_PATTERN.match(key):
+            problems.add("key", "is required: letters, digits, '_', '.', '-' (max 64), starting with a letter")
+        values["key"] = key
+    if creating or "name" in body:
+        values["name"] = text_field(body, "name", problems, required=True, max_length=200)
+    if creating or "unit" in body:
+        unit = body.get("unit", "unit")
+        if not isinstance(unit, str) or not unit.strip() or len(unit) > 50:
+            problems.add("unit", "must be a non-empty string (max 50)")
+        values["unit"] = unit
+    if creating or "aggregation" in body:
+        aggregation = body.get("aggregation")
+        if aggregation not in AGGREGATIONS:
+            problems.add("aggregation", f"is required, one of {', '.join(AGGREGATIONS)}")
+        values["aggregation"] = aggregation
+    if creating or "value_property" in body:
+        prop = body.get("value_property")
+        if prop is not None and (not isinstance(prop, str) or not PROPERTY_PATTERN.match(prop)):
+            problems.add("value_property", "must be null or a property name")
+        values["value_property"] = prop
+    if creating or "filter" in body:
+        values["filter"] = _check_filter(body.get("filter"), problems)
+    if creating or "group_by" in body:
+        values["group_by"] = _check_group_by(body.get("group_by"), problems)
+    return values
+
+
+def _check_combination(values, problems):
+    if values.get("aggregation") == "unique_count" and not values.get("value_property"):
+        problems.add("value_property", "is required for unique_count (the property whose distinct values are counted)")
+
+
+def create(request):
+    body = request.json()
+    problems = FieldErrors()
+    values = _check(body, problems, True)
+    _check_combination(values, problems)
+    problems.raise_if_any()
+    values["group_by"] = jsonutil.encode(values["group_by"])
+    now = now_micros()
+    db = request.app.db
+    try:
+        with db.transaction() as conn:
+            cur = conn.execute(
+                "INSERT INTO meters (key, name, unit, aggregation, value_property, filter, group_by,"
+                " created_at, updated_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                (values["key"], values["name"], values["unit"], values["aggregation"],
+                 values["value_property"], values["filter"], values["group_by"], now, now))
+            row = conn.execute(f"SELECT {COLUMNS} FROM meters WHERE id = ?", (cur.lastrowid,)).fetchone()
+            audit(conn, request, "meter.create", "meter", row[1], after=view(row))
+    except sqlite3.IntegrityError:
+        raise Conflict(f"A meter with key {values['key']!r} already exists.",
+                       [{"field": "key", "message": "already exists"}]) from None
+    request.app.catalog.invalidate_meters()
+    return created(view(row))
+
+
+def list_meters(request):
+    limit = page_limit(request)
+    cursor = decode_cursor(request, 1)
+    rows = request.app.db.query(f"SELECT {COLUMNS} FROM meters WHERE key > ? ORDER BY key LIMIT ?",
+                                (cursor[0] if cursor else "", limit + 1))
+    return page(rows, limit, view, lambda r: [r[1]])
+
+
+def _load(db, key):
+    row = db.query_one(f"SELECT {COLUMNS} FROM meters WHERE key = ?", (key,))
+    if row is None:
+        raise NotFound(f"Meter {key!r} not found.")
+    return row
+
+
+def get(request, key):
+    return view(_load(request.app.db, key))
+
+
+def update(request, key):
+    body = request.json()
+    problems = FieldErrors()
+    if "key" in body:
+        problems.add("key", "cannot be changed")
+    values = _check(body, problems, False)
+    db = request.app.db
+    current = view(_load(db, key))
+    merged = {**current, **values}
+    _check_combination(merged, problems)
+    problems.raise_if_any()
+    with db.transaction() as conn:
+        before_row = conn.execute(f"SELECT {COLUMNS} FROM meters WHERE key = ?", (key,)).fetchone()
+        if before_row is None:
+            raise NotFound(f"Meter {key!r} not found.")
+        before = view(before_row)
+        has_events = conn.execute("SELECT 1 FROM events WHERE meter_id = ? LIMIT 1",
+                                  (before_row[0],)).fetchone() is not None
+        if has_events:
+            frozen = []
+            if "aggregation" in values and values["aggregation"] != before["aggregation"]:
+                frozen.append("aggregation")
+            if "value_property" in values and values["value_property"] != before["value_property"]:
+                frozen.append("value_property")
+            if "filter" in values and (jsonutil.decode(values["filter"]) if values["filter"] else None) \
+                    != before["filter"]:
+                frozen.append("filter")
+            if "group_by" in values and not set(before["group_by"]) <= set(values["group_by"]):
+                frozen.append("group_by (keys can be added, not removed)")
+            if frozen:
+                raise Conflict(f"Meter {key!r} has events; cannot change {', '.join(frozen)}. "
+                               "Create a new meter instead.")
+        if "group_by" in values:
+            values["group_by"] = jsonutil.encode(values["group_by"])
+        if values:
+            sets = ", ".join(f"{column} = ?" for column in values)
+            conn.execute(f"UPDATE meters SET {sets}, updated_at = ? WHERE key = ?",
+                         (*values.values(), now_micros(), key))
+        after = view(conn.execute(f"SELECT {COLUMNS} FROM meters WHERE key = ?", (key,)).fetchone())
+        audit(conn, request, "meter.update", "meter", key, before, after)
+    request.app.catalog.invalidate_meters()
+    return after

@@ -1,0 +1,187 @@
+"""Users (admin only) and API keys (admin only)."""
+
+import sqlite3
+
+from ..domain import times
+from ..errors import Conflict, FieldErrors, NotFound
+from ..web.http import created
+from . import auth
+from .common import (audit, check_unknown_fields, decode_cursor, now_micros, page, page_limit,
+                     path_int, text_field)
+
+EMAIL_MAX = 254
+
+
+def _valid_email(value):
+    return isinstance(value, str) and "@" in value and " " not in value and len(value) <= EMAIL_MAX \
+        and value.index("@") > 0 and "." in value.rsplit("@", 1)[1] or value.endswith("@localhost")
+
+
+def _get_user(db, user_id):
+    row = db.query_one(f"SELECT {auth.USER_COLUMNS} FROM users WHERE id = ?", (user_id,))
+    if row is None:
+        raise NotFound(f"User {user_id} not found.")
+    return row
+
+
+def create_user(request):
+    body = request.json()
+    problems = FieldErrors()
+    check_unknown_fields(body, {"email", "name", "role", "password"}, problems)
+    email = text_field(body, "email", problems, required=True, max_length=EMAIL_MAX)
+    if email and not _valid_email(email):
+        problems.add("email", "is not a valid e-mail address")
+    name = text_field(body, "name", problems, required=True, max_length=200)
+    role = body.get("role")
+    if role not in auth.USER_ROLES:
+        problems.add("role", f"must be one of {', '.join(auth.USER_ROLES)}")
+    auth.check_password_strength(body.get("password"), problems)
+    problems.raise_if_any()
+    now = now_micros()
+    db = request.app.db
+    try:
+        with db.transaction() as conn:
+            cur = conn.execute(
+                "INSERT INTO users (email, name, role, password_hash, created_at, updated_at)"
+                " VALUES (?, ?, ?, ?, ?, ?)",
+                (email, name, role, auth.hash_password(body["password"]), now, now))
+            row = conn.execute(f"SELECT {auth.USER_COLUMNS} FROM users WHERE id = ?",
+                               (cur.lastrowid,)).fetchone()
+            audit(conn, request, "user.create", "user", row[0], after=auth.user_view(row))
+    except sqlite3.IntegrityError:
+        raise Conflict(f"A user with e-mail {email} already exists.") from None
+    return created(auth.user_view(row))
+
+
+def list_users(request):
+    limit = page_limit(request)
+    cursor = decode_cursor(request, 1)
+    rows = request.app.db.query(
+        f"SELECT {auth.USER_COLUMNS} FROM users WHERE id > ? ORDER BY id LIMIT ?",
+        (cursor[0] if cursor else 0, limit + 1))
+    return page(rows, limit, auth.user_view, lambda r: [r[0]])
+
+
+def get_user(request, user_id):
+    return auth.user_view(_get_user(request.app.db, path_int(user_id, "User")))
+
+
+def update_user(request, user_id):
+    user_id = path_int(user_id, "User")
+    body = request.json()
+    problems = FieldErrors()
+    check_unknown_fields(body, {"name", "role", "password", "disabled"}, problems)
+    changes = {}
+    if "name" in body:
+        changes["name"] = text_field(body, "name", problems, required=True, max_length=200)
+    if "role" in body:
+        if body["role"] not in auth.USER_ROLES:
+            problems.add("role", f"must be one of {', '.join(auth.USER_ROLES)}")
+        changes["role"] = body["role"]
+    if "password" in body:
+        auth.check_password_strength(body["password"], problems)
+    if "disabled" in body:
+        if not isinstance(body["disabled"], bool):
+            problems.add("disabled", "must be true or false")
+        changes["disabled"] = int(bool(body["disabled"]))
+    problems.raise_if_any()
+    if "password" in body:
+        changes["password_hash"] = auth.hash_password(body["password"])
+    db = request.app.db
+    with db.transaction() as conn:
+        before = auth.user_view(_get_user(db, user_id))
+        if changes:
+            sets = ", ".join(f"{column} = ?" for column in changes)
+            conn.execute(f"UPDATE users SET {sets}, updated_at = ? WHERE id = ?",
+                         (*changes.values(), now_micros(), user_id))
+        after = auth.user_view(_get_user(db, user_id))
+        audit(conn, request, "user.update", "user", user_id, before, after)
+    request.app.auth.invalidate()
+    return after
+
+
+def delete_user(request, user_id):
+    user_id = path_int(user_id, "User")
+    db = request.app.db
+    if request.actor.user_id == user_id:
+        raise Conflict("You cannot delete your own user.")
+    with db.transaction() as conn:
+        before = auth.user_view(_get_user(db, user_id))
+        in_use = conn.execute("SELECT 1 FROM customers WHERE csm_user_id = ? LIMIT 1", (user_id,)).fetchone()
+        conn.execute("UPDATE auth_sessions SET revoked_at = ? WHERE user_id = ? AND revoked_at IS NULL",
+                     (now_micros(), user_id))
+        if in_use:
+            # referenced as a customer's CSM: keep the row, disable the login
+            conn.execute("UPDATE users SET disabled = 1, updated_at = ? WHERE id = ?", (now_micros(), user_id))
+        else:
+            conn.execute("DELETE FROM auth_sessions WHERE user_id = ?", (user_id,))
+            conn.execute("DELETE FROM users WHERE id = ?", (user_id,))
+        audit(conn, request, "user.delete", "user", user_id, before, None)
+    request.app.auth.invalidate()
+    return {"id": user_id, "deleted": True}
+
+
+# -- API keys --------------------------------------------------------------
+
+KEY_COLUMNS = "id, name, role, customer_id, prefix, created_at, created_by, revoked_at"
+
+
+def key_view(row):
+    return {"id": row[0], "name": row[1], "role": row[2] if row[3] is None else auth.CUSTOMER,
+            "customer_id": row[3], "prefix": row[4], "created_at": times.format_micros(row[5]),
+            "created_by": row[6], "revoked": row[7] is not None,
+            "revoked_at": times.format_micros(row[7])}
+
+
+def create_key(request):
+    body = request.json()
+    problems = FieldErrors()
+    check_unknown_fields(body, {"name", "role", "customer_id"}, problems)
+    name = text_field(body, "name", problems, required=True, max_length=200)
+    role, customer_id = body.get("role"), body.get("customer_id")
+    if (role is None) == (customer_id is None):
+        problems.add("role", "give either a role or a customer_id")
+    elif role is not None and role not in auth.KEY_ROLES:
+        problems.add("role", f"must be one of {', '.join(auth.KEY_ROLES)}")
+    elif customer_id is not None and (isinstance(customer_id, bool) or not isinstance(customer_id, int)):
+        problems.add("customer_id", "must be an integer")
+    problems.raise_if_any()
+    db = request.app.db
+    if customer_id is not None and not db.query_one("SELECT 1 FROM customers WHERE id = ?", (customer_id,)):
+        raise FieldErrors.single("customer_id", f"customer {customer_id} does not exist")
+    secret = auth.new_secret(auth.KEY_PREFIX)
+    with db.transaction() as conn:
+        cur = conn.execute(
+            "INSERT INTO api_keys (name, role, customer_id, prefix, digest, created_at, created_by)"
+            " VALUES (?, ?, ?, ?, ?, ?, ?)",
+            (name, role, customer_id, secret[:10], auth.digest(secret), now_micros(), request.actor.label))
+        row = conn.execute(f"SELECT {KEY_COLUMNS} FROM api_keys WHERE id = ?", (cur.lastrowid,)).fetchone()
+        audit(conn, request, "api_key.create", "api_key", row[0], after=key_view(row))
+    view = key_view(row)
+    view["key"] = secret  # shown this once
+    return created(view)
+
+
+def list_keys(request):
+    limit = page_limit(request)
+    cursor = decode_cursor(request, 1)
+    rows = request.app.db.query(
+        f"SELECT {KEY_COLUMNS} FROM api_keys WHERE id > ? ORDER BY id LIMIT ?",
+        (cursor[0] if cursor else 0, limit + 1))
+    return page(rows, limit, key_view, lambda r: [r[0]])
+
+
+def revoke_key(request, key_id):
+    key_id = path_int(key_id, "API key")
+    db = request.app.db
+    with db.transaction() as conn:
+        row = conn.execute(f"SELECT {KEY_COLUMNS} FROM api_keys WHERE id = ?", (key_id,)).fetchone()
+        if row is None:
+            raise NotFound(f"API key {key_id} not found.")
+        if row[7] is not None:
+            raise Conflict(f"API key {key_id} is already revoked.")
+        conn.execute("UPDATE api_keys SET revoked_at = ? WHERE id = ?", (now_micros(), key_id))
+        after = conn.execute(f"SELECT {KEY_COLUMNS} FROM api_keys WHERE id = ?", (key_id,)).fetchone()
+        audit(conn, request, "api_key.revoke", "api_key", key_id, key_view(row), key_view(after))
+    request.app.auth.invalidate()
+    return key_view(after)

@@ -1,0 +1,133 @@
+"""The application object: configuration, database, caches and the request
+pipeline (authenticate → authorize → idempotency → handler)."""
+
+import sys
+import threading
+import time
+
+from . import clock, jsonutil
+from .api import auth
+from .api.catalog import Catalog
+from .api.common import now_micros
+from .domain import times
+from .errors import Conflict
+from .store.db import Database
+from .web import http
+from .web.routes import ROUTES
+
+IDEMPOTENCY_HOURS = 24
+
+
+class Stats:
+    """Process counters (read by the live stream and /metrics)."""
+
+    def __init__(self):
+        self._lock = threading.Lock()
+        self.events = 0
+        self.requests = 0
+        self.started = time.time()
+
+    def events_ingested(self, n):
+        with self._lock:
+            self.events += n
+
+    def request_done(self):
+        with self._lock:
+            self.requests += 1
+
+
+class App:
+    def __init__(self, config, log_stream=None):
+        self.config = config
+        self.db = Database(config.db_path)
+        self.catalog = Catalog(self.db)
+        self.auth = auth.Authenticator(self.db)
+        self.router = http.Router(ROUTES)
+        self.stats = Stats()
+        self.log_stream = log_stream if log_stream is not None else (sys.stderr if config.log_requests else None)
+        self._log_lock = threading.Lock()
+        self._idempotency_locks = {}
+        self._idempotency_guard = threading.Lock()
+        # Extension points filled by later modules: where the open billing
+        # period of a customer comes from, and what forbids an event retraction.
+        self.period_sources = []
+        self.retraction_checks = []
+
+    def bootstrap(self):
+        return auth.bootstrap(self.db, self.config.admin_key, self.config.admin_password)
+
+    def close(self):
+        self.db.close()
+
+    # -- the pipeline ------------------------------------------------------
+    def handle(self, request, route, params):
+        if route.roles is not None:
+            request.actor = self.auth.resolve(request.headers.get("Authorization"))
+            auth.authorize(request.actor, route.roles)
+        key = request.headers.get("Idempotency-Key")
+        if key and request.method == "POST" and request.actor is not None:
+            return self._idempotent(request, route, params, key)
+        return self._call(request, route, params)
+
+    def _call(self, request, route, params):
+        result = route.handler(request, **params)
+        return result if isinstance(result, http.Response) else http.Response(200, result)
+
+    def _idempotent(self, request, route, params, key):
+        if len(key) > 255:
+            raise Conflict("Idempotency-Key must be at most 255 characters.")
+        actor = request.actor.label
+        fingerprint = http.request_hash(request)
+        with self._idempotency_guard:
+            lock = self._idempotency_locks.setdefault((actor, key), threading.Lock())
+        with lock:
+            horizon = now_micros() - IDEMPOTENCY_HOURS * 3600 * 1_000_000
+            row = self.db.query_one(
+                "SELECT request_hash, status, response FROM idempotency_keys"
+                " WHERE actor = ? AND key = ? AND created_at >= ?", (actor, key, horizon))
+            if row is not None:
+                if row[0] != fingerprint:
+                    raise Conflict("This Idempotency-Key was used with a different request.")
+                return http.Response(row[1], row[2], headers={"Idempotent-Replayed": "true"})
+            response = self._call(request, route, params)
+            if 200 <= response.status < 300 and response.content_type == http.JSON_TYPE:
+                with self.db.transaction() as conn:
+                    conn.execute("DELETE FROM idempotency_keys WHERE created_at < ?", (horizon,))
+                    conn.execute(
+                        "INSERT OR REPLACE INTO idempotency_keys (actor, key, request_hash, status,"
+                        " response, created_at) VALUES (?, ?, ?, ?, ?, ?)",
+                        (actor, key, fingerprint, response.status, response.payload().decode("utf-8"),
+                         now_micros()))
+        with self._idempotency_guard:
+            if len(self._idempotency_locks) > 10000:
+                self._idempotency_locks.clear()
+        return response
+
+    # -- logging -----------------------------------------------------------
+    def log_request(self, handler, request, route, status, duration_ms, request_id):
+        self.stats.request_done()
+        if self.log_stream is None:
+            return
+        actor = request.actor.label if request is not None and request.actor else None
+        line = jsonutil.encode({
+            "time": times.format_instant(clock.now()), "request_id": request_id, "actor": actor,
+            "method": handler.command, "route": route or handler.path.split("?")[0],
+            "status": status, "duration_ms": round(duration_ms, 3)})
+        with self._log_lock:
+            try:
+                self.log_stream.write(line + "\n")
+                self.log_stream.flush()
+            except (OSError, ValueError):
+                pass
+
+    def log_exception(self, request_id, exc):
+        if self.log_stream is None:
+            return
+        line = jsonutil.encode({"time": times.format_instant(clock.now()), "request_id": request_id,
+                                "level": "error", "error": http.format_exception(exc)})
+        with self._log_lock:
+            try:
+                self.log_stream.write(line + "\n")
+                self.log_stream.flush()
+            except (OSError, ValueError):
+                pass

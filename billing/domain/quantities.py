@@ -1,0 +1,50 @@
+"""Quantities as exact integer millionths ("micros").
+
+A quantity is a JSON number with at most 6 fractional digits, 0 ≤ q ≤ 10¹².
+Stored as an integer count of millionths, so sums are exact integer additions.
+"""
+
+from decimal import Decimal, InvalidOperation
+
+SCALE = 1_000_000
+MAX_QUANTITY = 10 ** 12
+MAX_FRACTION_DIGITS = 6
+
+
+class QuantityError(ValueError):
+    pass
+
+
+def to_micros(value, allow_negative=False):
+    """A JSON number (int or Decimal) as integer micros; raises QuantityError."""
+    if isinstance(value, bool) or not isinstance(value, (int, Decimal)):
+        raise QuantityError("must be a number")
+    if isinstance(value, int):
+        if value < 0 and not allow_negative:
+            raise QuantityError("must not be negative")
+        if abs(value) > MAX_QUANTITY:
+            raise QuantityError("must not exceed 10^12")
+        return value * SCALE
+    if not value.is_finite():
+        raise QuantityError("must be a finite number")
+    if value < 0 and not allow_negative:
+        raise QuantityError("must not be negative")
+    if abs(value) > MAX_QUANTITY:
+        raise QuantityError("must not exceed 10^12")
+    try:
+        scaled = value.scaleb(MAX_FRACTION_DIGITS)
+        micros = int(scaled)
+    except (InvalidOperation, OverflowError):
+        raise QuantityError("is not a valid number") from None
+    if scaled != micros:
+        raise QuantityError("must have at most 6 decimal places")
+    return micros
+
+
+def from_micros(micros):
+    """Integer micros as an exact Decimal (an int-valued Decimal when whole)."""
+    if micros is None:
+        return None
+    if micros % SCALE == 0:
+        return Decimal(micros // SCALE)
+    return (Decimal(micros) / SCALE).normalize()

@@ -1,0 +1,145 @@
+"""Instants, local dates and windows. Instants are integer microseconds since the
+Unix epoch (UTC) at rest; RFC 3339 with an explicit offset at the edges."""
+
+import re
+from datetime import date, datetime, time, timedelta, timezone
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError, available_timezones
+
+UTC = timezone.utc
+EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+_RFC3339 = re.compile(
+    r"^\d{4}-\d{2}-\d{2}[Tt ]\d{2}:\d{2}:\d{2}(\.\d{1,9})?([Zz]|[+-]\d{2}:\d{2})$")
+_DATE = re.compile(r"^\d{4}-\d{2}-\d{2}$")
+
+
+class TimeError(ValueError):
+    pass
+
+
+def to_micros(instant):
+    delta = instant - EPOCH
+    return (delta.days * 86400 + delta.seconds) * 1_000_000 + delta.microseconds
+
+
+def from_micros(micros):
+    return EPOCH + timedelta(microseconds=micros)
+
+
+def format_instant(instant):
+    """UTC RFC 3339: 2025-09-16T21:05:00Z (fraction only when there is one)."""
+    instant = instant.astimezone(UTC)
+    if instant.microsecond:
+        text = instant.strftime("%Y-%m-%dT%H:%M:%S.%f").rstrip("0")
+    else:
+        text = instant.strftime("%Y-%m-%dT%H:%M:%S")
+    return text + "Z"
+
+
+def format_micros(micros):
+    return None if micros is None else format_instant(from_micros(micros))
+
+
+def parse_instant(text):
+    """RFC 3339 with an explicit offset → aware UTC datetime; raises TimeError."""
+    if not isinstance(text, str):
+        raise TimeError("must be an RFC 3339 timestamp string")
+    if not _RFC3339.match(text):
+        if re.match(r"^\d{4}-\d{2}-\d{2}[Tt ]\d{2}:\d{2}(:\d{2}(\.\d+)?)?$", text):
+            raise TimeError("must include a UTC offset, e.g. 'Z' or '+02:00'")
+        raise TimeError("must be an RFC 3339 timestamp like 2025-09-16T21:05:00Z")
+    fraction = re.search(r"\.(\d+)", text)
+    if fraction and len(fraction.group(1)) > 6:  # fromisoformat takes at most 6
+        text = text.replace(fraction.group(0), "." + fraction.group(1)[:6])
+    try:
+        return datetime.fromisoformat(text.replace("z", "Z").replace("t", "T")).astimezone(UTC)
+    except ValueError:
+        raise TimeError("is not a valid date and time") from None
+
+
+def parse_date(text):
+    if not isinstance(text, str) or not _DATE.match(text):
+        raise TimeError("must be a date like 2025-09-01")
+    try:
+        return date.fromisoformat(text)
+    except ValueError:
+        raise TimeError("is not a valid calendar date") from None
+
+
+def parse_bound(text, zone):
+    """A range bound: an RFC 3339 instant, or a date meaning local 00:00 in `zone`."""
+    if isinstance(text, str) and _DATE.match(text):
+        return local_midnight(parse_date(text), zone)
+    return parse_instant(text)
+
+
+def zone_or_error(name):
+    if not isinstance(name, str) or not name or name.startswith("/") or ".." in name:
+        raise TimeError("must be an IANA timezone like 'Europe/Berlin'")
+    try:
+        return ZoneInfo(name)
+    except (ZoneInfoNotFoundError, ValueError, OSError):
+        raise TimeError(f"unknown timezone '{name}'") from None
+
+
+def local_midnight(day, zone):
+    """The instant of 00:00 local time on `day` (the first instant of the day,
+    even where a DST change skips midnight)."""
+    naive = datetime.combine(day, time(0))
+    local = naive.replace(tzinfo=zone)
+    # A gap at midnight: fold semantics pick an offset; normalise through UTC and
+    # step forward to the first real instant of that local day.
+    utc = local.astimezone(UTC)
+    back = utc.astimezone(zone)
+    if back.date() < day:
+        utc = utc + timedelta(hours=1)
+    return utc
+
+
+def local_date(instant, zone):
+    return instant.astimezone(zone).date()
+
+
+def month_start(day):
+    return day.replace(day=1)
+
+
+def add_months(day, months):
+    y, m = divmod(day.month - 1 + months, 12)
+    return day.replace(year=day.year + y, month=m + 1, day=1)
+
+
+def calendar_month_bounds(instant, zone):
+    """[start, end) of the local calendar month holding `instant`, as UTC instants."""
+    first = month_start(local_date(instant, zone))
+    return local_midnight(first, zone), local_midnight(add_months(first, 1), zone)
+
+
+def windows(start, end, size, zone):
+    """Consecutive [start, end) windows aligned on local boundaries of `zone`,
+    clipped to the range. size: 'hour' | 'day' | 'month'."""
+    result = []
+    if start >= end:
+        return result
+    if size == "hour":
+        # Hours are aligned in UTC terms of the local clock; stepping through UTC
+        # keeps DST days at 23 or 25 windows.
+        local = start.astimezone(zone)
+        cursor = local.replace(minute=0, second=0, microsecond=0).astimezone(UTC)
+        step = lambda t: t + timedelta(hours=1)  # noqa: E731
+    elif size == "day":
+        cursor = local_midnight(local_date(start, zone), zone)
+        step = lambda t: local_midnight(local_date(t, zone) + timedelta(days=1), zone)  # noqa: E731
+    elif size == "month":
+        cursor = local_midnight(month_start(local_date(start, zone)), zone)
+        step = lambda t: local_midnight(add_months(local_date(t, zone), 1), zone)  # noqa: E731
+    else:
+        raise ValueError(size)
+    while cursor < end:
+        nxt = step(cursor)
+        result.append((max(cursor, start), min(nxt, end)))
+        cursor = nxt
+    return result
+
+
+def all_timezones():
+    return available_timezones()

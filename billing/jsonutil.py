@@ -1,0 +1,93 @@
+"""JSON without binary floating point.
+
+Numbers with a fraction or exponent parse as `Decimal`; `NaN`/`Infinity` are
+refused. Encoding writes `Decimal` as a plain JSON number (never an exponent),
+so quantities survive a round trip exactly.
+"""
+
+import json
+from decimal import Decimal
+
+_encode_string = json.encoder.encode_basestring_ascii
+
+
+class JSONDecodeError(ValueError):
+    pass
+
+
+def _no_constants(name):
+    raise JSONDecodeError(f"{name} is not allowed in JSON")
+
+
+def decode(text):
+    """Parse JSON text (str or bytes); raises JSONDecodeError."""
+    try:
+        return json.loads(text, parse_float=Decimal, parse_constant=_no_constants)
+    except JSONDecodeError:
+        raise
+    except (ValueError, RecursionError) as exc:
+        raise JSONDecodeError(str(exc)) from None
+
+
+def decimal_text(value):
+    """A Decimal as plain text without exponent or trailing zeros: 1.50 -> '1.5'."""
+    if value == value.to_integral_value():
+        return str(value.quantize(Decimal(1)))
+    text = format(value, "f")
+    return text.rstrip("0").rstrip(".") if "." in text else text
+
+
+def _fast(obj):
+    try:
+        return json.dumps(obj, ensure_ascii=True, separators=(",", ":"), allow_nan=False)
+    except TypeError:
+        return None
+
+
+def encode(obj):
+    """Serialize to compact JSON text, writing Decimals as exact numbers."""
+    text = _fast(obj)
+    if text is not None:
+        return text
+    parts = []
+    _write(obj, parts.append)
+    return "".join(parts)
+
+
+def _write(obj, out):
+    if isinstance(obj, str):
+        out(_encode_string(obj))
+    elif obj is None:
+        out("null")
+    elif obj is True:
+        out("true")
+    elif obj is False:
+        out("false")
+    elif isinstance(obj, int):
+        out(int.__repr__(obj))
+    elif isinstance(obj, Decimal):
+        if not obj.is_finite():
+            raise ValueError("cannot encode a non-finite Decimal")
+        out(decimal_text(obj))
+    elif isinstance(obj, dict):
+        out("{")
+        first = True
+        for key, value in obj.items():
+            if not first:
+                out(",")
+            first = False
+            out(_encode_string(str(key)))
+            out(":")
+            _write(value, out)
+        out("}")
+    elif isinstance(obj, (list, tuple)):
+        out("[")
+        for i, value in enumerate(obj):
+            if i:
+                out(",")
+            _write(value, out)
+        out("]")
+    elif isinstance(obj, float):
+        out(float.__repr__(obj))  # only timings and metrics; never money
+    else:
+        raise TypeError(f"cannot encode {type(obj).__name__}")

@@ -1,0 +1,1 @@
+"""Work that runs beside requests: scheduler, demo data, exports."""

@@ -1,0 +1,1 @@
+"""SQLite only: connections, the one writer path, migrations."""

@@ -1,0 +1,158 @@
+"""Schema migrations, append-only, tracked with PRAGMA user_version.
+
+Each migration is a list of statements applied in one transaction together with
+the version bump, so a failing migration leaves the database exactly as it was.
+Instants are stored as integer microseconds since the Unix epoch (UTC); money as
+integer minor units; quantities as integer millionths.
+"""
+
+import sqlite3
+
+V1_FOUNDATION = [
+    """CREATE TABLE users (
+        id INTEGER PRIMARY KEY,
+        email TEXT NOT NULL UNIQUE COLLATE NOCASE,
+        name TEXT NOT NULL,
+        role TEXT NOT NULL,
+        password_hash TEXT NOT NULL,
+        created_at INTEGER NOT NULL,
+        updated_at INTEGER NOT NULL,
+        disabled INTEGER NOT NULL DEFAULT 0)""",
+    """CREATE TABLE customers (
+        id INTEGER PRIMARY KEY,
+        external_id TEXT UNIQUE,
+        name TEXT NOT NULL,
+        email TEXT NOT NULL UNIQUE COLLATE NOCASE,
+        timezone TEXT NOT NULL DEFAULT 'UTC',
+        currency TEXT NOT NULL DEFAULT 'USD',
+        billing_email TEXT,
+        billing_address TEXT,
+        tax_rate TEXT NOT NULL DEFAULT '0',
+        net_terms_days INTEGER NOT NULL DEFAULT 30,
+        requires_approval INTEGER NOT NULL DEFAULT 0,
+        csm_user_id INTEGER REFERENCES users(id),
+        budget TEXT,
+        storage_quota_bytes INTEGER,
+        contract_start TEXT,
+        contract_end TEXT,
+        metadata TEXT NOT NULL DEFAULT '{}',
+        archived INTEGER NOT NULL DEFAULT 0,
+        created_at INTEGER NOT NULL,
+        updated_at INTEGER NOT NULL)""",
+    """CREATE TABLE api_keys (
+        id INTEGER PRIMARY KEY,
+        name TEXT NOT NULL,
+        role TEXT,
+        customer_id INTEGER REFERENCES customers(id),
+        prefix TEXT NOT NULL,
+        digest TEXT NOT NULL UNIQUE,
+        created_at INTEGER NOT NULL,
+        created_by TEXT,
+        revoked_at INTEGER,
+        CHECK ((role IS NULL) != (customer_id IS NULL)))""",
+    """CREATE TABLE auth_sessions (
+        id INTEGER PRIMARY KEY,
+        digest TEXT NOT NULL UNIQUE,
+        user_id INTEGER NOT NULL REFERENCES users(id),
+        created_at INTEGER NOT NULL,
+        expires_at INTEGER NOT NULL,
+        revoked_at INTEGER)""",
+    """CREATE TABLE meters (
+        id INTEGER PRIMARY KEY,
+        key TEXT NOT NULL UNIQUE,
+        name TEXT NOT NULL,
+        unit TEXT NOT NULL DEFAULT 'unit',
+        aggregation TEXT NOT NULL,
+        value_property TEXT,
+        filter TEXT,
+        group_by TEXT NOT NULL DEFAULT '[]',
+        created_at INTEGER NOT NULL,
+        updated_at INTEGER NOT NULL)""",
+    # Events carry no FOREIGN KEY clauses: ingest validates customer and meter
+    # against the cache first, and the per-row FK probes cost ingest throughput.
+    # `value` is what the meter aggregates: integer micros, or for unique_count
+    # the JSON text of the property value. `matched` records the meter filter,
+    # which cannot change once a meter has events.
+    """CREATE TABLE events (
+        seq INTEGER PRIMARY KEY,
+        customer_id INTEGER NOT NULL,
+        event_id TEXT NOT NULL,
+        meter_id INTEGER NOT NULL,
+        ts INTEGER NOT NULL,
+        quantity INTEGER NOT NULL,
+        value,
+        matched INTEGER NOT NULL,
+        properties TEXT,
+        late INTEGER NOT NULL DEFAULT 0,
+        received_at INTEGER NOT NULL)""",
+    "CREATE UNIQUE INDEX events_dedup ON events(customer_id, event_id)",
+    "CREATE INDEX events_usage ON events(customer_id, meter_id, ts)",
+    "CREATE INDEX events_time ON events(ts)",
+    """CREATE TABLE retracted_events (
+        seq INTEGER PRIMARY KEY,
+        customer_id INTEGER NOT NULL,
+        event_id TEXT NOT NULL,
+        meter_id INTEGER NOT NULL,
+        ts INTEGER NOT NULL,
+        quantity INTEGER NOT NULL,
+        properties TEXT,
+        retracted_at INTEGER NOT NULL,
+        retracted_by TEXT NOT NULL)""",
+    """CREATE TABLE idempotency_keys (
+        actor TEXT NOT NULL,
+        key TEXT NOT NULL,
+        request_hash TEXT NOT NULL,
+        status INTEGER NOT NULL,
+        response TEXT NOT NULL,
+        created_at INTEGER NOT NULL,
+        PRIMARY KEY (actor, key))""",
+    """CREATE TABLE audit_log (
+        id INTEGER PRIMARY KEY,
+        at INTEGER NOT NULL,
+        actor TEXT NOT NULL,
+        role TEXT,
+        action TEXT NOT NULL,
+        entity TEXT NOT NULL,
+        entity_id TEXT,
+        before TEXT,
+        after TEXT,
+        request_id TEXT)""",
+    "CREATE INDEX audit_log_entity ON audit_log(entity, entity_id)",
+]
+
+MIGRATIONS = [V1_FOUNDATION]
+
+
+class MigrationError(RuntimeError):
+    pass
+
+
+def current_version(conn):
+    return conn.execute("PRAGMA user_version").fetchone()[0]
+
+
+def migrate(conn, migrations=None):
+    """Bring the schema to the latest version; returns the versions applied."""
+    migrations = MIGRATIONS if migrations is None else migrations
+    applied = []
+    version = current_version(conn)
+    if version > len(migrations):
+        raise MigrationError(
+            f"database schema version {version} is newer than this program ({len(migrations)})")
+    for number, statements in enumerate(migrations[version:], start=version + 1):
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            for statement in statements:
+                if callable(statement):
+                    statement(conn)
+                else:
+                    conn.execute(statement)
+            conn.execute(f"PRAGMA user_version = {int(number)}")
+        except BaseException as exc:
+            conn.execute("ROLLBACK")
+            if isinstance(exc, sqlite3.Error):
+                raise MigrationError(f"migration {number} failed: {exc}") from exc
+            raise
+        conn.execute("COMMIT")
+        applied.append(number)
+    return applied

@@ -1,0 +1,1 @@
+"""HTTP only: requests, responses, routing, errors, static files."""

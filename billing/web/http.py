@@ -1,0 +1,286 @@
+"""Request/response plumbing: one handler class, one dispatch, one error path.
+
+Handlers take `(request, **path_params)` and return data: a dict or list
+(200), or a `Response` when they need another status or body type.
+"""
+
+import hashlib
+import re
+import socket
+import sys
+import time
+import traceback
+import uuid
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from urllib.parse import parse_qs, urlsplit
+
+from .. import errors, jsonutil
+from ..errors import ApiError
+
+MAX_BODY_BYTES = 10 * 1024 * 1024
+JSON_TYPE = "application/json; charset=utf-8"
+SECURITY_HEADERS = {
+    "X-Content-Type-Options": "nosniff",
+    "X-Frame-Options": "DENY",
+    "Referrer-Policy": "no-referrer",
+}
+HTML_CSP = ("default-src 'self'; img-src 'self' data:; style-src 'self'; script-src 'self'; "
+            "connect-src 'self'; object-src 'none'; base-uri 'none'; frame-ancestors 'none'; "
+            "form-action 'self'")
+
+
+class Response:
+    def __init__(self, status=200, body=None, content_type=JSON_TYPE, headers=None):
+        self.status = status
+        self.body = body
+        self.content_type = content_type
+        self.headers = dict(headers or {})
+
+    def payload(self):
+        if self.body is None:
+            return b""
+        if isinstance(self.body, bytes):
+            return self.body
+        if isinstance(self.body, str):
+            return self.body.encode("utf-8")
+        return jsonutil.encode(self.body).encode("utf-8")
+
+
+def created(body):
+    return Response(201, body)
+
+
+class Route:
+    __slots__ = ("method", "pattern", "template", "regex", "handler", "roles")
+
+    def __init__(self, method, pattern, handler, roles):
+        self.method = method
+        self.pattern = pattern
+        self.template = re.sub(r"\(\?P<(\w+)>[^)]*\)", r"{\1}", pattern)
+        self.regex = re.compile("^" + pattern + "$")
+        self.handler = handler
+        self.roles = frozenset(roles) if roles is not None else None  # None: public
+
+
+class Router:
+    def __init__(self, routes):
+        self.routes = [Route(*r) for r in routes]
+
+    def match(self, method, path):
+        """(route, params); NotFound when no pattern matches, MethodNotAllowed when
+        only the method is wrong."""
+        allowed = []
+        for route in self.routes:
+            m = route.regex.match(path)
+            if not m:
+                continue
+            if route.method == method or (method == "HEAD" and route.method == "GET"):
+                return route, m.groupdict()
+            allowed.append(route.method)
+        if allowed:
+            if "GET" in allowed:
+                allowed.append("HEAD")
+            raise errors.MethodNotAllowed(sorted(set(allowed)))
+        raise errors.NotFound(f"No route for {path}.")
+
+
+class Request:
+    def __init__(self, app, method, target, headers, body, request_id, client):
+        self.app = app
+        self.method = method
+        parts = urlsplit(target)
+        self.path = parts.path
+        self.query = parse_qs(parts.query, keep_blank_values=True)
+        self.headers = headers
+        self.body = body
+        self.request_id = request_id
+        self.client = client
+        self.actor = None
+        self.route = None
+        self._json = None
+
+    # -- body ------------------------------------------------------------
+    def json(self):
+        """The body as a JSON object ({} for an empty body)."""
+        if self._json is None:
+            if not self.body:
+                self._json = {}
+            else:
+                try:
+                    self._json = jsonutil.decode(self.body)
+                except jsonutil.JSONDecodeError as exc:
+                    raise errors.BadRequest(f"Malformed JSON body: {exc}") from None
+                except UnicodeDecodeError:
+                    raise errors.BadRequest("The body is not valid UTF-8.") from None
+            if not isinstance(self._json, dict):
+                raise errors.ValidationError([{"field": None, "message": "the body must be a JSON object"}])
+        return self._json
+
+    # -- query -----------------------------------------------------------
+    def arg(self, name, default=None):
+        values = self.query.get(name)
+        if not values:
+            return default
+        return values[-1]
+
+    # -- scope -----------------------------------------------------------
+    @property
+    def customer_scope(self):
+        """The customer a customer-scoped key is limited to, else None."""
+        return self.actor.customer_id if self.actor else None
+
+    def check_customer(self, customer_id):
+        """404 for a customer-scoped key asking about anyone but its customer."""
+        scope = self.customer_scope
+        if scope is not None and int(customer_id) != scope:
+            raise errors.NotFound("Customer not found.")
+
+
+def _error_response(exc, request_id):
+    if isinstance(exc, ApiError):
+        body = exc.body()
+        return Response(exc.status, body, headers=exc.headers)
+    body = {"error": {"code": "internal_error",
+                      "message": f"Internal server error (request {request_id}).",
+                      "details": [], "request_id": request_id}}
+    return Response(500, body)
+
+
+class Handler(BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"
+    server_version = "Meterline"
+
+    def version_string(self):
+        return self.server_version
+    app = None  # set by make_server
+
+    def setup(self):
+        super().setup()
+        try:
+            self.connection.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        except OSError:
+            pass
+
+    def do_GET(self):
+        self._dispatch()
+
+    do_POST = do_PUT = do_PATCH = do_DELETE = do_HEAD = do_OPTIONS = do_GET
+
+    def log_message(self, format, *args):  # the app logs one JSON line itself
+        pass
+
+    def _read_body(self):
+        if "chunked" in (self.headers.get("Transfer-Encoding") or "").lower():
+            self.close_connection = True
+            raise errors.LengthRequired("Chunked request bodies are not accepted; send Content-Length.")
+        raw_length = self.headers.get("Content-Length")
+        if raw_length is None or raw_length.strip() == "":
+            return b""
+        try:
+            length = int(raw_length)
+            if length < 0:
+                raise ValueError
+        except ValueError:
+            self.close_connection = True
+            raise errors.BadRequest("Content-Length must be a non-negative integer.") from None
+        if length > MAX_BODY_BYTES:
+            self.close_connection = True  # the body stays unread
+            raise errors.PayloadTooLarge(f"The body exceeds the {MAX_BODY_BYTES} byte limit.")
+        if length == 0:
+            return b""
+        body = self.rfile.read(length)
+        if len(body) != length:
+            self.close_connection = True
+            raise errors.BadRequest("The body ended before Content-Length bytes.")
+        content_type = (self.headers.get("Content-Type") or "").split(";")[0].strip().lower()
+        if content_type != "application/json":
+            raise errors.UnsupportedMediaType("Send the body as Content-Type: application/json.")
+        return body
+
+    def _dispatch(self):
+        app = self.app
+        started = time.perf_counter()
+        request_id = self.headers.get("X-Request-Id") or uuid.uuid4().hex
+        if not re.fullmatch(r"[A-Za-z0-9._-]{1,64}", request_id):
+            request_id = uuid.uuid4().hex
+        request = None
+        route_pattern = None
+        try:
+            request = Request(app, self.command, self.path, self.headers, b"", request_id,
+                              self.client_address[0])
+            route, params = app.router.match(self.command, request.path)
+            route_pattern = route.template
+            request.route = route
+            if self.command in ("POST", "PUT", "PATCH", "DELETE"):
+                request.body = self._read_body()
+            response = app.handle(request, route, params)
+        except Exception as exc:  # the one error path
+            if not isinstance(exc, ApiError):
+                app.log_exception(request_id, exc)
+            response = _error_response(exc, request_id)
+        if isinstance(response, Response) and response.status >= 400 and self.command != "HEAD":
+            # an error before the body was read leaves bytes on the wire
+            if self.headers.get("Content-Length") not in (None, "", "0") and request is not None \
+                    and not request.body and self.command in ("POST", "PUT", "PATCH", "DELETE"):
+                self.close_connection = True
+        self._send(response, request_id)
+        app.log_request(self, request, route_pattern, response.status,
+                        (time.perf_counter() - started) * 1000, request_id)
+
+    def _send(self, response, request_id):
+        if not isinstance(response, Response):
+            response = Response(200, response)
+        stream = getattr(response, "stream", None)
+        payload = b"" if stream else response.payload()
+        self.send_response(response.status)
+        headers = dict(SECURITY_HEADERS)
+        headers["X-Request-Id"] = request_id
+        headers["Content-Type"] = response.content_type
+        if response.content_type.startswith("text/html"):
+            headers["Content-Security-Policy"] = HTML_CSP
+        if not stream:
+            headers["Content-Length"] = str(len(payload))
+        headers.setdefault("Cache-Control", "no-store")
+        headers.update(response.headers)
+        for name, value in headers.items():
+            self.send_header(name, value)
+        if self.close_connection:
+            self.send_header("Connection", "close")
+        self.end_headers()
+        if stream:
+            stream(self)
+        elif self.command != "HEAD":
+            self.wfile.write(payload)
+
+
+class Server(ThreadingHTTPServer):
+    daemon_threads = True
+    allow_reuse_address = True
+    request_queue_size = 256
+
+    def handle_error(self, request, client_address):
+        exc = sys.exc_info()[1]
+        if isinstance(exc, (ConnectionError, TimeoutError)):
+            return
+        super().handle_error(request, client_address)
+
+
+def make_server(app, host, port):
+    handler = type("MeterlineHandler", (Handler,), {"app": app})
+    server = Server((host, port), handler)
+    return server
+
+
+def request_hash(request):
+    digest = hashlib.sha256()
+    digest.update(request.method.encode())
+    digest.update(b"\0")
+    digest.update(request.path.encode())
+    digest.update(b"\0")
+    digest.update(request.body or b"")
+    return digest.hexdigest()
+
+
+def format_exception(exc):
+    return "".join(traceback.format_exception(type(exc), exc, exc.__traceback__))
+

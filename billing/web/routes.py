@@ -1,0 +1,51 @@
+"""The route table: method, path pattern, handler, and the roles allowed.
+
+Read it top to bottom; `None` as roles means no authentication at all.
+"""
+
+from ..api import audit_log, customers, events, health, meters, usage, users
+from ..api.auth import (ADMIN_ONLY, ANY_SIGNED_IN, CUSTOMER_READ, EVENT_WRITE, STAFF_READ,
+                        STAFF_WRITE, login, logout, me)
+from . import static
+
+ID = r"(?P<{}>\d+)"
+CUSTOMER = ID.format("customer_id")
+
+ROUTES = [
+    # dashboard and health
+    ("GET", r"/", static.index, None),
+    ("GET", r"/static/(?P<path>[A-Za-z0-9_./-]+)", static.asset, None),
+    ("GET", r"/health", health.health, None),
+    # auth
+    ("POST", r"/v1/auth/login", login, None),
+    ("POST", r"/v1/auth/logout", logout, ANY_SIGNED_IN),
+    ("GET", r"/v1/auth/me", me, ANY_SIGNED_IN),
+    # users and API keys
+    ("POST", r"/v1/users", users.create_user, ADMIN_ONLY),
+    ("GET", r"/v1/users", users.list_users, ADMIN_ONLY),
+    ("GET", r"/v1/users/" + ID.format("user_id"), users.get_user, ADMIN_ONLY),
+    ("PATCH", r"/v1/users/" + ID.format("user_id"), users.update_user, ADMIN_ONLY),
+    ("DELETE", r"/v1/users/" + ID.format("user_id"), users.delete_user, ADMIN_ONLY),
+    ("POST", r"/v1/api-keys", users.create_key, ADMIN_ONLY),
+    ("GET", r"/v1/api-keys", users.list_keys, ADMIN_ONLY),
+    ("DELETE", r"/v1/api-keys/" + ID.format("key_id"), users.revoke_key, ADMIN_ONLY),
+    # customers
+    ("POST", r"/v1/customers", customers.create, STAFF_WRITE),
+    ("GET", r"/v1/customers", customers.list_customers, CUSTOMER_READ),
+    ("GET", r"/v1/customers/" + CUSTOMER, customers.get, CUSTOMER_READ),
+    ("PATCH", r"/v1/customers/" + CUSTOMER, customers.update, STAFF_WRITE),
+    ("DELETE", r"/v1/customers/" + CUSTOMER, customers.delete, STAFF_WRITE),
+    ("GET", r"/v1/customers/" + CUSTOMER + r"/usage", usage.get_usage, CUSTOMER_READ),
+    ("DELETE", r"/v1/customers/" + CUSTOMER + r"/events/(?P<event_id>[^/]+)", events.retract, ADMIN_ONLY),
+    # meters
+    ("POST", r"/v1/meters", meters.create, ADMIN_ONLY),
+    ("GET", r"/v1/meters", meters.list_meters, CUSTOMER_READ),
+    ("GET", r"/v1/meters/(?P<key>[^/]+)", meters.get, CUSTOMER_READ),
+    ("PATCH", r"/v1/meters/(?P<key>[^/]+)", meters.update, ADMIN_ONLY),
+    # events
+    ("POST", r"/v1/events", events.ingest_one, EVENT_WRITE),
+    ("POST", r"/v1/events/batch", events.ingest_batch, EVENT_WRITE),
+    ("GET", r"/v1/events", events.list_events, CUSTOMER_READ),
+    # audit
+    ("GET", r"/v1/audit-log", audit_log.list_entries, STAFF_READ),
+]

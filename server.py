@@ -1,0 +1,81 @@
+#!/usr/bin/env python3
+"""Meterline: start the billing server with its dashboard.
+
+    python3 server.py [--host 127.0.0.1] [--port 8000] [--db PATH] [--demo] [--no-scheduler]
+"""
+
+import argparse
+import os
+import signal
+import sys
+import threading
+
+from billing.app import App
+from billing.config import Config, ConfigError
+from billing.store.migrations import MigrationError
+from billing.web.http import make_server
+
+EXIT_OK, EXIT_CONFIG, EXIT_PORT = 0, 2, 3
+
+
+def parse_args(argv):
+    parser = argparse.ArgumentParser(description="Meterline usage-based billing server")
+    parser.add_argument("--host", default="127.0.0.1")
+    parser.add_argument("--port", type=int, default=8000)
+    parser.add_argument("--db", default=None, help="database file (default data/billing.db or $BILLING_DB)")
+    parser.add_argument("--demo", action="store_true", help="fill an empty database with sample data")
+    parser.add_argument("--no-scheduler", action="store_true", help="do not run periodic jobs")
+    parser.add_argument("--quiet", action="store_true", help="no request log on stderr")
+    return parser.parse_args(argv)
+
+
+def main(argv=None):
+    args = parse_args(sys.argv[1:] if argv is None else argv)
+    try:
+        config = Config.from_env(db_path=args.db)
+    except ConfigError as exc:
+        print(f"configuration error: {exc}", file=sys.stderr)
+        return EXIT_CONFIG
+    config.log_requests = not args.quiet
+    try:
+        app = App(config)
+    except MigrationError as exc:
+        print(f"database error: {exc}", file=sys.stderr)
+        return EXIT_CONFIG
+    secrets_ = app.bootstrap()
+    if args.demo:
+        from billing.ops import demo
+        print(demo.fill(app), flush=True)
+    try:
+        server = make_server(app, args.host, args.port)
+    except OSError as exc:
+        print(f"cannot listen on {args.host}:{args.port}: {exc}", file=sys.stderr)
+        app.close()
+        return EXIT_PORT
+    host, port = server.server_address[:2]
+    print(f"Meterline listening on http://{host}:{port}/  (database {os.path.abspath(config.db_path)})",
+          flush=True)
+    if secrets_:
+        print("First start: created user admin@localhost", flush=True)
+        if secrets_["password"]:
+            print(f"  admin password: {secrets_['password']}", flush=True)
+        if secrets_["api_key"]:
+            print(f"  admin API key:  {secrets_['api_key']}", flush=True)
+        print("  (shown once; only their hashes are stored)", flush=True)
+
+    def stop(signum, frame):
+        threading.Thread(target=server.shutdown, daemon=True).start()
+
+    signal.signal(signal.SIGTERM, stop)
+    signal.signal(signal.SIGINT, stop)
+    try:
+        server.serve_forever(poll_interval=0.2)
+    finally:
+        server.server_close()
+        app.close()
+        print("Meterline stopped.", flush=True)
+    return EXIT_OK
+
+
+if __name__ == "__main__":
+    sys.exit(main())
