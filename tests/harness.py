@@ -7,7 +7,7 @@ import os
 import threading
 from decimal import Decimal
 
-from billing import clock
+from billing import clock, jsonutil
 from billing.app import App
 from billing.config import Config
 from billing.web.http import make_server
@@ -55,7 +55,7 @@ class Client:
             headers.setdefault("Authorization", f"Bearer {token}")
         data = raw
         if body is not None:
-            data = json.dumps(body, default=str).encode()
+            data = jsonutil.encode(body).encode()  # Decimals as exact JSON numbers
             headers.setdefault("Content-Type", "application/json")
         conn = self._connection()
         try:

@@ -1,0 +1,66 @@
+from decimal import Decimal
+
+import pytest
+
+from billing.domain import quantities
+from billing.domain.aggregation import aggregate
+
+
+@pytest.mark.parametrize("value,micros", [
+    (0, 0), (1, 1_000_000), (Decimal("0.1"), 100_000), (Decimal("1.123456"), 1_123_456),
+    (10 ** 12, 10 ** 18), (Decimal("1E+2"), 100_000_000), (Decimal("2.500000"), 2_500_000),
+])
+def test_to_micros_exact(value, micros):
+    assert quantities.to_micros(value) == micros
+
+
+@pytest.mark.parametrize("value,message", [
+    (-1, "negative"), (Decimal("-0.5"), "negative"), (Decimal("NaN"), "finite"),
+    (Decimal("Infinity"), "finite"), (Decimal("1.1234567"), "6 decimal"),
+    (10 ** 12 + 1, "exceed"), (Decimal("1e999"), "exceed"), ("5", "number"), (True, "number"),
+    (None, "number"),
+])
+def test_to_micros_rejects(value, message):
+    with pytest.raises(quantities.QuantityError, match=message):
+        quantities.to_micros(value)
+
+
+def test_from_micros_is_exact_and_plain():
+    assert quantities.from_micros(1_000_000) == 1
+    assert str(quantities.from_micros(100_000)) == "0.1"
+    assert str(quantities.from_micros(10 ** 18)) == "1000000000000"
+
+
+def test_ten_tenths_sum_to_exactly_one():
+    rows = [(i, i, quantities.to_micros(Decimal("0.1"))) for i in range(10)]
+    assert aggregate("sum", rows) == Decimal(1)
+    assert str(aggregate("sum", rows)) == "1"
+
+
+def test_sum_never_overflows():
+    rows = [(i, i, 10 ** 18) for i in range(100)]  # far past 2^63 micros in total
+    assert aggregate("sum", rows) == 10 ** 14
+
+
+@pytest.mark.parametrize("aggregation,expected", [
+    ("sum", Decimal("6.5")), ("count", 3), ("max", 4), ("min", Decimal("0.5")),
+    ("avg", Decimal("2.166667")), ("latest", 2), ("unique_count", 3),
+])
+def test_aggregations(aggregation, expected):
+    # (ts, seq, value): latest is the highest ts, then the highest seq
+    rows = [(10, 1, 4_000_000), (5, 2, 500_000), (10, 3, 2_000_000)]
+    assert aggregate(aggregation, rows) == expected
+
+
+@pytest.mark.parametrize("aggregation,expected", [
+    ("sum", 0), ("count", 0), ("unique_count", 0), ("max", None), ("min", None),
+    ("avg", None), ("latest", None),
+])
+def test_aggregations_of_nothing(aggregation, expected):
+    assert aggregate(aggregation, []) == expected
+
+
+def test_avg_rounds_half_up_to_six_decimals():
+    # (1 + 0.000001 + 0) micros / 2 → 0.5000005 → 0.500001 (half up)
+    rows = [(1, 1, 1_000_001), (2, 2, 0)]
+    assert aggregate("avg", rows) == Decimal("0.500001")
