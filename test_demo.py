@@ -1,0 +1,191 @@
+#!/usr/bin/env python3
+"""The Meterline story, end to end, against a real server.
+
+Starts `server.py` on a free port with a temporary database, then talks to it
+over HTTP with urllib only, printing what happens. Exits non-zero if any step
+does not go as expected.
+"""
+
+import json
+import os
+import random
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.error
+import urllib.request
+from decimal import Decimal
+
+ROOT = os.path.dirname(os.path.abspath(__file__))
+ADMIN_KEY = "mk_demo_story_key_0123456789"
+
+
+class StoryError(AssertionError):
+    pass
+
+
+class Api:
+    def __init__(self, port, token):
+        self.base = f"http://127.0.0.1:{port}"
+        self.token = token
+
+    def call(self, method, path, body=None, expect=(200, 201)):
+        data = json.dumps(body).encode() if body is not None else None
+        request = urllib.request.Request(self.base + path, data=data, method=method)
+        request.add_header("Authorization", f"Bearer {self.token}")
+        if data is not None:
+            request.add_header("Content-Type", "application/json")
+        try:
+            with urllib.request.urlopen(request, timeout=30) as response:
+                status, payload = response.status, response.read()
+        except urllib.error.HTTPError as exc:
+            status, payload = exc.code, exc.read()
+        result = json.loads(payload, parse_float=Decimal) if payload else None
+        if status not in (expect if isinstance(expect, tuple) else (expect,)):
+            raise StoryError(f"{method} {path} answered {status}: {payload[:500]!r}")
+        return result
+
+
+def step(title):
+    print(f"\n== {title}")
+
+
+def check(condition, message):
+    if not condition:
+        raise StoryError(message)
+    print(f"   ok: {message}")
+
+
+def table(headers, rows):
+    widths = [max(len(str(h)), *(len(str(r[i])) for r in rows)) if rows else len(str(h))
+              for i, h in enumerate(headers)]
+    line = "   " + "  ".join(str(h).ljust(w) for h, w in zip(headers, widths))
+    print(line)
+    print("   " + "  ".join("-" * w for w in widths))
+    for row in rows:
+        print("   " + "  ".join(str(c).rjust(w) if isinstance(c, (int, Decimal)) else str(c).ljust(w)
+                                for c, w in zip(row, widths)))
+
+
+def start_server(db_path):
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    env = dict(os.environ, BILLING_ADMIN_KEY=ADMIN_KEY, BILLING_MAX_EVENT_AGE_DAYS="0")
+    proc = subprocess.Popen([sys.executable, os.path.join(ROOT, "server.py"), "--port", str(port),
+                             "--db", db_path, "--no-scheduler", "--quiet"],
+                            env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    deadline = time.monotonic() + 20
+    while time.monotonic() < deadline:
+        line = proc.stdout.readline()
+        if "listening on" in line:
+            print("   " + line.strip())
+            return proc, port
+        if not line and proc.poll() is not None:
+            break
+    proc.kill()
+    raise StoryError("the server did not start")
+
+
+def story(api):
+    step("Meters: what we measure")
+    api.call("POST", "/v1/meters", {"key": "api_calls", "name": "API calls", "unit": "call",
+                                    "aggregation": "sum", "group_by": ["region"]})
+    api.call("POST", "/v1/meters", {"key": "active_users", "name": "Active users", "unit": "user",
+                                    "aggregation": "unique_count", "value_property": "user_id"})
+    api.call("POST", "/v1/meters", {"key": "storage_gb", "name": "Storage", "unit": "GB", "aggregation": "max"})
+    meters = api.call("GET", "/v1/meters")["data"]
+    table(["key", "aggregation", "unit"], [(m["key"], m["aggregation"], m["unit"]) for m in meters])
+    check(len(meters) == 3, "three meters defined")
+
+    step("Customers in three timezones and currencies")
+    customers = []
+    for name, email, zone, currency in [("Acme Corp", "billing@acme.example", "America/New_York", "USD"),
+                                        ("Globex GmbH", "ap@globex.example", "Europe/Berlin", "EUR"),
+                                        ("Umbrella KK", "keiri@umbrella.example", "Asia/Tokyo", "JPY")]:
+        customers.append(api.call("POST", "/v1/customers", {"name": name, "email": email, "timezone": zone,
+                                                            "currency": currency, "external_id": name.split()[0].lower()}))
+    table(["id", "name", "timezone", "currency"], [(c["id"], c["name"], c["timezone"], c["currency"]) for c in customers])
+    duplicate = api.call("POST", "/v1/customers", {"name": "Again", "email": "billing@acme.example"}, expect=409)
+    check(duplicate["error"]["code"] == "conflict", "a second customer with the same e-mail is refused (409)")
+
+    step("A month of usage, ingested in batches")
+    rng = random.Random(42)
+    acme = customers[0]["id"]
+    events = []
+    for day in range(1, 31):
+        for hour in (9, 13, 17):
+            events.append({"id": f"calls-{day}-{hour}", "meter": "api_calls", "quantity": rng.randint(100, 500),
+                           "timestamp": f"2025-09-{day:02d}T{hour:02d}:00:00Z",
+                           "properties": {"region": rng.choice(["eu", "us"])}})
+        events.append({"id": f"users-{day}", "meter": "active_users", "timestamp": f"2025-09-{day:02d}T12:00:00Z",
+                       "properties": {"user_id": f"user-{rng.randint(1, 12)}"}})
+        events.append({"id": f"gb-{day}", "meter": "storage_gb", "quantity": 10 + day * 3,
+                       "timestamp": f"2025-09-{day:02d}T23:00:00Z"})
+    result = api.call("POST", "/v1/events/batch", {"customer_id": acme, "events": events})
+    print(f"   batch: {result}")
+    check(result == {"accepted": len(events), "duplicates": 0}, f"{len(events)} events accepted")
+    again = api.call("POST", "/v1/events/batch", {"customer_id": acme, "events": events[:10]})
+    check(again == {"accepted": 0, "duplicates": 10}, "resending the same ids stores nothing twice")
+    bad = api.call("POST", "/v1/events/batch", {"customer_id": acme, "events": [
+        {"meter": "api_calls", "quantity": 5, "timestamp": "2025-09-02T00:00:00Z"},
+        {"meter": "api_calls", "quantity": -5, "timestamp": "2025-09-02T00:00:00Z"},
+        {"meter": "nope", "timestamp": "2025-09-02T00:00:00"}]}, expect=400)
+    for detail in bad["error"]["details"]:
+        print(f"   rejected events[{detail['index']}].{detail['field']}: {detail['message']}")
+    check(len(bad["error"]["details"]) == 3, "a batch with bad events is refused whole, one detail per problem")
+
+    step("One event at a time, idempotent by id")
+    first = api.call("POST", "/v1/events", {"id": "late-night", "customer_id": acme, "meter": "api_calls",
+                                            "quantity": 7, "timestamp": "2025-09-30T23:30:00-04:00"}, expect=201)
+    second = api.call("POST", "/v1/events", {"id": "late-night", "customer_id": acme, "meter": "api_calls",
+                                             "quantity": 9999, "timestamp": "2025-09-30T23:30:00-04:00"}, expect=200)
+    check(first["duplicate"] is False and second["duplicate"] is True and second["event"]["quantity"] == 7,
+          "the first write wins; the resend is reported as a duplicate")
+
+    step("Usage for September in New York time")
+    usage = api.call("GET", f"/v1/customers/{acme}/usage?from=2025-09-01&to=2025-10-01&group_by=region&meter=api_calls")
+    calls = usage["usage"][0]
+    # every batch event lies in New York's September; so does 23:30 local on the 30th (03:30Z)
+    expected_calls = sum(e["quantity"] for e in events if e["meter"] == "api_calls") + 7
+    table(["region", "calls"], [(g["group"]["region"], g["value"]) for g in calls["groups"]])
+    print(f"   total api_calls {calls['value']} (period {usage['from']} .. {usage['to']})")
+    check(calls["value"] == expected_calls, "the September total is exact in the customer's timezone")
+    full = api.call("GET", f"/v1/customers/{acme}/usage?from=2025-09-01&to=2025-10-01")
+    table(["meter", "aggregation", "value"], [(u["meter"], u["aggregation"], u["value"]) for u in full["usage"]])
+    weekly = api.call("GET", f"/v1/customers/{acme}/usage?from=2025-09-01&to=2025-09-08&window=day&meter=storage_gb")
+    table(["day (local start)", "max GB"], [(w["start"], w["value"]) for w in weekly["usage"][0]["windows"]])
+    check(len(weekly["usage"][0]["windows"]) == 7, "seven daily windows, aligned to local midnight")
+
+    step("The newest events")
+    listed = api.call("GET", f"/v1/events?customer_id={acme}&limit=5")
+    table(["timestamp", "meter", "quantity", "id"],
+          [(e["timestamp"], e["meter"], e["quantity"], e["id"]) for e in listed["data"]])
+    stamps = [e["timestamp"] for e in listed["data"]]
+    check(stamps == sorted(stamps, reverse=True) and listed["next_cursor"], "newest first, with a cursor for more")
+
+
+def main():
+    with tempfile.TemporaryDirectory() as folder:
+        step("Start a server on a fresh database")
+        proc, port = start_server(os.path.join(folder, "billing.db"))
+        try:
+            story(Api(port, ADMIN_KEY))
+        except StoryError as exc:
+            print(f"\nFAILED: {exc}")
+            return 1
+        finally:
+            proc.send_signal(signal.SIGTERM)
+            try:
+                proc.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+    print("\nThe story ran end to end.")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,33 @@
+"""`python3 test_demo.py` tells the whole story against a real server and exits 0."""
+
+import os
+import subprocess
+import sys
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def test_demo_story_runs_end_to_end():
+    result = subprocess.run([sys.executable, os.path.join(ROOT, "test_demo.py")], capture_output=True,
+                            text=True, timeout=300)
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    assert "The story ran end to end." in result.stdout
+
+
+def test_demo_flag_fills_an_empty_database(tmp_path):
+    from billing import clock
+    from billing.ops import demo
+    from tests.harness import RunningServer
+
+    running = RunningServer(str(tmp_path / "demo.db"))
+    try:
+        summary = demo.fill(running.app)
+        assert "6 customers" in summary
+        customers = running.admin.get("/v1/customers").json["data"]
+        assert {c["currency"] for c in customers} == {"USD", "EUR", "GBP", "INR", "JPY", "KWD"}
+        usage = running.admin.get(f"/v1/customers/{customers[0]['id']}/usage").json["usage"]
+        assert any(u["value"] for u in usage)
+        assert "nothing added" in demo.fill(running.app)  # never twice
+    finally:
+        running.stop()
+        clock.pin(None)
