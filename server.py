@@ -52,6 +52,13 @@ def main(argv=None):
         print(f"cannot listen on {args.host}:{args.port}: {exc}", file=sys.stderr)
         app.close()
         return EXIT_PORT
+
+    def stop(signum, frame):
+        threading.Thread(target=server.shutdown, daemon=True).start()
+
+    # installed before the URL is printed, so a signal right after start-up stops cleanly
+    signal.signal(signal.SIGTERM, stop)
+    signal.signal(signal.SIGINT, stop)
     host, port = server.server_address[:2]
     print(f"Meterline listening on http://{host}:{port}/  (database {os.path.abspath(config.db_path)})",
           flush=True)
@@ -62,12 +69,6 @@ def main(argv=None):
         if secrets_["api_key"]:
             print(f"  admin API key:  {secrets_['api_key']}", flush=True)
         print("  (shown once; only their hashes are stored)", flush=True)
-
-    def stop(signum, frame):
-        threading.Thread(target=server.shutdown, daemon=True).start()
-
-    signal.signal(signal.SIGTERM, stop)
-    signal.signal(signal.SIGINT, stop)
     try:
         server.serve_forever(poll_interval=0.2)
     finally:
