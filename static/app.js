@@ -1,0 +1,107 @@
+/* The dashboard shell: a hash router, the navigation bar and the sign-in gate.
+   Each page is a module with render(main, context) that may return a cleanup
+   function (run when the page is left, e.g. to stop auto-refresh). */
+
+import * as api from "./api.js";
+import * as signIn from "./pages/signin.js";
+import * as customers from "./pages/customers.js";
+import * as customer from "./pages/customer.js";
+import * as meters from "./pages/meters.js";
+import * as events from "./pages/events.js";
+
+const HOME = "#/customers";
+const ROUTES = [
+  // [pattern on the hash without its query, page, navigation section]
+  [/^#\/customers$/, customers, "customers"],
+  [/^#\/customers\/(\d+)$/, customer, "customers"],
+  [/^#\/meters$/, meters, "meters"],
+  [/^#\/events$/, events, "events"],
+];
+
+const main = document.getElementById("main");
+const topbar = document.getElementById("topbar");
+let me = null; // GET /v1/auth/me for the current token
+let leavePage = null;
+let renders = 0;
+
+function leave() {
+  if (leavePage) leavePage();
+  leavePage = null;
+  main.replaceChildren();
+}
+
+function showSignIn(notice) {
+  leave();
+  me = null;
+  topbar.hidden = true;
+  document.title = "Sign in · Meterline";
+  signIn.render(main, { notice, onSignedIn });
+}
+
+function onSignedIn(identity) {
+  me = identity;
+  route();
+}
+
+function showAccount() {
+  const who = document.getElementById("who");
+  who.textContent = me.kind === "user" ? `${me.user.email} (${me.role})` : `API key “${me.api_key.name}” (${me.role})`;
+  topbar.hidden = false;
+}
+
+function highlight(section) {
+  for (const link of document.querySelectorAll("#nav a")) {
+    if (link.dataset.section === section) link.setAttribute("aria-current", "page");
+    else link.removeAttribute("aria-current");
+  }
+}
+
+async function route() {
+  const current = ++renders;
+  if (!api.token()) {
+    showSignIn();
+    return;
+  }
+  if (!me) {
+    try {
+      me = await api.get("/v1/auth/me");
+    } catch (error) {
+      if (error.status !== 401) showSignIn(`Cannot load your account: ${error.message}`);
+      return; // a 401 already went back to sign-in
+    }
+    if (current !== renders) return; // another navigation started meanwhile
+  }
+  const [path, query = ""] = (location.hash || HOME).split("?");
+  const found = ROUTES.map(([pattern, page, section]) => [path.match(pattern), page, section])
+    .find(([match]) => match);
+  if (!found) {
+    location.hash = HOME;
+    return;
+  }
+  const [match, page, section] = found;
+  leave();
+  showAccount();
+  highlight(section);
+  leavePage = page.render(main, {
+    me, role: me.role, params: match.slice(1), query: new URLSearchParams(query),
+  }) || null;
+}
+
+async function signOut() {
+  const wasSession = me && me.kind === "user";
+  let notice = "You are signed out.";
+  if (wasSession) {
+    try {
+      await api.post("/v1/auth/logout");
+    } catch (error) {
+      notice = `Signed out here, but the server said: ${error.message}`;
+    }
+  }
+  api.clearToken();
+  showSignIn(notice);
+}
+
+api.onSignedOut((message) => showSignIn(`Please sign in again. ${message}`));
+document.getElementById("sign-out").addEventListener("click", signOut);
+window.addEventListener("hashchange", route);
+route();

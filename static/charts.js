@@ -1,0 +1,126 @@
+/* The dashboard's own small SVG charts: a bar or line chart of labelled
+   values with a y axis, grid lines and x labels. Built with createElementNS
+   and textContent only. */
+
+const SVG_NS = "http://www.w3.org/2000/svg";
+const HEIGHT = 220;
+const MARGIN = { top: 26, right: 12, bottom: 30, left: 52 };
+const X_LABEL_SPACING = 64; // pixels per x label, so labels never collide
+const compact = new Intl.NumberFormat("en", { notation: "compact", maximumFractionDigits: 2 });
+
+function svg(name, attrs = {}, text) {
+  const node = document.createElementNS(SVG_NS, name);
+  for (const [key, value] of Object.entries(attrs)) node.setAttribute(key, String(value));
+  if (text !== undefined) node.textContent = text;
+  return node;
+}
+
+/** A y scale from 0 with round steps: { max, step, ticks }. */
+export function niceScale(maxValue, tickCount = 4) {
+  if (!(maxValue > 0)) return { max: tickCount, step: 1, ticks: tickCount };
+  const raw = maxValue / tickCount;
+  const magnitude = 10 ** Math.floor(Math.log10(raw));
+  const normal = raw / magnitude;
+  const factor = normal <= 1 ? 1 : normal <= 2 ? 2 : normal <= 2.5 ? 2.5 : normal <= 5 ? 5 : 10;
+  const step = factor * magnitude;
+  const ticks = Math.ceil(maxValue / step - 1e-9);
+  return { max: step * ticks, step, ticks };
+}
+
+function toNumber(value) {
+  if (value === null || value === undefined || value === "") return null;
+  const number = Number(value);
+  return Number.isFinite(number) ? number : null;
+}
+
+/**
+ * An <svg> chart of `points` ([{ label, value }]; value a number, a numeric
+ * string, or null for "no value", which draws nothing).
+ * Options: kind "bar" | "line", title (accessible name), unit, width in pixels.
+ */
+export function chart(points, { kind = "bar", title = "", unit = "", width = 640 } = {}) {
+  width = Math.max(280, Math.round(width));
+  const plotWidth = width - MARGIN.left - MARGIN.right;
+  const plotHeight = HEIGHT - MARGIN.top - MARGIN.bottom;
+  const values = points.map((point) => toNumber(point.value));
+  const scale = niceScale(Math.max(0, ...values.filter((v) => v !== null)));
+  const slot = plotWidth / Math.max(points.length, 1);
+  const xOf = (index) => MARGIN.left + slot * (index + 0.5);
+  const yOf = (value) => MARGIN.top + plotHeight - (value / scale.max) * plotHeight;
+
+  const root = svg("svg", {
+    class: `chart chart-${kind}`, viewBox: `0 0 ${width} ${HEIGHT}`, width, height: HEIGHT,
+    role: "img", "aria-label": title,
+  });
+  root.append(svg("title", {}, title));
+  root.append(yAxis(scale, yOf, width, unit));
+  root.append(xAxis(points, xOf, plotWidth));
+  const marks = kind === "line" ? lineMarks(points, values, xOf, yOf, unit)
+    : barMarks(points, values, xOf, yOf, slot, unit);
+  root.append(marks);
+  return root;
+}
+
+function yAxis(scale, yOf, width, unit) {
+  const group = svg("g", { class: "axis axis-y" });
+  for (let i = 0; i <= scale.ticks; i += 1) {
+    const value = scale.step * i;
+    const y = yOf(value);
+    group.append(svg("line", { class: i === 0 ? "baseline" : "grid", x1: MARGIN.left, x2: width - MARGIN.right, y1: y, y2: y }));
+    group.append(svg("text", { x: MARGIN.left - 6, y: y + 4, "text-anchor": "end" }, compact.format(value)));
+  }
+  if (unit) group.append(svg("text", { class: "axis-unit", x: MARGIN.left - 6, y: 10, "text-anchor": "end" }, unit));
+  return group;
+}
+
+function xAxis(points, xOf, plotWidth) {
+  const group = svg("g", { class: "axis axis-x" });
+  const every = Math.max(1, Math.ceil(points.length / Math.max(1, Math.floor(plotWidth / X_LABEL_SPACING))));
+  points.forEach((point, index) => {
+    // Always label the last point (the most recent window) and every n-th before it.
+    if ((points.length - 1 - index) % every !== 0) return;
+    const x = Math.min(xOf(index), plotWidth + MARGIN.left - 14); // keep the last label inside
+    group.append(svg("text", { x, y: HEIGHT - MARGIN.bottom + 18, "text-anchor": "middle" }, point.label));
+  });
+  return group;
+}
+
+function tooltip(point, unit) {
+  const value = point.value === null || point.value === undefined ? "no value" : String(point.value);
+  return svg("title", {}, `${point.label}: ${value}${unit ? ` ${unit}` : ""}`);
+}
+
+function barMarks(points, values, xOf, yOf, slot, unit) {
+  const group = svg("g", { class: "marks" });
+  const barWidth = Math.max(1, Math.min(slot * 0.7, 48));
+  values.forEach((value, index) => {
+    if (value === null) return;
+    const top = yOf(value);
+    const bar = svg("rect", {
+      class: "bar", x: xOf(index) - barWidth / 2, y: top, width: barWidth,
+      height: Math.max(0, yOf(0) - top), rx: Math.min(3, barWidth / 4),
+    });
+    bar.append(tooltip(points[index], unit));
+    group.append(bar);
+  });
+  return group;
+}
+
+function lineMarks(points, values, xOf, yOf, unit) {
+  const group = svg("g", { class: "marks" });
+  let path = "";
+  let drawing = false;
+  values.forEach((value, index) => {
+    if (value === null) { drawing = false; return; } // a gap where there is no value
+    path += `${drawing ? "L" : "M"}${xOf(index).toFixed(1)},${yOf(value).toFixed(1)} `;
+    drawing = true;
+  });
+  if (path) group.append(svg("path", { class: "line", d: path.trim() }));
+  values.forEach((value, index) => {
+    if (value === null) return;
+    const point = svg("circle", { class: "point", cx: xOf(index), cy: yOf(value), r: 3.5 });
+    point.append(tooltip(points[index], unit));
+    group.append(point);
+  });
+  return group;
+}

@@ -1,0 +1,117 @@
+/* Customer detail: the customer's fields, and day-by-day usage per meter as
+   SVG charts plus one table (rows are days, columns are meters). */
+
+import * as api from "../api.js";
+import { chart } from "../charts.js";
+import { display, field, h, messageLine, showMessage, timeElement } from "../dom.js";
+
+const DEFAULT_DAYS = 30;
+// Gauges (a level at a time) read better as lines; counters as bars.
+const LINE_AGGREGATIONS = new Set(["max", "min", "avg", "latest"]);
+
+export function render(main, { params }) {
+  const customerId = params[0];
+  const status = messageLine();
+  const heading = h("h1", {}, `Customer #${customerId}`);
+  const details = h("dl", { class: "fields" });
+  const usage = h("section", { class: "usage" });
+  main.append(
+    h("div", { class: "page-head" }, h("a", { href: "#/customers", class: "back" }, "← Customers"), heading),
+    status,
+    h("section", { class: "card" }, details,
+      h("p", {}, h("a", { href: `#/events?customer_id=${encodeURIComponent(customerId)}` }, "See this customer’s events →"))),
+    usage);
+
+  api.get(`/v1/customers/${customerId}`).then((customer) => {
+    heading.textContent = customer.name;
+    document.title = `${customer.name} · Meterline`;
+    details.append(...fieldRows(customer));
+    usage.append(usageSection(customer));
+  }).catch((error) => showMessage(status, `Could not load the customer: ${error.message}`, "error"));
+}
+
+function fieldRows(customer) {
+  const shown = [
+    ["ID", customer.id], ["External ID", customer.external_id], ["E-mail", customer.email],
+    ["Timezone", customer.timezone], ["Currency", customer.currency],
+    ["Billing e-mail", customer.billing_email], ["Tax rate (%)", customer.tax_rate],
+    ["Net terms (days)", customer.net_terms_days], ["Archived", customer.archived ? "yes" : "no"],
+  ];
+  const rows = shown.map(([label, value]) => h("div", {}, h("dt", {}, label), h("dd", {}, display(value))));
+  rows.push(h("div", {}, h("dt", {}, "Created"), h("dd", {}, timeElement(customer.created_at))));
+  return rows;
+}
+
+/** YYYY-MM-DD of `date` in `timeZone` (the en-CA format is ISO-like). */
+function localDate(date, timeZone) {
+  return new Intl.DateTimeFormat("en-CA", { timeZone, year: "numeric", month: "2-digit", day: "2-digit" }).format(date);
+}
+
+function addDays(isoDate, days) {
+  const [year, month, day] = isoDate.split("-").map(Number);
+  return new Date(Date.UTC(year, month - 1, day + days)).toISOString().slice(0, 10);
+}
+
+function usageSection(customer) {
+  const today = localDate(new Date(), customer.timezone);
+  const from = h("input", { type: "date", name: "from", value: addDays(today, 1 - DEFAULT_DAYS), required: true });
+  const to = h("input", { type: "date", name: "to", value: today, required: true });
+  const message = messageLine();
+  const charts = h("div", { class: "charts" });
+  const tableBox = h("div", { class: "card" });
+  const form = h("form", { class: "form-inline", id: "usage-range" },
+    field("From", from), field("To (inclusive)", to), h("button", { type: "submit" }, "Show usage"));
+
+  async function load() {
+    showMessage(message, "Loading usage…", "info");
+    try {
+      const [reply, meters] = await Promise.all([
+        api.get(`/v1/customers/${customer.id}/usage`, { from: from.value, to: addDays(to.value, 1), window: "day" }),
+        api.get("/v1/meters", { limit: 1000 }).catch(() => ({ data: [] }))]); // names are a nicety
+      const names = new Map(meters.data.map((meter) => [meter.key, meter.name]));
+      charts.replaceChildren();
+      for (const entry of reply.usage) drawMeter(charts, entry, names.get(entry.meter), customer.timezone);
+      tableBox.replaceChildren(usageTable(reply.usage, customer.timezone));
+      if (reply.usage.length === 0) charts.append(h("p", { class: "empty" }, "No meters yet."));
+      showMessage(message, "");
+    } catch (error) {
+      showMessage(message, `Could not load usage: ${error.message}`, "error");
+    }
+  }
+
+  form.addEventListener("submit", (event) => { event.preventDefault(); load(); });
+  load();
+  return h("div", {}, h("h2", {}, "Usage by day"), h("div", { class: "card" }, form, message), charts, tableBox);
+}
+
+function dayLabel(start, timeZone) {
+  return new Intl.DateTimeFormat("en", { timeZone, month: "short", day: "numeric" }).format(new Date(start));
+}
+
+/** A card with the meter's total and its chart, appended to `container`. */
+function drawMeter(container, entry, name, timeZone) {
+  const points = (entry.windows || []).map((window) => ({ label: dayLabel(window.start, timeZone), value: window.value }));
+  const kind = LINE_AGGREGATIONS.has(entry.aggregation) ? "line" : "bar";
+  const card = h("article", { class: "card meter-usage", "data-meter": entry.meter },
+    h("header", {},
+      h("h3", {}, name || entry.meter, name ? h("code", { class: "muted" }, ` ${entry.meter}`) : null),
+      h("p", { class: "total" }, `${display(entry.value)} ${entry.unit}`,
+        h("span", { class: "muted" }, ` · ${entry.aggregation} over the range`))));
+  container.append(card);
+  // Draw at the card's own width, so the text keeps its size on a phone.
+  const style = getComputedStyle(card);
+  const width = card.clientWidth - parseFloat(style.paddingLeft) - parseFloat(style.paddingRight);
+  card.append(chart(points, { kind, unit: entry.unit, width: width || 640, title: `${name || entry.meter} per day (${entry.unit})` }));
+}
+
+function usageTable(usage, timeZone) {
+  const windows = usage.length ? usage[0].windows || [] : [];
+  const head = h("tr", {}, h("th", { scope: "col" }, "Day"),
+    usage.map((entry) => h("th", { scope: "col", class: "num" }, `${entry.meter} (${entry.unit})`)));
+  const rows = windows.map((window, index) => h("tr", {},
+    h("td", {}, localDate(new Date(window.start), timeZone)),
+    usage.map((entry) => h("td", { class: "num" }, display(entry.windows[index].value)))));
+  rows.reverse(); // newest day first, like the events list
+  return h("div", { class: "table-scroll" },
+    h("table", { class: "data usage-table" }, h("thead", {}, head), h("tbody", {}, rows)));
+}
