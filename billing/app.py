@@ -10,7 +10,7 @@ from .api import auth
 from .api.catalog import Catalog
 from .api.common import now_micros
 from .domain import times
-from .errors import Conflict
+from .errors import Conflict, ValidationError
 from .store.db import Database
 from .web import http
 from .web.routes import ROUTES
@@ -75,7 +75,7 @@ class App:
 
     def _idempotent(self, request, route, params, key):
         if len(key) > 255:
-            raise Conflict("Idempotency-Key must be at most 255 characters.")
+            raise ValidationError([{"field": "Idempotency-Key", "message": "must be at most 255 characters"}])
         actor = request.actor.label
         fingerprint = http.request_hash(request)
         with self._idempotency_guard:

@@ -6,7 +6,8 @@ so quantities survive a round trip exactly.
 """
 
 import json
-from decimal import Decimal
+import re
+from decimal import Decimal, DecimalException
 
 _encode_string = json.encoder.encode_basestring_ascii
 
@@ -19,20 +20,51 @@ def _no_constants(name):
     raise JSONDecodeError(f"{name} is not allowed in JSON")
 
 
+MAX_EXPONENT = 1000  # |exponent| beyond this is refused: 1e999999999 would expand to a billion digits
+_SURROGATE_ESCAPE = re.compile(r"\\u[dD][89a-fA-F]")
+
+
+def _parse_number(text):
+    value = Decimal(text)
+    if not -MAX_EXPONENT <= value.adjusted() <= MAX_EXPONENT:
+        raise JSONDecodeError(f"number {text[:40]} is out of range")
+    return value
+
+
+def _check_strings(value):
+    """Refuse escaped lone surrogates, which no UTF-8 text can hold."""
+    stack = [value]
+    while stack:
+        item = stack.pop()
+        if isinstance(item, str):
+            try:
+                item.encode("utf-8")
+            except UnicodeEncodeError:
+                raise JSONDecodeError("a string holds an unpaired surrogate escape") from None
+        elif isinstance(item, dict):
+            stack.extend(item.keys())
+            stack.extend(item.values())
+        elif isinstance(item, list):
+            stack.extend(item)
+
+
 def decode(text):
     """Parse JSON text (str or bytes); raises JSONDecodeError."""
     try:
-        return json.loads(text, parse_float=Decimal, parse_constant=_no_constants)
+        value = json.loads(text, parse_float=_parse_number, parse_constant=_no_constants)
     except JSONDecodeError:
         raise
-    except (ValueError, RecursionError) as exc:
+    except (ValueError, RecursionError, DecimalException) as exc:
         raise JSONDecodeError(str(exc)) from None
+    if isinstance(text, bytes):
+        text = text.decode("utf-8", "replace")
+    if _SURROGATE_ESCAPE.search(text):
+        _check_strings(value)
+    return value
 
 
 def decimal_text(value):
     """A Decimal as plain text without exponent or trailing zeros: 1.50 -> '1.5'."""
-    if value == value.to_integral_value():
-        return str(value.quantize(Decimal(1)))
     text = format(value, "f")
     return text.rstrip("0").rstrip(".") if "." in text else text
 

@@ -15,11 +15,11 @@ def view(row):
 def list_entries(request):
     """Newest first; filters: entity, entity_id, actor, action."""
     limit = page_limit(request)
-    cursor = decode_cursor(request, 1)
+    cursor = decode_cursor(request)
     where, params = [], []
     if cursor:
         where.append("id < ?")
-        params.append(int(cursor[0]))
+        params.append(cursor[0])
     for name in ("entity", "entity_id", "actor", "action"):
         value = request.arg(name)
         if value:

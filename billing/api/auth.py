@@ -194,10 +194,11 @@ def login(request):
     email, password = body.get("email"), body.get("password")
     if not isinstance(email, str) or not isinstance(password, str) or not email or not password:
         raise ValidationError([{"field": "email", "message": "email and password are required strings"}])
+    email = email.strip().lower()  # one spelling for the throttle and the lookup
     auth = request.app.auth
     auth.check_throttle(email, request.client)
     row = request.app.db.query_one(
-        f"SELECT {USER_COLUMNS}, password_hash FROM users WHERE email = ?", (email.strip(),))
+        f"SELECT {USER_COLUMNS}, password_hash FROM users WHERE email = ?", (email,))
     if row is None or row[5] or not verify_password(password, row[6]):
         auth.record_failure(email, request.client)
         raise Unauthenticated("Wrong e-mail or password.")

@@ -9,6 +9,7 @@ from ..errors import NotFound, ValidationError
 
 DEFAULT_LIMIT = 50
 MAX_LIMIT = 1000
+MAX_ID = 2 ** 63 - 1  # SQLite's integer range
 
 
 def now_micros():
@@ -33,8 +34,15 @@ def encode_cursor(values):
     return base64.urlsafe_b64encode(text.encode()).decode().rstrip("=")
 
 
-def decode_cursor(request, count):
-    """The decoded `cursor` argument (a list of `count` values) or None."""
+def _cursor_value_ok(value, kind):
+    if kind is int:
+        return isinstance(value, int) and not isinstance(value, bool) and -MAX_ID <= value <= MAX_ID
+    return isinstance(value, kind)
+
+
+def decode_cursor(request, kinds=(int,)):
+    """The decoded `cursor` argument, a list of values of the given types
+    (one per entry of `kinds`), or None when there is none."""
     raw = request.arg("cursor")
     if raw in (None, ""):
         return None
@@ -43,7 +51,8 @@ def decode_cursor(request, count):
         values = jsonutil.decode(base64.urlsafe_b64decode(padded.encode()))
     except (binascii.Error, ValueError, UnicodeDecodeError):
         values = None
-    if not isinstance(values, list) or len(values) != count:
+    if not isinstance(values, list) or len(values) != len(kinds) or \
+            not all(_cursor_value_ok(v, k) for v, k in zip(values, kinds)):
         raise ValidationError([{"field": "cursor", "message": "is not a valid cursor"}])
     return values
 
@@ -66,6 +75,8 @@ def int_arg(request, name, minimum=None):
         raise ValidationError([{"field": name, "message": "must be an integer"}]) from None
     if minimum is not None and value < minimum:
         raise ValidationError([{"field": name, "message": f"must be at least {minimum}"}])
+    if abs(value) > MAX_ID:
+        raise ValidationError([{"field": name, "message": "is out of range"}])
     return value
 
 
@@ -107,16 +118,17 @@ def text_field(body, name, problems, required=False, max_length=1000, allow_null
         problems.add(name, "must be a string")
         return None
     value = value.strip()
-    if required and not value:
-        problems.add(name, "must not be empty")
-        return None
+    if not value:
+        if required:
+            problems.add(name, "must not be empty")
+        return None  # an empty optional string means "none"
     if len(value) > max_length:
         problems.add(name, f"must be at most {max_length} characters")
         return None
     return value
 
 
-def int_field(body, name, problems, minimum=None, maximum=None):
+def int_field(body, name, problems, minimum=None, maximum=MAX_ID):
     value = body.get(name)
     if value is None:
         return None
@@ -140,6 +152,14 @@ def bool_field(body, name, problems):
         problems.add(name, "must be true or false")
         return None
     return value
+
+
+def valid_email(value):
+    """A plausible address: local@domain with a dot in the domain (or localhost)."""
+    if not isinstance(value, str) or " " in value or len(value) > 254:
+        return False
+    local, at, domain = value.rpartition("@")
+    return bool(at and local and domain and ("." in domain.strip(".") or domain == "localhost"))
 
 
 def audit(conn, request, action, entity, entity_id, before=None, after=None):

@@ -8,7 +8,7 @@ from ..domain import money, times
 from ..errors import Conflict, FieldErrors, NotFound
 from ..web.http import created
 from .common import (audit, bool_arg, check_unknown_fields, decode_cursor, now_micros, page,
-                     page_limit, path_int, text_field, int_field, bool_field)
+                     page_limit, path_int, text_field, int_field, bool_field, valid_email)
 
 COLUMNS = ("id, external_id, name, email, timezone, currency, billing_email, billing_address,"
            " tax_rate, net_terms_days, requires_approval, csm_user_id, budget, storage_quota_bytes,"
@@ -40,12 +40,6 @@ def load(db, customer_id):
     return row
 
 
-def _valid_email(value):
-    local, at, domain = value.rpartition("@")
-    return bool(at and local and domain and " " not in value and
-                ("." in domain or domain == "localhost"))
-
-
 def _validate(body, problems, currency_hint, creating, db):
     """Checked, storable values for the fields present in `body`."""
     values = {}
@@ -57,7 +51,7 @@ def _validate(body, problems, currency_hint, creating, db):
         values["name"] = text_field(body, "name", problems, required=True, max_length=500)
     if creating or "email" in body:
         email = text_field(body, "email", problems, required=True, max_length=254)
-        if email and not _valid_email(email):
+        if email and not valid_email(email):
             problems.add("email", "is not a valid e-mail address")
         values["email"] = email
     if "timezone" in body or creating:
@@ -75,7 +69,7 @@ def _validate(body, problems, currency_hint, creating, db):
             values["currency"] = currency
     if "billing_email" in body:
         value = text_field(body, "billing_email", problems, max_length=254)
-        if value and not _valid_email(value):
+        if value and not valid_email(value):
             problems.add("billing_email", "is not a valid e-mail address")
         values["billing_email"] = value
     if "billing_address" in body:
@@ -184,7 +178,7 @@ def create(request):
 
 def list_customers(request):
     limit = page_limit(request)
-    cursor = decode_cursor(request, 1)
+    cursor = decode_cursor(request)
     where, params = ["id > ?"], [cursor[0] if cursor else 0]
     if request.customer_scope is not None:
         where.append("id = ?")

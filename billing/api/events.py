@@ -248,12 +248,12 @@ def _range(request, zone):
 def list_events(request):
     app = request.app
     limit = page_limit(request)
-    cursor = decode_cursor(request, 2)
+    cursor = decode_cursor(request, (int, int))
     where, params = [], []
     customer_id = int_arg(request, "customer_id", minimum=1)
     if request.customer_scope is not None:
         if customer_id is not None and customer_id != request.customer_scope:
-            return {"data": [], "next_cursor": None}
+            raise NotFound(f"Customer {customer_id} not found.")
         customer_id = request.customer_scope
     zone = times.UTC
     if customer_id is not None:
@@ -278,8 +278,6 @@ def list_events(request):
         where.append("ts < ?")
         params.append(end)
     if cursor:
-        if not all(isinstance(v, int) for v in cursor):
-            raise ValidationError([{"field": "cursor", "message": "is not a valid cursor"}])
         where.append("(ts < ? OR (ts = ? AND seq < ?))")
         params += [cursor[0], cursor[0], cursor[1]]
     sql = f"SELECT {EVENT_COLUMNS} FROM events"

@@ -120,7 +120,7 @@ def create(request):
 
 def list_meters(request):
     limit = page_limit(request)
-    cursor = decode_cursor(request, 1)
+    cursor = decode_cursor(request, (str,))
     rows = request.app.db.query(f"SELECT {COLUMNS} FROM meters WHERE key > ? ORDER BY key LIMIT ?",
                                 (cursor[0] if cursor else "", limit + 1))
     return page(rows, limit, view, lambda r: [r[1]])

@@ -6,15 +6,10 @@ from ..domain import times
 from ..errors import Conflict, FieldErrors, NotFound
 from ..web.http import created
 from . import auth
-from .common import (audit, check_unknown_fields, decode_cursor, now_micros, page, page_limit,
-                     path_int, text_field)
+from .common import (MAX_ID, audit, check_unknown_fields, decode_cursor, now_micros, page,
+                     page_limit, path_int, text_field, valid_email)
 
 EMAIL_MAX = 254
-
-
-def _valid_email(value):
-    return isinstance(value, str) and "@" in value and " " not in value and len(value) <= EMAIL_MAX \
-        and value.index("@") > 0 and "." in value.rsplit("@", 1)[1] or value.endswith("@localhost")
 
 
 def _get_user(db, user_id):
@@ -29,7 +24,7 @@ def create_user(request):
     problems = FieldErrors()
     check_unknown_fields(body, {"email", "name", "role", "password"}, problems)
     email = text_field(body, "email", problems, required=True, max_length=EMAIL_MAX)
-    if email and not _valid_email(email):
+    if email and not valid_email(email):
         problems.add("email", "is not a valid e-mail address")
     name = text_field(body, "name", problems, required=True, max_length=200)
     role = body.get("role")
@@ -55,7 +50,7 @@ def create_user(request):
 
 def list_users(request):
     limit = page_limit(request)
-    cursor = decode_cursor(request, 1)
+    cursor = decode_cursor(request)
     rows = request.app.db.query(
         f"SELECT {auth.USER_COLUMNS} FROM users WHERE id > ? ORDER BY id LIMIT ?",
         (cursor[0] if cursor else 0, limit + 1))
@@ -143,8 +138,9 @@ def create_key(request):
         problems.add("role", "give either a role or a customer_id")
     elif role is not None and role not in auth.KEY_ROLES:
         problems.add("role", f"must be one of {', '.join(auth.KEY_ROLES)}")
-    elif customer_id is not None and (isinstance(customer_id, bool) or not isinstance(customer_id, int)):
-        problems.add("customer_id", "must be an integer")
+    elif customer_id is not None and (isinstance(customer_id, bool) or not isinstance(customer_id, int)
+                                      or not 1 <= customer_id <= MAX_ID):
+        problems.add("customer_id", "must be a customer id (a positive integer)")
     problems.raise_if_any()
     db = request.app.db
     if customer_id is not None and not db.query_one("SELECT 1 FROM customers WHERE id = ?", (customer_id,)):
@@ -164,7 +160,7 @@ def create_key(request):
 
 def list_keys(request):
     limit = page_limit(request)
-    cursor = decode_cursor(request, 1)
+    cursor = decode_cursor(request)
     rows = request.app.db.query(
         f"SELECT {KEY_COLUMNS} FROM api_keys WHERE id > ? ORDER BY id LIMIT ?",
         (cursor[0] if cursor else 0, limit + 1))

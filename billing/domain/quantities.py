@@ -31,14 +31,12 @@ def to_micros(value, allow_negative=False):
         raise QuantityError("must not be negative")
     if abs(value) > MAX_QUANTITY:
         raise QuantityError("must not exceed 10^12")
+    if value and value.normalize().as_tuple().exponent < -MAX_FRACTION_DIGITS:
+        raise QuantityError("must have at most 6 decimal places")
     try:
-        scaled = value.scaleb(MAX_FRACTION_DIGITS)
-        micros = int(scaled)
+        return int(value.scaleb(MAX_FRACTION_DIGITS))
     except (InvalidOperation, OverflowError):
         raise QuantityError("is not a valid number") from None
-    if scaled != micros:
-        raise QuantityError("must have at most 6 decimal places")
-    return micros
 
 
 def from_micros(micros):

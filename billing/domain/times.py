@@ -12,6 +12,9 @@ _RFC3339 = re.compile(
 _DATE = re.compile(r"^\d{4}-\d{2}-\d{2}$")
 
 
+MIN_YEAR, MAX_YEAR = 1970, 9998  # keeps every instant ± a timezone inside datetime's range
+
+
 class TimeError(ValueError):
     pass
 
@@ -27,11 +30,10 @@ def from_micros(micros):
 
 def format_instant(instant):
     """UTC RFC 3339: 2025-09-16T21:05:00Z (fraction only when there is one)."""
-    instant = instant.astimezone(UTC)
-    if instant.microsecond:
-        text = instant.strftime("%Y-%m-%dT%H:%M:%S.%f").rstrip("0")
-    else:
-        text = instant.strftime("%Y-%m-%dT%H:%M:%S")
+    t = instant.astimezone(UTC)
+    text = f"{t.year:04d}-{t.month:02d}-{t.day:02d}T{t.hour:02d}:{t.minute:02d}:{t.second:02d}"
+    if t.microsecond:
+        text += f".{t.microsecond:06d}".rstrip("0")
     return text + "Z"
 
 
@@ -51,18 +53,24 @@ def parse_instant(text):
     if fraction and len(fraction.group(1)) > 6:  # fromisoformat takes at most 6
         text = text.replace(fraction.group(0), "." + fraction.group(1)[:6])
     try:
-        return datetime.fromisoformat(text.replace("z", "Z").replace("t", "T")).astimezone(UTC)
-    except ValueError:
+        instant = datetime.fromisoformat(text.replace("z", "Z").replace("t", "T")).astimezone(UTC)
+    except (ValueError, OverflowError):
         raise TimeError("is not a valid date and time") from None
+    if not MIN_YEAR <= instant.year <= MAX_YEAR:
+        raise TimeError(f"must lie between the years {MIN_YEAR} and {MAX_YEAR}")
+    return instant
 
 
 def parse_date(text):
     if not isinstance(text, str) or not _DATE.match(text):
         raise TimeError("must be a date like 2025-09-01")
     try:
-        return date.fromisoformat(text)
+        day = date.fromisoformat(text)
     except ValueError:
         raise TimeError("is not a valid calendar date") from None
+    if not MIN_YEAR <= day.year <= MAX_YEAR:
+        raise TimeError(f"must lie between the years {MIN_YEAR} and {MAX_YEAR}")
+    return day
 
 
 def parse_bound(text, zone):

@@ -148,6 +148,7 @@ def _error_response(exc, request_id):
 
 class Handler(BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"
+    timeout = 60  # seconds a stalled or idle connection may hold its thread
     server_version = "Meterline"
 
     def version_string(self):
