@@ -5,6 +5,7 @@ a whole batch is one `executemany` in one transaction, and duplicates are
 left to the unique index (`INSERT OR IGNORE`: the first write wins).
 """
 
+import hashlib
 import json
 import uuid
 from urllib.parse import unquote
@@ -22,8 +23,43 @@ FUTURE_TOLERANCE_US = 5 * 60 * 1_000_000
 DAY_US = 86_400 * 1_000_000
 EVENT_FIELDS = frozenset({"id", "customer_id", "customer", "meter", "feature", "quantity",
                           "timestamp", "ts", "properties"})
-INSERT_SQL = ("INSERT OR IGNORE INTO events (customer_id, event_id, meter_id, ts, quantity, value,"
-              " matched, properties, received_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)")
+INSERT_SQL = ("INSERT INTO events (customer_id, event_id, meter_id, ts, quantity, value,"
+              " matched, properties, received_at, id_hash) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)")
+HASH_CHUNK = 500  # ids looked up per query
+
+
+def id_hash(customer_id, event_id):
+    """The 64-bit dedup key of an event id (signed, to fit an SQLite integer)."""
+    digest = hashlib.blake2b(f"{customer_id}\x00{event_id}".encode("utf-8", "surrogatepass"),
+                             digest_size=8).digest()
+    return int.from_bytes(digest, "big", signed=True)
+
+
+def store_new(conn, rows):
+    """Insert the rows whose (customer_id, id) is not stored yet, the first of a
+    batch winning over later ones; returns the rows stored. Runs inside the
+    writer's transaction, so no concurrent ingest can slip in between."""
+    fresh = {}
+    for row in rows:
+        fresh.setdefault((row[0], row[1]), row)
+    if not fresh:
+        return []
+    hashes = list({row[9] for row in fresh.values()})
+    for start in range(0, len(hashes), HASH_CHUNK):
+        part = hashes[start:start + HASH_CHUNK]
+        for key in conn.execute("SELECT customer_id, event_id FROM events WHERE id_hash IN"
+                                f" ({','.join('?' * len(part))})", part):
+            fresh.pop(key, None)
+    new_rows = list(fresh.values())
+    conn.executemany(INSERT_SQL, new_rows)
+    return new_rows
+
+
+def find_stored(conn, customer_id, event_id):
+    """The stored event row (EVENT_COLUMNS) with this id, or None."""
+    # unary + keeps the planner on the dedup index (not the per-customer usage index)
+    return conn.execute(f"SELECT {EVENT_COLUMNS} FROM events WHERE id_hash = ? AND +customer_id = ?"
+                        " AND +event_id = ?", (id_hash(customer_id, event_id), customer_id, event_id)).fetchone()
 
 
 def _properties_text(properties):
@@ -166,7 +202,7 @@ class Ingest:
             return None
         matched = 1 if not meter.filter or _matches(meter.filter, properties) else 0
         return (customer.id, event_id, meter.id, ts_us, quantity_us, value, matched,
-                properties_text, self.now_us)
+                properties_text, self.now_us, id_hash(customer.id, event_id))
 
 
 def _default_customer(body, request, problems):
@@ -196,8 +232,7 @@ def ingest_batch(request):
     problems.raise_if_any()
     if not rows:
         return {"accepted": 0, "duplicates": 0}
-    with app.db.transaction() as conn:
-        accepted = conn.executemany(INSERT_SQL, rows).rowcount
+    accepted = len(app.db.submit(lambda conn: store_new(conn, rows)))
     app.stats.events_ingested(accepted)
     return {"accepted": accepted, "duplicates": len(rows) - accepted}
 
@@ -223,10 +258,13 @@ def ingest_one(request):
     ingest = Ingest(app, request.customer_scope)
     row = ingest.row(body)
     ingest.problems.raise_if_any()
-    with app.db.transaction() as conn:
-        inserted = conn.execute(INSERT_SQL, row).rowcount
-        stored = conn.execute(f"SELECT {EVENT_COLUMNS} FROM events WHERE customer_id = ? AND event_id = ?",
-                              (row[0], row[1])).fetchone()
+
+    def store(conn):
+        if store_new(conn, [row]):
+            return find_stored(conn, row[0], row[1]), True
+        return find_stored(conn, row[0], row[1]), False
+
+    stored, inserted = app.db.submit(store)
     if inserted:
         app.stats.events_ingested(1)
         return created({"event": view(app, stored), "duplicate": False})
@@ -298,8 +336,7 @@ def retract(request, customer_id, event_id):
     event_id = unquote(event_id)
     app = request.app
     with app.db.transaction() as conn:
-        row = conn.execute(f"SELECT {EVENT_COLUMNS} FROM events WHERE customer_id = ? AND event_id = ?",
-                           (customer_id, event_id)).fetchone()
+        row = find_stored(conn, customer_id, event_id)
         if row is None:
             raise NotFound(f"Event {event_id!r} of customer {customer_id} not found.")
         for check in app.retraction_checks:

@@ -8,7 +8,7 @@ from datetime import timedelta
 
 from .. import clock
 from ..api import auth
-from ..api.events import INSERT_SQL, Ingest
+from ..api.events import Ingest, store_new
 from ..domain import times
 
 METERS = [
@@ -85,7 +85,7 @@ def fill(app, seed=7):
                                     "timestamp": times.format_instant(min(moment, clock.now()))}))
     ingest.problems.raise_if_any()
     with db.transaction() as conn:
-        stored = conn.executemany(INSERT_SQL, rows).rowcount
+        stored = len(store_new(conn, rows))
     app.stats.events_ingested(stored)
     return (f"Demo: {len(CUSTOMERS)} customers, {len(METERS)} meters, {stored} events over {DAYS} days; "
             "users finance@localhost / finance-demo-1 and viewer@localhost / viewer-demo-1.")

@@ -73,6 +73,12 @@ V1_FOUNDATION = [
     # `value` is what the meter aggregates: integer micros, or for unique_count
     # the JSON text of the property value. `matched` records the meter filter,
     # which cannot change once a meter has events.
+    # Deduplication: `id_hash` is a 64-bit hash of (customer_id, event_id). Its
+    # index holds 8-byte keys instead of the id text, so the one index that new
+    # random ids hit at random places stays small enough to live in the page
+    # cache (about twice the insert rate of a unique text index at 1 M rows).
+    # It is not unique: ingest compares the real ids of any hash match, so a hash
+    # collision can never drop an event.
     """CREATE TABLE events (
         seq INTEGER PRIMARY KEY,
         customer_id INTEGER NOT NULL,
@@ -84,8 +90,9 @@ V1_FOUNDATION = [
         matched INTEGER NOT NULL,
         properties TEXT,
         late INTEGER NOT NULL DEFAULT 0,
-        received_at INTEGER NOT NULL)""",
-    "CREATE UNIQUE INDEX events_dedup ON events(customer_id, event_id)",
+        received_at INTEGER NOT NULL,
+        id_hash INTEGER NOT NULL)""",
+    "CREATE INDEX events_dedup ON events(id_hash)",
     "CREATE INDEX events_usage ON events(customer_id, meter_id, ts)",
     "CREATE INDEX events_time ON events(ts)",
     """CREATE TABLE retracted_events (

@@ -1,0 +1,83 @@
+"""Deduplication by (customer, id) through the 64-bit hash index: a hash
+collision must never drop an event, and repeats are stored once."""
+
+import threading
+
+from billing.api import events
+from billing.store.db import Database
+
+
+def row(customer_id, event_id, hash_value=None, quantity=1):
+    h = events.id_hash(customer_id, event_id) if hash_value is None else hash_value
+    return (customer_id, event_id, 1, 0, quantity, quantity, 1, None, 0, h)
+
+
+def test_colliding_hashes_keep_both_events(tmp_path):
+    db = Database(str(tmp_path / "e.db"))
+    try:
+        with db.transaction() as conn:
+            stored = events.store_new(conn, [row(1, "a", 42), row(1, "b", 42), row(2, "a", 42)])
+            assert len(stored) == 3
+            again = events.store_new(conn, [row(1, "a", 42), row(1, "b", 42), row(1, "c", 42)])
+            assert [r[1] for r in again] == ["c"]
+        assert db.query_one("SELECT count(*) FROM events")[0] == 4
+    finally:
+        db.close()
+
+
+def test_first_write_wins_within_a_batch(tmp_path):
+    db = Database(str(tmp_path / "e.db"))
+    try:
+        with db.transaction() as conn:
+            stored = events.store_new(conn, [row(1, "x", quantity=5), row(1, "x", quantity=9)])
+        assert len(stored) == 1
+        assert db.query("SELECT quantity FROM events") == [(5,)]
+    finally:
+        db.close()
+
+
+def test_group_commit_from_many_threads_stores_each_id_once(tmp_path):
+    db = Database(str(tmp_path / "e.db"))
+    results = []
+    try:
+        def send(n):
+            batch = [row(1, f"id-{i}") for i in range(n, n + 200)]
+            results.append(len(db.submit(lambda conn: events.store_new(conn, batch))))
+
+        threads = [threading.Thread(target=send, args=(k * 100,)) for k in range(8)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        # ids 0..899 overlap between neighbours: exactly 900 distinct events
+        assert sum(results) == 900
+        assert db.query_one("SELECT count(*), count(DISTINCT event_id) FROM events") == (900, 900)
+    finally:
+        db.close()
+
+
+def test_a_failing_job_does_not_undo_its_group(tmp_path):
+    db = Database(str(tmp_path / "e.db"))
+    try:
+        def bad(conn):
+            events.store_new(conn, [row(1, "doomed")])
+            raise ValueError("refused")
+
+        errors = []
+        threads = [threading.Thread(target=lambda: db.submit(lambda c: events.store_new(c, [row(1, "kept")])))]
+
+        def run_bad():
+            try:
+                db.submit(bad)
+            except ValueError as exc:
+                errors.append(exc)
+
+        threads.append(threading.Thread(target=run_bad))
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        assert len(errors) == 1
+        assert db.query("SELECT event_id FROM events") == [("kept",)]
+    finally:
+        db.close()
