@@ -30,6 +30,7 @@ def parse_args(argv):
 
 
 def main(argv=None):
+
     args = parse_args(sys.argv[1:] if argv is None else argv)
     try:
         config = Config.from_env(db_path=args.db)

@@ -62,9 +62,12 @@ def find_stored(conn, customer_id, event_id):
                         " AND +event_id = ?", (id_hash(customer_id, event_id), customer_id, event_id)).fetchone()
 
 
+_PROPERTIES_ENCODER = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False, allow_nan=False)
+
+
 def _properties_text(properties):
     try:
-        return json.dumps(properties, separators=(",", ":"), ensure_ascii=False, allow_nan=False)
+        return _PROPERTIES_ENCODER.encode(properties)
     except (TypeError, ValueError):
         return jsonutil.encode(properties)  # Decimals inside
 
@@ -261,7 +264,8 @@ def ingest_one(request):
 
     def store(conn):
         if store_new(conn, [row]):
-            return find_stored(conn, row[0], row[1]), True
+            seq = conn.execute("SELECT last_insert_rowid()").fetchone()[0]
+            return (seq, row[0], row[1], row[2], row[3], row[4], row[7], 0, row[8]), True
         return find_stored(conn, row[0], row[1]), False
 
     stored, inserted = app.db.submit(store)

@@ -40,9 +40,12 @@ def to_micros(value, allow_negative=False):
 
 
 def from_micros(micros):
-    """Integer micros as an exact Decimal (an int-valued Decimal when whole)."""
+    """Integer micros as an exact number: an int when whole, else a Decimal."""
     if micros is None:
         return None
-    if micros % SCALE == 0:
-        return Decimal(micros // SCALE)
-    return (Decimal(micros) / SCALE).normalize()
+    whole, fraction = divmod(abs(micros), SCALE)
+    if fraction == 0:
+        return whole if micros >= 0 else -whole
+    # built from text, which Decimal takes exactly (arithmetic would round at 28 digits)
+    sign = "-" if micros < 0 else ""
+    return Decimal(f"{sign}{whole}.{fraction:06d}".rstrip("0"))

@@ -15,6 +15,9 @@ _DATE = re.compile(r"^\d{4}-\d{2}-\d{2}$")
 MIN_YEAR, MAX_YEAR = 1970, 9998  # keeps every instant ± a timezone inside datetime's range
 
 
+_fromisoformat = datetime.fromisoformat
+
+
 class TimeError(ValueError):
     pass
 
@@ -45,6 +48,14 @@ def parse_instant(text):
     """RFC 3339 with an explicit offset → aware UTC datetime; raises TimeError."""
     if not isinstance(text, str):
         raise TimeError("must be an RFC 3339 timestamp string")
+    if len(text) in (20, 24) and text[-1] == "Z" and text[10] == "T":
+        # fast path for the common shapes 2025-09-16T21:05:00Z and …:00.123Z
+        try:
+            instant = _fromisoformat(text)
+        except ValueError:
+            instant = None
+        if instant is not None and MIN_YEAR <= instant.year <= MAX_YEAR:
+            return instant
     if not _RFC3339.match(text):
         if re.match(r"^\d{4}-\d{2}-\d{2}[Tt ]\d{2}:\d{2}(:\d{2}(\.\d+)?)?$", text):
             raise TimeError("must include a UTC offset, e.g. 'Z' or '+02:00'")

@@ -29,6 +29,33 @@ HTML_CSP = ("default-src 'self'; img-src 'self' data:; style-src 'self'; script-
             "form-action 'self'")
 
 
+SECURITY_BLOCK = "\r\n".join(f"{k}: {v}" for k, v in SECURITY_HEADERS.items())
+
+
+class Headers:
+    """Request headers: case-insensitive `get`; repeated names keep the last value."""
+
+    __slots__ = ("_items",)
+
+    def __init__(self):
+        self._items = {}
+
+    def add(self, name, value):
+        self._items[name.lower()] = value
+
+    def get(self, name, default=None):
+        return self._items.get(name.lower(), default)
+
+    def __getitem__(self, name):
+        return self._items.get(name.lower())
+
+    def __contains__(self, name):
+        return name.lower() in self._items
+
+    def items(self):
+        return self._items.items()
+
+
 class Response:
     def __init__(self, status=200, body=None, content_type=JSON_TYPE, headers=None):
         self.status = status
@@ -229,29 +256,80 @@ class Handler(BaseHTTPRequestHandler):
                         (time.perf_counter() - started) * 1000, request_id)
 
     def _send(self, response, request_id):
+        """Write the status line, headers and body in one write (one syscall)."""
         if not isinstance(response, Response):
             response = Response(200, response)
         stream = getattr(response, "stream", None)
         payload = b"" if stream else response.payload()
-        self.send_response(response.status)
-        headers = dict(SECURITY_HEADERS)
-        headers["X-Request-Id"] = request_id
-        headers["Content-Type"] = response.content_type
+        reason = self.responses.get(response.status, ("",))[0]
+        lines = [f"HTTP/1.1 {response.status} {reason}", f"Server: {self.server_version}",
+                 f"Date: {self.date_time_string()}", SECURITY_BLOCK,
+                 f"X-Request-Id: {request_id}", f"Content-Type: {response.content_type}"]
         if response.content_type.startswith("text/html"):
-            headers["Content-Security-Policy"] = HTML_CSP
+            lines.append(f"Content-Security-Policy: {HTML_CSP}")
         if not stream:
-            headers["Content-Length"] = str(len(payload))
-        headers.setdefault("Cache-Control", "no-store")
-        headers.update(response.headers)
-        for name, value in headers.items():
-            self.send_header(name, value)
+            lines.append(f"Content-Length: {len(payload)}")
+        if "Cache-Control" not in response.headers:
+            lines.append("Cache-Control: no-store")
+        for name, value in response.headers.items():
+            if "\r" in str(value) or "\n" in str(value):
+                raise ValueError("header values must not contain line breaks")
+            lines.append(f"{name}: {value}")
         if self.close_connection:
-            self.send_header("Connection", "close")
-        self.end_headers()
+            lines.append("Connection: close")
+        head = ("\r\n".join(lines) + "\r\n\r\n").encode("latin-1")
+        self.wfile.write(head if stream or self.command == "HEAD" else head + payload)
         if stream:
             stream(self)
-        elif self.command != "HEAD":
-            self.wfile.write(payload)
+
+    # -- request parsing ---------------------------------------------------
+    # BaseHTTPRequestHandler parses headers with the e-mail package, which costs
+    # more than the rest of a small request; this reads them into a plain dict.
+    MAX_HEADERS = 100
+    MAX_LINE = 65536
+
+    def parse_request(self):
+        self.command = None
+        self.request_version = version = "HTTP/0.9"
+        self.close_connection = True
+        line = str(self.raw_requestline, "iso-8859-1").rstrip("\r\n")
+        self.requestline = line
+        words = line.split()
+        if len(words) != 3:
+            self.send_error(400, "Bad request line")
+            return False
+        command, path, version = words
+        if version not in ("HTTP/1.1", "HTTP/1.0"):
+            self.send_error(505, "HTTP version not supported")
+            return False
+        self.command, self.path, self.request_version = command, path, version
+        if path.startswith("//"):
+            self.path = "/" + path.lstrip("/")
+        headers = Headers()
+        for _ in range(self.MAX_HEADERS + 1):
+            raw = self.rfile.readline(self.MAX_LINE + 1)
+            if len(raw) > self.MAX_LINE:
+                self.send_error(431, "Header line too long")
+                return False
+            if raw in (b"\r\n", b"\n", b""):
+                break
+            name, sep, value = str(raw, "iso-8859-1").partition(":")
+            if not sep or not name or name != name.strip():
+                self.send_error(400, "Malformed header line")
+                return False
+            headers.add(name, value.strip())
+        else:
+            self.send_error(431, "Too many headers")
+            return False
+        self.headers = headers
+        connection = headers.get("Connection", "").lower()
+        if version == "HTTP/1.1":
+            self.close_connection = connection == "close"
+        else:
+            self.close_connection = connection != "keep-alive"
+        if headers.get("Expect", "").lower() == "100-continue" and version == "HTTP/1.1":
+            self.wfile.write(b"HTTP/1.1 100 Continue\r\n\r\n")
+        return True
 
 
 class Server(ThreadingHTTPServer):

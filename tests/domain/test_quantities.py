@@ -64,3 +64,9 @@ def test_avg_rounds_half_up_to_six_decimals():
     # (1 + 0.000001 + 0) micros / 2 → 0.5000005 → 0.500001 (half up)
     rows = [(1, 1, 1_000_001), (2, 2, 0)]
     assert aggregate("avg", rows) == Decimal("0.500001")
+
+
+def test_from_micros_stays_exact_beyond_28_digits():
+    micros = 10 ** 30 + 1  # a sum far beyond any single event
+    assert quantities.from_micros(micros) == Decimal("1000000000000000000000000.000001")
+    assert quantities.from_micros(-1_500_000) == Decimal("-1.5")
