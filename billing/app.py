@@ -113,18 +113,15 @@ class App:
             "time": times.format_instant(clock.now()), "request_id": request_id, "actor": actor,
             "method": handler.command, "route": route or handler.path.split("?")[0],
             "status": status, "duration_ms": round(duration_ms, 3)})
-        with self._log_lock:
-            try:
-                self.log_stream.write(line + "\n")
-                self.log_stream.flush()
-            except (OSError, ValueError):
-                pass
+        self._write_log(line)
 
     def log_exception(self, request_id, exc):
         if self.log_stream is None:
             return
-        line = jsonutil.encode({"time": times.format_instant(clock.now()), "request_id": request_id,
-                                "level": "error", "error": http.format_exception(exc)})
+        self._write_log(jsonutil.encode({"time": times.format_instant(clock.now()), "request_id": request_id,
+                                         "level": "error", "error": http.format_exception(exc)}))
+
+    def _write_log(self, line):
         with self._log_lock:
             try:
                 self.log_stream.write(line + "\n")
