@@ -1,0 +1,76 @@
+#!/usr/bin/env python3
+"""Usage-query benchmark (SPEC §12): one customer's month of usage with day
+windows, from a database already holding N events over 1,000 customers.
+
+    python3 bench/usage_query.py                      # 10 M events (preload built once, cached)
+    python3 bench/usage_query.py --preload 1000000
+
+Reuses bench/ingest.py's cached preload (4 meters, 60 days of events). Starts
+the real server and times GET /v1/customers/{id}/usage?from&to&window=day over
+keep-alive for --queries random customers, after one warm-up pass.
+"""
+
+import argparse
+import http.client
+import json
+import os
+import random
+import sys
+import time
+from datetime import datetime, timedelta, timezone
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import ingest  # noqa: E402  (the preload and server helpers)
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--preload", type=int, default=10_000_000)
+    parser.add_argument("--cache-dir", default="/tmp/meterline-bench")
+    parser.add_argument("--queries", type=int, default=200)
+    args = parser.parse_args()
+    db_path, meta = ingest.build_preload(args.cache_dir, args.preload)
+    work = os.path.join(args.cache_dir, "work")
+    os.makedirs(work, exist_ok=True)
+    copy = ingest.copy_db(db_path, work, "bench-usage.db")
+    server = ingest.ServerProcess(copy, os.path.join(work, "server-usage.log"))
+    try:
+        conn = http.client.HTTPConnection("127.0.0.1", server.port, timeout=60)
+        headers = {"Authorization": f"Bearer {ingest.ADMIN_KEY}"}
+        end = datetime.now(timezone.utc).replace(hour=0, minute=0, second=0, microsecond=0)
+        start = end - timedelta(days=30)
+        query = f"from={start:%Y-%m-%d}&to={end:%Y-%m-%d}&window=day"
+        rng = random.Random(5)
+        customers = meta["customer_ids"]
+
+        def ask(customer_id):
+            conn.request("GET", f"/v1/customers/{customer_id}/usage?{query}", headers=headers)
+            response = conn.getresponse()
+            body = response.read()
+            if response.status != 200:
+                raise RuntimeError(f"usage: {response.status} {body[:200]!r}")
+            return json.loads(body)
+
+        for customer_id in customers[:20]:  # warm-up
+            ask(customer_id)
+        timings = []
+        for _ in range(args.queries):
+            customer_id = rng.choice(customers)
+            t = time.perf_counter()
+            usage = ask(customer_id)
+            timings.append((time.perf_counter() - t) * 1000)
+        timings.sort()
+        p = lambda q: timings[min(len(timings) - 1, int(q * len(timings)))]  # noqa: E731
+        print(f"usage query, {args.preload:,} events preloaded, {len(customers):,} customers, "
+              f"{len(usage['usage'])} meters, 30 day windows")
+        print(f"  {args.queries} queries: p50 {p(0.5):.1f} ms, p95 {p(0.95):.1f} ms, max {timings[-1]:.1f} ms"
+              f"   (§12 bar: <= 50 ms)")
+        status = server.status()
+        print(f"  server RSS {status['VmRSS'] / 1024:.0f} MB (peak {status['VmHWM'] / 1024:.0f} MB)")
+    finally:
+        server.stop()
+        ingest.remove_db(copy)
+
+
+if __name__ == "__main__":
+    main()
