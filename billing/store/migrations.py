@@ -127,7 +127,41 @@ V1_FOUNDATION = [
     "CREATE INDEX audit_log_entity ON audit_log(entity, entity_id)",
 ]
 
-MIGRATIONS = [V1_FOUNDATION]
+V2_PLANS = [
+    # Prices inside `charges` are exact decimal strings; base fee and
+    # commitment are integer minor units of the plan's currency.
+    """CREATE TABLE plans (
+        id INTEGER PRIMARY KEY,
+        code TEXT NOT NULL UNIQUE,
+        name TEXT NOT NULL,
+        description TEXT,
+        currency TEXT NOT NULL,
+        interval TEXT NOT NULL DEFAULT 'month',
+        base_fee INTEGER NOT NULL DEFAULT 0,
+        minimum_commitment INTEGER NOT NULL DEFAULT 0,
+        trial_days INTEGER NOT NULL DEFAULT 0,
+        charges TEXT NOT NULL DEFAULT '[]',
+        created_at INTEGER NOT NULL,
+        updated_at INTEGER NOT NULL)""",
+    """CREATE TABLE subscriptions (
+        id INTEGER PRIMARY KEY,
+        customer_id INTEGER NOT NULL REFERENCES customers(id),
+        plan_id INTEGER NOT NULL REFERENCES plans(id),
+        status TEXT NOT NULL,
+        start_date TEXT NOT NULL,
+        end_date TEXT,
+        billing_anchor TEXT NOT NULL,
+        anchor_date TEXT NOT NULL,
+        overrides TEXT NOT NULL DEFAULT '{}',
+        coupon TEXT,
+        created_at INTEGER NOT NULL,
+        updated_at INTEGER NOT NULL)""",
+    # one active subscription per customer, enforced by the database itself
+    "CREATE UNIQUE INDEX subscriptions_one_active ON subscriptions(customer_id) WHERE status = 'active'",
+    "CREATE INDEX subscriptions_plan ON subscriptions(plan_id)",
+]
+
+MIGRATIONS = [V1_FOUNDATION, V2_PLANS]
 
 
 class MigrationError(RuntimeError):

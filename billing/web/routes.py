@@ -3,7 +3,7 @@
 Read it top to bottom; `None` as roles means no authentication at all.
 """
 
-from ..api import audit_log, customers, events, health, meters, usage, users
+from ..api import audit_log, customers, events, health, meters, plans, subscriptions, usage, users
 from ..api.auth import (ADMIN_ONLY, ANY_SIGNED_IN, CUSTOMER_READ, EVENT_WRITE, STAFF_READ,
                         STAFF_WRITE, login, logout, me)
 from . import static
@@ -42,6 +42,19 @@ ROUTES = [
     ("GET", r"/v1/meters", meters.list_meters, CUSTOMER_READ),
     ("GET", r"/v1/meters/(?P<key>[^/]+)", meters.get, CUSTOMER_READ),
     ("PATCH", r"/v1/meters/(?P<key>[^/]+)", meters.update, ADMIN_ONLY),
+    # plans
+    ("POST", r"/v1/plans", plans.create, STAFF_WRITE),
+    ("GET", r"/v1/plans", plans.list_plans, STAFF_READ),
+    ("GET", r"/v1/plans/(?P<code>[^/]+)", plans.get, STAFF_READ),
+    ("PATCH", r"/v1/plans/(?P<code>[^/]+)", plans.update, STAFF_WRITE),
+    # subscriptions and estimates
+    ("POST", r"/v1/subscriptions", subscriptions.create, STAFF_WRITE),
+    ("GET", r"/v1/subscriptions", subscriptions.list_subscriptions, CUSTOMER_READ),
+    ("GET", r"/v1/subscriptions/" + ID.format("subscription_id"), subscriptions.get, CUSTOMER_READ),
+    ("POST", r"/v1/subscriptions/" + ID.format("subscription_id") + r"/cancel", subscriptions.cancel, STAFF_WRITE),
+    ("POST", r"/v1/subscriptions/" + ID.format("subscription_id") + r"/change-plan", subscriptions.change_plan,
+     STAFF_WRITE),
+    ("GET", r"/v1/customers/" + CUSTOMER + r"/upcoming-invoice", subscriptions.upcoming_invoice, CUSTOMER_READ),
     # events
     ("POST", r"/v1/events", events.ingest_one, EVENT_WRITE),
     ("POST", r"/v1/events/batch", events.ingest_batch, EVENT_WRITE),
