@@ -5,7 +5,7 @@ import sqlite3
 from datetime import timedelta
 
 from .. import clock, jsonutil
-from ..domain import invoicing, money, periods, plans, times
+from ..domain import invoicing, money, periods, plans, quantities, times
 from ..domain.aggregation import aggregate
 from ..errors import Conflict, FieldErrors, NotFound, ValidationError
 from ..web.http import created
@@ -322,3 +322,60 @@ def upcoming_invoice(request, customer_id):
         plan_row = conn.execute(f"SELECT {plans_api.COLUMNS} FROM plans WHERE id = ?",
                                 (subscription_row[12],)).fetchone()
         return estimate_period(app, conn, subscription_row, plan_row, customer_row, today)
+
+
+def estimate(request):
+    """What-if: a full period of a plan (by code or inline) for hypothetical usage."""
+    app = request.app
+    body = request.json()
+    problems = FieldErrors()
+    for name in body:
+        if name not in ("plan", "usage", "customer_id"):
+            problems.add(name, "is not a known field")
+    raw_plan = body.get("plan")
+    plan = None
+    if isinstance(raw_plan, str):
+        row = app.db.query_one(f"SELECT {plans_api.COLUMNS} FROM plans WHERE code = ?", (raw_plan,))
+        if row is None:
+            problems.add("plan", f"unknown plan {raw_plan!r}")
+        else:
+            plan = {"currency": row[4], "base_fee": row[6], "minimum_commitment": row[7],
+                    "charges": jsonutil.decode(row[9])}
+    elif isinstance(raw_plan, dict):
+        inline = {"code": "estimate", "name": "Estimate", **raw_plan}
+        plan = plans.check_plan(inline, app.catalog.meters(), problems)
+    else:
+        problems.add("plan", "is required: a plan code or a plan object")
+    usage_raw = body.get("usage", {})
+    usage = {}
+    if not isinstance(usage_raw, dict):
+        problems.add("usage", "must be an object of meter: quantity")
+    else:
+        meters = app.catalog.meters()
+        for key, value in usage_raw.items():
+            if key not in meters:
+                problems.add(f"usage.{key}", f"unknown meter {key!r}")
+                continue
+            try:
+                usage[key] = quantities.from_micros(quantities.to_micros(value))
+            except quantities.QuantityError as exc:
+                problems.add(f"usage.{key}", str(exc))
+    customer_row = None
+    customer_id = body.get("customer_id")
+    if customer_id is not None:
+        if isinstance(customer_id, bool) or not isinstance(customer_id, int) or app.catalog.customer(customer_id) is None:
+            problems.add("customer_id", f"unknown customer {customer_id!r}")
+        else:
+            request.check_customer(customer_id)
+            customer_row = customers_api.load(app.db, customer_id)
+            if plan and plan.get("currency") and plan["currency"] != customer_row[5]:
+                problems.add("plan", f"the plan is in {plan['currency']} but the customer pays in {customer_row[5]}")
+    problems.raise_if_any()
+    charges = plans.to_charges(plan["charges"])
+    tax_rate = money.parse_percent(customer_row[8]) if customer_row else 0
+    draft = invoicing.build(plan["currency"], charges, usage, base_fee=plan["base_fee"],
+                            minimum_commitment=plan["minimum_commitment"], tax_rate=tax_rate,
+                            meter_names={m.key: m.name for m in app.catalog.meters().values()})
+    zone = times.zone_or_error(customer_row[4]) if customer_row else times.UTC
+    start_at, end_at = times.calendar_month_bounds(clock.now(), zone)
+    return invoice_view(draft, customer_id, None, start_at, end_at)

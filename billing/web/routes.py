@@ -55,6 +55,7 @@ ROUTES = [
     ("POST", r"/v1/subscriptions/" + ID.format("subscription_id") + r"/change-plan", subscriptions.change_plan,
      STAFF_WRITE),
     ("GET", r"/v1/customers/" + CUSTOMER + r"/upcoming-invoice", subscriptions.upcoming_invoice, CUSTOMER_READ),
+    ("POST", r"/v1/estimate", subscriptions.estimate, STAFF_READ + ("customer",)),
     # events
     ("POST", r"/v1/events", events.ingest_one, EVENT_WRITE),
     ("POST", r"/v1/events/batch", events.ingest_batch, EVENT_WRITE),

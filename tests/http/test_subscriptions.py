@@ -115,3 +115,20 @@ def test_cancel_defaults_to_period_end_and_change_plan_keeps_the_anchor(admin, s
     assert inv["subscription_id"] == new["id"]
     assert (inv["period_start"], inv["period_end"]) == ("2025-09-25T04:00:00Z", "2025-09-30T04:00:00Z")
     assert inv["lines"][0]["amount"] == "16.50"
+
+
+def test_estimate_what_if(admin, setup):
+    """Full period: base 49.00 + usage 26.00 = 75.00 → minimum 25.00 → 100.00;
+    with the customer's 10% tax: 110.00."""
+    reply = admin.post("/v1/estimate", {"plan": "pro", "usage": {"api_calls": 12000}})
+    assert reply.status == 200, reply
+    assert (reply.json["status"], reply.json["total"]) == ("estimate", "100.00")
+    reply = admin.post("/v1/estimate", {"plan": "pro", "usage": {"api_calls": 12000}, "customer_id": setup})
+    assert reply.json["total"] == "110.00"
+    inline = {"currency": "JPY", "charges": [{"meter": "api_calls", "model": "per_unit", "unit_price": "1.5"}]}
+    reply = admin.post("/v1/estimate", {"plan": inline, "usage": {"api_calls": 1234}})
+    assert reply.status == 200 and reply.json["total"] == "1851"  # 1,234 × 1.5 yen
+    assert admin.post("/v1/estimate", {"plan": "pro"}).json["total"] == "100.00"  # missing usage is 0
+    bad = admin.post("/v1/estimate", {"plan": "pro", "usage": {"nope": 1}})
+    assert bad.status == 400 and bad.json["error"]["details"][0]["field"] == "usage.nope"
+    assert admin.post("/v1/estimate", {"plan": "nope"}).status == 400
