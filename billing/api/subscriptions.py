@@ -9,6 +9,7 @@ from ..domain import invoicing, money, periods, plans, quantities, times
 from ..domain.aggregation import aggregate
 from ..errors import Conflict, FieldErrors, NotFound, ValidationError
 from ..web.http import created
+from . import coupons as coupons_api
 from . import customers as customers_api
 from . import plans as plans_api
 from .common import audit, decode_cursor, int_arg, now_micros, page, page_limit, path_int
@@ -109,8 +110,14 @@ def create(request):
     anchor = body.get("billing_anchor", "calendar")
     if anchor not in ANCHORS:
         problems.add("billing_anchor", "must be calendar or anniversary")
-    if "coupon" in body and body["coupon"] is not None:
-        problems.add("coupon", "coupons are not available yet")
+    coupon = body.get("coupon")
+    if coupon is not None:
+        coupon_row = db.query_one(f"SELECT {coupons_api.COLUMNS} FROM coupons WHERE code = ?", (coupon,)) \
+            if isinstance(coupon, str) else None
+        if coupon_row is None:
+            problems.add("coupon", f"unknown coupon {coupon!r}")
+        elif coupon_row[5] is not None and customer and coupon_row[5] != customer.currency:
+            problems.add("coupon", f"the coupon is in {coupon_row[5]} but the customer pays in {customer.currency}")
     zone = times.zone_or_error(customer.timezone) if customer else times.UTC
     start = _local_day(body["start"], zone, "start", problems) if body.get("start") is not None \
         else times.local_date(clock.now(), zone)
@@ -128,9 +135,9 @@ def create(request):
                                "start the new one on or after that day.")
             cur = conn.execute(
                 "INSERT INTO subscriptions (customer_id, plan_id, status, start_date, billing_anchor, anchor_date,"
-                " overrides, created_at, updated_at) VALUES (?, ?, 'active', ?, ?, ?, ?, ?, ?)",
+                " overrides, coupon, created_at, updated_at) VALUES (?, ?, 'active', ?, ?, ?, ?, ?, ?, ?)",
                 (customer.id, plan_row[0], start.isoformat(), anchor, start.isoformat(),
-                 jsonutil.encode(overrides), now, now))
+                 jsonutil.encode(overrides), coupon, now, now))
             row = _load(conn, cur.lastrowid)
             audit(conn, request, "subscription.create", "subscription", row[0], after=view(row))
     except sqlite3.IntegrityError:
@@ -284,11 +291,26 @@ def estimate_period(app, conn, subscription_row, plan_row, customer_row, day):
     usage = _usage_quantities(conn, app.catalog, customer_row[0], charges, times.to_micros(start_at),
                               times.to_micros(end_at))
     currency = plan_row[4]
+    period_index = len(periods.periods_between(anchor_date, period_start, anchor))
     draft = invoicing.build(currency, charges, usage, base_fee=plan_row[6], minimum_commitment=plan_row[7],
                             proration=invoicing.Proration(active, days_in_period),
                             tax_rate=money.parse_percent(customer_row[8]),
+                            coupon=_coupon(conn, subscription_row[9], period_index),
+                            credit_balance=coupons_api.balance(conn, customer_row[0]),
                             meter_names={m.key: m.name for m in app.catalog.meters().values()})
     return invoice_view(draft, customer_row[0], subscription_row[0], start_at, end_at)
+
+
+def _coupon(conn, code, period_index):
+    """The subscription's coupon as invoicing.Coupon if it applies to that period."""
+    if not code:
+        return None
+    row = coupons_api.load(conn, code)
+    if not coupons_api.applies(row, period_index):
+        return None
+    if row[3] is not None:
+        return invoicing.Coupon(percent_off=money.parse_percent(row[3]))
+    return invoicing.Coupon(amount_off=row[4])
 
 
 def invoice_view(draft, customer_id, subscription_id, start_at, end_at, status="estimate"):

@@ -159,6 +159,28 @@ V2_PLANS = [
     # one active subscription per customer, enforced by the database itself
     "CREATE UNIQUE INDEX subscriptions_one_active ON subscriptions(customer_id) WHERE status = 'active'",
     "CREATE INDEX subscriptions_plan ON subscriptions(plan_id)",
+    """CREATE TABLE coupons (
+        id INTEGER PRIMARY KEY,
+        code TEXT NOT NULL UNIQUE,
+        name TEXT,
+        percent_off TEXT,
+        amount_off INTEGER,
+        currency TEXT,
+        duration TEXT NOT NULL,
+        periods INTEGER,
+        created_at INTEGER NOT NULL,
+        CHECK ((percent_off IS NULL) != (amount_off IS NULL)))""",
+    # The prepaid credit ledger: positive entries grant, negative ones spend.
+    """CREATE TABLE credit_entries (
+        id INTEGER PRIMARY KEY,
+        customer_id INTEGER NOT NULL REFERENCES customers(id),
+        amount INTEGER NOT NULL,
+        currency TEXT NOT NULL,
+        reason TEXT,
+        invoice_id INTEGER,
+        created_by TEXT,
+        created_at INTEGER NOT NULL)""",
+    "CREATE INDEX credit_entries_customer ON credit_entries(customer_id, id)",
 ]
 
 MIGRATIONS = [V1_FOUNDATION, V2_PLANS]

@@ -3,7 +3,7 @@
 Read it top to bottom; `None` as roles means no authentication at all.
 """
 
-from ..api import audit_log, customers, events, health, meters, plans, subscriptions, usage, users
+from ..api import audit_log, coupons, customers, events, health, meters, plans, subscriptions, usage, users
 from ..api.auth import (ADMIN_ONLY, ANY_SIGNED_IN, CUSTOMER_READ, EVENT_WRITE, STAFF_READ,
                         STAFF_WRITE, login, logout, me)
 from . import static
@@ -47,6 +47,11 @@ ROUTES = [
     ("GET", r"/v1/plans", plans.list_plans, STAFF_READ),
     ("GET", r"/v1/plans/(?P<code>[^/]+)", plans.get, STAFF_READ),
     ("PATCH", r"/v1/plans/(?P<code>[^/]+)", plans.update, STAFF_WRITE),
+    # coupons and credits
+    ("POST", r"/v1/coupons", coupons.create, STAFF_WRITE),
+    ("GET", r"/v1/coupons", coupons.list_coupons, STAFF_READ),
+    ("POST", r"/v1/customers/" + CUSTOMER + r"/credits", coupons.grant_credit, STAFF_WRITE),
+    ("GET", r"/v1/customers/" + CUSTOMER + r"/credits", coupons.list_credits, CUSTOMER_READ),
     # subscriptions and estimates
     ("POST", r"/v1/subscriptions", subscriptions.create, STAFF_WRITE),
     ("GET", r"/v1/subscriptions", subscriptions.list_subscriptions, CUSTOMER_READ),

@@ -1,0 +1,164 @@
+"""Coupons (§5) and the prepaid credit ledger."""
+
+import re
+import sqlite3
+
+from ..domain import money, times
+from ..errors import Conflict, FieldErrors, NotFound
+from ..web.http import created
+from . import customers as customers_api
+from .common import audit, decode_cursor, now_micros, page, page_limit, path_int, text_field
+
+CODE_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
+DURATIONS = ("once", "repeating", "forever")
+COLUMNS = "id, code, name, percent_off, amount_off, currency, duration, periods, created_at"
+
+
+def view(row):
+    return {"code": row[1], "name": row[2], "percent_off": row[3],
+            "amount_off": None if row[4] is None else money.format_minor(row[4], row[5]),
+            "currency": row[5], "duration": row[6], "periods": row[7],
+            "created_at": times.format_micros(row[8])}
+
+
+def load(conn, code):
+    row = conn.execute(f"SELECT {COLUMNS} FROM coupons WHERE code = ?", (code,)).fetchone()
+    if row is None:
+        raise NotFound(f"Coupon {code!r} not found.")
+    return row
+
+
+def applies(coupon_row, period_index):
+    """Does the coupon still apply to the subscription's period number
+    `period_index` (0 = the first period after attachment)?"""
+    duration, periods = coupon_row[6], coupon_row[7]
+    if duration == "forever":
+        return True
+    if duration == "once":
+        return period_index == 0
+    return period_index < periods
+
+
+def create(request):
+    body = request.json()
+    problems = FieldErrors()
+    for name in body:
+        if name not in ("code", "name", "percent_off", "amount_off", "currency", "duration", "periods"):
+            problems.add(name, "is not a known field")
+    code = body.get("code")
+    if not isinstance(code, str) or not CODE_PATTERN.match(code):
+        problems.add("code", "is required: letters, digits, '_', '.', '-' (max 64)")
+    name = text_field(body, "name", problems, max_length=200)
+    percent, amount, currency = body.get("percent_off"), body.get("amount_off"), body.get("currency")
+    amount_minor = None
+    if (percent is None) == (amount is None):
+        problems.add("percent_off", "give either percent_off or amount_off")
+    elif percent is not None:
+        try:
+            value = money.parse_percent(percent)
+            if value <= 0:
+                problems.add("percent_off", "must be above 0")
+            percent = str(value)
+        except money.MoneyError as exc:
+            problems.add("percent_off", str(exc))
+        if currency is not None:
+            problems.add("currency", "only an amount_off coupon has a currency")
+    else:
+        if not money.is_currency(currency):
+            problems.add("currency", "is required with amount_off: an ISO 4217 code")
+        else:
+            try:
+                amount_minor = money.parse_amount(amount, currency)
+                if amount_minor <= 0:
+                    problems.add("amount_off", "must be above 0")
+            except money.MoneyError as exc:
+                problems.add("amount_off", str(exc))
+    duration = body.get("duration", "once")
+    periods = body.get("periods")
+    if duration not in DURATIONS:
+        problems.add("duration", "must be once, repeating or forever")
+    elif duration == "repeating":
+        if isinstance(periods, bool) or not isinstance(periods, int) or not 1 <= periods <= 1200:
+            problems.add("periods", "is required for repeating: an integer from 1 to 1200")
+    elif periods is not None:
+        problems.add("periods", "only a repeating coupon has periods")
+    problems.raise_if_any()
+    db = request.app.db
+    try:
+        with db.transaction() as conn:
+            cur = conn.execute(
+                "INSERT INTO coupons (code, name, percent_off, amount_off, currency, duration, periods, created_at)"
+                " VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                (code, name, percent, amount_minor, currency if amount is not None else None, duration,
+                 periods if duration == "repeating" else None, now_micros()))
+            row = conn.execute(f"SELECT {COLUMNS} FROM coupons WHERE id = ?", (cur.lastrowid,)).fetchone()
+            audit(conn, request, "coupon.create", "coupon", code, after=view(row))
+    except sqlite3.IntegrityError:
+        raise Conflict(f"A coupon with code {code!r} already exists.") from None
+    return created(view(row))
+
+
+def list_coupons(request):
+    limit = page_limit(request)
+    cursor = decode_cursor(request, (str,))
+    rows = request.app.db.query(f"SELECT {COLUMNS} FROM coupons WHERE code > ? ORDER BY code LIMIT ?",
+                                (cursor[0] if cursor else "", limit + 1))
+    return page(rows, limit, view, lambda r: [r[1]])
+
+
+# -- credits -------------------------------------------------------------------
+
+def balance(conn, customer_id):
+    """The customer's credit balance in minor units."""
+    return conn.execute("SELECT coalesce(sum(amount), 0) FROM credit_entries WHERE customer_id = ?",
+                        (customer_id,)).fetchone()[0]
+
+
+def entry_view(row):
+    return {"id": row[0], "customer_id": row[1], "amount": money.format_minor(row[2], row[3]),
+            "currency": row[3], "reason": row[4], "invoice_id": row[5], "created_by": row[6],
+            "created_at": times.format_micros(row[7])}
+
+
+ENTRY_COLUMNS = "id, customer_id, amount, currency, reason, invoice_id, created_by, created_at"
+
+
+def grant_credit(request, customer_id):
+    customer_id = path_int(customer_id, "Customer")
+    db = request.app.db
+    customer = customers_api.load(db, customer_id)
+    currency = customer[5]
+    body = request.json()
+    problems = FieldErrors()
+    for name in body:
+        if name not in ("amount", "reason"):
+            problems.add(name, "is not a known field")
+    try:
+        amount = money.parse_amount(body.get("amount"), currency)
+        if amount <= 0:
+            problems.add("amount", "must be above 0")
+    except money.MoneyError as exc:
+        problems.add("amount", f"{exc} (in {currency})")
+    reason = text_field(body, "reason", problems, max_length=500)
+    problems.raise_if_any()
+    with db.transaction() as conn:
+        cur = conn.execute("INSERT INTO credit_entries (customer_id, amount, currency, reason, created_by, created_at)"
+                           " VALUES (?, ?, ?, ?, ?, ?)",
+                           (customer_id, amount, currency, reason, request.actor.label, now_micros()))
+        entry = conn.execute(f"SELECT {ENTRY_COLUMNS} FROM credit_entries WHERE id = ?", (cur.lastrowid,)).fetchone()
+        total = balance(conn, customer_id)
+        audit(conn, request, "credit.grant", "customer", customer_id, after=entry_view(entry))
+    return created({"entry": entry_view(entry), "balance": money.format_minor(total, currency)})
+
+
+def list_credits(request, customer_id):
+    customer_id = path_int(customer_id, "Customer")
+    request.check_customer(customer_id)
+    db = request.app.db
+    customer = customers_api.load(db, customer_id)
+    with db.reader() as conn:
+        rows = conn.execute(f"SELECT {ENTRY_COLUMNS} FROM credit_entries WHERE customer_id = ? ORDER BY id",
+                            (customer_id,)).fetchall()
+        total = balance(conn, customer_id)
+    return {"customer_id": customer_id, "currency": customer[5], "balance": money.format_minor(total, customer[5]),
+            "data": [entry_view(r) for r in rows]}
