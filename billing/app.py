@@ -78,29 +78,35 @@ class App:
             raise ValidationError([{"field": "Idempotency-Key", "message": "must be at most 255 characters"}])
         actor = request.actor.label
         fingerprint = http.request_hash(request)
-        with self._idempotency_guard:
-            lock = self._idempotency_locks.setdefault((actor, key), threading.Lock())
-        with lock:
-            horizon = now_micros() - IDEMPOTENCY_HOURS * 3600 * 1_000_000
-            row = self.db.query_one(
-                "SELECT request_hash, status, response FROM idempotency_keys"
-                " WHERE actor = ? AND key = ? AND created_at >= ?", (actor, key, horizon))
-            if row is not None:
-                if row[0] != fingerprint:
-                    raise Conflict("This Idempotency-Key was used with a different request.")
-                return http.Response(row[1], row[2], headers={"Idempotent-Replayed": "true"})
-            response = self._call(request, route, params)
-            if 200 <= response.status < 300 and response.content_type == http.JSON_TYPE:
-                with self.db.transaction() as conn:
-                    conn.execute("DELETE FROM idempotency_keys WHERE created_at < ?", (horizon,))
-                    conn.execute(
-                        "INSERT OR REPLACE INTO idempotency_keys (actor, key, request_hash, status,"
-                        " response, created_at) VALUES (?, ?, ?, ?, ?, ?)",
-                        (actor, key, fingerprint, response.status, response.payload().decode("utf-8"),
-                         now_micros()))
-        with self._idempotency_guard:
-            if len(self._idempotency_locks) > 10000:
-                self._idempotency_locks.clear()
+        with self._idempotency_guard:  # [lock, users]: dropped only when nobody holds or waits
+            entry = self._idempotency_locks.setdefault((actor, key), [threading.Lock(), 0])
+            entry[1] += 1
+        try:
+            with entry[0]:
+                return self._idempotent_locked(request, route, params, actor, key, fingerprint)
+        finally:
+            with self._idempotency_guard:
+                entry[1] -= 1
+                if entry[1] == 0:
+                    self._idempotency_locks.pop((actor, key), None)
+
+    def _idempotent_locked(self, request, route, params, actor, key, fingerprint):
+        horizon = now_micros() - IDEMPOTENCY_HOURS * 3600 * 1_000_000
+        row = self.db.query_one(
+            "SELECT request_hash, status, response FROM idempotency_keys"
+            " WHERE actor = ? AND key = ? AND created_at >= ?", (actor, key, horizon))
+        if row is not None:
+            if row[0] != fingerprint:
+                raise Conflict("This Idempotency-Key was used with a different request.")
+            return http.Response(row[1], row[2], headers={"Idempotent-Replayed": "true"})
+        response = self._call(request, route, params)
+        if 200 <= response.status < 300 and response.content_type == http.JSON_TYPE:
+            with self.db.transaction() as conn:
+                conn.execute(
+                    "INSERT OR REPLACE INTO idempotency_keys (actor, key, request_hash, status,"
+                    " response, created_at) VALUES (?, ?, ?, ?, ?, ?)",
+                    (actor, key, fingerprint, response.status, response.payload().decode("utf-8"),
+                     now_micros()))
         return response
 
     # -- logging -----------------------------------------------------------

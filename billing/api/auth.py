@@ -104,9 +104,11 @@ class Authenticator:
         self._cache = {}
         self._lock = threading.Lock()
         self._failures = {}  # login throttling: key -> [timestamps]
+        self._generation = 0  # a lookup started before a revocation is not cached
 
     def invalidate(self):
         with self._lock:
+            self._generation += 1
             self._cache.clear()
 
     def resolve(self, header):
@@ -121,13 +123,15 @@ class Authenticator:
         cached = self._cache.get(key)
         if cached and cached[1] > now and (cached[2] is None or cached[2] > now_micros()):
             return cached[0]
+        generation = self._generation
         actor, expires = self._lookup(token, key)
         if actor is None:
             raise Unauthenticated("The token is not valid (unknown, revoked or expired).")
         with self._lock:
             if len(self._cache) > 10000:
                 self._cache.clear()
-            self._cache[key] = (actor, now + self.CACHE_SECONDS, expires)
+            if generation == self._generation:
+                self._cache[key] = (actor, now + self.CACHE_SECONDS, expires)
         return actor
 
     def _lookup(self, token, key):
@@ -151,23 +155,24 @@ class Authenticator:
     WINDOW_SECONDS = 300
     MAX_FAILURES = 5
 
-    def check_throttle(self, email, client):
+    def reserve_attempt(self, email, client):
+        """Count a sign-in attempt (429 past the limit); a success clears the
+        e-mail's count. Check and count happen under one lock."""
         now = time.monotonic()
+        keys = ((email or "").lower(), client)
         with self._lock:
-            for k in ((email or "").lower(), client):
+            if len(self._failures) > 10000:  # forget the quiet ones
+                self._failures = {k: v for k, v in self._failures.items()
+                                  if v and now - v[-1] < self.WINDOW_SECONDS}
+            for k in keys:
                 recent = [t for t in self._failures.get(k, ()) if now - t < self.WINDOW_SECONDS]
-                self._failures[k] = recent
                 limit = self.MAX_FAILURES if k != client else self.MAX_FAILURES * 4
                 if len(recent) >= limit:
                     retry = self.WINDOW_SECONDS - (now - recent[0])
-                    raise RateLimited("Too many failed sign-in attempts; try again later.",
-                                      max(1, retry))
-
-    def record_failure(self, email, client):
-        now = time.monotonic()
-        with self._lock:
-            for k in ((email or "").lower(), client):
-                self._failures.setdefault(k, []).append(now)
+                    raise RateLimited("Too many failed sign-in attempts; try again later.", max(1, retry))
+                self._failures[k] = recent
+            for k in keys:
+                self._failures[k].append(now)
 
     def clear_failures(self, email):
         with self._lock:
@@ -196,11 +201,10 @@ def login(request):
         raise ValidationError([{"field": "email", "message": "email and password are required strings"}])
     email = email.strip().lower()  # one spelling for the throttle and the lookup
     auth = request.app.auth
-    auth.check_throttle(email, request.client)
+    auth.reserve_attempt(email, request.client)  # counted before scrypt runs, so parallel guesses count too
     row = request.app.db.query_one(
         f"SELECT {USER_COLUMNS}, password_hash FROM users WHERE email = ?", (email,))
     if row is None or row[5] or not verify_password(password, row[6]):
-        auth.record_failure(email, request.client)
         raise Unauthenticated("Wrong e-mail or password.")
     auth.clear_failures(email)
     token = new_secret(TOKEN_PREFIX)

@@ -12,7 +12,7 @@ from urllib.parse import unquote
 
 from .. import jsonutil
 from ..domain import quantities, times
-from ..errors import FieldErrors, NotFound, ValidationError
+from ..errors import Conflict, FieldErrors, NotFound, ValidationError
 from ..web.http import Response, created
 from .common import audit, decode_cursor, encode_cursor, int_arg, now_micros, page_limit, path_int
 
@@ -44,6 +44,13 @@ def store_new(conn, rows):
         fresh.setdefault((row[0], row[1]), row)
     if not fresh:
         return []
+    # validation read the catalog before this transaction: a customer deleted or
+    # archived since then must not receive events
+    wanted = {row[0] for row in fresh.values()}
+    live = conn.execute(f"SELECT count(*) FROM customers WHERE archived = 0 AND id IN ({','.join('?' * len(wanted))})",
+                        tuple(wanted)).fetchone()[0]
+    if live != len(wanted):
+        raise Conflict("A customer of this batch was deleted or archived meanwhile; nothing was stored.")
     hashes = list({row[9] for row in fresh.values()})
     for start in range(0, len(hashes), HASH_CHUNK):
         part = hashes[start:start + HASH_CHUNK]

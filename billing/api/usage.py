@@ -10,6 +10,7 @@ from ..errors import NotFound, ValidationError
 from .common import path_int
 
 WINDOWS = ("hour", "day", "month")
+MAX_WINDOWS = 10_000
 
 
 def default_period(app, customer_id, zone):
@@ -118,10 +119,15 @@ def get_usage(request, customer_id):
                                     f"{group_by!r} is not a declared group_by key of meter {', '.join(bad)}"}])
     window_bounds = None
     if window:
+        # bound the count before building anything (a month is at least 28 days)
+        span_hours = (end - start).total_seconds() / 3600
+        at_least = {"hour": span_hours - 2, "day": span_hours / 25 - 1, "month": span_hours / (31 * 24) - 1}[window]
+        if at_least > MAX_WINDOWS:
+            raise ValidationError([{"field": "window", "message": f"the range holds more than {MAX_WINDOWS:,} windows"}])
         window_bounds = [(times.to_micros(a), times.to_micros(b))
                          for a, b in times.windows(start, end, window, zone)]
-        if len(window_bounds) > 10_000:
-            raise ValidationError([{"field": "window", "message": "the range holds more than 10,000 windows"}])
+        if len(window_bounds) > MAX_WINDOWS:
+            raise ValidationError([{"field": "window", "message": f"the range holds more than {MAX_WINDOWS:,} windows"}])
     start_us, end_us = times.to_micros(start), times.to_micros(end)
     with app.db.reader() as conn:
         usage = [meter_usage(conn, m, customer_id, start_us, end_us, window_bounds, group_by)

@@ -48,7 +48,8 @@ def parse_instant(text):
     """RFC 3339 with an explicit offset → aware UTC datetime; raises TimeError."""
     if not isinstance(text, str):
         raise TimeError("must be an RFC 3339 timestamp string")
-    if len(text) in (20, 24) and text[-1] == "Z" and text[10] == "T":
+    if len(text) in (20, 24) and text[-1] == "Z" and text[10] == "T" and text[4] == text[7] == "-" \
+            and text[19] in "Z.":
         # fast path for the common shapes 2025-09-16T21:05:00Z and …:00.123Z
         try:
             instant = _fromisoformat(text)

@@ -95,10 +95,16 @@ class Database:
                 yield self._writer
             except BaseException:
                 self._depth, self._owner = 0, None
-                self._writer.execute("ROLLBACK")
+                if self._writer.in_transaction:
+                    self._writer.execute("ROLLBACK")
                 raise
             self._depth, self._owner = 0, None
-            self._writer.execute("COMMIT")
+            try:
+                self._writer.execute("COMMIT")
+            except BaseException:
+                if self._writer.in_transaction:  # never leave the writer stuck mid-transaction
+                    self._writer.execute("ROLLBACK")
+                raise
 
     def submit(self, fn):
         """Run `fn(conn)` in the writer thread, grouped with other jobs into one

@@ -18,8 +18,9 @@ V1_FOUNDATION = [
         created_at INTEGER NOT NULL,
         updated_at INTEGER NOT NULL,
         disabled INTEGER NOT NULL DEFAULT 0)""",
+    # AUTOINCREMENT: a deleted customer's id is never given to a new one
     """CREATE TABLE customers (
-        id INTEGER PRIMARY KEY,
+        id INTEGER PRIMARY KEY AUTOINCREMENT,
         external_id TEXT UNIQUE,
         name TEXT NOT NULL,
         email TEXT NOT NULL UNIQUE COLLATE NOCASE,
@@ -96,7 +97,8 @@ V1_FOUNDATION = [
     "CREATE INDEX events_usage ON events(customer_id, meter_id, ts)",
     "CREATE INDEX events_time ON events(ts)",
     """CREATE TABLE retracted_events (
-        seq INTEGER PRIMARY KEY,
+        id INTEGER PRIMARY KEY,
+        seq INTEGER NOT NULL,
         customer_id INTEGER NOT NULL,
         event_id TEXT NOT NULL,
         meter_id INTEGER NOT NULL,

@@ -32,16 +32,24 @@ HTML_CSP = ("default-src 'self'; img-src 'self' data:; style-src 'self'; script-
 SECURITY_BLOCK = "\r\n".join(f"{k}: {v}" for k, v in SECURITY_HEADERS.items())
 
 
-class Headers:
-    """Request headers: case-insensitive `get`; repeated names keep the last value."""
+BODY_METHODS = ("POST", "PUT", "PATCH", "DELETE")
 
-    __slots__ = ("_items",)
+
+class Headers:
+    """Request headers: case-insensitive `get`; repeated names keep the last
+    value and are listed in `duplicated` (framing headers must not repeat)."""
+
+    __slots__ = ("_items", "duplicated")
 
     def __init__(self):
         self._items = {}
+        self.duplicated = set()
 
     def add(self, name, value):
-        self._items[name.lower()] = value
+        key = name.lower()
+        if key in self._items:
+            self.duplicated.add(key)
+        self._items[key] = value
 
     def get(self, name, default=None):
         return self._items.get(name.lower(), default)
@@ -134,7 +142,7 @@ class Request:
                 self._json = {}
             else:
                 try:
-                    self._json = jsonutil.decode(self.body)
+                    self._json = jsonutil.decode(self.body.decode("utf-8"))  # strict: no UTF-16, no lone surrogates
                 except jsonutil.JSONDecodeError as exc:
                     raise errors.BadRequest(f"Malformed JSON body: {exc}") from None
                 except UnicodeDecodeError:
@@ -198,31 +206,38 @@ class Handler(BaseHTTPRequestHandler):
         pass
 
     def _read_body(self):
-        if "chunked" in (self.headers.get("Transfer-Encoding") or "").lower():
+        """Read the body of any request, so no byte of it is left on the wire to
+        be taken for a next request; decide 411/413/400 from the headers first."""
+        headers = self.headers
+        if headers.duplicated & {"content-length", "transfer-encoding"}:
             self.close_connection = True
-            raise errors.LengthRequired("Chunked request bodies are not accepted; send Content-Length.")
-        raw_length = self.headers.get("Content-Length")
-        if raw_length is None or raw_length.strip() == "":
+            raise errors.BadRequest("Content-Length or Transfer-Encoding is given more than once.")
+        if headers.get("Transfer-Encoding") is not None:
+            self.close_connection = True
+            raise errors.LengthRequired("Chunked (or any transfer-encoded) bodies are not accepted; "
+                                        "send Content-Length.")
+        raw_length = headers.get("Content-Length")
+        if raw_length is None or raw_length == "":
             return b""
-        try:
-            length = int(raw_length)
-            if length < 0:
-                raise ValueError
-        except ValueError:
+        if not raw_length.isdigit() or not raw_length.isascii():
             self.close_connection = True
-            raise errors.BadRequest("Content-Length must be a non-negative integer.") from None
+            raise errors.BadRequest("Content-Length must be a non-negative integer.")
+        length = int(raw_length)
         if length > MAX_BODY_BYTES:
             self.close_connection = True  # the body stays unread
             raise errors.PayloadTooLarge(f"The body exceeds the {MAX_BODY_BYTES} byte limit.")
         if length == 0:
             return b""
+        if headers.get("Expect", "").lower() == "100-continue" and self.request_version == "HTTP/1.1":
+            self.wfile.write(b"HTTP/1.1 100 Continue\r\n\r\n")
         body = self.rfile.read(length)
         if len(body) != length:
             self.close_connection = True
             raise errors.BadRequest("The body ended before Content-Length bytes.")
-        content_type = (self.headers.get("Content-Type") or "").split(";")[0].strip().lower()
-        if content_type != "application/json":
-            raise errors.UnsupportedMediaType("Send the body as Content-Type: application/json.")
+        if self.command in BODY_METHODS:
+            content_type = (headers.get("Content-Type") or "").split(";")[0].strip().lower()
+            if content_type != "application/json":
+                raise errors.UnsupportedMediaType("Send the body as Content-Type: application/json.")
         return body
 
     def _dispatch(self):
@@ -234,23 +249,20 @@ class Handler(BaseHTTPRequestHandler):
         request = None
         route_pattern = None
         try:
-            request = Request(app, self.command, self.path, self.headers, b"", request_id,
-                              self.client_address[0])
+            body = self._read_body()  # first, whatever the route: the wire is then clean
+            try:
+                request = Request(app, self.command, self.path, self.headers, body, request_id,
+                                  self.client_address[0])
+            except ValueError:
+                raise errors.BadRequest("The request target is not a valid URL.") from None
             route, params = app.router.match(self.command, request.path)
             route_pattern = route.template
             request.route = route
-            if self.command in ("POST", "PUT", "PATCH", "DELETE"):
-                request.body = self._read_body()
             response = app.handle(request, route, params)
         except Exception as exc:  # the one error path
             if not isinstance(exc, ApiError):
                 app.log_exception(request_id, exc)
             response = _error_response(exc, request_id)
-        if isinstance(response, Response) and response.status >= 400 and self.command != "HEAD":
-            # an error before the body was read leaves bytes on the wire
-            if self.headers.get("Content-Length") not in (None, "", "0") and request is not None \
-                    and not request.body and self.command in ("POST", "PUT", "PATCH", "DELETE"):
-                self.close_connection = True
         self._send(response, request_id)
         app.log_request(self, request, route_pattern, response.status,
                         (time.perf_counter() - started) * 1000, request_id)
@@ -277,6 +289,8 @@ class Handler(BaseHTTPRequestHandler):
             lines.append(f"{name}: {value}")
         if self.close_connection:
             lines.append("Connection: close")
+        elif self.request_version == "HTTP/1.0":
+            lines.append("Connection: keep-alive")
         head = ("\r\n".join(lines) + "\r\n\r\n").encode("latin-1")
         self.wfile.write(head if stream or self.command == "HEAD" else head + payload)
         if stream:
@@ -313,8 +327,11 @@ class Handler(BaseHTTPRequestHandler):
                 return False
             if raw in (b"\r\n", b"\n", b""):
                 break
+            if not raw.endswith(b"\r\n"):
+                self.send_error(400, "Header lines must end with CRLF")
+                return False
             name, sep, value = str(raw, "iso-8859-1").partition(":")
-            if not sep or not name or name != name.strip():
+            if not sep or not name or name != name.strip() or " " in name or "\t" in name:
                 self.send_error(400, "Malformed header line")
                 return False
             headers.add(name, value.strip())
@@ -327,9 +344,22 @@ class Handler(BaseHTTPRequestHandler):
             self.close_connection = connection == "close"
         else:
             self.close_connection = connection != "keep-alive"
-        if headers.get("Expect", "").lower() == "100-continue" and version == "HTTP/1.1":
-            self.wfile.write(b"HTTP/1.1 100 Continue\r\n\r\n")
         return True
+
+    def send_error(self, code, message=None, explain=None):
+        """Errors found while parsing the request line or headers, in the one
+        JSON error shape (with the request id and security headers)."""
+        self.close_connection = True
+        if self.command is None:
+            self.command = "GET"
+        codes = {400: "bad_request", 431: "request_header_fields_too_large", 505: "http_version_not_supported",
+                 501: "not_implemented", 408: "request_timeout", 414: "uri_too_long"}
+        body = {"error": {"code": codes.get(code, "bad_request"), "message": message or self.responses.get(
+            code, ("Error",))[0], "details": []}}
+        try:
+            self._send(Response(code, body), uuid.uuid4().hex)
+        except OSError:
+            pass
 
 
 class Server(ThreadingHTTPServer):

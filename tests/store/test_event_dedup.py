@@ -12,8 +12,17 @@ def row(customer_id, event_id, hash_value=None, quantity=1):
     return (customer_id, event_id, 1, 0, quantity, quantity, 1, None, 0, h)
 
 
-def test_colliding_hashes_keep_both_events(tmp_path):
+def open_db(tmp_path):
     db = Database(str(tmp_path / "e.db"))
+    with db.transaction() as conn:
+        for n in (1, 2):
+            conn.execute("INSERT INTO customers (name, email, created_at, updated_at) VALUES (?, ?, 0, 0)",
+                         (f"c{n}", f"c{n}@example.com"))
+    return db
+
+
+def test_colliding_hashes_keep_both_events(tmp_path):
+    db = open_db(tmp_path)
     try:
         with db.transaction() as conn:
             stored = events.store_new(conn, [row(1, "a", 42), row(1, "b", 42), row(2, "a", 42)])
@@ -26,7 +35,7 @@ def test_colliding_hashes_keep_both_events(tmp_path):
 
 
 def test_first_write_wins_within_a_batch(tmp_path):
-    db = Database(str(tmp_path / "e.db"))
+    db = open_db(tmp_path)
     try:
         with db.transaction() as conn:
             stored = events.store_new(conn, [row(1, "x", quantity=5), row(1, "x", quantity=9)])
@@ -37,7 +46,7 @@ def test_first_write_wins_within_a_batch(tmp_path):
 
 
 def test_group_commit_from_many_threads_stores_each_id_once(tmp_path):
-    db = Database(str(tmp_path / "e.db"))
+    db = open_db(tmp_path)
     results = []
     try:
         def send(n):
@@ -57,7 +66,7 @@ def test_group_commit_from_many_threads_stores_each_id_once(tmp_path):
 
 
 def test_a_failing_job_does_not_undo_its_group(tmp_path):
-    db = Database(str(tmp_path / "e.db"))
+    db = open_db(tmp_path)
     try:
         def bad(conn):
             events.store_new(conn, [row(1, "doomed")])
@@ -79,5 +88,21 @@ def test_a_failing_job_does_not_undo_its_group(tmp_path):
             t.join()
         assert len(errors) == 1
         assert db.query("SELECT event_id FROM events") == [("kept",)]
+    finally:
+        db.close()
+
+
+def test_events_for_a_customer_deleted_meanwhile_are_refused(tmp_path):
+    from billing.errors import Conflict
+    db = open_db(tmp_path)
+    try:
+        with db.transaction() as conn:
+            conn.execute("DELETE FROM customers WHERE id = 2")
+        try:
+            db.submit(lambda conn: events.store_new(conn, [row(1, "ok"), row(2, "orphan")]))
+            raise AssertionError("stored events for a deleted customer")
+        except Conflict:
+            pass
+        assert db.query("SELECT count(*) FROM events") == [(0,)]
     finally:
         db.close()
