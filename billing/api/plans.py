@@ -34,9 +34,16 @@ def _charges_view(charges):
     return shown
 
 
+def find(db, code):
+    """The plan row by code, or None (also for a code that is not a string)."""
+    if not isinstance(code, str):
+        return None
+    return db.query_one(f"SELECT {COLUMNS} FROM plans WHERE code = ?", (code,))
+
+
 def load(db, code):
     """The plan row by code; raises NotFound."""
-    row = db.query_one(f"SELECT {COLUMNS} FROM plans WHERE code = ?", (code,))
+    row = find(db, code)
     if row is None:
         raise NotFound(f"Plan {code!r} not found.")
     return row

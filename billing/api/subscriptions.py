@@ -102,7 +102,7 @@ def create(request):
     if not isinstance(code, str):
         problems.add("plan", "is required: a plan code")
     else:
-        plan_row = db.query_one(f"SELECT {plans_api.COLUMNS} FROM plans WHERE code = ?", (code,))
+        plan_row = plans_api.find(db, code)
         if plan_row is None:
             problems.add("plan", f"unknown plan {code!r}")
     if customer and plan_row and plan_row[4] != customer.currency:
@@ -216,8 +216,7 @@ def change_plan(request, subscription_id):
             problems.add(name, "is not a known field")
     subscription_id = path_int(subscription_id, "Subscription")
     code = body.get("plan")
-    plan_row = app.db.query_one(f"SELECT {plans_api.COLUMNS} FROM plans WHERE code = ?", (code,)) \
-        if isinstance(code, str) else None
+    plan_row = plans_api.find(app.db, code)
     if plan_row is None:
         problems.add("plan", f"unknown plan {code!r}")
     if body.get("at") is None:
@@ -357,7 +356,7 @@ def estimate(request):
     raw_plan = body.get("plan")
     plan = None
     if isinstance(raw_plan, str):
-        row = app.db.query_one(f"SELECT {plans_api.COLUMNS} FROM plans WHERE code = ?", (raw_plan,))
+        row = plans_api.find(app.db, raw_plan)
         if row is None:
             problems.add("plan", f"unknown plan {raw_plan!r}")
         else:
