@@ -7,7 +7,8 @@ from ..domain import money, times
 from ..errors import Conflict, FieldErrors, NotFound
 from ..web.http import created
 from . import customers as customers_api
-from .common import audit, decode_cursor, now_micros, page, page_limit, path_int, text_field
+from .common import (audit, check_unknown_fields, decode_cursor, now_micros, page, page_limit, path_int,
+                     text_field)
 
 CODE_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
 DURATIONS = ("once", "repeating", "forever")
@@ -42,9 +43,8 @@ def applies(coupon_row, period_index):
 def create(request):
     body = request.json()
     problems = FieldErrors()
-    for name in body:
-        if name not in ("code", "name", "percent_off", "amount_off", "currency", "duration", "periods"):
-            problems.add(name, "is not a known field")
+    check_unknown_fields(body, ("code", "name", "percent_off", "amount_off", "currency", "duration", "periods"),
+                         problems)
     code = body.get("code")
     if not isinstance(code, str) or not CODE_PATTERN.match(code):
         problems.add("code", "is required: letters, digits, '_', '.', '-' (max 64)")
@@ -130,9 +130,7 @@ def grant_credit(request, customer_id):
     currency = customer[5]
     body = request.json()
     problems = FieldErrors()
-    for name in body:
-        if name not in ("amount", "reason"):
-            problems.add(name, "is not a known field")
+    check_unknown_fields(body, ("amount", "reason"), problems)
     try:
         amount = money.parse_amount(body.get("amount"), currency)
         if amount <= 0:

@@ -12,7 +12,8 @@ from ..web.http import created
 from . import coupons as coupons_api
 from . import customers as customers_api
 from . import plans as plans_api
-from .common import audit, decode_cursor, int_arg, now_micros, page, page_limit, path_int
+from .common import (audit, check_unknown_fields, decode_cursor, int_arg, now_micros, page, page_limit,
+                     path_int)
 
 COLUMNS = ("s.id, s.customer_id, p.code, s.status, s.start_date, s.end_date, s.billing_anchor,"
            " s.anchor_date, s.overrides, s.coupon, s.created_at, s.updated_at, s.plan_id")
@@ -84,9 +85,8 @@ def create(request):
     body = request.json()
     db = request.app.db
     problems = FieldErrors()
-    for name in body:
-        if name not in ("customer_id", "plan", "start", "billing_anchor", "overrides", "coupon"):
-            problems.add(name, "is not a known field")
+    check_unknown_fields(body, ("customer_id", "plan", "start", "billing_anchor", "overrides", "coupon"),
+                         problems)
     customer_id = body.get("customer_id")
     customer = None
     if isinstance(customer_id, bool) or not isinstance(customer_id, int):
@@ -180,9 +180,7 @@ def cancel(request, subscription_id):
     app = request.app
     body = request.json()
     problems = FieldErrors()
-    for name in body:
-        if name != "at":
-            problems.add(name, "is not a known field")
+    check_unknown_fields(body, ("at",), problems)
     subscription_id = path_int(subscription_id, "Subscription")
     with app.db.transaction() as conn:
         row = _load(conn, subscription_id)
@@ -211,9 +209,7 @@ def change_plan(request, subscription_id):
     app = request.app
     body = request.json()
     problems = FieldErrors()
-    for name in body:
-        if name not in ("plan", "at", "overrides"):
-            problems.add(name, "is not a known field")
+    check_unknown_fields(body, ("plan", "at", "overrides"), problems)
     subscription_id = path_int(subscription_id, "Subscription")
     code = body.get("plan")
     plan_row = plans_api.find(app.db, code)
@@ -350,9 +346,7 @@ def estimate(request):
     app = request.app
     body = request.json()
     problems = FieldErrors()
-    for name in body:
-        if name not in ("plan", "usage", "customer_id"):
-            problems.add(name, "is not a known field")
+    check_unknown_fields(body, ("plan", "usage", "customer_id"), problems)
     raw_plan = body.get("plan")
     plan = None
     if isinstance(raw_plan, str):
