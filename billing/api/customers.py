@@ -244,10 +244,6 @@ def update(request, customer_id):
 
 
 def has_active_subscription(conn, customer_id):
-    """Subscriptions arrive with rating; until their table exists there are none."""
-    exists = conn.execute("SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'subscriptions'").fetchone()
-    if not exists:
-        return False
     return conn.execute("SELECT 1 FROM subscriptions WHERE customer_id = ? AND status = 'active' LIMIT 1",
                         (customer_id,)).fetchone() is not None
 
@@ -255,6 +251,8 @@ def has_active_subscription(conn, customer_id):
 REFERENCES = (
     ("events", "SELECT 1 FROM events WHERE customer_id = ? LIMIT 1"),
     ("API keys", "SELECT 1 FROM api_keys WHERE customer_id = ? LIMIT 1"),
+    ("subscriptions", "SELECT 1 FROM subscriptions WHERE customer_id = ? LIMIT 1"),
+    ("credits", "SELECT 1 FROM credit_entries WHERE customer_id = ? LIMIT 1"),
 )
 
 

@@ -378,10 +378,11 @@ def estimate(request):
     customer_row = None
     customer_id = body.get("customer_id")
     if customer_id is not None:
+        if request.customer_scope is not None and customer_id != request.customer_scope:
+            raise NotFound("Customer not found.")  # the same answer whether it exists or not
         if isinstance(customer_id, bool) or not isinstance(customer_id, int) or app.catalog.customer(customer_id) is None:
             problems.add("customer_id", f"unknown customer {customer_id!r}")
         else:
-            request.check_customer(customer_id)
             customer_row = customers_api.load(app.db, customer_id)
             if plan and plan.get("currency") and plan["currency"] != customer_row[5]:
                 problems.add("plan", f"the plan is in {plan['currency']} but the customer pays in {customer_row[5]}")

@@ -132,3 +132,20 @@ def test_estimate_what_if(admin, setup):
     bad = admin.post("/v1/estimate", {"plan": "pro", "usage": {"nope": 1}})
     assert bad.status == 400 and bad.json["error"]["details"][0]["field"] == "usage.nope"
     assert admin.post("/v1/estimate", {"plan": "nope"}).status == 400
+
+
+def test_customer_with_a_subscription_is_archived_not_deleted(admin, setup):
+    assert admin.post("/v1/subscriptions", {"customer_id": setup, "plan": "pro"}).status == 201
+    reply = admin.delete(f"/v1/customers/{setup}")
+    assert reply.status == 409 and "subscriptions" in reply.json["error"]["message"]
+    assert admin.patch(f"/v1/customers/{setup}", {"timezone": "UTC"}).status == 409  # active subscription
+    assert admin.patch(f"/v1/customers/{setup}", {"archived": True}).status == 200
+
+
+def test_scoped_key_estimate_for_another_customer_is_404_either_way(server, admin, setup):
+    from tests.harness import make_key
+    scoped = server.client(make_key(server, customer_id=setup))
+    other = admin.post("/v1/customers", {"name": "O", "email": "o@example.com"}).json["id"]
+    for customer_id in (other, 99999):
+        assert scoped.post("/v1/estimate", {"plan": "pro", "customer_id": customer_id}).status == 404
+    assert scoped.post("/v1/estimate", {"plan": "pro", "customer_id": setup}).status == 200
