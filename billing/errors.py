@@ -97,6 +97,11 @@ class RateLimited(ApiError):
         super().__init__(message, headers={"Retry-After": str(int(retry_after))})
 
 
+class ServiceUnavailable(ApiError):
+    status = 503
+    code = "service_unavailable"
+
+
 class FieldErrors:
     """Collects field problems so a request reports all of them at once."""
 

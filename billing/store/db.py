@@ -18,7 +18,12 @@ import queue
 import sqlite3
 import threading
 
+from ..errors import ServiceUnavailable
 from . import migrations
+
+
+def _closed():
+    return ServiceUnavailable("The server is shutting down; try again.")
 
 BUSY_TIMEOUT_MS = 5000
 WRITER_CACHE_KIB = 64 * 1024        # page cache of the writer: hot index pages stay in memory
@@ -82,6 +87,8 @@ class Database:
 
         Nested use joins the outer transaction. Any exception rolls back."""
         with self._write_lock:
+            if self._closed and threading.current_thread().name != "db-writer":
+                raise _closed()  # the writer still commits the jobs queued before close()
             if self._depth:
                 self._depth += 1
                 try:
@@ -112,9 +119,13 @@ class Database:
         if not self._threads or self.in_transaction():
             with self.transaction() as conn:
                 return fn(conn)
+        if self._closed:
+            raise _closed()
         job = _Job(fn)
         self._jobs.put(job)
-        job.done.wait()
+        while not job.done.wait(1.0):
+            if not self._threads[0].is_alive():  # closed before reaching this job
+                raise _closed()
         if job.error is not None:
             raise job.error
         return job.result
@@ -176,13 +187,18 @@ class Database:
         if self.in_transaction():
             yield self._writer
             return
+        if self._closed:
+            raise _closed()
         conn = self._readers.get()
         try:
             yield conn
         finally:
-            if conn.in_transaction:
-                conn.execute("ROLLBACK")
-            self._readers.put(conn)
+            if self._closed:
+                conn.close()  # returned after close(): nobody will take it again
+            else:
+                if conn.in_transaction:
+                    conn.execute("ROLLBACK")
+                self._readers.put(conn)
 
     def query(self, sql, params=()):
         with self.reader() as conn:

@@ -106,3 +106,16 @@ def test_events_for_a_customer_deleted_meanwhile_are_refused(tmp_path):
         assert db.query("SELECT count(*) FROM events") == [(0,)]
     finally:
         db.close()
+
+
+def test_after_close_writes_and_reads_answer_503_instead_of_hanging(tmp_path):
+    from billing.errors import ServiceUnavailable
+    db = open_db(tmp_path)
+    db.close()
+    for attempt in (lambda: db.submit(lambda conn: events.store_new(conn, [row(1, "late")])),
+                    lambda: db.query("SELECT 1"), lambda: db.transaction().__enter__()):
+        try:
+            attempt()
+            raise AssertionError("a closed database accepted work")
+        except ServiceUnavailable:
+            pass
