@@ -48,9 +48,7 @@ class App:
         self._log_lock = threading.Lock()
         self._idempotency_locks = {}
         self._idempotency_guard = threading.Lock()
-        # Extension points filled by later modules: where the open billing
-        # period of a customer comes from, and what forbids an event retraction.
-        self.period_sources = []
+        # What forbids an event retraction (invoicing adds: its period is invoiced).
         self.retraction_checks = []
 
     def bootstrap(self):

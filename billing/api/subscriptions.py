@@ -271,29 +271,67 @@ def _usage_quantities(conn, catalog, customer_id, charges, start_us, end_us):
     return usage
 
 
-def estimate_period(app, conn, subscription_row, plan_row, customer_row, day):
-    """The invoice-shaped estimate of the subscription period holding local `day`."""
-    zone = times.zone_or_error(customer_row[4])
+def billed_period(subscription_row, day):
+    """(period_start, period_end, billed_start, billed_end): local dates of the
+    regular period holding `day`, and that period clipped to the subscription."""
     anchor, anchor_date = subscription_row[6], times.parse_date(subscription_row[7])
     period_start, period_end = periods.period_containing(day, anchor, anchor_date)
     start = times.parse_date(subscription_row[4])
     end = times.parse_date(subscription_row[5]) if subscription_row[5] else None
-    billed_start, billed_end = max(period_start, start), min(period_end, end) if end else period_end
-    trial_end = start + timedelta(days=plan_row[8])
+    return period_start, period_end, max(period_start, start), min(period_end, end) if end else period_end
+
+
+def billed_periods(subscription_row, until):
+    """The billed periods of a subscription whose first day is before local date `until`."""
+    start = times.parse_date(subscription_row[4])
+    end = times.parse_date(subscription_row[5]) if subscription_row[5] else None
+    result, day = [], start
+    while day < until and (end is None or day < end):
+        bounds = billed_period(subscription_row, day)
+        result.append(bounds)
+        day = bounds[3]
+    return result
+
+
+def rate_period(app, conn, subscription_row, plan_row, customer_row, day):
+    """The priced draft of the subscription period holding local `day`, with its
+    UTC bounds: (draft, start_at, end_at)."""
+    zone = times.zone_or_error(customer_row[4])
+    period_start, period_end, billed_start, billed_end = billed_period(subscription_row, day)
+    trial_end = times.parse_date(subscription_row[4]) + timedelta(days=plan_row[8])
     active, days_in_period = periods.prorate_days(period_start, period_end, max(billed_start, trial_end), billed_end)
     start_at, end_at = periods.local_bounds(billed_start, billed_end, zone)
     charges = _charges_with_overrides(jsonutil.decode(plan_row[9]), jsonutil.decode(subscription_row[8]))
     usage = _usage_quantities(conn, app.catalog, customer_row[0], charges, times.to_micros(start_at),
                               times.to_micros(end_at))
-    currency = plan_row[4]
-    period_index = len(periods.periods_between(anchor_date, period_start, anchor))
-    draft = invoicing.build(currency, charges, usage, base_fee=plan_row[6], minimum_commitment=plan_row[7],
+    period_index = len(periods.periods_between(times.parse_date(subscription_row[7]), period_start,
+                                               subscription_row[6]))
+    draft = invoicing.build(plan_row[4], charges, usage, base_fee=plan_row[6], minimum_commitment=plan_row[7],
                             proration=invoicing.Proration(active, days_in_period),
                             tax_rate=money.parse_percent(customer_row[8]),
                             coupon=_coupon(conn, subscription_row[9], period_index),
                             credit_balance=coupons_api.balance(conn, customer_row[0]),
                             meter_names={m.key: m.name for m in app.catalog.meters().values()})
-    return invoice_view(draft, customer_row[0], subscription_row[0], start_at, end_at)
+    return draft, start_at, end_at
+
+
+def subscription_in_force(conn, customer_id, day):
+    """The subscription row covering local date `day`, or None."""
+    return conn.execute(
+        f"SELECT {COLUMNS} FROM {FROM} WHERE s.customer_id = ? AND s.start_date <= ?"
+        " AND (s.end_date IS NULL OR s.end_date > ?) ORDER BY s.start_date DESC LIMIT 1",
+        (customer_id, day.isoformat(), day.isoformat())).fetchone()
+
+
+def current_period(app, customer_id, zone, now):
+    """UTC bounds of the customer's open billing period, or None without a subscription."""
+    today = times.local_date(now, zone)
+    with app.db.reader() as conn:
+        row = subscription_in_force(conn, customer_id, today)
+    if row is None:
+        return None
+    _, _, billed_start, billed_end = billed_period(row, today)
+    return periods.local_bounds(billed_start, billed_end, zone)
 
 
 def _coupon(conn, code, period_index):
@@ -328,17 +366,15 @@ def upcoming_invoice(request, customer_id):
     zone = times.zone_or_error(customer_row[4])
     today = times.local_date(clock.now(), zone)
     with app.db.reader() as conn:
-        subscription_row = conn.execute(
-            f"SELECT {COLUMNS} FROM {FROM} WHERE s.customer_id = ? AND s.start_date <= ?"
-            " AND (s.end_date IS NULL OR s.end_date > ?) ORDER BY s.start_date DESC LIMIT 1",
-            (customer_id, today.isoformat(), today.isoformat())).fetchone()
+        subscription_row = subscription_in_force(conn, customer_id, today)
         if subscription_row is None:
             start_at, end_at = times.calendar_month_bounds(clock.now(), zone)
             draft = invoicing.build(customer_row[5], [], {})
             return invoice_view(draft, customer_id, None, start_at, end_at)
         plan_row = conn.execute(f"SELECT {plans_api.COLUMNS} FROM plans WHERE id = ?",
                                 (subscription_row[12],)).fetchone()
-        return estimate_period(app, conn, subscription_row, plan_row, customer_row, today)
+        draft, start_at, end_at = rate_period(app, conn, subscription_row, plan_row, customer_row, today)
+        return invoice_view(draft, customer_id, subscription_row[0], start_at, end_at)
 
 
 def estimate(request):

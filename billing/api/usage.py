@@ -7,6 +7,7 @@ from .. import clock, jsonutil
 from ..domain import times
 from ..domain.aggregation import aggregate
 from ..errors import NotFound, ValidationError
+from . import subscriptions
 from .common import path_int
 
 WINDOWS = ("hour", "day", "month")
@@ -14,14 +15,10 @@ MAX_WINDOWS = 10_000
 
 
 def default_period(app, customer_id, zone):
-    """The current billing period of the customer: the open subscription period
-    when a period source is registered, else the local calendar month."""
+    """The customer's current billing period: the open subscription period, or
+    the local calendar month without a subscription."""
     now = clock.now()
-    for source in app.period_sources:
-        period = source(customer_id, now)
-        if period:
-            return period
-    return times.calendar_month_bounds(now, zone)
+    return subscriptions.current_period(app, customer_id, zone, now) or times.calendar_month_bounds(now, zone)
 
 
 def _bounds(request, zone, app, customer_id):

@@ -149,3 +149,11 @@ def test_scoped_key_estimate_for_another_customer_is_404_either_way(server, admi
     for customer_id in (other, 99999):
         assert scoped.post("/v1/estimate", {"plan": "pro", "customer_id": customer_id}).status == 404
     assert scoped.post("/v1/estimate", {"plan": "pro", "customer_id": setup}).status == 200
+
+
+def test_usage_defaults_to_the_open_anniversary_period(admin, setup):
+    pin("2025-09-20T12:00:00Z")
+    assert admin.post("/v1/subscriptions", {"customer_id": setup, "plan": "pro", "start": "2025-07-15",
+                                            "billing_anchor": "anniversary"}).status == 201
+    usage = admin.get(f"/v1/customers/{setup}/usage").json
+    assert (usage["from"], usage["to"]) == ("2025-09-15T04:00:00Z", "2025-10-15T04:00:00Z")
