@@ -253,6 +253,7 @@ REFERENCES = (
     ("API keys", "SELECT 1 FROM api_keys WHERE customer_id = ? LIMIT 1"),
     ("subscriptions", "SELECT 1 FROM subscriptions WHERE customer_id = ? LIMIT 1"),
     ("credits", "SELECT 1 FROM credit_entries WHERE customer_id = ? LIMIT 1"),
+    ("invoices", "SELECT 1 FROM invoices WHERE customer_id = ? LIMIT 1"),
 )
 
 

@@ -183,6 +183,47 @@ V2_PLANS = [
         created_by TEXT,
         created_at INTEGER NOT NULL)""",
     "CREATE INDEX credit_entries_customer ON credit_entries(customer_id, id)",
+    # Invoices: amounts in minor units; the period as UTC instants and as the
+    # customer's local dates. One invoice per (subscription, period, revision):
+    # the database itself refuses a second draft for a period, whatever races.
+    """CREATE TABLE invoices (
+        id INTEGER PRIMARY KEY,
+        number TEXT UNIQUE,
+        customer_id INTEGER NOT NULL REFERENCES customers(id),
+        subscription_id INTEGER REFERENCES subscriptions(id),
+        status TEXT NOT NULL,
+        payment_status TEXT NOT NULL DEFAULT 'unpaid',
+        currency TEXT NOT NULL,
+        period_start INTEGER NOT NULL,
+        period_end INTEGER NOT NULL,
+        period_start_date TEXT NOT NULL,
+        period_end_date TEXT NOT NULL,
+        revision INTEGER NOT NULL DEFAULT 0,
+        subtotal INTEGER NOT NULL,
+        discount INTEGER NOT NULL,
+        tax INTEGER NOT NULL,
+        total INTEGER NOT NULL,
+        credits_applied INTEGER NOT NULL,
+        amount_due INTEGER NOT NULL,
+        amount_paid INTEGER NOT NULL DEFAULT 0,
+        issued_at INTEGER,
+        due_at INTEGER,
+        created_at INTEGER NOT NULL,
+        updated_at INTEGER NOT NULL)""",
+    "CREATE UNIQUE INDEX invoices_one_per_period ON invoices(subscription_id, period_start_date, revision)",
+    "CREATE INDEX invoices_customer ON invoices(customer_id, id)",
+    """CREATE TABLE invoice_lines (
+        id INTEGER PRIMARY KEY,
+        invoice_id INTEGER NOT NULL REFERENCES invoices(id),
+        position INTEGER NOT NULL,
+        type TEXT NOT NULL,
+        description TEXT NOT NULL,
+        meter TEXT,
+        quantity TEXT,
+        unit_price TEXT,
+        amount INTEGER NOT NULL,
+        tiers TEXT NOT NULL DEFAULT '[]')""",
+    "CREATE INDEX invoice_lines_invoice ON invoice_lines(invoice_id, position)",
 ]
 
 MIGRATIONS = [V1_FOUNDATION, V2_PLANS]

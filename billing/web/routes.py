@@ -3,7 +3,8 @@
 Read it top to bottom; `None` as roles means no authentication at all.
 """
 
-from ..api import audit_log, coupons, customers, events, health, meters, plans, subscriptions, usage, users
+from ..api import (audit_log, coupons, customers, events, health, invoices, meters, plans, subscriptions,
+                   usage, users)
 from ..api.auth import (ADMIN_ONLY, ANY_SIGNED_IN, CUSTOMER_READ, EVENT_WRITE, STAFF_READ,
                         STAFF_WRITE, login, logout, me)
 from . import static
@@ -61,6 +62,10 @@ ROUTES = [
      STAFF_WRITE),
     ("GET", r"/v1/customers/" + CUSTOMER + r"/upcoming-invoice", subscriptions.upcoming_invoice, CUSTOMER_READ),
     ("POST", r"/v1/estimate", subscriptions.estimate, STAFF_READ + ("customer",)),
+    # invoices
+    ("POST", r"/v1/invoices/run", invoices.run, STAFF_WRITE),
+    ("GET", r"/v1/invoices", invoices.list_invoices, CUSTOMER_READ),
+    ("GET", r"/v1/invoices/" + ID.format("invoice_id"), invoices.get, CUSTOMER_READ),
     # events
     ("POST", r"/v1/events", events.ingest_one, EVENT_WRITE),
     ("POST", r"/v1/events/batch", events.ingest_batch, EVENT_WRITE),
