@@ -17,7 +17,7 @@ import tempfile
 import time
 import urllib.error
 import urllib.request
-from decimal import Decimal
+from decimal import ROUND_HALF_UP, Decimal
 
 ROOT = os.path.dirname(os.path.abspath(__file__))
 ADMIN_KEY = "mk_demo_story_key_0123456789"
@@ -166,6 +166,89 @@ def story(api):
           [(e["timestamp"], e["meter"], e["quantity"], e["id"]) for e in listed["data"]])
     stamps = [e["timestamp"] for e in listed["data"]]
     check(stamps == sorted(stamps, reverse=True) and listed["next_cursor"], "newest first, with a cursor for more")
+    billing_story(api, customers, expected_calls, full)
+
+
+def money_text(value, digits=2):
+    """Round an exact Decimal half-up to the currency's digits, as the server shows it."""
+    return str(value.quantize(Decimal(1).scaleb(-digits), rounding=ROUND_HALF_UP))
+
+
+def print_invoice(invoice, name):
+    print(f"\n   Invoice #{invoice['id']} ({invoice['status']}) for {name}, {invoice['currency']}, "
+          f"{invoice['period_start']} .. {invoice['period_end']}")
+    table(["type", "description", "quantity", "amount"],
+          [(l["type"], l["description"], "" if l["quantity"] is None else l["quantity"], l["amount"])
+           for l in invoice["lines"]])
+    for tier in (t for l in invoice["lines"] for t in l["tiers"]):
+        print(f"      tier ({tier['from']}, {tier['to'] if tier['to'] is not None else '∞'}]: "
+              f"{tier['quantity']} × {tier['unit_price']} + {tier['flat_fee']} = {tier['amount']}")
+    for label in ("subtotal", "discount", "tax", "total", "credits_applied", "amount_due"):
+        print(f"   {label:>16}: {invoice[label]}")
+
+
+def billing_story(api, customers, september_calls, september_usage):
+    acme, globex, umbrella = (c["id"] for c in customers)
+    step("Plans: tiers, free units, a base fee, in three currencies")
+    charges = [{"meter": "api_calls", "model": "graduated", "free_units": 1000,
+                "tiers": [{"up_to": 10000, "unit_price": "0.002"},
+                          {"up_to": None, "unit_price": "0.001", "flat_fee": "5"}]},
+               {"meter": "active_users", "model": "per_unit", "unit_price": "2.00"}]
+    api.call("POST", "/v1/plans", {"code": "pro-usd", "name": "Pro", "currency": "USD", "base_fee": "49.00",
+                                   "charges": charges})
+    api.call("POST", "/v1/plans", {"code": "pro-eur", "name": "Pro (EUR)", "currency": "EUR", "base_fee": "45.00",
+                                   "minimum_commitment": "60.00", "charges": charges})
+    api.call("POST", "/v1/plans", {"code": "pro-jpy", "name": "Pro (JPY)", "currency": "JPY", "base_fee": "7400",
+                                   "charges": [{"meter": "api_calls", "model": "package", "package_size": 1000,
+                                                "package_price": "150"}]})
+    plans = api.call("GET", "/v1/plans")["data"]
+    table(["code", "currency", "base fee", "charges"],
+          [(p["code"], p["currency"], p["base_fee"], ", ".join(f"{c['meter']}:{c['model']}" for c in p["charges"]))
+           for p in plans])
+    bad = api.call("POST", "/v1/plans", {"code": "broken", "name": "Broken", "charges": [
+        {"meter": "api_calls", "model": "graduated",
+         "tiers": [{"up_to": 100, "unit_price": "1"}, {"up_to": 50, "unit_price": "1"}]}]}, expect=400)
+    check(bad["error"]["details"][0]["field"] == "charges[0].tiers[1].up_to", "descending tiers are refused")
+
+    step("What-if: 12,000 calls on the Pro plan")
+    estimate = api.call("POST", "/v1/estimate", {"plan": "pro-usd", "usage": {"api_calls": 12000}})
+    print_invoice(estimate, "an estimate")
+    # 1,000 free; 10,000 × 0.002 = 20 + 1,000 × 0.001 = 1 + flat 5 → 26.00; plus the base fee 49.00
+    check(estimate["total"] == "75.00", "the estimate is 49.00 + 26.00 = 75.00")
+
+    step("Subscriptions from 1 September 2025")
+    for customer_id, plan in ((acme, "pro-usd"), (globex, "pro-eur"), (umbrella, "pro-jpy")):
+        sub = api.call("POST", "/v1/subscriptions", {"customer_id": customer_id, "plan": plan, "start": "2025-09-01"})
+        print(f"   customer {customer_id} on {sub['plan']} from {sub['start']} ({sub['billing_anchor']})")
+    api.call("POST", "/v1/events", {"customer_id": umbrella, "meter": "api_calls", "quantity": 2500,
+                                    "timestamp": "2025-09-15T03:00:00Z"}, expect=201)
+
+    step("The invoice run, as of 2 October 2025")
+    run = api.call("POST", "/v1/invoices/run", {"as_of": "2025-10-02T00:00:00Z"})
+    check(run["created"] == 3, "one draft for each customer's September")
+    again = api.call("POST", "/v1/invoices/run", {"as_of": "2025-10-02T00:00:00Z"})
+    check(again["created"] == 0, "running it again creates nothing")
+    invoices = {x["customer_id"]: api.call("GET", f"/v1/invoices/{x['id']}")
+                for x in api.call("GET", "/v1/invoices")["data"]}
+    names = {c["id"]: c["name"] for c in customers}
+    for customer_id, invoice in sorted(invoices.items()):
+        print_invoice(invoice, names[customer_id])
+
+    users = next(u["value"] for u in september_usage["usage"] if u["meter"] == "active_users")
+    billable = Decimal(september_calls) - 1000
+    calls = min(billable, 10000) * Decimal("0.002") + max(billable - 10000, 0) * Decimal("0.001") \
+        + (5 if billable > 10000 else 0)
+    expected = Decimal("49.00") + Decimal(money_text(calls)) + Decimal(users) * 2
+    check(invoices[acme]["total"] == money_text(expected),
+          f"Acme's total is worked out by hand: 49.00 + {money_text(calls)} + {users} × 2.00 = {money_text(expected)}")
+    check(invoices[globex]["total"] == "60.00", "Globex used nothing: 45.00 base fee topped up to the 60.00 commitment")
+    check(invoices[umbrella]["total"] == "7850", "Umbrella: 7,400 yen + 3 packages of 1,000 calls × 150 = 7,850 yen")
+
+    step("The open period, live")
+    upcoming = api.call("GET", f"/v1/customers/{acme}/upcoming-invoice")
+    print(f"   Acme's current period {upcoming['period_start']} .. {upcoming['period_end']}: "
+          f"{upcoming['total']} {upcoming['currency']} so far")
+    check(upcoming["status"] == "estimate" and upcoming["id"] is None, "the upcoming invoice is an estimate")
 
 
 def main():

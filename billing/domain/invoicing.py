@@ -11,6 +11,7 @@ credits_applied = min(credit balance, total); amount_due = total − credits_app
 from dataclasses import dataclass, field
 from decimal import Decimal
 
+from ..jsonutil import decimal_text
 from . import money, rating
 
 HUNDRED = Decimal(100)
@@ -51,7 +52,7 @@ class InvoiceDraft:
 
 def _tiers_view(priced, currency):
     return [{"from": t.start, "to": t.end, "quantity": t.quantity, "unit_price": str(t.unit_price),
-             "flat_fee": str(t.flat_fee), "amount": str(t.amount)} for t in priced.tiers]
+             "flat_fee": decimal_text(t.flat_fee), "amount": decimal_text(t.amount)} for t in priced.tiers]
 
 
 def usage_line(charge, quantity, currency, meter_name=None):
