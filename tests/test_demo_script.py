@@ -27,6 +27,9 @@ def test_demo_flag_fills_an_empty_database(tmp_path):
         assert {c["currency"] for c in customers} == {"USD", "EUR", "GBP", "INR", "JPY", "KWD"}
         usage = running.admin.get(f"/v1/customers/{customers[0]['id']}/usage").json["usage"]
         assert any(u["value"] for u in usage)
+        assert "6 plans" in summary and len(running.admin.get("/v1/plans").json["data"]) == 6
+        drafts = running.admin.get("/v1/invoices?status=draft").json["data"]
+        assert len(drafts) >= 12 and {i["currency"] for i in drafts} == {"USD", "EUR", "GBP", "INR", "JPY", "KWD"}
         assert "nothing added" in demo.fill(running.app)  # never twice
     finally:
         running.stop()

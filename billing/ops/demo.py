@@ -4,12 +4,14 @@ validation as the API; nothing is written if the database already has data."""
 
 import json
 import random
+from decimal import Decimal
 from datetime import timedelta
 
-from .. import clock
-from ..api import auth
+from .. import clock, jsonutil
+from ..api import auth, invoices
 from ..api.events import Ingest, store_new
-from ..domain import times
+from ..domain import plans, times
+from ..errors import FieldErrors
 
 METERS = [
     ("api_calls", "API calls", "call", "sum", None, ["region", "endpoint"]),
@@ -26,6 +28,66 @@ CUSTOMERS = [
     ("stark", "Stark Trading", "ar@stark.example", "Asia/Kuwait", "KWD", 0.2),
 ]
 DAYS = 92
+# currency: (base fee, commitment, price per 1,000 calls beyond the first tier, compute price per second)
+PLAN_PRICES = {
+    "USD": ("49.00", "100.00", "0.80", "0.0004"), "EUR": ("45.00", "90.00", "0.75", "0.0004"),
+    "GBP": ("39.00", "80.00", "0.65", "0.0003"), "INR": ("3999.00", "8000.00", "60.00", "0.03"),
+    "JPY": ("7400", "15000", "120", "0.06"), "KWD": ("15.000", "30.000", "0.250", "0.0001"),
+}
+
+
+def _plan_body(currency, prices):
+    base_fee, commitment, per_thousand, per_second = prices
+    return {"code": f"growth-{currency.lower()}", "name": f"Growth ({currency})", "currency": currency,
+            "base_fee": base_fee, "minimum_commitment": commitment, "charges": [
+                {"meter": "api_calls", "model": "graduated", "free_units": 10000,
+                 "tiers": [{"up_to": 100000, "unit_price": str(Decimal(per_thousand) / 1000)},
+                           {"up_to": None, "unit_price": str(Decimal(per_thousand) / 2000)}]},
+                {"meter": "active_users", "model": "volume",
+                 "tiers": [{"up_to": 50, "unit_price": str(Decimal(base_fee) / 20)},
+                           {"up_to": None, "unit_price": str(Decimal(base_fee) / 25)}]},
+                {"meter": "compute_seconds", "model": "per_unit", "unit_price": per_second},
+                {"meter": "storage_gb", "model": "package", "package_size": 10,
+                 "package_price": str(Decimal(per_thousand) * 2)}]}
+
+
+def _billing(app, now_us):
+    """Plans in each currency, a subscription per customer from three months
+    back, a coupon and credits, then the invoice run as of now."""
+    db = app.db
+    meters = app.catalog.meters()
+    with db.transaction() as conn:
+        for currency, prices in PLAN_PRICES.items():
+            problems = FieldErrors()
+            values = plans.check_plan(_plan_body(currency, prices), meters, problems)
+            problems.raise_if_any()
+            values["charges"] = jsonutil.encode(values["charges"])
+            columns = list(values) + ["created_at", "updated_at"]
+            conn.execute(f"INSERT INTO plans ({', '.join(columns)}) VALUES ({', '.join('?' * len(columns))})",
+                         (*values.values(), now_us, now_us))
+        conn.execute("INSERT INTO coupons (code, name, percent_off, duration, periods, created_at)"
+                     " VALUES ('LAUNCH20', 'Launch 20% off', '20', 'repeating', 2, ?)", (now_us,))
+        for n, (external_id, *_rest) in enumerate(CUSTOMERS):
+            customer_id, zone, currency = conn.execute(
+                "SELECT id, timezone, currency FROM customers WHERE external_id = ?", (external_id,)).fetchone()
+            local_today = times.local_date(clock.now(), times.zone_or_error(zone))
+            start = times.add_months(local_today.replace(day=1), -3)
+            anchor = "anniversary" if external_id == "initech" else "calendar"
+            if anchor == "anniversary":
+                start = start.replace(day=15)
+            plan_id = conn.execute("SELECT id FROM plans WHERE currency = ?", (currency,)).fetchone()[0]
+            conn.execute(
+                "INSERT INTO subscriptions (customer_id, plan_id, status, start_date, billing_anchor, anchor_date,"
+                " coupon, created_at, updated_at) VALUES (?, ?, 'active', ?, ?, ?, ?, ?, ?)",
+                (customer_id, plan_id, start.isoformat(), anchor, start.isoformat(),
+                 "LAUNCH20" if external_id == "globex" else None, now_us, now_us))
+            if external_id == "acme":
+                conn.execute("INSERT INTO credit_entries (customer_id, amount, currency, reason, created_by,"
+                             " created_at) VALUES (?, 5000, 'USD', 'Onboarding credit', 'system', ?)",
+                             (customer_id, now_us))
+        if conn.execute("SELECT 1 FROM customers WHERE external_id = 'hooli'").fetchone():
+            conn.execute("UPDATE customers SET tax_rate = '18' WHERE external_id = 'hooli'")
+        return len(invoices.run_as_of(app, conn, clock.now()))
 
 
 def fill(app, seed=7):
@@ -87,5 +149,7 @@ def fill(app, seed=7):
     with db.transaction() as conn:
         stored = len(store_new(conn, rows))
     app.stats.events_ingested(stored)
-    return (f"Demo: {len(CUSTOMERS)} customers, {len(METERS)} meters, {stored} events over {DAYS} days; "
+    drafted = _billing(app, now_us)
+    return (f"Demo: {len(CUSTOMERS)} customers, {len(METERS)} meters, {stored} events over {DAYS} days, "
+            f"{len(PLAN_PRICES)} plans, {drafted} draft invoices; "
             "users finance@localhost / finance-demo-1 and viewer@localhost / viewer-demo-1.")
