@@ -196,11 +196,20 @@ def cancel(request, subscription_id):
         problems.raise_if_any()
         if end < start:
             raise ValidationError([{"field": "at", "message": f"must not be before the start ({row[4]})"}])
+        _check_not_invoiced(conn, subscription_id, end)
         conn.execute("UPDATE subscriptions SET status = 'canceled', end_date = ?, updated_at = ? WHERE id = ?",
                      (end.isoformat(), now_micros(), subscription_id))
         after = _load(conn, subscription_id)
         audit(conn, request, "subscription.cancel", "subscription", subscription_id, view(row), view(after))
     return view(after)
+
+
+def _check_not_invoiced(conn, subscription_id, day):
+    """409 when `day` falls before the end of a period that already has an invoice."""
+    last = conn.execute("SELECT max(period_end_date) FROM invoices WHERE subscription_id = ?",
+                        (subscription_id,)).fetchone()[0]
+    if last is not None and day.isoformat() < last:
+        raise Conflict(f"Subscription {subscription_id} is invoiced up to {last}; it cannot end or change earlier.")
 
 
 def change_plan(request, subscription_id):
@@ -232,6 +241,7 @@ def change_plan(request, subscription_id):
         problems.raise_if_any()
         if day <= times.parse_date(row[4]):
             raise ValidationError([{"field": "at", "message": f"must be after the start ({row[4]})"}])
+        _check_not_invoiced(conn, subscription_id, day)
         now = now_micros()
         conn.execute("UPDATE subscriptions SET status = 'ended', end_date = ?, updated_at = ? WHERE id = ?",
                      (day.isoformat(), now, subscription_id))

@@ -93,3 +93,13 @@ def test_bad_runs(admin, customer):
     assert admin.get("/v1/invoices/999").status == 404
     assert admin.get("/v1/invoices").json["data"] == []
     assert admin.post("/v1/invoices/run", {"as_of": "2025-10-20T12:04:00Z"}).json["created"] == 1
+
+
+def test_cancel_or_change_before_the_invoiced_end_is_409(admin, customer):
+    pin("2025-11-02T00:00:00Z")
+    assert admin.post("/v1/invoices/run", {"as_of": "2025-11-01T04:00:00Z"}).json["created"] == 2
+    sub_id = admin.get(f"/v1/subscriptions?customer_id={customer}").json["data"][0]["id"]
+    assert admin.post(f"/v1/subscriptions/{sub_id}/cancel", {"at": "2025-10-15"}).status == 409
+    assert admin.post("/v1/plans", {**PLAN, "code": "pro2"}).status == 201
+    assert admin.post(f"/v1/subscriptions/{sub_id}/change-plan", {"plan": "pro2", "at": "2025-10-20"}).status == 409
+    assert admin.post(f"/v1/subscriptions/{sub_id}/cancel", {"at": "2025-11-01"}).status == 200
