@@ -157,3 +157,14 @@ def test_usage_defaults_to_the_open_anniversary_period(admin, setup):
                                             "billing_anchor": "anniversary"}).status == 201
     usage = admin.get(f"/v1/customers/{setup}/usage").json
     assert (usage["from"], usage["to"]) == ("2025-09-15T04:00:00Z", "2025-10-15T04:00:00Z")
+
+
+def test_overrides_change_the_price(admin, setup):
+    """free_units overridden to 5,000: q 12,000 → billable 7,000 × 0.002 = 14.00 (tier 1 only)."""
+    pin("2025-09-20T12:00:00Z")
+    assert admin.post("/v1/subscriptions", {"customer_id": setup, "plan": "pro", "start": "2025-09-01",
+                                            "overrides": {"api_calls": {"free_units": 5000}}}).status == 201
+    assert admin.post("/v1/events", {"customer_id": setup, "meter": "api_calls", "quantity": 12000,
+                                     "timestamp": "2025-09-15T00:00:00Z"}).status == 201
+    lines = admin.get(f"/v1/customers/{setup}/upcoming-invoice").json["lines"]
+    assert [l["amount"] for l in lines if l["type"] == "usage"] == ["14.00"]
