@@ -8,12 +8,18 @@ import * as customers from "./pages/customers.js";
 import * as customer from "./pages/customer.js";
 import * as meters from "./pages/meters.js";
 import * as events from "./pages/events.js";
+import * as plans from "./pages/plans.js";
+import * as invoices from "./pages/invoices.js";
+import * as invoice from "./pages/invoice.js";
 
 const HOME = "#/customers";
 const ROUTES = [
   // [pattern on the hash without its query, page, navigation section]
   [/^#\/customers$/, customers, "customers"],
   [/^#\/customers\/(\d+)$/, customer, "customers"],
+  [/^#\/invoices$/, invoices, "invoices"],
+  [/^#\/invoices\/(\d+)$/, invoice, "invoices"],
+  [/^#\/plans$/, plans, "plans"],
   [/^#\/meters$/, meters, "meters"],
   [/^#\/events$/, events, "events"],
 ];
@@ -46,6 +52,10 @@ function onSignedIn(identity) {
 function showAccount() {
   const who = document.getElementById("who");
   who.textContent = me.kind === "user" ? `${me.user.email} (${me.role})` : `API key “${me.api_key.name}” (${me.role})`;
+  // Sections a role cannot read (data-roles lists who can) stay out of the bar.
+  for (const link of document.querySelectorAll("#nav a[data-roles]")) {
+    link.hidden = !link.dataset.roles.split(" ").includes(me.role);
+  }
   topbar.hidden = false;
 }
 

@@ -1,31 +1,38 @@
-/* Customer detail: the customer's fields, and day-by-day usage per meter as
-   SVG charts plus one table (rows are days, columns are meters). */
+/* Customer detail: the customer's fields, its billing (subscription,
+   upcoming invoice, credits, invoices: customer-billing.js), and day-by-day
+   usage per meter as SVG charts plus one table (rows are days, columns are
+   meters). */
 
 import * as api from "../api.js";
 import { chart } from "../charts.js";
 import { display, field, h, messageLine, showMessage, timeElement } from "../dom.js";
+import { addDays, localDate } from "../format.js";
+import { billingSections } from "./customer-billing.js";
 
 const DEFAULT_DAYS = 30;
 // Gauges (a level at a time) read better as lines; counters as bars.
 const LINE_AGGREGATIONS = new Set(["max", "min", "avg", "latest"]);
 
-export function render(main, { params }) {
+export function render(main, { params, role }) {
   const customerId = params[0];
   const status = messageLine();
   const heading = h("h1", {}, `Customer #${customerId}`);
   const details = h("dl", { class: "fields" });
+  const billing = h("div", { class: "billing-slot" });
   const usage = h("section", { class: "usage" });
   main.append(
     h("div", { class: "page-head" }, h("a", { href: "#/customers", class: "back" }, "← Customers"), heading),
     status,
     h("section", { class: "card" }, details,
       h("p", {}, h("a", { href: `#/events?customer_id=${encodeURIComponent(customerId)}` }, "See this customer’s events →"))),
+    billing,
     usage);
 
   api.get(`/v1/customers/${customerId}`).then((customer) => {
     heading.textContent = customer.name;
     document.title = `${customer.name} · Meterline`;
     details.append(...fieldRows(customer));
+    billing.append(billingSections(customer, role));
     usage.append(usageSection(customer));
   }).catch((error) => showMessage(status, `Could not load the customer: ${error.message}`, "error"));
 }
@@ -40,16 +47,6 @@ function fieldRows(customer) {
   const rows = shown.map(([label, value]) => h("div", {}, h("dt", {}, label), h("dd", {}, display(value))));
   rows.push(h("div", {}, h("dt", {}, "Created"), h("dd", {}, timeElement(customer.created_at))));
   return rows;
-}
-
-/** YYYY-MM-DD of `date` in `timeZone` (the en-CA format is ISO-like). */
-function localDate(date, timeZone) {
-  return new Intl.DateTimeFormat("en-CA", { timeZone, year: "numeric", month: "2-digit", day: "2-digit" }).format(date);
-}
-
-function addDays(isoDate, days) {
-  const [year, month, day] = isoDate.split("-").map(Number);
-  return new Date(Date.UTC(year, month - 1, day + days)).toISOString().slice(0, 10);
 }
 
 function usageSection(customer) {

@@ -199,7 +199,7 @@ def test_sign_in_shows_the_error_then_lets_the_admin_in(dashboard):
     dashboard.click("#signin-form button[type=submit]")
     dashboard.signed_in()
     assert dashboard.js("sessionStorage.getItem('meterline.token').startsWith('ms_')")
-    assert dashboard.texts("#nav a") == ["Customers", "Meters", "Events"]
+    assert dashboard.texts("#nav a") == ["Customers", "Invoices", "Plans", "Meters", "Events"]
     assert dashboard.js("location.hash || '#/customers'") == "#/customers"
     assert dashboard.text("#nav a[aria-current=page]") == "Customers"
     dashboard.assert_clean()
@@ -407,14 +407,14 @@ def test_phone_layout_fits_the_screen(dashboard, seeded):
     dashboard.sign_in(hash_=f"#/customers/{acme}")
     dashboard.wait("!document.querySelector('#topbar').hidden")
     dashboard.wait("document.querySelectorAll('article.meter-usage svg').length === 2")
-    assert dashboard.js("document.documentElement.scrollWidth <= window.innerWidth")
+    assert dashboard.js("document.documentElement.scrollWidth <= document.documentElement.clientWidth")
     assert dashboard.js("document.querySelector('article.meter-usage svg').getBoundingClientRect().right"
-                        " <= window.innerWidth")
+                        " <= document.documentElement.clientWidth")
     dashboard.shoot("10-phone-customer-detail", full_page=False)
     dashboard.js("document.querySelector('article.meter-usage').scrollIntoView()")
     dashboard.shoot("11-phone-usage-charts", full_page=False)
     dashboard.go("#/events")
     dashboard.wait("document.querySelectorAll('table.events tbody tr[data-event]').length === 50")
-    assert dashboard.js("document.documentElement.scrollWidth <= window.innerWidth")
+    assert dashboard.js("document.documentElement.scrollWidth <= document.documentElement.clientWidth")
     dashboard.shoot("12-phone-events", full_page=False)
     dashboard.assert_clean()
