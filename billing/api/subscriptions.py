@@ -365,7 +365,8 @@ def invoice_view(draft, customer_id, subscription_id, start_at, end_at, status="
             "period_start": times.format_instant(start_at), "period_end": times.format_instant(end_at),
             "lines": lines, "subtotal": fmt(draft.subtotal), "discount": fmt(draft.discount),
             "tax": fmt(draft.tax), "total": fmt(draft.total), "credits_applied": fmt(draft.credits_applied),
-            "amount_due": fmt(draft.amount_due), "amount_paid": fmt(0), "issued_at": None, "due_at": None}
+            "amount_due": fmt(draft.amount_due), "amount_paid": fmt(0), "payment_status": "unpaid",
+            "overdue": False, "issued_at": None, "due_at": None}
 
 
 def upcoming_invoice(request, customer_id):
@@ -435,8 +436,17 @@ def estimate(request):
     problems.raise_if_any()
     charges = plans.to_charges(plan["charges"])
     tax_rate = money.parse_percent(customer_row[8]) if customer_row else 0
+    coupon = None
+    if customer_row:  # the coupon of the subscription in force, if it applies to the current period
+        today = times.local_date(clock.now(), times.zone_or_error(customer_row[4]))
+        with app.db.reader() as conn:
+            sub = subscription_in_force(conn, customer_id, today)
+            if sub is not None and sub[9]:
+                period_start = billed_period(sub, today)[0]
+                index = len(periods.periods_between(times.parse_date(sub[7]), period_start, sub[6]))
+                coupon = _coupon(conn, sub[9], index)
     draft = invoicing.build(plan["currency"], charges, usage, base_fee=plan["base_fee"],
-                            minimum_commitment=plan["minimum_commitment"], tax_rate=tax_rate,
+                            minimum_commitment=plan["minimum_commitment"], tax_rate=tax_rate, coupon=coupon,
                             meter_names={m.key: m.name for m in app.catalog.meters().values()})
     zone = times.zone_or_error(customer_row[4]) if customer_row else times.UTC
     start_at, end_at = times.calendar_month_bounds(clock.now(), zone)

@@ -68,3 +68,12 @@ def test_bad_credits_and_unknown_coupon(admin, customer):
     reply = admin.post("/v1/subscriptions", {"customer_id": customer, "plan": "basic", "coupon": "NOPE"})
     assert reply.status == 400 and reply.json["error"]["details"][0]["field"] == "coupon"
     assert admin.post("/v1/customers/999/credits", {"amount": "1.00"}).status == 404
+
+
+def test_estimate_for_a_customer_applies_its_coupon_and_tax(admin, customer):
+    """100.00 base, 20% off → 80.00, tax 10% → 88.00."""
+    clock.pin(times.parse_instant("2025-09-15T12:00:00Z"))
+    admin.post("/v1/coupons", {"code": "TWENTY", "percent_off": "20", "duration": "forever"})
+    admin.post("/v1/subscriptions", {"customer_id": customer, "plan": "basic", "start": "2025-09-01", "coupon": "TWENTY"})
+    assert admin.post("/v1/estimate", {"plan": "basic", "customer_id": customer}).json["total"] == "88.00"
+    assert admin.post("/v1/estimate", {"plan": "basic"}).json["total"] == "100.00"
