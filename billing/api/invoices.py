@@ -21,14 +21,19 @@ LINE_COLUMNS = "type, description, meter, quantity, unit_price, amount, tiers"
 
 # -- writing -------------------------------------------------------------------
 
-def _store_lines(conn, invoice_id, draft):
-    conn.execute("DELETE FROM invoice_lines WHERE invoice_id = ?", (invoice_id,))
+def _store_lines(conn, invoice_id, draft, replace=False):
+    if replace:
+        conn.execute("DELETE FROM invoice_lines WHERE invoice_id = ?", (invoice_id,))
     conn.executemany(
         "INSERT INTO invoice_lines (invoice_id, position, type, description, meter, quantity, unit_price,"
         " amount, tiers) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
         [(invoice_id, i, line["type"], line["description"], line["meter"],
-          None if line["quantity"] is None else jsonutil.encode(line["quantity"]), line["unit_price"],
+          None if line["quantity"] is None else _number_text(line["quantity"]), line["unit_price"],
           line["amount"], jsonutil.encode(line["tiers"])) for i, line in enumerate(draft.lines)])
+
+
+def _number_text(value):
+    return str(value) if isinstance(value, int) else jsonutil.decimal_text(value)
 
 
 def _totals(draft):
@@ -104,7 +109,7 @@ def refresh_draft(app, invoice_id):
         draft, _, _ = subscriptions_api.rate_period(app, conn, sub, plan, customer, times.parse_date(row[3]))
         conn.execute("UPDATE invoices SET subtotal = ?, discount = ?, tax = ?, total = ?, credits_applied = ?,"
                      " amount_due = ?, updated_at = ? WHERE id = ?", (*_totals(draft), now_micros(), invoice_id))
-        _store_lines(conn, invoice_id, draft)
+        _store_lines(conn, invoice_id, draft, replace=True)
 
 
 # -- reading -------------------------------------------------------------------

@@ -94,7 +94,9 @@ V1_FOUNDATION = [
         received_at INTEGER NOT NULL,
         id_hash INTEGER NOT NULL)""",
     "CREATE INDEX events_dedup ON events(id_hash)",
-    "CREATE INDEX events_usage ON events(customer_id, meter_id, ts)",
+    # covering: usage and the invoice run read (ts, matched, value) from the index
+    # alone, never the table rows, so a period costs its own events only
+    "CREATE INDEX events_usage ON events(customer_id, meter_id, ts, matched, value)",
     "CREATE INDEX events_time ON events(ts)",
     """CREATE TABLE retracted_events (
         id INTEGER PRIMARY KEY,
