@@ -24,7 +24,7 @@ def parse_args(argv):
     parser.add_argument("--port", type=int, default=8000)
     parser.add_argument("--db", default=None, help="database file (default data/billing.db or $BILLING_DB)")
     parser.add_argument("--demo", action="store_true", help="fill an empty database with sample data")
-    parser.add_argument("--no-scheduler", action="store_true", help="do not run periodic jobs")
+    parser.add_argument("--no-scheduler", action="store_true", help="do not run the billing scheduler (drafts, issuing)")
     parser.add_argument("--quiet", action="store_true", help="no request log on stderr")
     return parser.parse_args(argv)
 
@@ -60,6 +60,7 @@ def main(argv=None):
     # installed before the URL is printed, so a signal right after start-up stops cleanly
     signal.signal(signal.SIGTERM, stop)
     signal.signal(signal.SIGINT, stop)
+    app.start_background(scheduler=not args.no_scheduler)
     host, port = server.server_address[:2]
     print(f"Meterline listening on http://{host}:{port}/  (database {os.path.abspath(config.db_path)})",
           flush=True)

@@ -7,10 +7,13 @@ import time
 
 from . import clock, jsonutil
 from .api import auth
+from .api.adjustments import Lateness
 from .api.catalog import Catalog
 from .api.common import now_micros
 from .domain import times
 from .errors import Conflict, ValidationError
+from .ops.dispatcher import Dispatcher
+from .ops.scheduler import Scheduler
 from .store.db import Database
 from .web import http
 from .web.routes import ROUTES
@@ -36,6 +39,15 @@ class Stats:
             self.requests += 1
 
 
+def _not_invoiced(conn, customer_id, ts):
+    row = conn.execute("SELECT id, number, status FROM invoices WHERE customer_id = ? AND period_start <= ?"
+                       " AND ? < period_end AND status IN ('pending_approval', 'issued', 'paid') LIMIT 1",
+                       (customer_id, ts, ts)).fetchone()
+    if row is not None:
+        raise Conflict(f"The event's period is on invoice {row[1] or row[0]} ({row[2].replace('_', ' ')}); "
+                       "it can no longer be retracted.")
+
+
 class App:
     def __init__(self, config, log_stream=None):
         self.config = config
@@ -48,13 +60,32 @@ class App:
         self._log_lock = threading.Lock()
         self._idempotency_locks = {}
         self._idempotency_guard = threading.Lock()
-        # What forbids an event retraction (invoicing adds: its period is invoiced).
-        self.retraction_checks = []
+        # What forbids an event retraction: its period's invoice has left draft.
+        self.retraction_checks = [_not_invoiced]
+        self.lateness = Lateness(self.db)
+        self.dispatcher = Dispatcher(self)
+        self.scheduler = Scheduler(self)
+        self._background = []
 
     def bootstrap(self):
         return auth.bootstrap(self.db, self.config.admin_key, self.config.admin_password)
 
+    def start_background(self, scheduler=True):
+        """Start the outbound dispatcher (webhooks, e-mail) and, unless told not
+        to, the scheduler."""
+        self.dispatcher.start()
+        self._background.append(self.dispatcher)
+        if scheduler:
+            self.scheduler.start()
+            self._background.append(self.scheduler)
+
+    def notify(self):
+        """Something was queued for sending: wake the dispatcher (if running)."""
+        self.dispatcher.wake()
+
     def close(self):
+        for worker in self._background:
+            worker.stop()
         self.db.close()
 
     # -- the pipeline ------------------------------------------------------

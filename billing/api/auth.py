@@ -21,14 +21,19 @@ from ..errors import Forbidden, RateLimited, Unauthenticated, ValidationError
 from .common import now_micros
 
 ADMIN, FINANCE, VIEWER, INGEST = "admin", "finance", "viewer", "ingest"
+CUSTOMER_SUCCESS, SALES = "customer_success", "sales"
 CUSTOMER = "customer"  # pseudo-role of customer-scoped API keys
-USER_ROLES = (ADMIN, FINANCE, VIEWER, INGEST)
+SYSTEM = "system"      # the scheduler, in invoice histories
+USER_ROLES = (ADMIN, FINANCE, CUSTOMER_SUCCESS, SALES, VIEWER, INGEST)
 KEY_ROLES = USER_ROLES
 
 # Route permission groups (the route table names these).
 ADMIN_ONLY = (ADMIN,)
 STAFF_WRITE = (ADMIN, FINANCE)
-STAFF_READ = (ADMIN, FINANCE, VIEWER)
+STAFF_READ = (ADMIN, FINANCE, CUSTOMER_SUCCESS, SALES, VIEWER)
+# who may approve or reject an invoice; the customer's csm_user_id may too,
+# whatever its role (checked by the handler)
+APPROVERS = (ADMIN, CUSTOMER_SUCCESS, SALES)
 CUSTOMER_READ = STAFF_READ + (CUSTOMER,)
 EVENT_WRITE = (ADMIN, INGEST, CUSTOMER)
 ANY_SIGNED_IN = USER_ROLES + (CUSTOMER,)

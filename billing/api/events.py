@@ -25,6 +25,8 @@ EVENT_FIELDS = frozenset({"id", "customer_id", "customer", "meter", "feature", "
                           "timestamp", "ts", "properties"})
 INSERT_SQL = ("INSERT INTO events (customer_id, event_id, meter_id, ts, quantity, value,"
               " matched, properties, received_at, id_hash) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)")
+INSERT_LATE_SQL = ("INSERT INTO events (customer_id, event_id, meter_id, ts, quantity, value,"
+                   " matched, properties, received_at, id_hash, late) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, 1)")
 HASH_CHUNK = 500  # ids looked up per query
 
 
@@ -35,10 +37,11 @@ def id_hash(customer_id, event_id):
     return int.from_bytes(digest, "big", signed=True)
 
 
-def store_new(conn, rows):
+def store_new(conn, rows, invoiced_through=None):
     """Insert the rows whose (customer_id, id) is not stored yet, the first of a
     batch winning over later ones; returns the rows stored. Runs inside the
-    writer's transaction, so no concurrent ingest can slip in between."""
+    writer's transaction, so no concurrent ingest can slip in between.
+    `invoiced_through` (customer id → µs): events before it are stored as late."""
     fresh = {}
     for row in rows:
         fresh.setdefault((row[0], row[1]), row)
@@ -58,6 +61,13 @@ def store_new(conn, rows):
                                 f" ({','.join('?' * len(part))})", part):
             fresh.pop(key, None)
     new_rows = list(fresh.values())
+    if invoiced_through:
+        late = [r for r in new_rows if r[3] < invoiced_through.get(r[0], -1)]
+        if late:
+            conn.executemany(INSERT_LATE_SQL, late)
+            late_ids = {id(r) for r in late}
+            conn.executemany(INSERT_SQL, [r for r in new_rows if id(r) not in late_ids])
+            return new_rows
     conn.executemany(INSERT_SQL, new_rows)
     return new_rows
 
@@ -242,7 +252,7 @@ def ingest_batch(request):
     problems.raise_if_any()
     if not rows:
         return {"accepted": 0, "duplicates": 0}
-    accepted = len(app.db.submit(lambda conn: store_new(conn, rows)))
+    accepted = len(app.db.submit(lambda conn: store_new(conn, rows, app.lateness.through)))
     app.stats.events_ingested(accepted)
     return {"accepted": accepted, "duplicates": len(rows) - accepted}
 
@@ -270,9 +280,11 @@ def ingest_one(request):
     ingest.problems.raise_if_any()
 
     def store(conn):
-        if store_new(conn, [row]):
+        through = app.lateness.through
+        if store_new(conn, [row], through):
             seq = conn.execute("SELECT last_insert_rowid()").fetchone()[0]
-            return (seq, row[0], row[1], row[2], row[3], row[4], row[7], 0, row[8]), True
+            late = 1 if row[3] < through.get(row[0], -1) else 0
+            return (seq, row[0], row[1], row[2], row[3], row[4], row[7], late, row[8]), True
         return find_stored(conn, row[0], row[1]), False
 
     stored, inserted = app.db.submit(store)

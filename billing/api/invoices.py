@@ -1,35 +1,41 @@
-"""Invoices (§7): the invoice run that drafts every ended period once, and
-reading invoices. Drafts are re-rated when read, so they reflect every stored
-event of their period; the lifecycle beyond draft comes with approvals."""
+"""Invoices (§7): the invoice run that drafts every ended period once, the
+rating of drafts (re-rated lazily, so they reflect every stored event of their
+period, and carrying the customer's late-event adjustments), and reading."""
 
 from datetime import timedelta
 
 from .. import clock, jsonutil
-from ..domain import money, times
+from ..domain import invoicing, money, times
 from ..errors import NotFound, ValidationError
+from . import adjustments
+from . import coupons as coupons_api
 from . import customers as customers_api
 from . import plans as plans_api
 from . import subscriptions as subscriptions_api
+from . import webhooks
 from .common import bool_arg, decode_cursor, int_arg, now_micros, page, page_limit, path_int
 
 FUTURE_TOLERANCE = timedelta(minutes=5)
 COLUMNS = ("id, number, customer_id, subscription_id, status, payment_status, currency, period_start,"
            " period_end, subtotal, discount, tax, total, credits_applied, amount_due, amount_paid,"
-           " issued_at, due_at, created_at, period_start_date, period_end_date")
+           " issued_at, due_at, created_at, period_start_date, period_end_date, hold, void_reason, voided_at,"
+           " revision")
 LINE_COLUMNS = "type, description, meter, quantity, unit_price, amount, tiers"
+STATUSES = ("draft", "pending_approval", "issued", "paid", "void")
 
 
-# -- writing -------------------------------------------------------------------
+# -- rating drafts -------------------------------------------------------------
 
 def _store_lines(conn, invoice_id, draft, replace=False):
     if replace:
         conn.execute("DELETE FROM invoice_lines WHERE invoice_id = ?", (invoice_id,))
     conn.executemany(
         "INSERT INTO invoice_lines (invoice_id, position, type, description, meter, quantity, unit_price,"
-        " amount, tiers) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+        " amount, tiers, adjusts_subscription_id, adjusts_period) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
         [(invoice_id, i, line["type"], line["description"], line["meter"],
           None if line["quantity"] is None else _number_text(line["quantity"]), line["unit_price"],
-          line["amount"], jsonutil.encode(line["tiers"])) for i, line in enumerate(draft.lines)])
+          line["amount"], jsonutil.encode(line["tiers"]), line.get("adjusts_subscription_id"),
+          line.get("adjusts_period")) for i, line in enumerate(draft.lines)])
 
 
 def _number_text(value):
@@ -39,6 +45,52 @@ def _number_text(value):
 def _totals(draft):
     return (draft.subtotal, draft.discount, draft.tax, draft.total, draft.credits_applied, draft.amount_due)
 
+
+def carrier(conn, customer_id):
+    """The draft that carries the customer's pending adjustments: its oldest draft not on hold."""
+    row = conn.execute("SELECT min(id) FROM invoices WHERE customer_id = ? AND status = 'draft' AND hold = 0",
+                       (customer_id,)).fetchone()
+    return row[0]
+
+
+def _customer_row(conn, customer_id):
+    return conn.execute(f"SELECT {customers_api.COLUMNS} FROM customers WHERE id = ?", (customer_id,)).fetchone()
+
+
+def rate(app, conn, customer_row, subscription_row, period_start_date, invoice_id=None, carries=False):
+    """The priced draft of one invoice: a subscription period (with corrections
+    when the period was invoiced before) or, without a subscription, the
+    adjustments alone; plus the customer's pending adjustments when `carries`."""
+    extra = adjustments.pending(app, conn, customer_row[0], invoice_id) if carries else []
+    if subscription_row is None:
+        return invoicing.build(customer_row[5], [], {}, extra_lines=extra,
+                               tax_rate=money.parse_percent(customer_row[8]),
+                               credit_balance=coupons_api.balance(conn, customer_row[0]))
+    extra = adjustments.corrections(conn, subscription_row[0], period_start_date.isoformat(), invoice_id) + extra
+    plan = conn.execute(f"SELECT {plans_api.COLUMNS} FROM plans WHERE id = ?", (subscription_row[12],)).fetchone()
+    draft, _, _ = subscriptions_api.rate_period(app, conn, subscription_row, plan, customer_row, period_start_date,
+                                                extra_lines=extra)
+    return draft
+
+
+def refresh_draft(app, conn, invoice_id):
+    """Re-rate a draft from the events stored now (inside the caller's transaction)."""
+    row = conn.execute("SELECT status, subscription_id, customer_id, period_start_date FROM invoices"
+                       " WHERE id = ?", (invoice_id,)).fetchone()
+    if row is None or row[0] != "draft":
+        return
+    sub = None
+    if row[1] is not None:
+        sub = conn.execute(f"SELECT {subscriptions_api.COLUMNS} FROM {subscriptions_api.FROM} WHERE s.id = ?",
+                           (row[1],)).fetchone()
+    draft = rate(app, conn, _customer_row(conn, row[2]), sub, times.parse_date(row[3]), invoice_id,
+                 carries=carrier(conn, row[2]) == invoice_id)
+    conn.execute("UPDATE invoices SET subtotal = ?, discount = ?, tax = ?, total = ?, credits_applied = ?,"
+                 " amount_due = ?, updated_at = ? WHERE id = ?", (*_totals(draft), now_micros(), invoice_id))
+    _store_lines(conn, invoice_id, draft, replace=True)
+
+
+# -- the invoice run -----------------------------------------------------------
 
 def run(request):
     """Draft every subscription period that ended at or before `as_of` and has no invoice yet."""
@@ -56,15 +108,32 @@ def run(request):
             raise ValidationError([{"field": "as_of", "message": str(exc)}]) from None
         if as_of > now + FUTURE_TOLERANCE:
             raise ValidationError([{"field": "as_of", "message": "must not be more than 5 minutes in the future"}])
-    created = []
     with app.db.transaction() as conn:  # one writer: concurrent runs queue here and find the drafts made
-        created = run_as_of(app, conn, as_of)
+        created = run_as_of(app, conn, as_of, request.actor)
+    app.notify()
     return {"created": len(created), "invoice_ids": created}
 
 
-def run_as_of(app, conn, as_of):
+def _insert(conn, customer_id, subscription_id, draft, start_at, end_at, start_date, end_date, stamp, revision=0):
+    cur = conn.execute(
+        "INSERT INTO invoices (customer_id, subscription_id, status, currency, period_start, period_end,"
+        " period_start_date, period_end_date, subtotal, discount, tax, total, credits_applied,"
+        " amount_due, created_at, updated_at, revision)"
+        " VALUES (?, ?, 'draft', ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+        (customer_id, subscription_id, draft.currency, times.to_micros(start_at), times.to_micros(end_at),
+         start_date, end_date, *_totals(draft), stamp, stamp, revision))
+    _store_lines(conn, cur.lastrowid, draft)
+    return cur.lastrowid
+
+
+def run_as_of(app, conn, as_of, actor=None):
+    """Create the drafts due as of `as_of` inside the caller's transaction; returns their ids."""
+    from . import lifecycle  # the history of each invoice starts with its creation
     existing = {(r[0], r[1]) for r in conn.execute(
         "SELECT subscription_id, period_start_date FROM invoices WHERE subscription_id IS NOT NULL")}
+    carriers = {r[0] for r in conn.execute("SELECT DISTINCT customer_id FROM invoices"
+                                           " WHERE status = 'draft' AND hold = 0")}
+    late = adjustments.late_customers(conn)
     plans = {r[0]: r for r in conn.execute(f"SELECT {plans_api.COLUMNS} FROM plans")}
     customers = {}
     created = []
@@ -73,8 +142,7 @@ def run_as_of(app, conn, as_of):
                             " ORDER BY s.id").fetchall():
         customer = customers.get(sub[1])
         if customer is None:
-            customer = customers[sub[1]] = conn.execute(f"SELECT {customers_api.COLUMNS} FROM customers"
-                                                        " WHERE id = ?", (sub[1],)).fetchone()
+            customer = customers[sub[1]] = _customer_row(conn, sub[1])
         zone = times.zone_or_error(customer[4])
         until = times.local_date(as_of, zone) + timedelta(days=1)
         for _, _, billed_start, billed_end in subscriptions_api.billed_periods(sub, until):
@@ -82,34 +150,35 @@ def run_as_of(app, conn, as_of):
                 continue
             if times.local_midnight(billed_end, zone) > as_of:
                 break  # this period (and every later one) has not ended yet
+            carries = sub[1] in late and sub[1] not in carriers
+            extra = adjustments.pending(app, conn, sub[1]) if carries else ()
             draft, start_at, end_at = subscriptions_api.rate_period(app, conn, sub, plans[sub[12]], customer,
-                                                                    billed_start)
-            cur = conn.execute(
-                "INSERT INTO invoices (customer_id, subscription_id, status, currency, period_start, period_end,"
-                " period_start_date, period_end_date, subtotal, discount, tax, total, credits_applied,"
-                " amount_due, created_at, updated_at) VALUES (?, ?, 'draft', ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                (sub[1], sub[0], draft.currency, times.to_micros(start_at), times.to_micros(end_at),
-                 billed_start.isoformat(), billed_end.isoformat(), *_totals(draft), stamp, stamp))
-            _store_lines(conn, cur.lastrowid, draft)
-            created.append(cur.lastrowid)
+                                                                    billed_start, extra_lines=extra)
+            invoice_id = _insert(conn, sub[1], sub[0], draft, start_at, end_at, billed_start.isoformat(),
+                                 billed_end.isoformat(), stamp)
+            carriers.add(sub[1])
+            created.append(invoice_id)
+    # late adjustments of customers with no draft to carry them and no subscription in force
+    for customer_id in sorted(late - carriers):
+        customer = customers.get(customer_id) or _customer_row(conn, customer_id)
+        zone = times.zone_or_error(customer[4])
+        if subscriptions_api.subscription_in_force(conn, customer_id, times.local_date(as_of, zone)):
+            continue  # the next period's draft will carry them
+        lines = adjustments.pending(app, conn, customer_id)
+        if not lines:
+            continue
+        draft = invoicing.build(customer[5], [], {}, extra_lines=lines, tax_rate=money.parse_percent(customer[8]),
+                                credit_balance=coupons_api.balance(conn, customer_id))
+        first, last = min(l["adjusts_period"] for l in lines), max(l["adjusts_period"] for l in lines)
+        end_date = conn.execute("SELECT max(period_end_date) FROM invoices WHERE subscription_id IS NOT NULL"
+                                " AND customer_id = ? AND period_start_date = ?", (customer_id, last)).fetchone()[0]
+        start_at, end_at = times.local_midnight(times.parse_date(first), zone), \
+            times.local_midnight(times.parse_date(end_date), zone)
+        created.append(_insert(conn, customer_id, None, draft, start_at, end_at, first, end_date, stamp))
+    for invoice_id in created:
+        lifecycle.record(conn, invoice_id, "create", None, "draft", actor)
+        webhooks.enqueue(conn, "invoice.created", {"invoice": load_view(conn, invoice_id)})
     return created
-
-
-def refresh_draft(app, invoice_id):
-    """Re-rate a draft from the events stored now (drafts follow late events)."""
-    with app.db.transaction() as conn:
-        row = conn.execute("SELECT status, subscription_id, customer_id, period_start_date FROM invoices"
-                           " WHERE id = ?", (invoice_id,)).fetchone()
-        if row is None or row[0] != "draft" or row[1] is None:
-            return
-        sub = conn.execute(f"SELECT {subscriptions_api.COLUMNS} FROM {subscriptions_api.FROM} WHERE s.id = ?",
-                           (row[1],)).fetchone()
-        plan = conn.execute(f"SELECT {plans_api.COLUMNS} FROM plans WHERE id = ?", (sub[12],)).fetchone()
-        customer = conn.execute(f"SELECT {customers_api.COLUMNS} FROM customers WHERE id = ?", (row[2],)).fetchone()
-        draft, _, _ = subscriptions_api.rate_period(app, conn, sub, plan, customer, times.parse_date(row[3]))
-        conn.execute("UPDATE invoices SET subtotal = ?, discount = ?, tax = ?, total = ?, credits_applied = ?,"
-                     " amount_due = ?, updated_at = ? WHERE id = ?", (*_totals(draft), now_micros(), invoice_id))
-        _store_lines(conn, invoice_id, draft, replace=True)
 
 
 # -- reading -------------------------------------------------------------------
@@ -120,47 +189,68 @@ def _line_view(row, currency):
             "amount": money.format_minor(row[5], currency), "tiers": jsonutil.decode(row[6])}
 
 
+def is_overdue(status, payment_status, due_at, now=None):
+    return bool(due_at and status in ("issued", "paid") and payment_status != "paid"
+                and due_at < (now if now is not None else now_micros()))
+
+
+OVERDUE_SQL = "(due_at IS NOT NULL AND due_at < ? AND payment_status != 'paid' AND status = 'issued')"
+
+
 def view(row, lines=None):
     currency = row[6]
     fmt = lambda minor: money.format_minor(minor, currency)  # noqa: E731
     invoice = {"id": row[0], "number": row[1], "customer_id": row[2], "subscription_id": row[3],
-               "status": row[4], "payment_status": row[5],
-               "overdue": bool(row[17] and row[5] != "paid" and row[17] < now_micros()),
+               "status": row[4], "payment_status": row[5], "overdue": is_overdue(row[4], row[5], row[17]),
                "currency": currency, "period_start": times.format_micros(row[7]),
                "period_end": times.format_micros(row[8]), "local_period": {"start": row[19], "end": row[20]},
                "subtotal": fmt(row[9]), "discount": fmt(row[10]), "tax": fmt(row[11]), "total": fmt(row[12]),
                "credits_applied": fmt(row[13]), "amount_due": fmt(row[14]), "amount_paid": fmt(row[15]),
+               "balance_due": fmt(max(0, row[14] - row[15])) if row[4] != "void" else fmt(0),
                "issued_at": times.format_micros(row[16]), "due_at": times.format_micros(row[17]),
-               "created_at": times.format_micros(row[18])}
+               "created_at": times.format_micros(row[18]), "revision": row[24],
+               "on_hold": bool(row[21]), "void_reason": row[22], "voided_at": times.format_micros(row[23])}
     if lines is not None:
         invoice["lines"] = [_line_view(line, currency) for line in lines]
     return invoice
 
 
-def get(request, invoice_id):
-    app = request.app
-    invoice_id = path_int(invoice_id, "Invoice")
-    row = app.db.query_one(f"SELECT {COLUMNS} FROM invoices WHERE id = ?", (invoice_id,))
+def load_row(conn, invoice_id):
+    row = conn.execute(f"SELECT {COLUMNS} FROM invoices WHERE id = ?", (invoice_id,)).fetchone()
     if row is None:
         raise NotFound(f"Invoice {invoice_id} not found.")
-    request.check_customer(row[2])
-    if row[4] == "draft":
-        refresh_draft(app, invoice_id)
+    return row
+
+
+def load_view(conn, invoice_id):
+    lines = conn.execute(f"SELECT {LINE_COLUMNS} FROM invoice_lines WHERE invoice_id = ? ORDER BY position",
+                         (invoice_id,)).fetchall()
+    return view(load_row(conn, invoice_id), lines)
+
+
+def fresh_view(request, invoice_id):
+    """The invoice as JSON, a draft re-rated first; 404 for another customer's key."""
+    app = request.app
+    invoice_id = path_int(invoice_id, "Invoice")
+    row = app.db.query_one("SELECT customer_id, status FROM invoices WHERE id = ?", (invoice_id,))
+    if row is None:
+        raise NotFound(f"Invoice {invoice_id} not found.")
+    request.check_customer(row[0])
+    if row[1] == "draft":
+        with app.db.transaction() as conn:
+            refresh_draft(app, conn, invoice_id)
+            return load_view(conn, invoice_id)
     with app.db.reader() as conn:
-        row = conn.execute(f"SELECT {COLUMNS} FROM invoices WHERE id = ?", (invoice_id,)).fetchone()
-        lines = conn.execute(f"SELECT {LINE_COLUMNS} FROM invoice_lines WHERE invoice_id = ? ORDER BY position",
-                             (invoice_id,)).fetchall()
-    return view(row, lines)
+        return load_view(conn, invoice_id)
 
 
-def list_invoices(request):
-    """Newest first; filters customer_id, status, period (YYYY-MM of the local period start), overdue."""
-    limit = page_limit(request)
-    cursor = decode_cursor(request)
+def get(request, invoice_id):
+    return fresh_view(request, invoice_id)
+
+
+def _filters(request):
+    """WHERE clauses and parameters of the invoice list filters."""
     where, params = [], []
-    if cursor:
-        where.append("id < ?")
-        params.append(cursor[0])
     customer_id = int_arg(request, "customer_id", minimum=1)
     if request.customer_scope is not None:
         if customer_id not in (None, request.customer_scope):
@@ -171,7 +261,7 @@ def list_invoices(request):
         params.append(customer_id)
     status = request.arg("status")
     if status:
-        if status not in ("draft", "pending_approval", "issued", "paid", "void"):
+        if status not in STATUSES:
             raise ValidationError([{"field": "status", "message": "must be draft, pending_approval, issued, paid or void"}])
         where.append("status = ?")
         params.append(status)
@@ -183,13 +273,21 @@ def list_invoices(request):
         params.append(period)
     overdue = bool_arg(request, "overdue")
     if overdue is not None:
-        clause = "(due_at IS NOT NULL AND due_at < ? AND payment_status != 'paid')"
-        where.append(clause if overdue else f"NOT {clause}")
+        where.append(OVERDUE_SQL if overdue else f"NOT {OVERDUE_SQL}")
         params.append(now_micros())
+    return where, params
+
+
+def list_invoices(request):
+    """Newest first; filters customer_id, status, period (YYYY-MM of the local period start), overdue."""
+    limit = page_limit(request)
+    cursor = decode_cursor(request)
+    where, params = _filters(request)
+    if cursor:
+        where.append("id < ?")
+        params.append(cursor[0])
     sql = f"SELECT {COLUMNS} FROM invoices"
     if where:
         sql += " WHERE " + " AND ".join(where)
     rows = request.app.db.query(sql + " ORDER BY id DESC LIMIT ?", (*params, limit + 1))
     return page(rows, limit, view, lambda r: [r[0]])
-
-

@@ -228,7 +228,102 @@ V2_PLANS = [
     "CREATE INDEX invoice_lines_invoice ON invoice_lines(invoice_id, position)",
 ]
 
-MIGRATIONS = [V1_FOUNDATION, V2_PLANS]
+# The invoice lifecycle (§7, §10): approvals and their history, payments,
+# gapless numbers, late-event adjustments, the scheduler's jobs, webhooks and
+# the e-mail outbox.
+V3_LIFECYCLE = [
+    # hold = 1: rejected back to draft; the scheduler leaves it until someone finalizes it
+    "ALTER TABLE invoices ADD COLUMN hold INTEGER NOT NULL DEFAULT 0",
+    "ALTER TABLE invoices ADD COLUMN void_reason TEXT",
+    "ALTER TABLE invoices ADD COLUMN voided_at INTEGER",
+    "CREATE INDEX invoices_status ON invoices(status, period_end)",
+    # an adjustment line names the period it corrects: (subscription, local start date)
+    "ALTER TABLE invoice_lines ADD COLUMN adjusts_subscription_id INTEGER",
+    "ALTER TABLE invoice_lines ADD COLUMN adjusts_period TEXT",
+    "CREATE INDEX invoice_lines_adjusts ON invoice_lines(adjusts_subscription_id, adjusts_period)"
+    " WHERE adjusts_subscription_id IS NOT NULL",
+    # late events are rare: a partial index finds them without slowing ordinary inserts
+    "CREATE INDEX events_late ON events(customer_id, ts) WHERE late = 1",
+    """CREATE TABLE counters (
+        name TEXT PRIMARY KEY,
+        value INTEGER NOT NULL)""",
+    "INSERT INTO counters (name, value) VALUES ('invoice_number', 0)",
+    """CREATE TABLE invoice_actions (
+        id INTEGER PRIMARY KEY,
+        invoice_id INTEGER NOT NULL REFERENCES invoices(id),
+        action TEXT NOT NULL,
+        from_status TEXT,
+        to_status TEXT,
+        actor TEXT NOT NULL,
+        actor_name TEXT,
+        role TEXT NOT NULL,
+        comment TEXT,
+        created_at INTEGER NOT NULL)""",
+    "CREATE INDEX invoice_actions_invoice ON invoice_actions(invoice_id, id)",
+    """CREATE TABLE payments (
+        id INTEGER PRIMARY KEY,
+        invoice_id INTEGER NOT NULL REFERENCES invoices(id),
+        amount INTEGER NOT NULL CHECK (amount > 0),
+        currency TEXT NOT NULL,
+        method TEXT,
+        reference TEXT,
+        created_by TEXT NOT NULL,
+        created_at INTEGER NOT NULL)""",
+    "CREATE INDEX payments_invoice ON payments(invoice_id, id)",
+    """CREATE TABLE jobs (
+        id INTEGER PRIMARY KEY,
+        name TEXT NOT NULL,
+        started_at INTEGER NOT NULL,
+        finished_at INTEGER,
+        outcome TEXT NOT NULL,
+        details TEXT NOT NULL DEFAULT '{}')""",
+    """CREATE TABLE webhooks (
+        id INTEGER PRIMARY KEY,
+        url TEXT NOT NULL,
+        events TEXT NOT NULL,
+        secret TEXT NOT NULL,
+        description TEXT,
+        created_at INTEGER NOT NULL,
+        deleted_at INTEGER)""",
+    """CREATE TABLE webhook_deliveries (
+        id INTEGER PRIMARY KEY,
+        webhook_id INTEGER NOT NULL REFERENCES webhooks(id),
+        event_id TEXT NOT NULL,
+        event_type TEXT NOT NULL,
+        payload TEXT NOT NULL,
+        status TEXT NOT NULL,
+        attempts INTEGER NOT NULL DEFAULT 0,
+        next_attempt_at INTEGER,
+        last_status_code INTEGER,
+        last_error TEXT,
+        created_at INTEGER NOT NULL,
+        delivered_at INTEGER)""",
+    "CREATE INDEX webhook_deliveries_due ON webhook_deliveries(next_attempt_at) WHERE status = 'pending'",
+    "CREATE INDEX webhook_deliveries_webhook ON webhook_deliveries(webhook_id, id)",
+    """CREATE TABLE webhook_attempts (
+        id INTEGER PRIMARY KEY,
+        delivery_id INTEGER NOT NULL REFERENCES webhook_deliveries(id),
+        attempted_at INTEGER NOT NULL,
+        status_code INTEGER,
+        response TEXT,
+        error TEXT,
+        duration_ms INTEGER NOT NULL)""",
+    "CREATE INDEX webhook_attempts_delivery ON webhook_attempts(delivery_id, id)",
+    """CREATE TABLE emails (
+        id INTEGER PRIMARY KEY,
+        invoice_id INTEGER REFERENCES invoices(id),
+        recipient TEXT NOT NULL,
+        status TEXT NOT NULL,
+        attempts INTEGER NOT NULL DEFAULT 0,
+        next_attempt_at INTEGER,
+        last_error TEXT,
+        delivered_to TEXT,
+        created_at INTEGER NOT NULL,
+        sent_at INTEGER)""",
+    "CREATE INDEX emails_due ON emails(next_attempt_at) WHERE status = 'pending'",
+]
+
+MIGRATIONS = [V1_FOUNDATION, V2_PLANS, V3_LIFECYCLE]
 
 
 class MigrationError(RuntimeError):

@@ -91,7 +91,7 @@ class Route:
     def __init__(self, method, pattern, handler, roles):
         self.method = method
         self.pattern = pattern
-        self.template = re.sub(r"\(\?P<(\w+)>[^)]*\)", r"{\1}", pattern)
+        self.template = re.sub(r"\\(.)", r"\1", re.sub(r"\(\?P<(\w+)>[^)]*\)", r"{\1}", pattern))
         self.regex = re.compile("^" + pattern + "$")
         self.handler = handler
         self.roles = frozenset(roles) if roles is not None else None  # None: public

@@ -3,14 +3,17 @@
 Read it top to bottom; `None` as roles means no authentication at all.
 """
 
-from ..api import (audit_log, coupons, customers, events, health, invoices, meters, plans, subscriptions,
-                   usage, users)
+from ..api import (audit_log, coupons, customers, estimates, events, exports, health, invoices, lifecycle, meters,
+                   plans, subscriptions, usage, users, webhooks)
 from ..api.auth import (ADMIN_ONLY, ANY_SIGNED_IN, CUSTOMER_READ, EVENT_WRITE, STAFF_READ,
                         STAFF_WRITE, login, logout, me)
+from ..ops import scheduler
 from . import static
 
 ID = r"(?P<{}>\d+)"
 CUSTOMER = ID.format("customer_id")
+INVOICE = ID.format("invoice_id")
+WEBHOOK = ID.format("webhook_id")
 
 ROUTES = [
     # dashboard and health
@@ -60,12 +63,32 @@ ROUTES = [
     ("POST", r"/v1/subscriptions/" + ID.format("subscription_id") + r"/cancel", subscriptions.cancel, STAFF_WRITE),
     ("POST", r"/v1/subscriptions/" + ID.format("subscription_id") + r"/change-plan", subscriptions.change_plan,
      STAFF_WRITE),
-    ("GET", r"/v1/customers/" + CUSTOMER + r"/upcoming-invoice", subscriptions.upcoming_invoice, CUSTOMER_READ),
-    ("POST", r"/v1/estimate", subscriptions.estimate, STAFF_READ + ("customer",)),
-    # invoices
+    ("GET", r"/v1/customers/" + CUSTOMER + r"/upcoming-invoice", estimates.upcoming_invoice, CUSTOMER_READ),
+    ("POST", r"/v1/estimate", estimates.estimate, STAFF_READ + ("customer",)),
+    ("GET", r"/v1/customers/" + CUSTOMER + r"/usage\.csv", exports.usage_csv, CUSTOMER_READ),
+    # invoices: the run, reading, exports and the lifecycle (approvers are checked by the handler)
     ("POST", r"/v1/invoices/run", invoices.run, STAFF_WRITE),
     ("GET", r"/v1/invoices", invoices.list_invoices, CUSTOMER_READ),
-    ("GET", r"/v1/invoices/" + ID.format("invoice_id"), invoices.get, CUSTOMER_READ),
+    ("GET", r"/v1/invoices\.csv", exports.invoices_csv, STAFF_READ),
+    ("GET", r"/v1/invoices/" + INVOICE, invoices.get, CUSTOMER_READ),
+    ("GET", r"/v1/invoices/" + INVOICE + r"\.pdf", exports.invoice_as_pdf, CUSTOMER_READ),
+    ("POST", r"/v1/invoices/" + INVOICE + r"/finalize", lifecycle.finalize, STAFF_WRITE),
+    ("POST", r"/v1/invoices/" + INVOICE + r"/issue", lifecycle.finalize, STAFF_WRITE),
+    ("POST", r"/v1/invoices/" + INVOICE + r"/approve", lifecycle.approve, STAFF_READ),
+    ("POST", r"/v1/invoices/" + INVOICE + r"/reject", lifecycle.reject, STAFF_READ),
+    ("POST", r"/v1/invoices/" + INVOICE + r"/payments", lifecycle.pay, STAFF_WRITE),
+    ("GET", r"/v1/invoices/" + INVOICE + r"/payments", lifecycle.list_payments, CUSTOMER_READ),
+    ("POST", r"/v1/invoices/" + INVOICE + r"/void", lifecycle.void, STAFF_WRITE),
+    ("POST", r"/v1/invoices/" + INVOICE + r"/reissue", lifecycle.reissue, STAFF_WRITE),
+    ("GET", r"/v1/invoices/" + INVOICE + r"/actions", lifecycle.actions, CUSTOMER_READ),
+    # webhooks and the scheduler's jobs
+    ("POST", r"/v1/webhooks", webhooks.create, ADMIN_ONLY),
+    ("GET", r"/v1/webhooks", webhooks.list_webhooks, ADMIN_ONLY),
+    ("GET", r"/v1/webhooks/" + WEBHOOK, webhooks.get, ADMIN_ONLY),
+    ("DELETE", r"/v1/webhooks/" + WEBHOOK, webhooks.delete, ADMIN_ONLY),
+    ("GET", r"/v1/webhooks/" + WEBHOOK + r"/deliveries", webhooks.deliveries, ADMIN_ONLY),
+    ("GET", r"/v1/jobs", scheduler.list_jobs, STAFF_READ),
+    ("POST", r"/v1/jobs/run", scheduler.run_now, ADMIN_ONLY),
     # events
     ("POST", r"/v1/events", events.ingest_one, EVENT_WRITE),
     ("POST", r"/v1/events/batch", events.ingest_batch, EVENT_WRITE),

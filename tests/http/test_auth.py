@@ -15,8 +15,8 @@ from tests.harness import ADMIN_KEY, ADMIN_PASSWORD, make_key
 from tests.http.helpers import (assert_error, assert_validation, create_customer, create_meter,
                                 event_count, list_all, unique)
 
-ALL_ROLES = ("admin", "finance", "viewer", "ingest", "customer")
-STAFF_READ = {"admin", "finance", "viewer"}
+ALL_ROLES = ("admin", "finance", "customer_success", "sales", "viewer", "ingest", "customer")
+STAFF_READ = {"admin", "finance", "customer_success", "sales", "viewer"}
 PLACEHOLDERS = {"customer_id": "999999", "user_id": "999999", "key_id": "999999",
                 "key": "no_such_meter", "event_id": "no_such_event", "path": "nothing.js"}
 
@@ -29,7 +29,7 @@ def concrete(pattern):
             if candidate is not None and re.fullmatch(sub, candidate):
                 return candidate
         raise AssertionError(f"no placeholder for {name} in {pattern}")
-    return re.sub(r"\(\?P<(\w+)>([^)]*)\)", value, pattern)
+    return re.sub(r"\\(.)", r"\1", re.sub(r"\(\?P<(\w+)>([^)]*)\)", value, pattern))
 
 
 V1_PROTECTED = [(method, concrete(pattern)) for method, pattern, _h, roles in ROUTES
@@ -61,6 +61,22 @@ SPEC_ACCESS = [
     ("POST", "/v1/events/batch", {"admin", "ingest", "customer"}),
     ("GET", "/v1/events", STAFF_READ | {"customer"}),
     ("GET", "/v1/audit-log", STAFF_READ),
+    ("POST", "/v1/invoices/run", {"admin", "finance"}),
+    ("GET", "/v1/invoices", STAFF_READ | {"customer"}),
+    ("GET", "/v1/invoices.csv", STAFF_READ),
+    ("GET", "/v1/invoices/999999", STAFF_READ | {"customer"}),
+    ("GET", "/v1/invoices/999999.pdf", STAFF_READ | {"customer"}),
+    ("POST", "/v1/invoices/999999/finalize", {"admin", "finance"}),
+    ("POST", "/v1/invoices/999999/issue", {"admin", "finance"}),
+    ("POST", "/v1/invoices/999999/payments", {"admin", "finance"}),
+    ("POST", "/v1/invoices/999999/void", {"admin", "finance"}),
+    ("POST", "/v1/invoices/999999/reissue", {"admin", "finance"}),
+    ("GET", "/v1/invoices/999999/actions", STAFF_READ | {"customer"}),
+    ("POST", "/v1/webhooks", {"admin"}),
+    ("GET", "/v1/webhooks", {"admin"}),
+    ("DELETE", "/v1/webhooks/999999", {"admin"}),
+    ("GET", "/v1/webhooks/999999/deliveries", {"admin"}),
+    ("GET", "/v1/jobs", STAFF_READ),
     ("POST", "/v1/auth/logout", set(ALL_ROLES)),  # last: it ends the sessions
 ]
 
@@ -74,7 +90,7 @@ def role_tokens(server, kind):
     """One token per role: API keys, or session tokens of users with the role."""
     customer = create_customer(server.admin, name="Scoped Co")
     tokens = {"customer": make_key(server, customer_id=customer["id"])}
-    for role in ("admin", "finance", "viewer", "ingest"):
+    for role in ("admin", "finance", "customer_success", "sales", "viewer", "ingest"):
         if kind == "key":
             tokens[role] = make_key(server, role=role)
         else:

@@ -1,0 +1,163 @@
+"""Webhooks (§10): endpoints (admin), the delivery queue in SQLite and its history.
+
+`enqueue()` runs inside the transaction that makes the change, so a delivery
+exists exactly when the change was committed. The dispatcher
+(`billing.ops.dispatcher`) sends due deliveries, signed with
+`Meterline-Signature: t=<unix>,v1=<hex HMAC-SHA256(secret, "<t>.<body>")>`,
+and retries failures with exponential backoff from one minute, at most ten
+attempts. The signing secret is kept as is: the server must be able to sign
+with it (like any webhook sender); it is shown to the admin only once.
+"""
+
+import hashlib
+import hmac
+import secrets
+from urllib.parse import urlsplit
+
+from .. import jsonutil
+from ..domain import times
+from ..errors import FieldErrors, NotFound
+from ..web.http import created
+from .common import (audit, check_unknown_fields, decode_cursor, now_micros, page, page_limit, path_int,
+                     text_field)
+
+EVENT_TYPES = ("invoice.created", "invoice.issued", "invoice.paid", "invoice.voided")
+MAX_ATTEMPTS = 10
+FIRST_RETRY_SECONDS = 60
+COLUMNS = "id, url, events, description, created_at, deleted_at"
+DELIVERY_COLUMNS = ("id, webhook_id, event_id, event_type, status, attempts, next_attempt_at, last_status_code,"
+                    " last_error, created_at, delivered_at, payload")
+
+
+def signature(secret, timestamp, body):
+    """The value of the Meterline-Signature header for `body` (bytes) sent at `timestamp` (unix seconds)."""
+    mac = hmac.new(secret.encode(), f"{timestamp}.".encode() + body, hashlib.sha256).hexdigest()
+    return f"t={timestamp},v1={mac}"
+
+
+def retry_delay(attempts):
+    """Seconds to wait after the given number of failed attempts: 60, 120, 240, …"""
+    return FIRST_RETRY_SECONDS * 2 ** (attempts - 1)
+
+
+def enqueue(conn, event_type, data):
+    """Queue one delivery of this event to every endpoint subscribed to it."""
+    hooks = [r[0] for r in conn.execute("SELECT id, events FROM webhooks WHERE deleted_at IS NULL")
+             if "*" in jsonutil.decode(r[1]) or event_type in jsonutil.decode(r[1])]
+    if not hooks:
+        return None
+    stamp = now_micros()
+    event_id = "evt_" + secrets.token_hex(12)
+    payload = jsonutil.encode({"id": event_id, "type": event_type, "created_at": times.format_micros(stamp),
+                               "data": data})
+    conn.executemany("INSERT INTO webhook_deliveries (webhook_id, event_id, event_type, payload, status,"
+                     " next_attempt_at, created_at) VALUES (?, ?, ?, ?, 'pending', ?, ?)",
+                     [(hook, event_id, event_type, payload, stamp, stamp) for hook in hooks])
+    return event_id
+
+
+def view(row, secret=None):
+    item = {"id": row[0], "url": row[1], "events": jsonutil.decode(row[2]), "description": row[3],
+            "created_at": times.format_micros(row[4])}
+    if secret is not None:
+        item["secret"] = secret
+    return item
+
+
+def _check_url(url, problems):
+    if not isinstance(url, str) or not url.strip():
+        problems.add("url", "is required: an http(s) URL")
+        return None
+    if len(url) > 2000:
+        problems.add("url", "must be at most 2000 characters")
+        return None
+    parts = urlsplit(url.strip())
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        problems.add("url", "must be an absolute http:// or https:// URL")
+        return None
+    return url.strip()
+
+
+def create(request):
+    body = request.json()
+    problems = FieldErrors()
+    check_unknown_fields(body, ("url", "events", "description"), problems)
+    url = _check_url(body.get("url"), problems)
+    events = body.get("events", ["*"])
+    if not isinstance(events, list) or not events or not all(isinstance(e, str) for e in events):
+        problems.add("events", f"must be a non-empty list of event types ({', '.join(EVENT_TYPES)}) or [\"*\"]")
+    else:
+        for event in events:
+            if event != "*" and event not in EVENT_TYPES:
+                problems.add("events", f"unknown event type {event!r}; known: {', '.join(EVENT_TYPES)}")
+        events = sorted(set(events))
+    description = text_field(body, "description", problems, max_length=500)
+    problems.raise_if_any()
+    secret = "whsec_" + secrets.token_hex(24)
+    with request.app.db.transaction() as conn:
+        cur = conn.execute("INSERT INTO webhooks (url, events, secret, description, created_at) VALUES (?, ?, ?, ?, ?)",
+                           (url, jsonutil.encode(events), secret, description, now_micros()))
+        row = conn.execute(f"SELECT {COLUMNS} FROM webhooks WHERE id = ?", (cur.lastrowid,)).fetchone()
+        audit(conn, request, "webhook.create", "webhook", row[0], after=view(row))
+    return created(view(row, secret))
+
+
+def list_webhooks(request):
+    limit = page_limit(request)
+    cursor = decode_cursor(request)
+    rows = request.app.db.query(f"SELECT {COLUMNS} FROM webhooks WHERE deleted_at IS NULL AND id > ?"
+                                " ORDER BY id LIMIT ?", (cursor[0] if cursor else 0, limit + 1))
+    return page(rows, limit, view, lambda r: [r[0]])
+
+
+def _load(conn, webhook_id):
+    row = conn.execute(f"SELECT {COLUMNS} FROM webhooks WHERE id = ? AND deleted_at IS NULL",
+                       (webhook_id,)).fetchone()
+    if row is None:
+        raise NotFound(f"Webhook {webhook_id} not found.")
+    return row
+
+
+def get(request, webhook_id):
+    with request.app.db.reader() as conn:
+        return view(_load(conn, path_int(webhook_id, "Webhook")))
+
+
+def delete(request, webhook_id):
+    """Remove an endpoint: nothing more is queued for it, and queued deliveries are dropped."""
+    webhook_id = path_int(webhook_id, "Webhook")
+    with request.app.db.transaction() as conn:
+        row = _load(conn, webhook_id)
+        stamp = now_micros()
+        conn.execute("UPDATE webhooks SET deleted_at = ? WHERE id = ?", (stamp, webhook_id))
+        conn.execute("UPDATE webhook_deliveries SET status = 'canceled', next_attempt_at = NULL"
+                     " WHERE webhook_id = ? AND status = 'pending'", (webhook_id,))
+        audit(conn, request, "webhook.delete", "webhook", webhook_id, before=view(row))
+    return {"id": webhook_id, "deleted": True}
+
+
+def delivery_view(row, attempts):
+    return {"id": row[0], "webhook_id": row[1], "event_id": row[2], "event_type": row[3], "status": row[4],
+            "attempts": row[5], "next_attempt_at": times.format_micros(row[6]) if row[4] == "pending" else None,
+            "last_status_code": row[7], "last_error": row[8], "created_at": times.format_micros(row[9]),
+            "delivered_at": times.format_micros(row[10]), "payload": jsonutil.decode(row[11]),
+            "attempt_log": [{"at": times.format_micros(a[0]), "status_code": a[1], "response": a[2],
+                             "error": a[3], "duration_ms": a[4]} for a in attempts]}
+
+
+def deliveries(request, webhook_id):
+    webhook_id = path_int(webhook_id, "Webhook")
+    limit = page_limit(request)
+    cursor = decode_cursor(request)
+    with request.app.db.reader() as conn:
+        if conn.execute("SELECT 1 FROM webhooks WHERE id = ?", (webhook_id,)).fetchone() is None:
+            raise NotFound(f"Webhook {webhook_id} not found.")
+        rows = conn.execute(f"SELECT {DELIVERY_COLUMNS} FROM webhook_deliveries WHERE webhook_id = ? AND id < ?"
+                            " ORDER BY id DESC LIMIT ?", (webhook_id, cursor[0] if cursor else 2 ** 62,
+                                                          limit + 1)).fetchall()
+        attempts = {}
+        for row in rows[:limit]:
+            attempts[row[0]] = conn.execute(
+                "SELECT attempted_at, status_code, response, error, duration_ms FROM webhook_attempts"
+                " WHERE delivery_id = ? ORDER BY id", (row[0],)).fetchall()
+    return page(rows, limit, lambda r: delivery_view(r, attempts.get(r[0], [])), lambda r: [r[0]])

@@ -1,0 +1,1 @@
+"""Documents rendered from billing data (pure: data in, bytes out)."""

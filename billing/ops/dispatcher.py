@@ -1,0 +1,175 @@
+"""The outbound queue: webhook deliveries and invoice e-mails, both stored in
+SQLite by the transaction that caused them, so they survive a restart.
+
+A round claims the due rows (pushing their next attempt a lease ahead, so a
+second round running at the same time skips them and a crash mid-send retries
+them later), sends them without holding the writer, then records the outcome:
+done, or the next attempt after an exponential backoff from one minute, or
+given up after ten attempts.
+"""
+
+import os
+import threading
+import time
+import urllib.error
+import urllib.request
+
+from .. import clock
+from ..api import webhooks
+from ..api.common import now_micros
+from ..domain import times
+from ..exports.pdf import invoice_pdf
+from . import mailer
+
+LEASE_SECONDS = 300
+BATCH = 50
+TIMEOUT_SECONDS = 10
+RESPONSE_EXCERPT = 500
+IDLE_SECONDS = 1.0
+
+
+def _claim(conn, table, now, extra_columns):
+    rows = conn.execute(f"SELECT id{extra_columns} FROM {table} WHERE status = 'pending' AND next_attempt_at <= ?"
+                        " ORDER BY next_attempt_at, id LIMIT ?", (now, BATCH)).fetchall()
+    if rows:
+        conn.executemany(f"UPDATE {table} SET next_attempt_at = ? WHERE id = ?",
+                         [(now + LEASE_SECONDS * 1_000_000, r[0]) for r in rows])
+    return rows
+
+
+def _failed_state(attempts, now):
+    """(status, next_attempt_at) after `attempts` failed attempts."""
+    if attempts >= webhooks.MAX_ATTEMPTS:
+        return "failed", None
+    return "pending", now + webhooks.retry_delay(attempts) * 1_000_000
+
+
+class Dispatcher:
+    def __init__(self, app):
+        self.app = app
+        self._wake = threading.Event()
+        self._stop = threading.Event()
+        self._round = threading.Lock()
+        self._thread = None
+
+    # -- the background thread ----------------------------------------------
+    def start(self):
+        self._thread = threading.Thread(target=self._loop, name="dispatcher", daemon=True)
+        self._thread.start()
+
+    def stop(self):
+        self._stop.set()
+        self._wake.set()
+        if self._thread is not None:
+            self._thread.join(timeout=TIMEOUT_SECONDS + 5)
+
+    def wake(self):
+        self._wake.set()
+
+    def _loop(self):
+        while not self._stop.is_set():
+            self._wake.clear()
+            try:
+                self.run_once()
+            except Exception as exc:  # the queue stays; the next round tries again
+                self.app.log_exception("dispatcher", exc)
+            self._wake.wait(IDLE_SECONDS)
+
+    # -- one round ----------------------------------------------------------
+    def run_once(self):
+        """Send every due webhook delivery and e-mail; returns counts."""
+        with self._round:
+            return {"webhooks": self._webhooks(), "emails": self._emails()}
+
+    def _webhooks(self):
+        counts = {"delivered": 0, "failed": 0}
+        with self.app.db.transaction() as conn:
+            due = _claim(conn, "webhook_deliveries", now_micros(), ", webhook_id, payload, attempts")
+            secrets = {r[0]: (r[1], r[2]) for r in conn.execute("SELECT id, url, secret FROM webhooks")}
+        for delivery_id, webhook_id, payload, attempts in due:
+            url, secret = secrets[webhook_id]
+            code, response, error, duration = self._post(url, secret, payload.encode("utf-8"))
+            ok = code is not None and 200 <= code < 300
+            counts["delivered" if ok else "failed"] += 1
+            now = now_micros()
+            with self.app.db.transaction() as conn:
+                conn.execute("INSERT INTO webhook_attempts (delivery_id, attempted_at, status_code, response, error,"
+                             " duration_ms) VALUES (?, ?, ?, ?, ?, ?)",
+                             (delivery_id, now, code, response, error, duration))
+                if ok:
+                    conn.execute("UPDATE webhook_deliveries SET status = 'delivered', attempts = ?, delivered_at = ?,"
+                                 " next_attempt_at = NULL, last_status_code = ?, last_error = NULL WHERE id = ?",
+                                 (attempts + 1, now, code, delivery_id))
+                else:
+                    status, next_at = _failed_state(attempts + 1, now)
+                    conn.execute("UPDATE webhook_deliveries SET status = ?, attempts = ?, next_attempt_at = ?,"
+                                 " last_status_code = ?, last_error = ? WHERE id = ?",
+                                 (status, attempts + 1, next_at, code, error or f"HTTP {code}", delivery_id))
+        return counts
+
+    @staticmethod
+    def _post(url, secret, body):
+        """(status code or None, response excerpt, error, duration in ms) of one POST."""
+        stamp = int(clock.now().timestamp())
+        request = urllib.request.Request(url, data=body, method="POST", headers={
+            "Content-Type": "application/json", "User-Agent": "Meterline-Webhooks/1",
+            "Meterline-Signature": webhooks.signature(secret, stamp, body)})
+        started = time.monotonic()
+        code, text, error = None, None, None
+        try:
+            with urllib.request.urlopen(request, timeout=TIMEOUT_SECONDS) as response:
+                code, text = response.status, response.read(RESPONSE_EXCERPT)
+        except urllib.error.HTTPError as exc:
+            code, text = exc.code, exc.read(RESPONSE_EXCERPT)
+            exc.close()
+        except (OSError, ValueError) as exc:  # refused, timed out, unreachable, bad URL
+            error = f"{type(exc).__name__}: {exc}"[:RESPONSE_EXCERPT]
+        duration = int((time.monotonic() - started) * 1000)
+        if isinstance(text, bytes):
+            text = text.decode("utf-8", "replace")
+        return code, text, error, duration
+
+    def _emails(self):
+        from ..api import invoices as invoices_api
+        counts = {"sent": 0, "failed": 0}
+        with self.app.db.transaction() as conn:
+            due = _claim(conn, "emails", now_micros(), ", invoice_id, attempts")
+        config = self.app.config
+        outbox = os.path.join(config.data_dir, "outbox")
+        for email_id, invoice_id, attempts in due:
+            with self.app.db.reader() as conn:
+                invoice = invoices_api.load_view(conn, invoice_id)
+                customer = customer_view(conn, invoice["customer_id"])
+            try:
+                message = mailer.invoice_message(invoice, customer, invoice_pdf(invoice, customer),
+                                                 mailer.sender_address(config.smtp))
+                where = mailer.deliver(message, config.smtp, outbox)
+                error = None
+            except Exception as exc:  # SMTP down, disk full: try again later
+                where, error = None, f"{type(exc).__name__}: {exc}"[:RESPONSE_EXCERPT]
+            now = now_micros()
+            with self.app.db.transaction() as conn:
+                if error is None:
+                    counts["sent"] += 1
+                    conn.execute("UPDATE emails SET status = 'sent', attempts = ?, sent_at = ?, delivered_to = ?,"
+                                 " next_attempt_at = NULL, last_error = NULL WHERE id = ?",
+                                 (attempts + 1, now, where, email_id))
+                else:
+                    counts["failed"] += 1
+                    status, next_at = _failed_state(attempts + 1, now)
+                    conn.execute("UPDATE emails SET status = ?, attempts = ?, next_attempt_at = ?, last_error = ?"
+                                 " WHERE id = ?", (status, attempts + 1, next_at, error, email_id))
+        return counts
+
+
+def customer_view(conn, customer_id):
+    row = conn.execute("SELECT id, name, email, billing_email, billing_address, timezone FROM customers"
+                       " WHERE id = ?", (customer_id,)).fetchone()
+    return {"id": row[0], "name": row[1], "email": row[2], "billing_email": row[3], "billing_address": row[4],
+            "timezone": row[5]}
+
+
+def next_due(app):
+    """The instant of the next queued attempt, or None (for the dashboard)."""
+    row = app.db.query_one("SELECT min(next_attempt_at) FROM webhook_deliveries WHERE status = 'pending'")
+    return times.format_micros(row[0]) if row and row[0] else None

@@ -1,0 +1,106 @@
+"""E-mail for issued invoices: build the message (text body + PDF attachment)
+and deliver it by SMTP, or, with no SMTP_HOST configured, drop it as an .eml
+file in an outbox folder (written atomically, so readers never see half a file)."""
+
+import os
+import re
+import secrets
+import smtplib
+import tempfile
+from datetime import date, timedelta
+from email.message import EmailMessage
+from email.utils import format_datetime, make_msgid
+
+from .. import clock
+
+DEFAULT_SENDER = "billing@meterline.local"
+
+
+def sender_address(smtp):
+    return smtp.get("SMTP_FROM") or DEFAULT_SENDER
+
+
+def _period(local_period):
+    start, end = (local_period or {}).get("start"), (local_period or {}).get("end")
+    if not start or not end:
+        return None
+    last = date.fromisoformat(end) - timedelta(days=1)  # the period end is exclusive
+    return f"{start} to {last.isoformat()}"
+
+
+def _body(invoice, customer, due):
+    currency = invoice["currency"]
+    lines = invoice.get("lines") or []
+    width = max([len(line["description"]) for line in lines] + [len("Amount due")])
+    rows = [f"Hello {customer['name']},", "",
+            f"Your invoice {invoice['number']} is ready; the PDF is attached.", ""]
+    period = _period(invoice.get("local_period"))
+    if period:
+        rows += [f"Period: {period}", ""]
+    rows += [f"  {line['description']:<{width}}  {line['amount']:>12} {currency}" for line in lines]
+    rows += ["", f"  {'Total':<{width}}  {invoice['total']:>12} {currency}",
+             f"  {'Amount due':<{width}}  {invoice['amount_due']:>12} {currency}"]
+    if due:
+        rows += ["", f"Due date: {due}"]
+    rows += ["", "Thank you,", "Meterline billing", ""]
+    return "\n".join(rows)
+
+
+def invoice_message(invoice, customer, pdf, sender):
+    """An EmailMessage carrying the invoice summary as text and the PDF attached."""
+    due = invoice["due_at"][:10] if invoice.get("due_at") else None  # date part of the UTC instant
+    subject = f"Invoice {invoice['number']} from Meterline — {invoice['amount_due']} {invoice['currency']}"
+    message = EmailMessage()
+    message["From"] = sender
+    message["To"] = customer.get("billing_email") or customer["email"]
+    message["Subject"] = subject + (f" due {due}" if due else "")
+    message["Date"] = format_datetime(clock.now())
+    message["Message-ID"] = make_msgid(domain="meterline.local")
+    message["X-Meterline-Invoice"] = invoice["number"]  # names the outbox file
+    # quoted-printable keeps the wire 7-bit even for non-ASCII names (no 8BITMIME needed)
+    message.set_content(_body(invoice, customer, due), cte="quoted-printable")
+    message.add_attachment(pdf, maintype="application", subtype="pdf", filename=f"{invoice['number']}.pdf")
+    return message
+
+
+def _send_smtp(message, smtp):
+    port = int(smtp.get("SMTP_PORT") or 25)
+    with smtplib.SMTP(smtp["SMTP_HOST"], port, timeout=10) as server:
+        server.ehlo()
+        if server.has_extn("starttls"):
+            server.starttls()
+            server.ehlo()
+        if smtp.get("SMTP_USER"):
+            server.login(smtp["SMTP_USER"], smtp.get("SMTP_PASSWORD") or "")
+        server.send_message(message)
+        # leaving the block sends QUIT and closes the socket, on errors too
+
+
+def _write_outbox(message, outbox_dir):
+    os.makedirs(outbox_dir, exist_ok=True)
+    stamp = clock.now().strftime("%Y%m%dT%H%M%SZ")
+    number = re.sub(r"[^A-Za-z0-9._-]", "_", message.get("X-Meterline-Invoice") or "message")
+    path = os.path.join(outbox_dir, f"{stamp}-{number}-{secrets.token_hex(4)}.eml")
+    fd, temp = tempfile.mkstemp(prefix=".outgoing-", suffix=".tmp", dir=outbox_dir)
+    try:
+        with os.fdopen(fd, "wb") as handle:
+            handle.write(message.as_bytes())
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(temp, path)
+    except BaseException:
+        try:
+            os.unlink(temp)
+        except OSError:
+            pass
+        raise
+    return path
+
+
+def deliver(message, smtp, outbox_dir):
+    """Send by SMTP when SMTP_HOST is set (returns "smtp"; errors propagate so
+    the caller can retry), else write an .eml into outbox_dir (returns its path)."""
+    if smtp.get("SMTP_HOST"):
+        _send_smtp(message, smtp)
+        return "smtp"
+    return _write_outbox(message, outbox_dir)

@@ -1,0 +1,119 @@
+"""The scheduler (§10): a thread in the server process that, every
+BILLING_SCHEDULER_INTERVAL seconds, drafts the periods that ended, issues the
+drafts whose grace period has passed (to pending_approval when the customer
+requires approval), sends due webhooks and e-mails, and purges expired
+idempotency keys. Each run is recorded in the jobs table (`GET /v1/jobs`).
+
+Runs never overlap inside the process (a second one is recorded as skipped),
+and each step is safe against any other writer anyway: the invoice run is one
+transaction over a unique index, and each issue re-reads the invoice's status
+inside its own transaction.
+"""
+
+import threading
+from datetime import timedelta
+
+from .. import clock, jsonutil
+from ..api import invoices, lifecycle
+from ..api.common import decode_cursor, now_micros, page, page_limit
+from ..domain import times
+from ..errors import Conflict
+
+IDEMPOTENCY_HOURS = 24
+
+
+class Scheduler:
+    def __init__(self, app):
+        self.app = app
+        self._lock = threading.Lock()
+        self._stop = threading.Event()
+        self._thread = None
+
+    def start(self):
+        self._thread = threading.Thread(target=self._loop, name="scheduler", daemon=True)
+        self._thread.start()
+
+    def stop(self):
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(timeout=30)
+
+    def _loop(self):
+        while not self._stop.wait(self.app.config.scheduler_interval):
+            try:
+                self.run_once()
+            except Exception as exc:  # recorded in the job; the next run tries again
+                self.app.log_exception("scheduler", exc)
+
+    def run_once(self, trigger="interval"):
+        """One run; returns the job as JSON."""
+        db = self.app.db
+        started = now_micros()
+        if not self._lock.acquire(blocking=False):
+            return self._record(started, "skipped", {"trigger": trigger, "reason": "a run is in progress"})
+        try:
+            details = {"trigger": trigger}
+            outcome = "ok"
+            try:
+                with db.transaction() as conn:
+                    details["drafts_created"] = len(invoices.run_as_of(self.app, conn, clock.now()))
+                details.update(self.issue_due())
+                details.update(self.app.dispatcher.run_once())
+                with db.transaction() as conn:
+                    horizon = now_micros() - IDEMPOTENCY_HOURS * 3600 * 1_000_000
+                    details["idempotency_keys_purged"] = conn.execute(
+                        "DELETE FROM idempotency_keys WHERE created_at < ?", (horizon,)).rowcount
+            except Exception as exc:
+                outcome = "error"
+                details["error"] = f"{type(exc).__name__}: {exc}"
+                self.app.log_exception("scheduler", exc)
+            return self._record(started, outcome, details)
+        finally:
+            self._lock.release()
+
+    def issue_due(self):
+        """Issue every draft (not on hold) whose period ended a grace period ago.
+        Adjustment-only drafts wait a grace period from their creation."""
+        cutoff = times.to_micros(clock.now() - timedelta(hours=self.app.config.grace_period_hours))
+        due = [r[0] for r in self.app.db.query(
+            "SELECT id FROM invoices WHERE status = 'draft' AND hold = 0 AND period_end <= ?"
+            " AND (subscription_id IS NOT NULL OR created_at <= ?) ORDER BY period_end, id", (cutoff, cutoff))]
+        issued = pending = 0
+        for invoice_id in due:
+            try:
+                with self.app.db.transaction() as conn:
+                    view = lifecycle.finalize_row(self.app, conn, invoice_id, None, automatic=True)
+            except Conflict:
+                continue  # someone else moved it meanwhile
+            if view["status"] == "pending_approval":
+                pending += 1
+            else:
+                issued += 1
+        return {"issued": issued, "pending_approval": pending}
+
+    def _record(self, started, outcome, details):
+        with self.app.db.transaction() as conn:
+            cur = conn.execute("INSERT INTO jobs (name, started_at, finished_at, outcome, details)"
+                               " VALUES ('billing', ?, ?, ?, ?)", (started, now_micros(), outcome,
+                                                                   jsonutil.encode(details)))
+            return job_view(conn.execute("SELECT id, name, started_at, finished_at, outcome, details FROM jobs"
+                                         " WHERE id = ?", (cur.lastrowid,)).fetchone())
+
+
+def job_view(row):
+    return {"id": row[0], "name": row[1], "started_at": times.format_micros(row[2]),
+            "finished_at": times.format_micros(row[3]), "outcome": row[4], "details": jsonutil.decode(row[5])}
+
+
+def list_jobs(request):
+    limit = page_limit(request)
+    cursor = decode_cursor(request)
+    rows = request.app.db.query("SELECT id, name, started_at, finished_at, outcome, details FROM jobs"
+                                " WHERE id < ? ORDER BY id DESC LIMIT ?", (cursor[0] if cursor else 2 ** 62, limit + 1))
+    return page(rows, limit, job_view, lambda r: [r[0]])
+
+
+def run_now(request):
+    """Run the scheduler's work now (the dashboard's "Run now")."""
+    request.json()
+    return request.app.scheduler.run_once(trigger=f"manual by {request.actor.label}")
