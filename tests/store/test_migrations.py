@@ -87,3 +87,26 @@ def test_transaction_rolls_back_on_error(tmp_path):
             raise RuntimeError("boom")
     assert db.query("SELECT key FROM meters") == []
     db.close()
+
+
+def test_a_version_2_database_with_invoices_moves_to_the_lifecycle_schema(tmp_path):
+    """A database written before the invoice lifecycle keeps its rows: drafts
+    stay drafts (not on hold), numbering starts at 1, events are not late."""
+    path = str(tmp_path / "v2.db")
+    conn = connect(path, writer=True)
+    assert migrations.migrate(conn, migrations.MIGRATIONS[:2]) == [1, 2]
+    conn.execute("INSERT INTO customers (id, name, email, created_at, updated_at) VALUES (1, 'Old', 'o@x', 0, 0)")
+    conn.execute("INSERT INTO invoices (customer_id, status, currency, period_start, period_end, period_start_date,"
+                 " period_end_date, subtotal, discount, tax, total, credits_applied, amount_due, created_at,"
+                 " updated_at) VALUES (1, 'draft', 'USD', 0, 1, '2025-09-01', '2025-10-01', 5, 0, 0, 5, 0, 5, 0, 0)")
+    conn.execute("INSERT INTO invoice_lines (invoice_id, position, type, description, amount)"
+                 " VALUES (1, 0, 'usage', 'x', 5)")
+    conn.close()
+    db = Database(path)
+    try:
+        assert db.query("SELECT status, hold, void_reason FROM invoices") == [("draft", 0, None)]
+        assert db.query("SELECT adjusts_subscription_id FROM invoice_lines") == [(None,)]
+        assert db.query("SELECT value FROM counters WHERE name = 'invoice_number'") == [(0,)]
+    finally:
+        db.close()
+    assert _schema(path)[1] == len(migrations.MIGRATIONS) == 3
