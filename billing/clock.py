@@ -31,3 +31,21 @@ def advance(**delta):
         if _pinned is None:
             raise RuntimeError("advance() needs a pinned clock")
         _pinned = _pinned + timedelta(**delta)
+
+
+class at:
+    """`with clock.at(instant):` the clock reads `instant` inside the block and
+    what it read before afterwards (the demo replays past months this way)."""
+
+    def __init__(self, instant):
+        self.instant = instant
+        self.saved = None
+
+    def __enter__(self):
+        self.saved = _pinned
+        pin(self.instant)
+        return self.instant
+
+    def __exit__(self, *exc):
+        pin(self.saved)
+        return False

@@ -3,6 +3,7 @@
 import os
 import subprocess
 import sys
+from datetime import timedelta
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -29,7 +30,18 @@ def test_demo_flag_fills_an_empty_database(tmp_path):
         assert any(u["value"] for u in usage)
         assert "6 plans" in summary and len(running.admin.get("/v1/plans").json["data"]) == 6
         drafts = running.admin.get("/v1/invoices?status=draft").json["data"]
-        assert len(drafts) >= 12 and {i["currency"] for i in drafts} == {"USD", "EUR", "GBP", "INR", "JPY", "KWD"}
+        assert {i["currency"] for i in drafts} == {"USD", "EUR", "GBP", "INR", "JPY", "KWD"}  # the newest periods
+        statuses = {i["status"] for i in running.admin.get("/v1/invoices?limit=100").json["data"]}
+        assert statuses == {"draft", "issued", "paid", "void"}
+        overdue = running.admin.get("/v1/invoices?overdue=true").json["data"]
+        assert [(i["payment_status"], i["overdue"]) for i in overdue] == [("partially_paid", True)]
+        numbers = sorted(i["number"] for i in running.admin.get("/v1/invoices?limit=100").json["data"] if i["number"])
+        assert numbers == [f"INV-{n:06d}" for n in range(1, len(numbers) + 1)]  # no gaps
+        # two days on, the scheduler has issued the newest drafts (Stark's waits for its CSM's approval)
+        clock.pin(clock.now() + timedelta(days=2))
+        assert running.app.scheduler.run_once()["outcome"] == "ok"
+        after = {i["id"]: i["status"] for i in running.admin.get("/v1/invoices?limit=100").json["data"]}
+        assert sorted(after[d["id"]] for d in drafts) == ["issued"] * 5 + ["pending_approval"]
         assert "nothing added" in demo.fill(running.app)  # never twice
     finally:
         running.stop()

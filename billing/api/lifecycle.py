@@ -208,31 +208,38 @@ def pay(request, invoice_id):
         if amount is not None and amount <= 0:
             problems.add("amount", "must be more than zero")
         problems.raise_if_any()
-        if row[4] != "issued":
-            raise _conflict(invoice_id, row[4], "paid (only an issued invoice takes payments)")
-        open_amount = row[14] - row[15]
-        if amount > open_amount:
-            raise Conflict(f"The payment of {money.format_minor(amount, row[6])} {row[6]} is more than the "
-                           f"{money.format_minor(open_amount, row[6])} {row[6]} still due on invoice {invoice_id}.")
-        stamp = now_micros()
-        cur = conn.execute("INSERT INTO payments (invoice_id, amount, currency, method, reference, created_by,"
-                           " created_at) VALUES (?, ?, ?, ?, ?, ?, ?)",
-                           (invoice_id, amount, row[6], values["method"], values["reference"], request.actor.label,
-                            stamp))
-        paid = row[15] + amount
-        payment_status = "paid" if paid == row[14] else "partially_paid"
-        status = "paid" if payment_status == "paid" else "issued"
-        conn.execute("UPDATE invoices SET amount_paid = ?, payment_status = ?, status = ?, updated_at = ?"
-                     " WHERE id = ?", (paid, payment_status, status, stamp, invoice_id))
-        note = f"{money.format_minor(amount, row[6])} {row[6]}" + (f" by {values['method']}" if values["method"] else "")
-        record(conn, invoice_id, "payment", row[4], status, request.actor, note)
-        view = invoices_api.load_view(conn, invoice_id)
-        if status == "paid":
-            webhooks.enqueue(conn, "invoice.paid", {"invoice": view})
-        payment = payment_view(conn.execute(f"SELECT {PAYMENT_COLUMNS} FROM payments WHERE id = ?",
-                                            (cur.lastrowid,)).fetchone())
+        payment, view = record_payment(conn, invoice_id, amount, values["method"], values["reference"],
+                                       request.actor)
     app.notify()
     return created({"payment": payment, "invoice": view})
+
+
+def record_payment(conn, invoice_id, amount, method, reference, actor):
+    """Take a payment (minor units) on an issued invoice; returns (payment, invoice) as JSON."""
+    row = invoices_api.load_row(conn, invoice_id)
+    if row[4] != "issued":
+        raise _conflict(invoice_id, row[4], "paid (only an issued invoice takes payments)")
+    open_amount = row[14] - row[15]
+    if amount > open_amount:
+        raise Conflict(f"The payment of {money.format_minor(amount, row[6])} {row[6]} is more than the "
+                       f"{money.format_minor(open_amount, row[6])} {row[6]} still due on invoice {invoice_id}.")
+    stamp = now_micros()
+    cur = conn.execute("INSERT INTO payments (invoice_id, amount, currency, method, reference, created_by,"
+                       " created_at) VALUES (?, ?, ?, ?, ?, ?, ?)",
+                       (invoice_id, amount, row[6], method, reference, actor_label(actor), stamp))
+    paid = row[15] + amount
+    payment_status = "paid" if paid == row[14] else "partially_paid"
+    status = "paid" if payment_status == "paid" else "issued"
+    conn.execute("UPDATE invoices SET amount_paid = ?, payment_status = ?, status = ?, updated_at = ?"
+                 " WHERE id = ?", (paid, payment_status, status, stamp, invoice_id))
+    note = f"{money.format_minor(amount, row[6])} {row[6]}" + (f" by {method}" if method else "")
+    record(conn, invoice_id, "payment", row[4], status, actor, note)
+    view = invoices_api.load_view(conn, invoice_id)
+    if status == "paid":
+        webhooks.enqueue(conn, "invoice.paid", {"invoice": view})
+    payment = payment_view(conn.execute(f"SELECT {PAYMENT_COLUMNS} FROM payments WHERE id = ?",
+                                        (cur.lastrowid,)).fetchone())
+    return payment, view
 
 
 def list_payments(request, invoice_id):
@@ -251,24 +258,30 @@ def void(request, invoice_id):
     invoice_id = path_int(invoice_id, "Invoice")
     app = request.app
     with app.db.transaction() as conn:
-        row = _locked(conn, request, invoice_id)
-        if row[4] not in ("draft", "pending_approval", "issued") or row[15] > 0:
-            what = "voided once paid (correct it with a credit)" if row[15] > 0 or row[4] == "paid" else "voided"
-            raise _conflict(invoice_id, row[4], what)
-        stamp = now_micros()
-        given = conn.execute("SELECT coalesce(sum(amount), 0) FROM credit_entries WHERE invoice_id = ?",
-                             (invoice_id,)).fetchone()[0]
-        if given:  # credits it used come back; credit it left (negative total) is taken back
-            conn.execute("INSERT INTO credit_entries (customer_id, amount, currency, reason, invoice_id, created_by,"
-                         " created_at) VALUES (?, ?, ?, ?, ?, ?, ?)",
-                         (row[2], -given, row[6], f"Invoice {row[1] or invoice_id} voided", invoice_id,
-                          request.actor.label, stamp))
-        conn.execute("UPDATE invoices SET status = 'void', void_reason = ?, voided_at = ?, hold = 0, updated_at = ?"
-                     " WHERE id = ?", (values["reason"], stamp, stamp, invoice_id))
-        record(conn, invoice_id, "void", row[4], "void", request.actor, values["reason"])
-        view = invoices_api.load_view(conn, invoice_id)
-        webhooks.enqueue(conn, "invoice.voided", {"invoice": view})
+        _locked(conn, request, invoice_id)
+        view = void_row(conn, invoice_id, values["reason"], request.actor)
     app.notify()
+    return view
+
+
+def void_row(conn, invoice_id, reason, actor):
+    row = invoices_api.load_row(conn, invoice_id)
+    if row[4] not in ("draft", "pending_approval", "issued") or row[15] > 0:
+        what = "voided once paid (correct it with a credit)" if row[15] > 0 or row[4] == "paid" else "voided"
+        raise _conflict(invoice_id, row[4], what)
+    stamp = now_micros()
+    given = conn.execute("SELECT coalesce(sum(amount), 0) FROM credit_entries WHERE invoice_id = ?",
+                         (invoice_id,)).fetchone()[0]
+    if given:  # credits it used come back; credit it left (negative total) is taken back
+        conn.execute("INSERT INTO credit_entries (customer_id, amount, currency, reason, invoice_id, created_by,"
+                     " created_at) VALUES (?, ?, ?, ?, ?, ?, ?)",
+                     (row[2], -given, row[6], f"Invoice {row[1] or invoice_id} voided", invoice_id,
+                      actor_label(actor), stamp))
+    conn.execute("UPDATE invoices SET status = 'void', void_reason = ?, voided_at = ?, hold = 0, updated_at = ?"
+                 " WHERE id = ?", (reason, stamp, stamp, invoice_id))
+    record(conn, invoice_id, "void", row[4], "void", actor, reason)
+    view = invoices_api.load_view(conn, invoice_id)
+    webhooks.enqueue(conn, "invoice.voided", {"invoice": view})
     return view
 
 
@@ -278,32 +291,36 @@ def reissue(request, invoice_id):
     invoice_id = path_int(invoice_id, "Invoice")
     app = request.app
     with app.db.transaction() as conn:
-        row = _locked(conn, request, invoice_id)
-        if row[4] != "void":
-            raise _conflict(invoice_id, row[4], "reissued (only a void invoice can be)")
-        newer = conn.execute("SELECT id, status FROM invoices WHERE customer_id = ? AND period_start_date = ?"
-                             " AND coalesce(subscription_id, 0) = coalesce(?, 0) AND revision > ? AND status != 'void'",
-                             (row[2], row[19], row[3], row[24])).fetchone()
-        if newer is not None:
-            raise Conflict(f"Invoice {newer[0]} ({newer[1]}) already replaces invoice {invoice_id}.")
-        revision = conn.execute("SELECT max(revision) FROM invoices WHERE customer_id = ? AND period_start_date = ?"
-                                " AND coalesce(subscription_id, 0) = coalesce(?, 0)",
-                                (row[2], row[19], row[3])).fetchone()[0] + 1
-        stamp = now_micros()
-        cur = conn.execute(
-            "INSERT INTO invoices (customer_id, subscription_id, status, currency, period_start, period_end,"
-            " period_start_date, period_end_date, subtotal, discount, tax, total, credits_applied, amount_due,"
-            " created_at, updated_at, revision) VALUES (?, ?, 'draft', ?, ?, ?, ?, ?, 0, 0, 0, 0, 0, 0, ?, ?, ?)",
-            (row[2], row[3], row[6], row[7], row[8], row[19], row[20], stamp, stamp, revision))
-        new_id = cur.lastrowid
-        invoices_api.refresh_draft(app, conn, new_id)
-        record(conn, new_id, "reissue", None, "draft", request.actor,
-               values["comment"] or f"replaces invoice {row[1] or invoice_id}")
-        record(conn, invoice_id, "reissued", "void", "void", request.actor, f"replaced by invoice {new_id}")
-        view = invoices_api.load_view(conn, new_id)
-        webhooks.enqueue(conn, "invoice.created", {"invoice": view})
+        _locked(conn, request, invoice_id)
+        view = reissue_row(app, conn, invoice_id, request.actor, values["comment"])
     app.notify()
     return created(view)
+
+
+def reissue_row(app, conn, invoice_id, actor, comment=None):
+    row = invoices_api.load_row(conn, invoice_id)
+    if row[4] != "void":
+        raise _conflict(invoice_id, row[4], "reissued (only a void invoice can be)")
+    same_period = ("customer_id = ? AND period_start_date = ? AND coalesce(subscription_id, 0) = coalesce(?, 0)")
+    newer = conn.execute(f"SELECT id, status FROM invoices WHERE {same_period} AND revision > ? AND status != 'void'",
+                         (row[2], row[19], row[3], row[24])).fetchone()
+    if newer is not None:
+        raise Conflict(f"Invoice {newer[0]} ({newer[1].replace('_', ' ')}) already replaces invoice {invoice_id}.")
+    revision = conn.execute(f"SELECT max(revision) FROM invoices WHERE {same_period}",
+                            (row[2], row[19], row[3])).fetchone()[0] + 1
+    stamp = now_micros()
+    cur = conn.execute(
+        "INSERT INTO invoices (customer_id, subscription_id, status, currency, period_start, period_end,"
+        " period_start_date, period_end_date, subtotal, discount, tax, total, credits_applied, amount_due,"
+        " created_at, updated_at, revision) VALUES (?, ?, 'draft', ?, ?, ?, ?, ?, 0, 0, 0, 0, 0, 0, ?, ?, ?)",
+        (row[2], row[3], row[6], row[7], row[8], row[19], row[20], stamp, stamp, revision))
+    new_id = cur.lastrowid
+    invoices_api.refresh_draft(app, conn, new_id)
+    record(conn, new_id, "reissue", None, "draft", actor, comment or f"replaces invoice {row[1] or invoice_id}")
+    record(conn, invoice_id, "reissued", "void", "void", actor, f"replaced by invoice {new_id}")
+    view = invoices_api.load_view(conn, new_id)
+    webhooks.enqueue(conn, "invoice.created", {"invoice": view})
+    return view
 
 
 # -- history --------------------------------------------------------------------

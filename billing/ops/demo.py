@@ -8,9 +8,9 @@ from decimal import Decimal
 from datetime import timedelta
 
 from .. import clock, jsonutil
-from ..api import auth, invoices
+from ..api import auth, invoices, lifecycle
 from ..api.events import Ingest, store_new
-from ..domain import plans, times
+from ..domain import money, plans, times
 from ..errors import FieldErrors
 
 METERS = [
@@ -150,6 +150,58 @@ def fill(app, seed=7):
         stored = len(store_new(conn, rows))
     app.stats.events_ingested(stored)
     drafted = _billing(app, now_us)
+    states = _history(app)
+    summary = ", ".join(f"{n} {status.replace('_', ' ')}" for status, n in sorted(states.items()))
     return (f"Demo: {len(CUSTOMERS)} customers, {len(METERS)} meters, {stored} events over {DAYS} days, "
-            f"{len(PLAN_PRICES)} plans, {drafted} draft invoices; "
-            "users finance@localhost / finance-demo-1 and viewer@localhost / viewer-demo-1.")
+            f"{len(PLAN_PRICES)} plans, {drafted} invoices ({summary}); users finance@localhost / "
+            "finance-demo-1, success@localhost / success-demo-1, viewer@localhost / viewer-demo-1.")
+
+
+def _history(app):
+    """Replay the invoices' past: each issued the day after its period (Stark
+    needs approval, from its CSM), most paid ten days later, Initech's last one
+    half paid and overdue, one of Umbrella's voided and reissued. The newest
+    drafts are left for the scheduler to issue once their grace has passed."""
+    now = clock.now()
+    with app.db.transaction() as conn:
+        stamp = times.to_micros(now)
+        cur = conn.execute("INSERT INTO users (email, name, role, password_hash, created_at, updated_at)"
+                           " VALUES ('success@localhost', 'Sam Success', 'customer_success', ?, ?, ?)",
+                           (auth.hash_password("success-demo-1"), stamp, stamp))
+        success = auth.Actor("user", cur.lastrowid, "customer_success", name="Sam Success", user_id=cur.lastrowid)
+        finance_id = conn.execute("SELECT id FROM users WHERE email = 'finance@localhost'").fetchone()[0]
+        finance = auth.Actor("user", finance_id, "finance", name="Fiona Finance", user_id=finance_id)
+        conn.execute("UPDATE customers SET requires_approval = 1, csm_user_id = ? WHERE external_id = 'stark'",
+                     (success.id,))
+        conn.execute("UPDATE customers SET net_terms_days = 14 WHERE external_id = 'initech'")
+        rows = conn.execute("SELECT i.id, i.period_end, c.external_id FROM invoices i JOIN customers c"
+                            " ON c.id = i.customer_id ORDER BY i.period_end, i.id").fetchall()
+        by_customer = {}
+        for invoice_id, _, who in rows:
+            by_customer.setdefault(who, []).append(invoice_id)
+        for invoice_id, period_end, who in rows:
+            mine = by_customer[who]
+            issue_at = times.from_micros(period_end) + timedelta(days=1)
+            if invoice_id == mine[-1] or issue_at > now:
+                continue  # the scheduler issues these
+            with clock.at(issue_at):
+                view = lifecycle.finalize_row(app, conn, invoice_id, finance)
+                if view["status"] == "pending_approval":
+                    view = lifecycle.issue(app, conn, invoice_id, success, "approve", "Usage checked with the customer")
+            if who == "umbrella" and invoice_id == mine[0]:
+                with clock.at(issue_at + timedelta(hours=3)):
+                    lifecycle.void_row(conn, invoice_id, "Sent to the wrong department", finance)
+                    new = lifecycle.reissue_row(app, conn, invoice_id, finance)
+                    view = lifecycle.finalize_row(app, conn, new["id"], finance)
+                    invoice_id = new["id"]
+            due = money.parse_amount(view["amount_due"], view["currency"])
+            if view["status"] != "issued" or not due:
+                continue
+            paid_at = issue_at + timedelta(days=10)
+            if paid_at > now:
+                continue
+            amount = due // 2 if who == "initech" and invoice_id == mine[-2] else due  # half paid, then overdue
+            with clock.at(paid_at):
+                lifecycle.record_payment(conn, invoice_id, amount, "bank transfer", f"DEMO-{invoice_id:05d}", finance)
+        return dict(conn.execute("SELECT status, count(*) FROM invoices GROUP BY status").fetchall())
+
