@@ -6,14 +6,19 @@ over HTTP with urllib only, printing what happens. Exits non-zero if any step
 does not go as expected.
 """
 
+import hashlib
+import hmac
+import http.server
 import json
 import os
 import random
+import shutil
 import signal
 import socket
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 import urllib.error
 import urllib.request
@@ -29,8 +34,14 @@ class StoryError(AssertionError):
 
 class Api:
     def __init__(self, port, token):
+        self.port = port
         self.base = f"http://127.0.0.1:{port}"
         self.token = token
+
+    def raw(self, path):
+        request = urllib.request.Request(self.base + path, headers={"Authorization": f"Bearer {self.token}"})
+        with urllib.request.urlopen(request, timeout=30) as response:
+            return response.read()
 
     def call(self, method, path, body=None, expect=(200, 201)):
         data = json.dumps(body).encode() if body is not None else None
@@ -249,10 +260,149 @@ def billing_story(api, customers, september_calls, september_usage):
     print(f"   Acme's current period {upcoming['period_start']} .. {upcoming['period_end']}: "
           f"{upcoming['total']} {upcoming['currency']} so far")
     check(upcoming["status"] == "estimate" and upcoming["id"] is None, "the upcoming invoice is an estimate")
+    lifecycle_story(api, invoices, acme, globex, umbrella)
+
+
+class Receiver:
+    """A webhook endpoint on 127.0.0.1 that records what it is sent."""
+
+    def __init__(self):
+        received = self.received = []
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            def do_POST(self):
+                body = self.rfile.read(int(self.headers["Content-Length"]))
+                received.append((self.headers["Meterline-Signature"], body))
+                self.send_response(204)
+                self.end_headers()
+
+            def log_message(self, *args):
+                pass
+
+        self.httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.httpd.server_address[1]}/hooks"
+        threading.Thread(target=self.httpd.serve_forever, daemon=True).start()
+
+    def wait_for(self, count, seconds=15):
+        deadline = time.monotonic() + seconds
+        while len(self.received) < count and time.monotonic() < deadline:
+            time.sleep(0.05)
+        return self.received
+
+
+def signed_correctly(secret, header, body):
+    parts = dict(item.split("=", 1) for item in header.split(","))
+    expected = hmac.new(secret.encode(), f"{parts['t']}.".encode() + body, hashlib.sha256).hexdigest()
+    return hmac.compare_digest(expected, parts["v1"])
+
+
+def lifecycle_story(api, invoices, acme, globex, umbrella):
+    step("Webhooks: an endpoint for every invoice event")
+    receiver = Receiver()
+    hook = api.call("POST", "/v1/webhooks", {"url": receiver.url, "events": ["*"]}, expect=201)
+    print(f"   webhook {hook['id']} → {hook['url']} (secret shown once: {hook['secret'][:12]}…)")
+
+    step("Issuing: finance issues, Globex needs approval from customer success")
+    finance = Api(api.port, api.call("POST", "/v1/api-keys", {"name": "finance desk", "role": "finance"})["key"])
+    success = Api(api.port, api.call("POST", "/v1/api-keys", {"name": "CS team", "role": "customer_success"})["key"])
+    api.call("PATCH", f"/v1/customers/{globex}", {"requires_approval": True})
+    issued = finance.call("POST", f"/v1/invoices/{invoices[acme]['id']}/finalize", {"comment": "September"})
+    check(issued["status"] == "issued" and issued["number"] == "INV-000001",
+          f"Acme's invoice is issued as {issued['number']}, due {issued['due_at']}")
+    pending = finance.call("POST", f"/v1/invoices/{invoices[globex]['id']}/finalize", {})
+    check(pending["status"] == "pending_approval" and pending["number"] is None, "Globex's waits for approval")
+    refused = finance.call("POST", f"/v1/invoices/{invoices[globex]['id']}/approve", {}, expect=403)
+    check(refused["error"]["code"] == "forbidden", "finance cannot approve (403)")
+    approved = success.call("POST", f"/v1/invoices/{invoices[globex]['id']}/approve", {"comment": "checked with Globex"})
+    check(approved["number"] == "INV-000002", "customer success approves: issued as INV-000002")
+    history = api.call("GET", f"/v1/invoices/{approved['id']}/actions")["data"]
+    table(["when", "who", "role", "action", "from → to", "comment"],
+          [(a["at"], a["actor_name"] or a["actor"], a["role"], a["action"], f"{a['from_status']} → {a['to_status']}",
+            a["comment"] or "") for a in history])
+    twice = finance.call("POST", f"/v1/invoices/{approved['id']}/finalize", {}, expect=409)
+    print(f"   finalizing again: 409 {twice['error']['message']}")
+
+    step("Payments: part now, the rest later")
+    due = Decimal(issued["amount_due"])
+    part = money_text(due / 2)
+    first = finance.call("POST", f"/v1/invoices/{issued['id']}/payments",
+                         {"amount": part, "method": "card", "reference": "ch_001"}, expect=201)
+    check(first["invoice"]["payment_status"] == "partially_paid", f"{part} paid: partially paid")
+    over = finance.call("POST", f"/v1/invoices/{issued['id']}/payments", {"amount": str(due)}, expect=409)
+    print(f"   paying too much: 409 {over['error']['message']}")
+    rest = finance.call("POST", f"/v1/invoices/{issued['id']}/payments",
+                        {"amount": money_text(due - Decimal(part)), "method": "wire"}, expect=201)
+    check(rest["invoice"]["status"] == "paid", "the rest paid: the invoice is paid")
+
+    step("A late event for Acme's issued September")
+    api.call("POST", "/v1/events", {"id": "late-arrival", "customer_id": acme, "meter": "api_calls",
+                                    "quantity": 5000, "timestamp": "2025-09-20T12:00:00Z"}, expect=201)
+    again = api.call("GET", f"/v1/invoices/{issued['id']}")
+    check(again["total"] == issued["total"], "the issued invoice does not change")
+    upcoming = api.call("GET", f"/v1/customers/{acme}/upcoming-invoice")
+    adjustment = [l for l in upcoming["lines"] if l["type"] == "adjustment"]
+    table(["type", "description", "quantity", "amount"],
+          [(l["type"], l["description"], l["quantity"], l["amount"]) for l in adjustment])
+    check(len(adjustment) == 1 and adjustment[0]["quantity"] == 5000,
+          "it is billed as an adjustment on Acme's next invoice, priced through the tiers")
+
+    step("Void and reissue")
+    voided = finance.call("POST", f"/v1/invoices/{invoices[umbrella]['id']}/void", {"reason": "wrong address"})
+    fresh = finance.call("POST", f"/v1/invoices/{voided['id']}/reissue", {}, expect=201)
+    check(voided["status"] == "void" and fresh["status"] == "draft" and fresh["total"] == voided["total"],
+          f"Umbrella's draft voided; invoice {fresh['id']} redrafts the same period")
+
+    step("Exports: PDF and CSV")
+    pdf = api.raw(f"/v1/invoices/{issued['id']}.pdf")
+    check(pdf.startswith(b"%PDF-") and b"%%EOF" in pdf[-16:], f"INV-000001.pdf: a {len(pdf):,}-byte PDF")
+    if shutil.which("pdftotext"):
+        text = subprocess.run(["pdftotext", "-layout", "-", "-"], input=pdf, capture_output=True).stdout.decode()
+        for row in [r for r in text.splitlines() if r.strip()][:12]:
+            print("   | " + row)
+        check("INV-000001" in text and "Acme Corp" in text, "pdftotext reads the number and the customer")
+    csv_text = api.raw("/v1/invoices.csv").decode()
+    for row in csv_text.splitlines()[:4]:
+        print("   " + row[:110])
+    check(csv_text.startswith("id,number,customer_id") and csv_text.count("\r\n") == 5,
+          "invoices.csv: a header and one row per invoice")
+
+    step("What went out: webhooks and e-mail")
+    received = receiver.wait_for(5)
+    types = [json.loads(body)["type"] for _, body in received]
+    table(["#", "event"], list(enumerate(types, 1)))
+    check({"invoice.issued", "invoice.paid", "invoice.voided", "invoice.created"} <= set(types),
+          "issued, paid, voided and created were delivered")
+    check(all(signed_correctly(hook["secret"], header, body) for header, body in received),
+          "every delivery carries a valid Meterline-Signature")
+    deadline = time.monotonic() + 15
+    while True:  # the receiver answers before the server records the answer
+        deliveries = api.call("GET", f"/v1/webhooks/{hook['id']}/deliveries")["data"]
+        if all(d["status"] == "delivered" for d in deliveries) or time.monotonic() > deadline:
+            break
+        time.sleep(0.05)
+    check(all(d["status"] == "delivered" for d in deliveries), f"{len(deliveries)} deliveries recorded as delivered")
+    outbox = os.path.join(DATA_DIR[0], "outbox")
+    deadline = time.monotonic() + 15
+    while time.monotonic() < deadline and len(os.listdir(outbox) if os.path.isdir(outbox) else []) < 2:
+        time.sleep(0.05)
+    mails = sorted(os.listdir(outbox))
+    for name in mails:
+        print(f"   outbox/{name}")
+    check(len(mails) == 2, "no SMTP_HOST: each issued invoice went to the outbox as an .eml with its PDF")
+
+    step("The scheduler catches up to today")
+    job = api.call("POST", "/v1/jobs/run", {})
+    print(f"   job {job['id']}: {job['outcome']} {json.dumps(job['details'])}")
+    check(job["outcome"] == "ok" and job["details"]["drafts_created"] > 0,
+          "it drafts every period since and issues those past their grace period")
+
+
+DATA_DIR = [None]  # the server's data folder (its outbox is there)
 
 
 def main():
     with tempfile.TemporaryDirectory() as folder:
+        DATA_DIR[0] = folder
         step("Start a server on a fresh database")
         proc, port = start_server(os.path.join(folder, "billing.db"))
         try:
