@@ -175,9 +175,10 @@ def run_as_of(app, conn, as_of, actor=None):
         start_at, end_at = times.local_midnight(times.parse_date(first), zone), \
             times.local_midnight(times.parse_date(end_date), zone)
         created.append(_insert(conn, customer_id, None, draft, start_at, end_at, first, end_date, stamp))
+    hooks = webhooks.subscribers(conn, "invoice.created")
     for invoice_id in created:
         lifecycle.record(conn, invoice_id, "create", None, "draft", actor)
-        webhooks.enqueue(conn, "invoice.created", {"invoice": load_view(conn, invoice_id)})
+        webhooks.enqueue(conn, "invoice.created", lambda: {"invoice": load_view(conn, invoice_id)}, hooks)
     return created
 
 

@@ -40,12 +40,20 @@ def retry_delay(attempts):
     return FIRST_RETRY_SECONDS * 2 ** (attempts - 1)
 
 
-def enqueue(conn, event_type, data):
-    """Queue one delivery of this event to every endpoint subscribed to it."""
-    hooks = [r[0] for r in conn.execute("SELECT id, events FROM webhooks WHERE deleted_at IS NULL")
-             if "*" in jsonutil.decode(r[1]) or event_type in jsonutil.decode(r[1])]
+def subscribers(conn, event_type):
+    """Ids of the endpoints that want this event type."""
+    return [r[0] for r in conn.execute("SELECT id, events FROM webhooks WHERE deleted_at IS NULL")
+            if "*" in jsonutil.decode(r[1]) or event_type in jsonutil.decode(r[1])]
+
+
+def enqueue(conn, event_type, data, hooks=None):
+    """Queue one delivery of this event to every endpoint subscribed to it.
+    `data` may be a function, called only when some endpoint wants the event."""
+    hooks = subscribers(conn, event_type) if hooks is None else hooks
     if not hooks:
         return None
+    if callable(data):
+        data = data()
     stamp = now_micros()
     event_id = "evt_" + secrets.token_hex(12)
     payload = jsonutil.encode({"id": event_id, "type": event_type, "created_at": times.format_micros(stamp),
