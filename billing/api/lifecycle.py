@@ -15,6 +15,7 @@ numbers have no gaps.
 
 from datetime import timedelta
 
+from .. import jsonutil
 from ..domain import money, times
 from ..errors import Conflict, FieldErrors, Forbidden
 from ..web.http import created
@@ -64,6 +65,20 @@ def _locked(conn, request, invoice_id):
     return row
 
 
+def customer_view(conn, customer_id):
+    """Who an invoice is addressed to, as shown on its PDF and e-mail."""
+    row = conn.execute("SELECT id, name, email, billing_email, billing_address, timezone FROM customers"
+                       " WHERE id = ?", (customer_id,)).fetchone()
+    return {"id": row[0], "name": row[1], "email": row[2], "billing_email": row[3], "billing_address": row[4],
+            "timezone": row[5]}
+
+
+def bill_to(conn, invoice_id, customer_id):
+    """The addressee kept at issue, or the customer as it is now (drafts)."""
+    row = conn.execute("SELECT bill_to FROM invoices WHERE id = ?", (invoice_id,)).fetchone()
+    return jsonutil.decode(row[0]) if row and row[0] else customer_view(conn, customer_id)
+
+
 def _customer(conn, customer_id):
     return conn.execute("SELECT requires_approval, net_terms_days, csm_user_id, billing_email, email"
                         " FROM customers WHERE id = ?", (customer_id,)).fetchone()
@@ -96,9 +111,11 @@ def issue(app, conn, invoice_id, actor, action="issue", comment=None):
                       issued_at))
     amount_due = max(0, total - credits)
     status, payment_status = ("paid", "paid") if amount_due == 0 else ("issued", "unpaid")
+    bill_to = jsonutil.encode(customer_view(conn, row[2]))
     conn.execute("UPDATE invoices SET number = ?, status = ?, payment_status = ?, credits_applied = ?,"
-                 " amount_due = ?, issued_at = ?, due_at = ?, hold = 0, updated_at = ? WHERE id = ?",
-                 (number, status, payment_status, credits, amount_due, issued_at, due_at, issued_at, invoice_id))
+                 " amount_due = ?, issued_at = ?, due_at = ?, hold = 0, bill_to = ?, updated_at = ? WHERE id = ?",
+                 (number, status, payment_status, credits, amount_due, issued_at, due_at, bill_to, issued_at,
+                  invoice_id))
     record(conn, invoice_id, action, from_status, "issued", actor, comment)
     app.lateness.invoiced(row[2], row[8])
     view = invoices_api.load_view(conn, invoice_id)

@@ -236,6 +236,8 @@ V3_LIFECYCLE = [
     "ALTER TABLE invoices ADD COLUMN hold INTEGER NOT NULL DEFAULT 0",
     "ALTER TABLE invoices ADD COLUMN void_reason TEXT",
     "ALTER TABLE invoices ADD COLUMN voided_at INTEGER",
+    # who the invoice was addressed to when issued (name, e-mails, address), kept as issued
+    "ALTER TABLE invoices ADD COLUMN bill_to TEXT",
     "CREATE INDEX invoices_status ON invoices(status, period_end)",
     # an adjustment line names the period it corrects: (subscription, local start date)
     "ALTER TABLE invoice_lines ADD COLUMN adjusts_subscription_id INTEGER",

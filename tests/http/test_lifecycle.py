@@ -264,6 +264,7 @@ def test_an_issued_invoice_never_changes(server, admin, setup):
     issued = admin.post(f"/v1/invoices/{invoice_id}/finalize", {}).json
     cid, sub = issued["customer_id"], issued["subscription_id"]
     before_http = admin.get(f"/v1/invoices/{invoice_id}").raw
+    before_pdf = admin.get(f"/v1/invoices/{invoice_id}.pdf").raw
     before_db = _raw_invoice(server, invoice_id)
     success = key_client(server, "customer_success")
     attempts = [
@@ -291,6 +292,7 @@ def test_an_issued_invoice_never_changes(server, admin, setup):
     assert statuses[15] == 409, attempts[15]
     server.app.scheduler.run_once()
     assert admin.get(f"/v1/invoices/{invoice_id}").raw == before_http
+    assert admin.get(f"/v1/invoices/{invoice_id}.pdf").raw == before_pdf  # addressed as it was issued
     assert _raw_invoice(server, invoice_id) == before_db
 
 
