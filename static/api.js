@@ -35,7 +35,7 @@ export function clearToken() {
 /** `path` with the non-empty entries of `query` as a query string. */
 export function withQuery(path, query = {}) {
   const params = new URLSearchParams();
-  for (const [name, value] of Object.entries(query)) {
+  for (const [name, value] of Object.entries(query || {})) {
     if (value !== null && value !== undefined && value !== "") params.set(name, String(value));
   }
   const text = params.toString();
@@ -74,25 +74,69 @@ export async function request(method, path, body, options = {}) {
     throw new ApiError(0, "network_error", `Cannot reach the server (${error.message}).`);
   }
   const text = await response.text();
-  let data = null;
-  if (text) {
-    try {
-      data = JSON.parse(text, exactNumbers);
-    } catch {
-      data = null;
-    }
-  }
-  if (!response.ok) {
-    const error = (data && data.error) || {};
-    const message = error.message || `The server answered ${response.status} ${response.statusText}.`;
-    if (response.status === 401 && usesStored && bearer) {
-      clearToken();
-      signedOutHandler(message);
-    }
-    throw new ApiError(response.status, error.code || "http_error", message, error.details || []);
-  }
+  const data = decode(text);
+  if (!response.ok) throw failure(response, data, usesStored && bearer);
   return data;
+}
+
+function decode(text) {
+  if (!text) return null;
+  try {
+    return JSON.parse(text, exactNumbers);
+  } catch {
+    return null;
+  }
+}
+
+/** The ApiError of a failed response (a 401 on the stored token signs out). */
+function failure(response, data, signsOut) {
+  const error = (data && data.error) || {};
+  const message = error.message || `The server answered ${response.status} ${response.statusText}.`;
+  if (response.status === 401 && signsOut) {
+    clearToken();
+    signedOutHandler(message);
+  }
+  return new ApiError(response.status, error.code || "http_error", message, error.details || []);
+}
+
+/** The file name of a Content-Disposition header ("attachment; filename=..."), or `fallback`. */
+export function attachmentName(header, fallback) {
+  const text = header || "";
+  const extended = text.match(/filename\*\s*=\s*UTF-8''([^;]+)/i);
+  if (extended) {
+    try {
+      return decodeURIComponent(extended[1].trim());
+    } catch {
+      // fall through to the plain parameter
+    }
+  }
+  const plain = text.match(/filename\s*=\s*"([^"]*)"|filename\s*=\s*([^;]+)/i);
+  const name = plain ? (plain[1] ?? plain[2]).trim() : "";
+  return name || fallback;
+}
+
+/**
+ * GET a file (PDF, CSV) with the Bearer header; resolves to
+ * `{ blob, filename, type }`, throws ApiError like `request`. The token is a
+ * header, so downloads cannot be plain links: they go fetch → Blob.
+ */
+export async function fetchFile(path, query, fallbackName = "download") {
+  const bearer = token();
+  const headers = { Accept: "*/*" };
+  if (bearer) headers.Authorization = `Bearer ${bearer}`;
+  const url = withQuery(path, query);
+  let response;
+  try {
+    response = await fetch(url, { headers });
+  } catch (error) {
+    throw new ApiError(0, "network_error", `Cannot reach the server (${error.message}).`);
+  }
+  if (!response.ok) throw failure(response, decode(await response.text()), Boolean(bearer));
+  const blob = await response.blob();
+  const filename = attachmentName(response.headers.get("Content-Disposition"), fallbackName);
+  return { blob, filename, type: blob.type };
 }
 
 export const get = (path, query, options) => request("GET", withQuery(path, query), undefined, options);
 export const post = (path, body = {}, options) => request("POST", path, body, options);
+export const del = (path, options) => request("DELETE", path, undefined, options);

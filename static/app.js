@@ -3,6 +3,7 @@
    function (run when the page is left, e.g. to stop auto-refresh). */
 
 import * as api from "./api.js";
+import { h } from "./dom.js";
 import * as signIn from "./pages/signin.js";
 import * as customers from "./pages/customers.js";
 import * as customer from "./pages/customer.js";
@@ -11,6 +12,9 @@ import * as events from "./pages/events.js";
 import * as plans from "./pages/plans.js";
 import * as invoices from "./pages/invoices.js";
 import * as invoice from "./pages/invoice.js";
+import * as webhooks from "./pages/webhooks.js";
+import * as webhook from "./pages/webhook.js";
+import * as jobs from "./pages/jobs.js";
 
 const HOME = "#/customers";
 const ROUTES = [
@@ -22,6 +26,9 @@ const ROUTES = [
   [/^#\/plans$/, plans, "plans"],
   [/^#\/meters$/, meters, "meters"],
   [/^#\/events$/, events, "events"],
+  [/^#\/webhooks$/, webhooks, "webhooks"],
+  [/^#\/webhooks\/(\d+)$/, webhook, "webhooks"],
+  [/^#\/jobs$/, jobs, "jobs"],
 ];
 
 const main = document.getElementById("main");
@@ -92,6 +99,12 @@ async function route() {
   leave();
   showAccount();
   highlight(section);
+  if (page.ROLES && !page.ROLES.includes(me.role)) {
+    // The bar hides the link; a typed or old address gets a plain explanation.
+    main.append(h("section", { class: "card" }, h("h1", {}, "Not available"),
+      h("p", { class: "muted", id: "not-allowed" }, `This page is not available to the ${me.role.replace(/_/g, " ")} role.`)));
+    return;
+  }
   leavePage = page.render(main, {
     me, role: me.role, params: match.slice(1), query: new URLSearchParams(query),
   }) || null;

@@ -43,6 +43,23 @@ export function statusBadge(status) {
   return h("span", { class: `badge status status-${known}`, "data-status": status }, String(status).replace(/_/g, " "));
 }
 
+/** Every badge an invoice deserves: its status, then "on hold" (a rejected
+    draft), "partially paid" and "overdue" where they apply. */
+export function invoiceBadges(invoice) {
+  const badges = [statusBadge(invoice.status)];
+  if (invoice.on_hold) badges.push(statusBadge("on_hold"));
+  if (invoice.payment_status === "partially_paid" && invoice.status !== "void") {
+    badges.push(statusBadge("partially_paid"));
+  }
+  if (invoice.overdue) badges.push(statusBadge("overdue"));
+  return badges;
+}
+
+/** Whether a money string is zero ("0.00", "0", "-0.000"). */
+export function isZero(value) {
+  return /^-?0*(\.0*)?$/.test(String(value ?? "").trim());
+}
+
 const JSON_NUMBER = /^-?(0|[1-9]\d*)(\.\d+)?$/;
 
 /**

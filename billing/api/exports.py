@@ -6,9 +6,9 @@ import io
 
 from .. import jsonutil
 from ..exports.pdf import invoice_pdf
-from ..ops.dispatcher import customer_view
 from ..web.http import Response
 from . import invoices as invoices_api
+from . import lifecycle
 from . import usage as usage_api
 from .common import path_int
 
@@ -40,7 +40,7 @@ def _attachment(body, content_type, filename):
 def invoice_as_pdf(request, invoice_id):
     view = invoices_api.fresh_view(request, invoice_id)
     with request.app.db.reader() as conn:
-        customer = customer_view(conn, view["customer_id"])
+        customer = lifecycle.bill_to(conn, view["id"], view["customer_id"])
     name = view["number"] or f"draft-{view['id']}"
     return _attachment(invoice_pdf(view, customer), "application/pdf", f"{name}.pdf")
 
@@ -74,7 +74,7 @@ def usage_csv(request, customer_id):
     usage = usage_api.get_usage(request, customer_id)
     rows = []
     for entry in usage["usage"]:
-        base = (entry["meter"], entry["aggregation"], entry["unit"] or "")
+        base = (entry["meter"], entry["aggregation"], _text(entry["unit"] or ""))
         spans = entry.get("windows") or [{"start": usage["from"], "end": usage["to"], "value": entry["value"],
                                           "groups": entry.get("groups")}]
         for span in spans:

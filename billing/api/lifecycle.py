@@ -296,6 +296,9 @@ def void_row(conn, invoice_id, reason, actor):
                       actor_label(actor), stamp))
     conn.execute("UPDATE invoices SET status = 'void', void_reason = ?, voided_at = ?, hold = 0, updated_at = ?"
                  " WHERE id = ?", (reason, stamp, stamp, invoice_id))
+    # an e-mail not yet sent would announce an invoice that no longer stands
+    conn.execute("UPDATE emails SET status = 'canceled', next_attempt_at = NULL WHERE invoice_id = ?"
+                 " AND status = 'pending'", (invoice_id,))
     record(conn, invoice_id, "void", row[4], "void", actor, reason)
     view = invoices_api.load_view(conn, invoice_id)
     webhooks.enqueue(conn, "invoice.voided", {"invoice": view})

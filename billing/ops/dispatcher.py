@@ -8,6 +8,7 @@ done, or the next attempt after an exponential backoff from one minute, or
 given up after ten attempts.
 """
 
+import http.client
 import os
 import threading
 import time
@@ -17,7 +18,6 @@ import urllib.request
 from .. import clock
 from ..api import webhooks
 from ..api.common import now_micros
-from ..domain import times
 from ..exports.pdf import invoice_pdf
 from . import mailer
 
@@ -26,6 +26,17 @@ BATCH = 50
 TIMEOUT_SECONDS = 10
 RESPONSE_EXCERPT = 500
 IDLE_SECONDS = 1.0
+
+
+class _NoRedirect(urllib.request.HTTPRedirectHandler):
+    """A delivery succeeds only by a 2xx answer to the POST itself: urllib would
+    follow a 301/302/303 with a GET that drops the payload, so a 3xx is a failed attempt."""
+
+    def redirect_request(self, req, fp, code, msg, headers, newurl):
+        return None
+
+
+_OPENER = urllib.request.build_opener(_NoRedirect)
 
 
 def _claim(conn, table, now, extra_columns):
@@ -102,7 +113,10 @@ class Dispatcher:
                                  (attempts + 1, now, code, delivery_id))
                 else:
                     status, next_at = _failed_state(attempts + 1, now)
-                    conn.execute("UPDATE webhook_deliveries SET status = ?, attempts = ?, next_attempt_at = ?,"
+                    # a delivery canceled meanwhile (its endpoint deleted) stays canceled
+                    conn.execute("UPDATE webhook_deliveries SET"
+                                 " status = CASE WHEN status = 'pending' THEN ? ELSE status END, attempts = ?,"
+                                 " next_attempt_at = CASE WHEN status = 'pending' THEN ? ELSE NULL END,"
                                  " last_status_code = ?, last_error = ? WHERE id = ?",
                                  (status, attempts + 1, next_at, code, error or f"HTTP {code}", delivery_id))
         return counts
@@ -117,12 +131,12 @@ class Dispatcher:
         started = time.monotonic()
         code, text, error = None, None, None
         try:
-            with urllib.request.urlopen(request, timeout=TIMEOUT_SECONDS) as response:
+            with _OPENER.open(request, timeout=TIMEOUT_SECONDS) as response:
                 code, text = response.status, response.read(RESPONSE_EXCERPT)
         except urllib.error.HTTPError as exc:
             code, text = exc.code, exc.read(RESPONSE_EXCERPT)
             exc.close()
-        except (OSError, ValueError) as exc:  # refused, timed out, unreachable, bad URL
+        except (OSError, ValueError, http.client.HTTPException) as exc:  # refused, timed out, bad URL, not HTTP
             error = f"{type(exc).__name__}: {exc}"[:RESPONSE_EXCERPT]
         duration = int((time.monotonic() - started) * 1000)
         if isinstance(text, bytes):
@@ -130,7 +144,7 @@ class Dispatcher:
         return code, text, error, duration
 
     def _emails(self):
-        from ..api import invoices as invoices_api
+        from ..api import invoices as invoices_api, lifecycle
         counts = {"sent": 0, "failed": 0}
         with self.app.db.transaction() as conn:
             due = _claim(conn, "emails", now_micros(), ", invoice_id, attempts")
@@ -139,7 +153,7 @@ class Dispatcher:
         for email_id, invoice_id, attempts in due:
             with self.app.db.reader() as conn:
                 invoice = invoices_api.load_view(conn, invoice_id)
-                customer = customer_view(conn, invoice["customer_id"])
+                customer = lifecycle.bill_to(conn, invoice_id, invoice["customer_id"])
             try:
                 message = mailer.invoice_message(invoice, customer, invoice_pdf(invoice, customer),
                                                  mailer.sender_address(config.smtp))
@@ -160,16 +174,3 @@ class Dispatcher:
                     conn.execute("UPDATE emails SET status = ?, attempts = ?, next_attempt_at = ?, last_error = ?"
                                  " WHERE id = ?", (status, attempts + 1, next_at, error, email_id))
         return counts
-
-
-def customer_view(conn, customer_id):
-    row = conn.execute("SELECT id, name, email, billing_email, billing_address, timezone FROM customers"
-                       " WHERE id = ?", (customer_id,)).fetchone()
-    return {"id": row[0], "name": row[1], "email": row[2], "billing_email": row[3], "billing_address": row[4],
-            "timezone": row[5]}
-
-
-def next_due(app):
-    """The instant of the next queued attempt, or None (for the dashboard)."""
-    row = app.db.query_one("SELECT min(next_attempt_at) FROM webhook_deliveries WHERE status = 'pending'")
-    return times.format_micros(row[0]) if row and row[0] else None

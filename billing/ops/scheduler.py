@@ -78,18 +78,19 @@ class Scheduler:
         due = [r[0] for r in self.app.db.query(
             "SELECT id FROM invoices WHERE status = 'draft' AND hold = 0 AND period_end <= ?"
             " AND (subscription_id IS NOT NULL OR created_at <= ?) ORDER BY period_end, id", (cutoff, cutoff))]
-        issued = pending = 0
+        counts = {"issued": 0, "pending_approval": 0}
         for invoice_id in due:
             try:
                 with self.app.db.transaction() as conn:
                     view = lifecycle.finalize_row(self.app, conn, invoice_id, None, automatic=True)
             except Conflict:
                 continue  # someone else moved it meanwhile
-            if view["status"] == "pending_approval":
-                pending += 1
-            else:
-                issued += 1
-        return {"issued": issued, "pending_approval": pending}
+            except Exception as exc:  # one bad invoice must not hold back the others
+                self.app.log_exception("scheduler", exc)
+                counts.setdefault("failed", []).append(invoice_id)
+                continue
+            counts["pending_approval" if view["status"] == "pending_approval" else "issued"] += 1
+        return counts
 
     def _record(self, started, outcome, details):
         with self.app.db.transaction() as conn:

@@ -69,7 +69,7 @@ ROUTES = [
     # invoices: the run, reading, exports and the lifecycle (approvers are checked by the handler)
     ("POST", r"/v1/invoices/run", invoices.run, STAFF_WRITE),
     ("GET", r"/v1/invoices", invoices.list_invoices, CUSTOMER_READ),
-    ("GET", r"/v1/invoices\.csv", exports.invoices_csv, STAFF_READ),
+    ("GET", r"/v1/invoices\.csv", exports.invoices_csv, CUSTOMER_READ),
     ("GET", r"/v1/invoices/" + INVOICE, invoices.get, CUSTOMER_READ),
     ("GET", r"/v1/invoices/" + INVOICE + r"\.pdf", exports.invoice_as_pdf, CUSTOMER_READ),
     ("POST", r"/v1/invoices/" + INVOICE + r"/finalize", lifecycle.finalize, STAFF_WRITE),
@@ -80,7 +80,7 @@ ROUTES = [
     ("GET", r"/v1/invoices/" + INVOICE + r"/payments", lifecycle.list_payments, CUSTOMER_READ),
     ("POST", r"/v1/invoices/" + INVOICE + r"/void", lifecycle.void, STAFF_WRITE),
     ("POST", r"/v1/invoices/" + INVOICE + r"/reissue", lifecycle.reissue, STAFF_WRITE),
-    ("GET", r"/v1/invoices/" + INVOICE + r"/actions", lifecycle.actions, CUSTOMER_READ),
+    ("GET", r"/v1/invoices/" + INVOICE + r"/actions", lifecycle.actions, STAFF_READ),  # internal comments
     # webhooks and the scheduler's jobs
     ("POST", r"/v1/webhooks", webhooks.create, ADMIN_ONLY),
     ("GET", r"/v1/webhooks", webhooks.list_webhooks, ADMIN_ONLY),

@@ -5,7 +5,7 @@
 import * as api from "../api.js";
 import { append, display, field, h, messageLine, showMessage, table, whileBusy } from "../dom.js";
 import { showApiError } from "../field-errors.js";
-import { invoiceTitle, localDate, money, periodText, statusBadge } from "../format.js";
+import { invoiceBadges, invoiceTitle, localDate, money, periodText, statusBadge } from "../format.js";
 import { invoiceDetail } from "../invoice-lines.js";
 
 const WRITERS = ["admin", "finance"];
@@ -208,7 +208,7 @@ async function loadInvoices(section, customer) {
     for (const invoice of page.data) {
       body.append(h("tr", { "data-id": invoice.id, "data-status": invoice.status },
         h("td", { class: "invoice" }, h("a", { href: `#/invoices/${invoice.id}` }, invoiceTitle(invoice))),
-        h("td", { class: "status" }, statusBadge(invoice.status)),
+        h("td", { class: "status" }, invoiceBadges(invoice)),
         h("td", { class: "period" }, periodText(invoice, customer.timezone)),
         h("td", { class: "num money total" }, money(invoice.total, invoice.currency)),
         h("td", { class: "num money wide-only" }, money(invoice.amount_due, invoice.currency))));

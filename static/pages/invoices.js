@@ -1,29 +1,53 @@
-/* Invoices: newest first, filtered by status and month, "load more" with
-   next_cursor; admin and finance can run the invoice run (§7) from here. */
+/* Invoices: newest first, filtered by status, customer, month and overdue —
+   the filters live in the hash query (#/invoices?status=issued&overdue=true),
+   so a reload or a shared link keeps them — "load more" with next_cursor, a
+   CSV export of the same filters, and (admin, finance) the invoice run (§7). */
 
 import * as api from "../api.js";
 import { field, h, messageLine, showMessage, table, timeElement, whileBusy } from "../dom.js";
+import { downloadButton } from "../download.js";
 import { showApiError } from "../field-errors.js";
-import { invoiceTitle, money, periodText, statusBadge } from "../format.js";
+import { invoiceBadges, invoiceTitle, money, periodText } from "../format.js";
 
 const WRITERS = ["admin", "finance"];
 const STATUSES = ["draft", "pending_approval", "issued", "paid", "void"];
+const FILTERS = ["status", "customer_id", "period", "overdue"];
+const COLUMNS = 8;
+
+/** The filters of a hash query, as the list's query parameters. */
+function filtersOf(query) {
+  const filters = {};
+  for (const name of FILTERS) filters[name] = (query.get(name) || "").trim();
+  if (filters.overdue !== "true") filters.overdue = "";
+  return filters;
+}
+
+function hashOf(filters) {
+  const params = new URLSearchParams();
+  for (const name of FILTERS) if (filters[name]) params.set(name, filters[name]);
+  const text = params.toString();
+  return text ? `#/invoices?${text}` : "#/invoices";
+}
 
 export function render(main, { role, query }) {
+  const filters = filtersOf(query);
   const status = messageLine();
   const { table: list, body } = table(["Invoice", "Customer", "Status", "Period", ["Total", "num"],
-    ["Amount due", "num wide-only"], ["Created", "wide-only"]], "invoices");
+    ["Amount due", "num"], ["Paid", "num wide-only"], ["Created", "wide-only"]], "invoices");
   const more = h("button", { type: "button", class: "secondary more", hidden: true }, "Load more");
   const statusSelect = h("select", { name: "status" }, h("option", { value: "" }, "All statuses"),
-    STATUSES.map((name) => h("option", { value: name, selected: query.get("status") === name }, name.replace("_", " "))));
-  const period = h("input", { type: "month", name: "period", value: query.get("period") || null });
-  const customerInput = h("input", { name: "customer_id", type: "number", min: 1, inputmode: "numeric",
-    placeholder: "all", value: query.get("customer_id") || null });
+    STATUSES.map((name) => h("option", { value: name, selected: filters.status === name }, name.replace(/_/g, " "))));
+  const customerSelect = h("select", { name: "customer_id" }, customerOptions([], filters.customer_id));
+  const period = h("input", { type: "month", name: "period", value: filters.period || null });
+  const overdue = h("input", { type: "checkbox", name: "overdue", value: "true", checked: filters.overdue === "true" });
   const filter = h("form", { class: "form-inline", id: "invoices-filter" },
-    field("Status", statusSelect), field("Month", period), field("Customer ID", customerInput),
-    h("button", { type: "submit" }, "Apply"));
-  let filters = { status: query.get("status") || "", period: query.get("period") || "",
-    customer_id: query.get("customer_id") || "" };
+    field("Status", statusSelect), field("Customer", customerSelect), field("Month", period),
+    h("label", { class: "check" }, overdue, "Overdue only"),
+    h("button", { type: "submit" }, "Apply"),
+    filtersActive(filters) ? h("a", { href: "#/invoices", class: "clear-filters" }, "Clear filters") : null);
+  const exportLine = messageLine();
+  const csv = downloadButton("Download CSV",
+    () => ["/v1/invoices.csv", filters, "invoices.csv"], exportLine, { id: "invoices-csv" });
   let cursor = null;
   let generation = 0;
   const names = new Map();
@@ -43,7 +67,7 @@ export function render(main, { role, query }) {
       if (reset) body.replaceChildren();
       for (const invoice of page.data) body.append(row(invoice, nameOf));
       if (reset && page.data.length === 0) {
-        body.append(h("tr", {}, h("td", { colspan: 7, class: "empty" }, "No invoices match.")));
+        body.append(h("tr", {}, h("td", { colspan: COLUMNS, class: "empty" }, "No invoices match.")));
       }
       cursor = page.next_cursor;
       more.hidden = !cursor;
@@ -53,18 +77,54 @@ export function render(main, { role, query }) {
     }
   }
 
+  async function loadCustomers() {
+    try {
+      const page = await api.get("/v1/customers", { limit: 1000 });
+      for (const customer of page.data) {
+        if (!names.has(customer.id)) names.set(customer.id, Promise.resolve(customer.name));
+      }
+      customerSelect.replaceChildren(...customerOptions(page.data, filters.customer_id));
+    } catch {
+      // the select keeps "All customers" and the filtered id; the list says what failed
+    }
+  }
+
   filter.addEventListener("submit", (event) => {
     event.preventDefault();
-    filters = { status: statusSelect.value, period: period.value, customer_id: customerInput.value.trim() };
-    load(true);
+    const chosen = { status: statusSelect.value, customer_id: customerSelect.value, period: period.value,
+      overdue: overdue.checked ? "true" : "" };
+    const target = hashOf(chosen);
+    if (location.hash === target) load(true); // same filters: the hash does not change, so reload here
+    else location.hash = target; // the router renders the page again with the new query
   });
   more.addEventListener("click", () => load(false));
   main.append(
     h("div", { class: "page-head" }, h("h1", {}, "Invoices"),
       WRITERS.includes(role) ? runControl(() => load(true)) : null),
     h("section", { class: "card" }, filter),
-    h("section", { class: "card" }, status, list, more));
+    h("section", { class: "card" },
+      csv ? h("div", { class: "section-head list-tools" },
+        h("p", { class: "muted" }, filtersActive(filters) ? "Filtered list." : "All invoices, newest first."),
+        h("div", { class: "actions" }, csv)) : null,
+      exportLine, status, list, more));
+  loadCustomers();
   load(true);
+}
+
+function filtersActive(filters) {
+  return FILTERS.some((name) => filters[name]);
+}
+
+function customerOptions(customers, selected) {
+  const options = [h("option", { value: "" }, "All customers")];
+  for (const customer of customers) {
+    options.push(h("option", { value: customer.id, selected: String(customer.id) === selected },
+      `${customer.name} (#${customer.id})`));
+  }
+  if (selected && !customers.some((customer) => String(customer.id) === selected)) {
+    options.push(h("option", { value: selected, selected: true }, `Customer #${selected}`));
+  }
+  return options;
 }
 
 function runControl(onDone) {
@@ -96,9 +156,10 @@ function row(invoice, nameOf) {
   return h("tr", { "data-id": invoice.id, "data-status": invoice.status },
     h("td", { class: "invoice" }, h("a", { href: `#/invoices/${invoice.id}` }, invoiceTitle(invoice))),
     h("td", { class: "customer" }, customer),
-    h("td", { class: "status" }, statusBadge(invoice.status), invoice.overdue ? statusBadge("overdue") : null),
+    h("td", { class: "status" }, invoiceBadges(invoice)),
     h("td", { class: "period" }, periodText(invoice)),
     h("td", { class: "num money total" }, money(invoice.total, invoice.currency)),
-    h("td", { class: "num money wide-only" }, money(invoice.amount_due, invoice.currency)),
+    h("td", { class: "num money due", title: "Amount due (after credits)" }, money(invoice.amount_due, invoice.currency)),
+    h("td", { class: "num money paid wide-only" }, money(invoice.amount_paid, invoice.currency)),
     h("td", { class: "wide-only time" }, timeElement(invoice.created_at)));
 }

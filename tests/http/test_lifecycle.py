@@ -301,9 +301,11 @@ def test_unknown_invoice_and_foreign_customer_key(server, admin, setup):
     other = admin.post("/v1/customers", {"name": "Other", "email": "other@example.com"}).json["id"]
     key = admin.post("/v1/api-keys", {"name": "other", "customer_id": other}).json["key"]
     scoped = server.client(key)
-    for path in (f"/v1/invoices/{invoice_id}", f"/v1/invoices/{invoice_id}/actions",
-                 f"/v1/invoices/{invoice_id}/payments", "/v1/invoices/999999", "/v1/invoices/999999/actions"):
+    for path in (f"/v1/invoices/{invoice_id}", f"/v1/invoices/{invoice_id}.pdf",
+                 f"/v1/invoices/{invoice_id}/payments", "/v1/invoices/999999"):
         assert_error(scoped.get(path), 404, "not_found")
+    # the history holds internal comments: staff only
+    assert_error(scoped.get(f"/v1/invoices/{invoice_id}/actions"), 403, "forbidden")
     assert_error(admin.post("/v1/invoices/999999/finalize", {}), 404, "not_found")
     assert_error(admin.post("/v1/invoices/999999/void", {"reason": "x"}), 404, "not_found")
 
