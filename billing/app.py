@@ -16,6 +16,7 @@ from .ops.dispatcher import Dispatcher
 from .ops.scheduler import Scheduler
 from .store.db import Database
 from .web import http
+from .web.stream import Bus
 from .web.routes import ROUTES
 
 IDEMPOTENCY_HOURS = 24
@@ -65,6 +66,7 @@ class App:
         self.lateness = Lateness(self.db)
         self.dispatcher = Dispatcher(self)
         self.scheduler = Scheduler(self)
+        self.bus = Bus()
         self._background = []
 
     def bootstrap(self):
@@ -83,7 +85,18 @@ class App:
         """Something was queued for sending: wake the dispatcher (if running)."""
         self.dispatcher.wake()
 
+    def publish(self, event_type, data):
+        """Tell the live streams (GET /v1/stream) what just happened."""
+        self.bus.publish(event_type, data)
+
+    def active_sessions(self, customer_id=None):
+        sql = "SELECT count(*) FROM sessions WHERE ended_at IS NULL"
+        if customer_id is not None:
+            return self.db.query_one(sql + " AND customer_id = ?", (customer_id,))[0]
+        return self.db.query_one(sql)[0]
+
     def close(self):
+        self.bus.close()  # live streams end first
         for worker in self._background:
             worker.stop()
         self.db.close()

@@ -8,6 +8,7 @@ from . import adjustments
 from . import coupons as coupons_api
 from . import customers as customers_api
 from . import plans as plans_api
+from . import sessions as sessions_api
 from .common import check_unknown_fields, path_int
 from .subscriptions import _coupon, billed_period, rate_period, subscription_in_force
 
@@ -39,9 +40,11 @@ def upcoming_invoice(request, customer_id):
         carried = conn.execute("SELECT 1 FROM invoices WHERE customer_id = ? AND status = 'draft' AND hold = 0",
                                (customer_id,)).fetchone()
         extra = [] if carried else adjustments.pending(app, conn, customer_id)
-        if subscription_row is None:
+        if subscription_row is None:  # the calendar month: its resource sessions, pending adjustments
             start_at, end_at = times.calendar_month_bounds(clock.now(), zone)
-            draft = invoicing.build(customer_row[5], [], {}, extra_lines=extra,
+            lines = sessions_api.uncovered_lines(conn, customer_id, customer_row[5], zone, times.to_micros(start_at),
+                                                 times.to_micros(end_at))
+            draft = invoicing.build(customer_row[5], [], {}, extra_lines=lines + extra,
                                     tax_rate=money.parse_percent(customer_row[8]),
                                     credit_balance=coupons_api.balance(conn, customer_id))
             return invoice_view(draft, customer_id, None, start_at, end_at)

@@ -11,6 +11,7 @@ from . import adjustments
 from . import coupons as coupons_api
 from . import customers as customers_api
 from . import plans as plans_api
+from . import sessions as sessions_api
 from . import subscriptions as subscriptions_api
 from . import webhooks
 from .common import bool_arg, decode_cursor, int_arg, now_micros, page, page_limit, path_int
@@ -19,7 +20,7 @@ FUTURE_TOLERANCE = timedelta(minutes=5)
 COLUMNS = ("id, number, customer_id, subscription_id, status, payment_status, currency, period_start,"
            " period_end, subtotal, discount, tax, total, credits_applied, amount_due, amount_paid,"
            " issued_at, due_at, created_at, period_start_date, period_end_date, hold, void_reason, voided_at,"
-           " revision")
+           " revision, kind")
 LINE_COLUMNS = "type, description, meter, quantity, unit_price, amount, tiers"
 STATUSES = ("draft", "pending_approval", "issued", "paid", "void")
 
@@ -57,15 +58,23 @@ def _customer_row(conn, customer_id):
     return conn.execute(f"SELECT {customers_api.COLUMNS} FROM customers WHERE id = ?", (customer_id,)).fetchone()
 
 
-def rate(app, conn, customer_row, subscription_row, period_start_date, invoice_id=None, carries=False):
+def build_plain(conn, customer_row, lines):
+    """An invoice without a plan: the given lines, then tax and credits."""
+    return invoicing.build(customer_row[5], [], {}, extra_lines=lines, tax_rate=money.parse_percent(customer_row[8]),
+                           credit_balance=coupons_api.balance(conn, customer_row[0]))
+
+
+def rate(app, conn, customer_row, subscription_row, period_start_date, invoice_id=None, carries=False,
+         kind="subscription", bounds=None):
     """The priced draft of one invoice: a subscription period (with corrections
-    when the period was invoiced before) or, without a subscription, the
-    adjustments alone; plus the customer's pending adjustments when `carries`."""
+    when the period was invoiced before); a monthly invoice's resource lines;
+    or adjustments alone; plus the customer's pending adjustments when `carries`."""
     extra = adjustments.pending(app, conn, customer_row[0], invoice_id) if carries else []
     if subscription_row is None:
-        return invoicing.build(customer_row[5], [], {}, extra_lines=extra,
-                               tax_rate=money.parse_percent(customer_row[8]),
-                               credit_balance=coupons_api.balance(conn, customer_row[0]))
+        if kind == "monthly":
+            zone = times.zone_or_error(customer_row[4])
+            extra = sessions_api.uncovered_lines(conn, customer_row[0], customer_row[5], zone, *bounds) + extra
+        return build_plain(conn, customer_row, extra)
     extra = adjustments.corrections(conn, subscription_row[0], period_start_date.isoformat(), invoice_id) + extra
     plan = conn.execute(f"SELECT {plans_api.COLUMNS} FROM plans WHERE id = ?", (subscription_row[12],)).fetchone()
     draft, _, _ = subscriptions_api.rate_period(app, conn, subscription_row, plan, customer_row, period_start_date,
@@ -75,8 +84,8 @@ def rate(app, conn, customer_row, subscription_row, period_start_date, invoice_i
 
 def refresh_draft(app, conn, invoice_id):
     """Re-rate a draft from the events stored now (inside the caller's transaction)."""
-    row = conn.execute("SELECT status, subscription_id, customer_id, period_start_date FROM invoices"
-                       " WHERE id = ?", (invoice_id,)).fetchone()
+    row = conn.execute("SELECT status, subscription_id, customer_id, period_start_date, kind, period_start,"
+                       " period_end FROM invoices WHERE id = ?", (invoice_id,)).fetchone()
     if row is None or row[0] != "draft":
         return
     sub = None
@@ -84,7 +93,7 @@ def refresh_draft(app, conn, invoice_id):
         sub = conn.execute(f"SELECT {subscriptions_api.COLUMNS} FROM {subscriptions_api.FROM} WHERE s.id = ?",
                            (row[1],)).fetchone()
     draft = rate(app, conn, _customer_row(conn, row[2]), sub, times.parse_date(row[3]), invoice_id,
-                 carries=carrier(conn, row[2]) == invoice_id)
+                 carries=carrier(conn, row[2]) == invoice_id, kind=row[4], bounds=(row[5], row[6]))
     conn.execute("UPDATE invoices SET subtotal = ?, discount = ?, tax = ?, total = ?, credits_applied = ?,"
                  " amount_due = ?, updated_at = ? WHERE id = ?", (*_totals(draft), now_micros(), invoice_id))
     _store_lines(conn, invoice_id, draft, replace=True)
@@ -111,17 +120,20 @@ def run(request):
     with app.db.transaction() as conn:  # one writer: concurrent runs queue here and find the drafts made
         created = run_as_of(app, conn, as_of, request.actor)
     app.notify()
+    if created:
+        app.publish("invoice.created", {"invoice_ids": created})
     return {"created": len(created), "invoice_ids": created}
 
 
-def _insert(conn, customer_id, subscription_id, draft, start_at, end_at, start_date, end_date, stamp, revision=0):
+def _insert(conn, customer_id, subscription_id, draft, start_at, end_at, start_date, end_date, stamp,
+            kind="subscription"):
     cur = conn.execute(
         "INSERT INTO invoices (customer_id, subscription_id, status, currency, period_start, period_end,"
         " period_start_date, period_end_date, subtotal, discount, tax, total, credits_applied,"
-        " amount_due, created_at, updated_at, revision)"
+        " amount_due, created_at, updated_at, kind)"
         " VALUES (?, ?, 'draft', ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
         (customer_id, subscription_id, draft.currency, times.to_micros(start_at), times.to_micros(end_at),
-         start_date, end_date, *_totals(draft), stamp, stamp, revision))
+         start_date, end_date, *_totals(draft), stamp, stamp, kind))
     _store_lines(conn, cur.lastrowid, draft)
     return cur.lastrowid
 
@@ -158,6 +170,23 @@ def run_as_of(app, conn, as_of, actor=None):
                                  billed_end.isoformat(), stamp)
             carriers.add(sub[1])
             created.append(invoice_id)
+    # §6: a monthly invoice for the resource sessions of customers without a subscription then
+    months, zones = sessions_api.months_to_invoice(conn, as_of)
+    for customer_id, starts in sorted(months.items()):
+        customer = customers.get(customer_id) or _customer_row(conn, customer_id)
+        for month in starts:
+            start_at, end_at = sessions_api.month_bounds(month, zones[customer_id])
+            bounds = (times.to_micros(start_at), times.to_micros(end_at))
+            lines = sessions_api.uncovered_lines(conn, customer_id, customer[5], zones[customer_id], *bounds)
+            if not lines:
+                continue
+            carries = customer_id in late and customer_id not in carriers
+            if carries:
+                lines += adjustments.pending(app, conn, customer_id)
+            draft = build_plain(conn, customer, lines)
+            created.append(_insert(conn, customer_id, None, draft, start_at, end_at, month.isoformat(),
+                                   times.add_months(month, 1).isoformat(), stamp, kind="monthly"))
+            carriers.add(customer_id)
     # late adjustments of customers with no draft to carry them and no subscription in force
     for customer_id in sorted(late - carriers):
         customer = customers.get(customer_id) or _customer_row(conn, customer_id)
@@ -167,14 +196,14 @@ def run_as_of(app, conn, as_of, actor=None):
         lines = adjustments.pending(app, conn, customer_id)
         if not lines:
             continue
-        draft = invoicing.build(customer[5], [], {}, extra_lines=lines, tax_rate=money.parse_percent(customer[8]),
-                                credit_balance=coupons_api.balance(conn, customer_id))
+        draft = build_plain(conn, customer, lines)
         first, last = min(l["adjusts_period"] for l in lines), max(l["adjusts_period"] for l in lines)
         end_date = conn.execute("SELECT max(period_end_date) FROM invoices WHERE subscription_id IS NOT NULL"
                                 " AND customer_id = ? AND period_start_date = ?", (customer_id, last)).fetchone()[0]
         start_at, end_at = times.local_midnight(times.parse_date(first), zone), \
             times.local_midnight(times.parse_date(end_date), zone)
-        created.append(_insert(conn, customer_id, None, draft, start_at, end_at, first, end_date, stamp))
+        created.append(_insert(conn, customer_id, None, draft, start_at, end_at, first, end_date, stamp,
+                               kind="adjustments"))
     hooks = webhooks.subscribers(conn, "invoice.created")
     for invoice_id in created:
         lifecycle.record(conn, invoice_id, "create", None, "draft", actor)
@@ -209,7 +238,7 @@ def view(row, lines=None):
                "credits_applied": fmt(row[13]), "amount_due": fmt(row[14]), "amount_paid": fmt(row[15]),
                "balance_due": fmt(max(0, row[14] - row[15])) if row[4] != "void" else fmt(0),
                "issued_at": times.format_micros(row[16]), "due_at": times.format_micros(row[17]),
-               "created_at": times.format_micros(row[18]), "revision": row[24],
+               "created_at": times.format_micros(row[18]), "revision": row[24], "kind": row[25],
                "on_hold": bool(row[21]), "void_reason": row[22], "voided_at": times.format_micros(row[23])}
     if lines is not None:
         invoice["lines"] = [_line_view(line, currency) for line in lines]

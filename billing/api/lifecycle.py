@@ -157,6 +157,7 @@ def finalize(request, invoice_id):
         _locked(conn, request, invoice_id)
         view = finalize_row(app, conn, invoice_id, request.actor, values["comment"])
     app.notify()
+    app.publish(f"invoice.{view['status']}", {"invoice": view})
     return view
 
 
@@ -181,6 +182,7 @@ def approve(request, invoice_id):
             raise _conflict(invoice_id, row[4], "approved")
         view = issue(app, conn, invoice_id, request.actor, "approve", values["comment"])
     app.notify()
+    app.publish(f"invoice.{view['status']}", {"invoice": view})
     return view
 
 
@@ -197,7 +199,9 @@ def reject(request, invoice_id):
                      (now_micros(), invoice_id))
         record(conn, invoice_id, "reject", "pending_approval", "draft", request.actor, values["comment"])
         invoices_api.refresh_draft(app, conn, invoice_id)
-        return invoices_api.load_view(conn, invoice_id)
+        view = invoices_api.load_view(conn, invoice_id)
+    app.publish("invoice.rejected", {"invoice": view})
+    return view
 
 
 # -- payments -------------------------------------------------------------------
@@ -228,6 +232,7 @@ def pay(request, invoice_id):
         payment, view = record_payment(conn, invoice_id, amount, values["method"], values["reference"],
                                        request.actor)
     app.notify()
+    app.publish("invoice.paid" if view["status"] == "paid" else "invoice.payment", {"invoice": view})
     return created({"payment": payment, "invoice": view})
 
 
@@ -278,6 +283,7 @@ def void(request, invoice_id):
         _locked(conn, request, invoice_id)
         view = void_row(conn, invoice_id, values["reason"], request.actor)
     app.notify()
+    app.publish("invoice.voided", {"invoice": view})
     return view
 
 
@@ -314,6 +320,7 @@ def reissue(request, invoice_id):
         _locked(conn, request, invoice_id)
         view = reissue_row(app, conn, invoice_id, request.actor, values["comment"])
     app.notify()
+    app.publish("invoice.created", {"invoice": view})
     return created(view)
 
 
@@ -332,8 +339,9 @@ def reissue_row(app, conn, invoice_id, actor, comment=None):
     cur = conn.execute(
         "INSERT INTO invoices (customer_id, subscription_id, status, currency, period_start, period_end,"
         " period_start_date, period_end_date, subtotal, discount, tax, total, credits_applied, amount_due,"
-        " created_at, updated_at, revision) VALUES (?, ?, 'draft', ?, ?, ?, ?, ?, 0, 0, 0, 0, 0, 0, ?, ?, ?)",
-        (row[2], row[3], row[6], row[7], row[8], row[19], row[20], stamp, stamp, revision))
+        " created_at, updated_at, revision, kind) SELECT customer_id, subscription_id, 'draft', currency,"
+        " period_start, period_end, period_start_date, period_end_date, 0, 0, 0, 0, 0, 0, ?, ?, ?, kind"
+        " FROM invoices WHERE id = ?", (stamp, stamp, revision, invoice_id))
     new_id = cur.lastrowid
     invoices_api.refresh_draft(app, conn, new_id)
     record(conn, new_id, "reissue", None, "draft", actor, comment or f"replaces invoice {row[1] or invoice_id}")

@@ -11,6 +11,7 @@ from ..errors import Conflict, FieldErrors, NotFound, ValidationError
 from ..web.http import created
 from . import coupons as coupons_api
 from . import plans as plans_api
+from . import sessions as sessions_api
 from .common import (audit, check_unknown_fields, decode_cursor, int_arg, now_micros, page, page_limit,
                      path_int)
 
@@ -313,6 +314,8 @@ def rate_period(app, conn, subscription_row, plan_row, customer_row, day, extra_
     charges = _charges_with_overrides(jsonutil.decode(plan_row[9]), jsonutil.decode(subscription_row[8]))
     usage = _usage_quantities(conn, app.catalog, customer_row[0], charges, times.to_micros(start_at),
                               times.to_micros(end_at))
+    extra_lines = sessions_api.resource_lines(conn, customer_row[0], plan_row[4], times.to_micros(start_at),
+                                              times.to_micros(end_at)) + list(extra_lines)
     period_index = len(periods.periods_between(times.parse_date(subscription_row[7]), period_start,
                                                subscription_row[6]))
     draft = invoicing.build(plan_row[4], charges, usage, base_fee=plan_row[6], minimum_commitment=plan_row[7],

@@ -1,8 +1,8 @@
 """The scheduler (§10): a thread in the server process that, every
-BILLING_SCHEDULER_INTERVAL seconds, drafts the periods that ended, issues the
-drafts whose grace period has passed (to pending_approval when the customer
-requires approval), sends due webhooks and e-mails, and purges expired
-idempotency keys. Each run is recorded in the jobs table (`GET /v1/jobs`).
+BILLING_SCHEDULER_INTERVAL seconds, stops sessions past their resource's
+maximum duration, drafts the periods that ended, issues the drafts whose
+grace period has passed (to pending_approval when the customer requires
+approval), sends due webhooks and e-mails, and purges expired idempotency keys. Each run is recorded in the jobs table (`GET /v1/jobs`).
 
 Runs never overlap inside the process (a second one is recorded as skipped),
 and each step is safe against any other writer anyway: the invoice run is one
@@ -14,7 +14,7 @@ import threading
 from datetime import timedelta
 
 from .. import clock, jsonutil
-from ..api import invoices, lifecycle
+from ..api import invoices, lifecycle, sessions
 from ..api.common import decode_cursor, now_micros, page, page_limit
 from ..domain import times
 from ..errors import Conflict
@@ -56,7 +56,11 @@ class Scheduler:
             outcome = "ok"
             try:
                 with db.transaction() as conn:
-                    details["drafts_created"] = len(invoices.run_as_of(self.app, conn, clock.now()))
+                    created = invoices.run_as_of(self.app, conn, clock.now())
+                details["drafts_created"] = len(created)
+                if created:
+                    self.app.publish("invoice.created", {"invoice_ids": created})
+                details["sessions_stopped"] = sessions.stop_overdue(self.app)
                 details.update(self.issue_due())
                 details.update(self.app.dispatcher.run_once())
                 with db.transaction() as conn:
@@ -77,7 +81,7 @@ class Scheduler:
         cutoff = times.to_micros(clock.now() - timedelta(hours=self.app.config.grace_period_hours))
         due = [r[0] for r in self.app.db.query(
             "SELECT id FROM invoices WHERE status = 'draft' AND hold = 0 AND period_end <= ?"
-            " AND (subscription_id IS NOT NULL OR created_at <= ?) ORDER BY period_end, id", (cutoff, cutoff))]
+            " AND (kind != 'adjustments' OR created_at <= ?) ORDER BY period_end, id", (cutoff, cutoff))]
         counts = {"issued": 0, "pending_approval": 0}
         for invoice_id in due:
             try:
@@ -90,6 +94,7 @@ class Scheduler:
                 counts.setdefault("failed", []).append(invoice_id)
                 continue
             counts["pending_approval" if view["status"] == "pending_approval" else "issued"] += 1
+            self.app.publish(f"invoice.{view['status']}", {"invoice": view})
         return counts
 
     def _record(self, started, outcome, details):

@@ -325,7 +325,47 @@ V3_LIFECYCLE = [
     "CREATE INDEX emails_due ON emails(next_attempt_at) WHERE status = 'pending'",
 ]
 
-MIGRATIONS = [V1_FOUNDATION, V2_PLANS, V3_LIFECYCLE]
+# Capacity-limited resources and their sessions (§6), billed by the minute.
+V4_RESOURCES = [
+    """CREATE TABLE resources (
+        id INTEGER PRIMARY KEY AUTOINCREMENT,
+        name TEXT NOT NULL,
+        description TEXT,
+        capacity INTEGER NOT NULL CHECK (capacity >= 1),
+        price_per_minute TEXT NOT NULL,
+        currency TEXT NOT NULL,
+        max_duration_minutes INTEGER,
+        created_at INTEGER NOT NULL,
+        updated_at INTEGER NOT NULL,
+        deleted_at INTEGER)""",
+    # a deleted resource keeps its sessions (they are billing records); its name is free again
+    "CREATE UNIQUE INDEX resources_name ON resources(name COLLATE NOCASE) WHERE deleted_at IS NULL",
+    """CREATE TABLE sessions (
+        id INTEGER PRIMARY KEY,
+        resource_id INTEGER NOT NULL REFERENCES resources(id),
+        customer_id INTEGER NOT NULL REFERENCES customers(id),
+        user TEXT,
+        started_at INTEGER NOT NULL,
+        ended_at INTEGER,
+        duration_seconds INTEGER,
+        price_per_minute TEXT NOT NULL,
+        currency TEXT NOT NULL,
+        cost INTEGER,
+        stopped_by TEXT,
+        auto_stopped INTEGER NOT NULL DEFAULT 0,
+        started_by TEXT NOT NULL)""",
+    "CREATE INDEX sessions_active ON sessions(resource_id) WHERE ended_at IS NULL",
+    "CREATE INDEX sessions_customer_end ON sessions(customer_id, ended_at)",
+    "CREATE INDEX sessions_resource_end ON sessions(resource_id, ended_at)",
+    # invoices without a subscription: 'monthly' (resource lines of a calendar month)
+    # or 'adjustments' (late events of ended subscriptions)
+    "ALTER TABLE invoices ADD COLUMN kind TEXT NOT NULL DEFAULT 'subscription'",
+    "UPDATE invoices SET kind = 'adjustments' WHERE subscription_id IS NULL",
+    "CREATE UNIQUE INDEX invoices_one_per_month ON invoices(customer_id, period_start_date, revision)"
+    " WHERE kind = 'monthly'",
+]
+
+MIGRATIONS = [V1_FOUNDATION, V2_PLANS, V3_LIFECYCLE, V4_RESOURCES]
 
 
 class MigrationError(RuntimeError):

@@ -272,6 +272,8 @@ class Handler(BaseHTTPRequestHandler):
         if not isinstance(response, Response):
             response = Response(200, response)
         stream = getattr(response, "stream", None)
+        if stream:
+            self.close_connection = True  # no length: the stream ends with the connection
         payload = b"" if stream else response.payload()
         reason = self.responses.get(response.status, ("",))[0]
         lines = [f"HTTP/1.1 {response.status} {reason}", f"Server: {self.server_version}",

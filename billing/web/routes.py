@@ -3,17 +3,18 @@
 Read it top to bottom; `None` as roles means no authentication at all.
 """
 
-from ..api import (audit_log, coupons, customers, estimates, events, exports, health, invoices, lifecycle, meters,
-                   plans, subscriptions, usage, users, webhooks)
+from ..api import (analytics, audit_log, coupons, customers, estimates, events, exports, health, invoices, lifecycle,
+                   meters, plans, resources, sessions, subscriptions, usage, users, webhooks)
 from ..api.auth import (ADMIN_ONLY, ANY_SIGNED_IN, CUSTOMER_READ, EVENT_WRITE, STAFF_READ,
                         STAFF_WRITE, login, logout, me)
 from ..ops import scheduler
-from . import static
+from . import static, stream
 
 ID = r"(?P<{}>\d+)"
 CUSTOMER = ID.format("customer_id")
 INVOICE = ID.format("invoice_id")
 WEBHOOK = ID.format("webhook_id")
+RESOURCE = ID.format("resource_id")
 
 ROUTES = [
     # dashboard and health
@@ -81,6 +82,21 @@ ROUTES = [
     ("POST", r"/v1/invoices/" + INVOICE + r"/void", lifecycle.void, STAFF_WRITE),
     ("POST", r"/v1/invoices/" + INVOICE + r"/reissue", lifecycle.reissue, STAFF_WRITE),
     ("GET", r"/v1/invoices/" + INVOICE + r"/actions", lifecycle.actions, STAFF_READ),  # internal comments
+    # resources and sessions (§6)
+    ("POST", r"/v1/resources", resources.create, STAFF_WRITE),
+    ("GET", r"/v1/resources", resources.list_resources, STAFF_READ),
+    ("GET", r"/v1/resources/" + RESOURCE, resources.get, STAFF_READ),
+    ("PUT", r"/v1/resources/" + RESOURCE, resources.update, STAFF_WRITE),
+    ("PATCH", r"/v1/resources/" + RESOURCE, resources.update, STAFF_WRITE),
+    ("DELETE", r"/v1/resources/" + RESOURCE, resources.delete, STAFF_WRITE),
+    ("POST", r"/v1/sessions", sessions.start, STAFF_WRITE),
+    ("GET", r"/v1/sessions", sessions.list_sessions, CUSTOMER_READ),
+    ("GET", r"/v1/sessions/" + ID.format("session_id"), sessions.get, CUSTOMER_READ),
+    ("POST", r"/v1/sessions/" + ID.format("session_id") + r"/stop", sessions.stop, STAFF_WRITE),
+    ("GET", r"/v1/billing-records", sessions.billing_records, CUSTOMER_READ),
+    ("GET", r"/v1/analytics/resources", analytics.resources, STAFF_READ),
+    # the live stream for the dashboard (Server-Sent Events)
+    ("GET", r"/v1/stream", stream.stream, CUSTOMER_READ),
     # webhooks and the scheduler's jobs
     ("POST", r"/v1/webhooks", webhooks.create, ADMIN_ONLY),
     ("GET", r"/v1/webhooks", webhooks.list_webhooks, ADMIN_ONLY),
