@@ -93,6 +93,8 @@ def bool_arg(request, name):
 
 def path_int(value, what):
     """A numeric path parameter; too large to be an id means not found."""
+    if len(value) > 19:  # beyond any id (and int() refuses over 4,300 digits)
+        raise NotFound(f"{what} not found.")
     number = int(value)
     if number > 2 ** 63 - 1:
         raise NotFound(f"{what} not found.")

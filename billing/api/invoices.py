@@ -188,7 +188,10 @@ def run_as_of(app, conn, as_of, actor=None):
                                    times.add_months(month, 1).isoformat(), stamp, kind="monthly"))
             carriers.add(customer_id)
     # late adjustments of customers with no draft to carry them and no subscription in force
-    for customer_id in sorted(late - carriers):
+    voided = {r[0] for r in conn.execute(  # a voided adjustment invoice comes back only by reissue
+        "SELECT customer_id FROM invoices i WHERE kind = 'adjustments' AND status = 'void' AND id = (SELECT max(id)"
+        " FROM invoices j WHERE j.customer_id = i.customer_id AND j.kind = 'adjustments')")}
+    for customer_id in sorted(late - carriers - voided):
         customer = customers.get(customer_id) or _customer_row(conn, customer_id)
         zone = times.zone_or_error(customer[4])
         if subscriptions_api.subscription_in_force(conn, customer_id, times.local_date(as_of, zone)):

@@ -138,6 +138,8 @@ def finalize_row(app, conn, invoice_id, actor, comment=None, automatic=False):
     row = invoices_api.load_row(conn, invoice_id)
     if row[4] != "draft":
         raise _conflict(invoice_id, row[4], "finalized")
+    if automatic and row[21]:
+        raise Conflict(f"Invoice {invoice_id} is on hold; only a person finalizes it.")
     invoices_api.refresh_draft(app, conn, invoice_id)
     if _customer(conn, row[2])[0]:
         conn.execute("UPDATE invoices SET status = 'pending_approval', hold = 0, updated_at = ? WHERE id = ?",
@@ -166,9 +168,10 @@ def _check_approver(conn, request, customer_id):
     if actor.role in auth.APPROVERS:
         return
     csm = _customer(conn, customer_id)[2]
-    if csm is not None and actor.user_id == csm:
+    if csm is not None and actor.user_id == csm and actor.role != auth.FINANCE:  # who issues does not approve
         return
-    raise Forbidden("Only customer success, sales, an admin or the customer's CSM may approve or reject invoices.")
+    raise Forbidden("Only customer success, sales, an admin or the customer's CSM (not finance) may approve or "
+                    "reject invoices.")
 
 
 def approve(request, invoice_id):
@@ -289,12 +292,18 @@ def void(request, invoice_id):
 
 def void_row(conn, invoice_id, reason, actor):
     row = invoices_api.load_row(conn, invoice_id)
-    if row[4] not in ("draft", "pending_approval", "issued") or row[15] > 0:
-        what = "voided once paid (correct it with a credit)" if row[15] > 0 or row[4] == "paid" else "voided"
+    # a payment was taken: correct it with a credit instead; `paid` with nothing paid
+    # (settled by credits, or nothing due) can still be voided
+    if row[4] == "void" or row[15] > 0:
+        what = "voided once paid (correct it with a credit)" if row[15] > 0 else "voided"
         raise _conflict(invoice_id, row[4], what)
     stamp = now_micros()
     given = conn.execute("SELECT coalesce(sum(amount), 0) FROM credit_entries WHERE invoice_id = ?",
                          (invoice_id,)).fetchone()[0]
+    if given > 0 and given > conn.execute("SELECT coalesce(sum(amount), 0) FROM credit_entries WHERE customer_id = ?",
+                                          (row[2],)).fetchone()[0]:
+        raise Conflict(f"Invoice {invoice_id} left {money.format_minor(given, row[6])} {row[6]} of credit that has "
+                       "been spent since; it cannot be voided.")
     if given:  # credits it used come back; credit it left (negative total) is taken back
         conn.execute("INSERT INTO credit_entries (customer_id, amount, currency, reason, invoice_id, created_by,"
                      " created_at) VALUES (?, ?, ?, ?, ?, ?, ?)",
@@ -339,9 +348,9 @@ def reissue_row(app, conn, invoice_id, actor, comment=None):
     cur = conn.execute(
         "INSERT INTO invoices (customer_id, subscription_id, status, currency, period_start, period_end,"
         " period_start_date, period_end_date, subtotal, discount, tax, total, credits_applied, amount_due,"
-        " created_at, updated_at, revision, kind) SELECT customer_id, subscription_id, 'draft', currency,"
-        " period_start, period_end, period_start_date, period_end_date, 0, 0, 0, 0, 0, 0, ?, ?, ?, kind"
-        " FROM invoices WHERE id = ?", (stamp, stamp, revision, invoice_id))
+        " created_at, updated_at, revision, kind, hold) SELECT customer_id, subscription_id, 'draft', currency,"
+        " period_start, period_end, period_start_date, period_end_date, 0, 0, 0, 0, 0, 0, ?, ?, ?, kind,"
+        " kind != 'adjustments' FROM invoices WHERE id = ?", (stamp, stamp, revision, invoice_id))
     new_id = cur.lastrowid
     invoices_api.refresh_draft(app, conn, new_id)
     record(conn, new_id, "reissue", None, "draft", actor, comment or f"replaces invoice {row[1] or invoice_id}")

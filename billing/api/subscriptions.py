@@ -308,7 +308,8 @@ def rate_period(app, conn, subscription_row, plan_row, customer_row, day, extra_
     UTC bounds: (draft, start_at, end_at). `extra_lines`: adjustment lines."""
     zone = times.zone_or_error(customer_row[4])
     period_start, period_end, billed_start, billed_end = billed_period(subscription_row, day)
-    trial_end = times.parse_date(subscription_row[4]) + timedelta(days=plan_row[8])
+    # the trial runs from the first day of the customer's subscription (the anchor a plan change keeps)
+    trial_end = times.parse_date(subscription_row[7]) + timedelta(days=plan_row[8])
     active, days_in_period = periods.prorate_days(period_start, period_end, max(billed_start, trial_end), billed_end)
     start_at, end_at = periods.local_bounds(billed_start, billed_end, zone)
     charges = _charges_with_overrides(jsonutil.decode(plan_row[9]), jsonutil.decode(subscription_row[8]))

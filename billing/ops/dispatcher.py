@@ -77,6 +77,9 @@ class Dispatcher:
     def wake(self):
         self._wake.set()
 
+    def running(self):
+        return self._thread is not None and self._thread.is_alive()
+
     def _loop(self):
         while not self._stop.is_set():
             self._wake.clear()
@@ -171,6 +174,8 @@ class Dispatcher:
                 else:
                     counts["failed"] += 1
                     status, next_at = _failed_state(attempts + 1, now)
-                    conn.execute("UPDATE emails SET status = ?, attempts = ?, next_attempt_at = ?, last_error = ?"
-                                 " WHERE id = ?", (status, attempts + 1, next_at, error, email_id))
+                    # an e-mail canceled meanwhile (its invoice voided) stays canceled
+                    conn.execute("UPDATE emails SET status = CASE WHEN status = 'pending' THEN ? ELSE status END,"
+                                 " attempts = ?, next_attempt_at = CASE WHEN status = 'pending' THEN ? ELSE NULL END,"
+                                 " last_error = ? WHERE id = ?", (status, attempts + 1, next_at, error, email_id))
         return counts

@@ -62,7 +62,11 @@ class Scheduler:
                     self.app.publish("invoice.created", {"invoice_ids": created})
                 details["sessions_stopped"] = sessions.stop_overdue(self.app)
                 details.update(self.issue_due())
-                details.update(self.app.dispatcher.run_once())
+                if self.app.dispatcher.running():
+                    self.app.dispatcher.wake()  # it sends on its own thread: a slow endpoint never holds a run
+                    details["dispatcher"] = "woken"
+                else:
+                    details.update(self.app.dispatcher.run_once())
                 with db.transaction() as conn:
                     horizon = now_micros() - IDEMPOTENCY_HOURS * 3600 * 1_000_000
                     details["idempotency_keys_purged"] = conn.execute(

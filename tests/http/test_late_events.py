@@ -166,3 +166,33 @@ def test_retraction_allowed_while_draft_refused_once_issued(admin, customer):
     refused = admin.delete(f"/v1/customers/{customer}/events/a")
     assert_error(refused, 409, "conflict")
     assert "INV-000001" in refused.json["error"]["message"]
+
+
+def test_a_voided_adjustment_invoice_is_not_recreated(admin, customer):
+    sub = admin.post("/v1/subscriptions", {"customer_id": customer, "plan": "grad", "start": "2025-09-01"}).json
+    assert admin.post(f"/v1/subscriptions/{sub['id']}/cancel", {"at": "2025-10-01"}).status == 200
+    send(admin, customer, 900, "2025-09-10T00:00:00Z")
+    run_and_issue(admin, "2025-10-02T00:00:00Z")
+    send(admin, customer, 200, "2025-09-29T00:00:00Z")
+    (only,) = run_and_issue(admin, "2025-10-10T00:00:00Z")
+    assert admin.post(f"/v1/invoices/{only['id']}/void", {"reason": "waived"}).status == 200
+    assert admin.post("/v1/invoices/run", {}).json["created"] == 0  # voided periods are not re-created
+    again = admin.post(f"/v1/invoices/{only['id']}/reissue", {}).json  # only a reissue brings it back
+    assert lines(again) == [("adjustment", 200, "15.00"), ("tax", None, "1.50")]
+
+
+def test_a_plan_change_keeps_the_trial_of_the_first_start(admin, customer):
+    """A 14-day trial from 2025-09-01; a change of plan on the 10th does not
+    start a new trial: the new plan bills from the 15th (16 of 30 days)."""
+    trial = {"code": "trial", "name": "Trial plan", "currency": "USD", "base_fee": "30.00", "trial_days": 14,
+             "charges": []}
+    other = {**trial, "code": "trial2", "name": "Other", "base_fee": "60.00"}
+    assert admin.post("/v1/plans", trial).status == 201 and admin.post("/v1/plans", other).status == 201
+    sub = admin.post("/v1/subscriptions", {"customer_id": customer, "plan": "trial", "start": "2025-09-01"}).json
+    pin("2025-09-20T00:00:00Z")
+    assert admin.post(f"/v1/subscriptions/{sub['id']}/change-plan", {"plan": "trial2", "at": "2025-09-10"}).status == 200
+    pin("2025-10-02T00:00:00Z")
+    ids = admin.post("/v1/invoices/run", {}).json["invoice_ids"]
+    bases = sorted(l["amount"] for i in ids for l in admin.get(f"/v1/invoices/{i}").json["lines"]
+                   if l["type"] == "base_fee")
+    assert bases == ["0.00", "32.00"]  # old plan: its 9 days all in the trial; new plan 60.00 × 16/30

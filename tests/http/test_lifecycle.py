@@ -339,3 +339,40 @@ def test_grace_period_is_configurable(tmp_path):
         assert admin.get(f"/v1/invoices/{invoice_id}").json["status"] == "issued"
     finally:
         running.stop()
+
+
+def test_review_fixes_void_reissue_hold_and_ids(server, admin, setup):
+    # an id of thousands of digits is simply not found
+    assert_error(admin.get("/v1/invoices/" + "9" * 5000), 404, "not_found")
+    assert_error(admin.post("/v1/invoices/" + "9" * 5000 + "/void", {"reason": "x"}), 404, "not_found")
+    # settled by credits: `paid` with nothing paid can still be voided, and the credits come back
+    (invoice_id,) = drafts(admin, 1)
+    cid = admin.get(f"/v1/invoices/{invoice_id}").json["customer_id"]
+    assert admin.post(f"/v1/customers/{cid}/credits", {"amount": "500.00", "reason": "prepaid"}).status == 201
+    issued = admin.post(f"/v1/invoices/{invoice_id}/finalize", {}).json
+    assert (issued["status"], issued["amount_paid"], issued["credits_applied"]) == ("paid", "0.00", "110.00")
+    assert admin.post(f"/v1/invoices/{invoice_id}/void", {"reason": "wrong month"}).json["status"] == "void"
+    assert admin.get(f"/v1/customers/{cid}/credits").json["balance"] == "500.00"
+    # a reissued draft waits on hold: the scheduler does not issue it behind the corrector's back
+    again = admin.post(f"/v1/invoices/{invoice_id}/reissue", {}).json
+    assert again["on_hold"] is True
+    pin("2026-01-01T00:00:00Z")
+    server.app.scheduler.issue_due()
+    assert admin.get(f"/v1/invoices/{again['id']}").json["status"] == "draft"
+    from billing.api import lifecycle
+    from billing.errors import Conflict
+    with pytest.raises(Conflict):  # the scheduler's own path refuses a draft on hold, whatever raced
+        with server.app.db.transaction() as conn:
+            lifecycle.finalize_row(server.app, conn, again["id"], None, automatic=True)
+    assert admin.post(f"/v1/invoices/{again['id']}/finalize", {}).json["status"] == "paid"  # a person may
+
+
+def test_finance_never_approves_even_as_the_csm(server, admin, setup):
+    fin = server.admin.post("/v1/users", {"email": "fin-csm@example.com", "name": "Fin CSM", "role": "finance",
+                                          "password": "correct horse"}).json["id"]
+    (invoice_id,) = drafts(admin, 1, requires_approval=True, csm_user_id=fin)
+    token = server.client().post("/v1/auth/login", {"email": "fin-csm@example.com",
+                                                   "password": "correct horse"}).json["token"]
+    finance = server.client(token)
+    assert finance.post(f"/v1/invoices/{invoice_id}/finalize", {}).json["status"] == "pending_approval"
+    assert_error(finance.post(f"/v1/invoices/{invoice_id}/approve", {}), 403, "forbidden")
