@@ -8,7 +8,7 @@ from decimal import Decimal
 from datetime import timedelta
 
 from .. import clock, jsonutil
-from ..api import auth, invoices, lifecycle
+from ..api import auth, invoices, lifecycle, sessions
 from ..api.events import Ingest, store_new
 from ..domain import money, plans, times
 from ..errors import FieldErrors
@@ -49,6 +49,53 @@ def _plan_body(currency, prices):
                 {"meter": "compute_seconds", "model": "per_unit", "unit_price": per_second},
                 {"meter": "storage_gb", "model": "package", "package_size": 10,
                  "package_price": str(Decimal(per_thousand) * 2)}]}
+
+
+RESOURCES = [  # name, description, capacity, price per minute, currency, max minutes, who uses it
+    ("Atlas meeting room", "8 seats, screen and camera", 1, "0.50", "USD", 240, ["acme"]),
+    ("Treadmills", "Gym floor, row A", 4, "0.20", "USD", 120, ["acme"]),
+    ("Hot desks", "Open space, 2nd floor", 12, "0.05", "EUR", None, ["globex"]),
+    ("Mass spectrometer", "Lab 3, booked by the minute", 2, "1.25", "GBP", 480, ["initech"]),
+]
+
+
+def _resources(app, rng):
+    """Resources and a month of their sessions (some running now)."""
+    now = clock.now()
+    now_us = times.to_micros(now)
+    made = 0
+    with app.db.transaction() as conn:
+        for name, description, capacity, price, currency, limit, users in RESOURCES:
+            resource_id = conn.execute(
+                "INSERT INTO resources (name, description, capacity, price_per_minute, currency, max_duration_minutes,"
+                " created_at, updated_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                (name, description, capacity, price, currency, limit, now_us, now_us)).lastrowid
+            customer_ids = [conn.execute("SELECT id FROM customers WHERE external_id = ?", (u,)).fetchone()[0]
+                            for u in users]
+            for day in range(30, 0, -1):
+                free_at = [now - timedelta(days=day)] * capacity  # when each unit of capacity is free again
+                for _ in range(rng.randint(1, 2 * capacity)):
+                    unit = rng.randrange(capacity)
+                    start = free_at[unit] + timedelta(minutes=rng.randint(20, 180))
+                    end = start + timedelta(minutes=rng.randint(15, min(limit or 240, 240)), seconds=rng.randint(0, 59))
+                    if end >= now - timedelta(hours=1):
+                        break
+                    free_at[unit] = end
+                    seconds = int((end - start).total_seconds())
+                    conn.execute("INSERT INTO sessions (resource_id, customer_id, user, started_at, ended_at,"
+                                 " duration_seconds, price_per_minute, currency, cost, stopped_by, started_by)"
+                                 " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, 'demo', 'demo')",
+                                 (resource_id, rng.choice(customer_ids), f"member-{rng.randint(1, 40)}",
+                                  times.to_micros(start), times.to_micros(end), seconds, price, currency,
+                                  sessions.cost_minor(seconds, price, currency)))
+                    made += 1
+            for _ in range(min(capacity, 2) - (1 if capacity == 1 else 0)):  # running now
+                conn.execute("INSERT INTO sessions (resource_id, customer_id, user, started_at, price_per_minute,"
+                             " currency, started_by) VALUES (?, ?, ?, ?, ?, ?, 'demo')",
+                             (resource_id, customer_ids[0], f"member-{rng.randint(1, 40)}",
+                              times.to_micros(now - timedelta(minutes=rng.randint(5, 50))), price, currency))
+                made += 1
+    return made
 
 
 def _billing(app, now_us):
@@ -149,10 +196,12 @@ def fill(app, seed=7):
     with db.transaction() as conn:
         stored = len(store_new(conn, rows))
     app.stats.events_ingested(stored)
+    sessions_made = _resources(app, rng)
     drafted = _billing(app, now_us)
     states = _history(app)
     summary = ", ".join(f"{n} {status.replace('_', ' ')}" for status, n in sorted(states.items()))
     return (f"Demo: {len(CUSTOMERS)} customers, {len(METERS)} meters, {stored} events over {DAYS} days, "
+            f"{len(RESOURCES)} resources with {sessions_made} sessions, "
             f"{len(PLAN_PRICES)} plans, {drafted} invoices ({summary}); users finance@localhost / "
             "finance-demo-1, success@localhost / success-demo-1, viewer@localhost / viewer-demo-1.")
 
