@@ -296,6 +296,70 @@ def signed_correctly(secret, header, body):
     return hmac.compare_digest(expected, parts["v1"])
 
 
+class StreamReader:
+    """Reads GET /v1/stream in a thread and keeps the event types it sees."""
+
+    def __init__(self, api):
+        self.events = []
+        request = urllib.request.Request(api.base + "/v1/stream", headers={"Authorization": f"Bearer {api.token}"})
+        self.response = urllib.request.urlopen(request, timeout=30)
+        threading.Thread(target=self._read, daemon=True).start()
+
+    def _read(self):
+        try:
+            for raw in self.response:
+                line = raw.decode().rstrip("\n")
+                if line.startswith("event: "):
+                    self.events.append(line[7:])
+        except (OSError, ValueError):
+            pass
+
+    def wait_for(self, names, seconds=10):
+        deadline = time.monotonic() + seconds
+        while not set(names) <= set(self.events) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        return self.events
+
+    def close(self):
+        self.response.close()
+
+
+def resources_story(api, acme, globex):
+    step("A meeting room with a capacity of 2, billed by the minute")
+    room = api.call("POST", "/v1/resources", {"name": "Atlas room", "capacity": 2, "price_per_minute": "0.50",
+                                              "currency": "USD", "max_duration_minutes": 240}, expect=201)
+    print(f"   resource {room['id']}: {room['name']}, capacity {room['capacity']}, {room['price_per_minute']} "
+          f"{room['currency']}/min")
+    live = StreamReader(api)
+    first = api.call("POST", "/v1/sessions", {"resource_id": room["id"], "customer_id": acme, "user": "ana"}, expect=201)
+    second = api.call("POST", "/v1/sessions", {"resource_id": room["id"], "customer_id": acme, "user": "ben"}, expect=201)
+    full = api.call("POST", "/v1/sessions", {"resource_id": room["id"], "customer_id": acme}, expect=409)
+    check(full["error"]["code"] == "capacity_full" and (full["error"]["active"], full["error"]["capacity"]) == (2, 2),
+          f"a third start is refused: {full['error']['message']}")
+    wrong = api.call("POST", "/v1/sessions", {"resource_id": room["id"], "customer_id": globex}, expect=409)
+    print(f"   a EUR customer on a USD room: 409 {wrong['error']['message']}")
+    time.sleep(1.1)  # a session of a second or so, for a real cost
+    stopped = api.call("POST", f"/v1/sessions/{first['id']}/stop", {})
+    expected = money_text(Decimal(stopped["duration_seconds"]) * Decimal("0.50") / 60)
+    check(stopped["cost"] == expected, f"stopped after {stopped['duration_seconds']} s: cost {stopped['cost']} "
+          f"= {stopped['duration_seconds']} / 60 × 0.50, rounded once")
+    again = api.call("POST", f"/v1/sessions/{first['id']}/stop", {}, expect=409)
+    print(f"   stopping twice: 409 {again['error']['message']}")
+    api.call("POST", f"/v1/sessions/{second['id']}/stop", {})
+    records = api.call("GET", f"/v1/billing-records?customer_id={acme}")
+    table(["session", "user", "seconds", "minutes", "cost"],
+          [(r["id"], r["user"], r["duration_seconds"], r["minutes"], r["cost"]) for r in records["data"]])
+    print(f"   totals: {json.dumps(records['totals'], default=str)}")
+    upcoming = api.call("GET", f"/v1/customers/{acme}/upcoming-invoice")
+    lines = [l for l in upcoming["lines"] if l["type"] == "resource"]
+    check(len(lines) == 1 and lines[0]["amount"] == records["totals"]["USD"]["amount"],
+          "the upcoming invoice has one resource line with the sessions' costs")
+    seen = live.wait_for({"session.started", "session.stopped", "stats"})
+    live.close()
+    check({"session.started", "session.stopped", "stats"} <= set(seen),
+          f"the live stream told of it: {', '.join(sorted(set(seen)))}")
+
+
 def lifecycle_story(api, invoices, acme, globex, umbrella):
     step("Webhooks: an endpoint for every invoice event")
     receiver = Receiver()
@@ -389,6 +453,8 @@ def lifecycle_story(api, invoices, acme, globex, umbrella):
     for name in mails:
         print(f"   outbox/{name}")
     check(len(mails) == 2, "no SMTP_HOST: each issued invoice went to the outbox as an .eml with its PDF")
+
+    resources_story(api, acme, globex)
 
     step("The scheduler catches up to today")
     job = api.call("POST", "/v1/jobs/run", {})
