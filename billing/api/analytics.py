@@ -60,7 +60,8 @@ def resources(request):
                                      (resource_id,) if resource_id else ()).fetchall()
         sessions = conn.execute(
             "SELECT resource_id, started_at, ended_at, cost FROM sessions WHERE started_at < ?"
-            " AND (ended_at IS NULL OR ended_at > ?)" + (" AND resource_id = ?" if resource_id else ""),
+            " AND (ended_at IS NULL OR ended_at >= ?)"  # >=: a session ending at `from` bills in range
+            + (" AND resource_id = ?" if resource_id else ""),
             (end_us, start_us, resource_id) if resource_id else (end_us, start_us)).fetchall()
     by_resource = {}
     for row in sessions:

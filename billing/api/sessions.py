@@ -161,6 +161,7 @@ def _scope(request, where, params):
     if resource_id is not None:
         where.append("s.resource_id = ?")
         params.append(resource_id)
+    return customer_id
 
 
 def list_sessions(request):
@@ -183,12 +184,12 @@ def list_sessions(request):
 
 # -- billing records --------------------------------------------------------------
 
-def _instant_arg(request, name):
+def _instant_arg(request, name, zone):
     raw = request.arg(name)
     if not raw:
         return None
     try:
-        return times.to_micros(times.parse_bound(raw, times.UTC))
+        return times.to_micros(times.parse_bound(raw, zone))
     except times.TimeError as exc:
         raise ValidationError([{"field": name, "message": str(exc)}]) from None
 
@@ -198,8 +199,11 @@ def billing_records(request):
     limit = page_limit(request)
     cursor = decode_cursor(request, (int, int))
     where, params = ["s.ended_at IS NOT NULL"], []
-    _scope(request, where, params)
-    start, end = _instant_arg(request, "from"), _instant_arg(request, "to")
+    customer_id = _scope(request, where, params)
+    # §2: a date bound is local midnight in the customer's timezone (UTC without a customer)
+    customer = request.app.catalog.customer(customer_id) if customer_id is not None else None
+    zone = times.zone_or_error(customer.timezone) if customer is not None else times.UTC
+    start, end = _instant_arg(request, "from", zone), _instant_arg(request, "to", zone)
     if start is not None:
         where.append("s.ended_at >= ?")
         params.append(start)

@@ -55,12 +55,13 @@ class Scheduler:
             details = {"trigger": trigger}
             outcome = "ok"
             try:
+                # first: a session stopped at its limit may end in a period about to be drafted
+                details["sessions_stopped"] = sessions.stop_overdue(self.app)
                 with db.transaction() as conn:
                     created = invoices.run_as_of(self.app, conn, clock.now())
                 details["drafts_created"] = len(created)
                 if created:
                     self.app.publish("invoice.created", {"invoice_ids": created})
-                details["sessions_stopped"] = sessions.stop_overdue(self.app)
                 details.update(self.issue_due())
                 if self.app.dispatcher.running():
                     self.app.dispatcher.wake()  # it sends on its own thread: a slow endpoint never holds a run

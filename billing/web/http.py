@@ -295,7 +295,7 @@ class Handler(BaseHTTPRequestHandler):
             lines.append("Connection: keep-alive")
         head = ("\r\n".join(lines) + "\r\n\r\n").encode("latin-1")
         self.wfile.write(head if stream or self.command == "HEAD" else head + payload)
-        if stream:
+        if stream and self.command != "HEAD":
             stream(self)
 
     # -- request parsing ---------------------------------------------------

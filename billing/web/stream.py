@@ -93,6 +93,9 @@ def stream(request):
     """GET /v1/stream: text/event-stream until the client leaves or the server stops."""
     from ..errors import ServiceUnavailable
     app = request.app
+    headers = {"Cache-Control": "no-store", "X-Accel-Buffering": "no"}
+    if request.method == "HEAD":  # headers only: no subscription, no endless body after a HEAD answer
+        return Response(200, None, content_type="text/event-stream; charset=utf-8", headers=headers)
     inbox = app.bus.subscribe()
     if inbox is None:
         raise ServiceUnavailable("The server is shutting down.")
@@ -136,12 +139,13 @@ def stream(request):
                 handler.wfile.write(frame(event_type, data, sent))
         except (OSError, ValueError):
             return  # the client left, or stopped reading for WRITE_TIMEOUT seconds
+        except ServiceUnavailable:
+            return  # the database closed under a stats tick: the server is stopping
         finally:
             app.bus.unsubscribe(inbox)
             handler.close_connection = True
 
-    response = Response(200, None, content_type="text/event-stream; charset=utf-8",
-                        headers={"Cache-Control": "no-store", "X-Accel-Buffering": "no"})
+    response = Response(200, None, content_type="text/event-stream; charset=utf-8", headers=headers)
     response.stream = run
     return response
 
