@@ -23,6 +23,7 @@ COLUMNS = ("id, number, customer_id, subscription_id, status, payment_status, cu
            " revision, kind")
 LINE_COLUMNS = "type, description, meter, quantity, unit_price, amount, tiers"
 STATUSES = ("draft", "pending_approval", "issued", "paid", "void")
+MAX_REFRESH = 200  # drafts re-rated by one list request
 
 
 # -- rating drafts -------------------------------------------------------------
@@ -323,4 +324,19 @@ def list_invoices(request):
     if where:
         sql += " WHERE " + " AND ".join(where)
     rows = request.app.db.query(sql + " ORDER BY id DESC LIMIT ?", (*params, limit + 1))
+    rows = refresh_listed(request.app, rows[:limit]) + rows[limit:]
     return page(rows, limit, view, lambda r: [r[0]])
+
+
+def refresh_listed(app, rows):
+    """Re-rate the drafts among listed rows (drafts reflect every stored event
+    whenever they are read); the rows as they are now."""
+    drafts = [r[0] for r in rows if r[4] == "draft"]
+    if not drafts or len(drafts) > MAX_REFRESH:
+        return rows
+    with app.db.transaction() as conn:
+        for invoice_id in drafts:
+            refresh_draft(app, conn, invoice_id)
+        fresh = {r[0]: r for r in conn.execute(
+            f"SELECT {COLUMNS} FROM invoices WHERE id IN ({','.join('?' * len(drafts))})", drafts)}
+    return [fresh.get(r[0], r) for r in rows]

@@ -376,3 +376,13 @@ def test_finance_never_approves_even_as_the_csm(server, admin, setup):
     finance = server.client(token)
     assert finance.post(f"/v1/invoices/{invoice_id}/finalize", {}).json["status"] == "pending_approval"
     assert_error(finance.post(f"/v1/invoices/{invoice_id}/approve", {}), 403, "forbidden")
+
+
+def test_listed_drafts_are_re_rated(server, admin, setup):
+    (invoice_id,) = drafts(admin, 1)
+    cid = admin.get(f"/v1/invoices/{invoice_id}").json["customer_id"]
+    reply = admin.post("/v1/events/batch", {"customer_id": cid, "events": [
+        {"meter": "api_calls", "quantity": 500, "timestamp": "2025-09-12T00:00:00Z"}]})
+    assert reply.status == 200
+    listed = admin.get("/v1/invoices?status=draft").json["data"]
+    assert [(i["id"], i["total"]) for i in listed] == [(invoice_id, "115.00")]  # 1,500 calls × 0.01 + 100.00
