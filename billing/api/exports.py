@@ -56,7 +56,8 @@ def invoices_csv(request):
     sql = f"SELECT {invoices_api.COLUMNS} FROM invoices"
     if where:
         sql += " WHERE " + " AND ".join(where)
-    rows = request.app.db.query(sql + " ORDER BY id DESC LIMIT ?", (*params, MAX_CSV_ROWS))
+    rows = invoices_api.refresh_listed(request.app,
+                                       request.app.db.query(sql + " ORDER BY id DESC LIMIT ?", (*params, MAX_CSV_ROWS)))
     names = dict(request.app.db.query("SELECT id, name FROM customers"))
     out = []
     for row in rows:
