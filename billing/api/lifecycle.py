@@ -151,16 +151,23 @@ def finalize_row(app, conn, invoice_id, actor, comment=None, automatic=False):
     return issue(app, conn, invoice_id, actor, "issue" if automatic else "finalize", comment)
 
 
-def finalize(request, invoice_id):
-    _, values = _body(request, ("comment",))
+def _act(request, invoice_id, work, fields=("comment",), required=(), event=None):
+    """One lifecycle request: read the body, lock the invoice in the writer's
+    transaction, `work(app, conn, row, values)` → the invoice as JSON, then
+    wake the dispatcher and tell the live streams."""
+    _, values = _body(request, fields, required)
     invoice_id = path_int(invoice_id, "Invoice")
     app = request.app
     with app.db.transaction() as conn:
-        _locked(conn, request, invoice_id)
-        view = finalize_row(app, conn, invoice_id, request.actor, values["comment"])
+        view = work(app, conn, _locked(conn, request, invoice_id), values)
     app.notify()
-    app.publish(f"invoice.{view['status']}", {"invoice": view})
+    app.publish(event or f"invoice.{view['status']}", {"invoice": view})
     return view
+
+
+def finalize(request, invoice_id):
+    return _act(request, invoice_id, lambda app, conn, row, values:
+                finalize_row(app, conn, row[0], request.actor, values["comment"]))
 
 
 def _check_approver(conn, request, customer_id):
@@ -175,36 +182,25 @@ def _check_approver(conn, request, customer_id):
 
 
 def approve(request, invoice_id):
-    _, values = _body(request, ("comment",))
-    invoice_id = path_int(invoice_id, "Invoice")
-    app = request.app
-    with app.db.transaction() as conn:
-        row = _locked(conn, request, invoice_id)
+    def work(app, conn, row, values):
         _check_approver(conn, request, row[2])
         if row[4] != "pending_approval":
-            raise _conflict(invoice_id, row[4], "approved")
-        view = issue(app, conn, invoice_id, request.actor, "approve", values["comment"])
-    app.notify()
-    app.publish(f"invoice.{view['status']}", {"invoice": view})
-    return view
+            raise _conflict(row[0], row[4], "approved")
+        return issue(app, conn, row[0], request.actor, "approve", values["comment"])
+    return _act(request, invoice_id, work)
 
 
 def reject(request, invoice_id):
-    _, values = _body(request, ("comment",), required=("comment",))
-    invoice_id = path_int(invoice_id, "Invoice")
-    app = request.app
-    with app.db.transaction() as conn:
-        row = _locked(conn, request, invoice_id)
+    def work(app, conn, row, values):
         _check_approver(conn, request, row[2])
         if row[4] != "pending_approval":
-            raise _conflict(invoice_id, row[4], "rejected")
+            raise _conflict(row[0], row[4], "rejected")
         conn.execute("UPDATE invoices SET status = 'draft', hold = 1, updated_at = ? WHERE id = ?",
-                     (now_micros(), invoice_id))
-        record(conn, invoice_id, "reject", "pending_approval", "draft", request.actor, values["comment"])
-        invoices_api.refresh_draft(app, conn, invoice_id)
-        view = invoices_api.load_view(conn, invoice_id)
-    app.publish("invoice.rejected", {"invoice": view})
-    return view
+                     (now_micros(), row[0]))
+        record(conn, row[0], "reject", "pending_approval", "draft", request.actor, values["comment"])
+        invoices_api.refresh_draft(app, conn, row[0])
+        return invoices_api.load_view(conn, row[0])
+    return _act(request, invoice_id, work, required=("comment",), event="invoice.rejected")
 
 
 # -- payments -------------------------------------------------------------------
@@ -279,15 +275,9 @@ def list_payments(request, invoice_id):
 # -- void and reissue -----------------------------------------------------------
 
 def void(request, invoice_id):
-    _, values = _body(request, ("reason",), required=("reason",))
-    invoice_id = path_int(invoice_id, "Invoice")
-    app = request.app
-    with app.db.transaction() as conn:
-        _locked(conn, request, invoice_id)
-        view = void_row(conn, invoice_id, values["reason"], request.actor)
-    app.notify()
-    app.publish("invoice.voided", {"invoice": view})
-    return view
+    return _act(request, invoice_id, lambda app, conn, row, values:
+                void_row(conn, row[0], values["reason"], request.actor),
+                fields=("reason",), required=("reason",), event="invoice.voided")
 
 
 def void_row(conn, invoice_id, reason, actor):
@@ -322,15 +312,8 @@ def void_row(conn, invoice_id, reason, actor):
 
 def reissue(request, invoice_id):
     """A new draft (next revision) for the period of a void invoice."""
-    _, values = _body(request, ("comment",))
-    invoice_id = path_int(invoice_id, "Invoice")
-    app = request.app
-    with app.db.transaction() as conn:
-        _locked(conn, request, invoice_id)
-        view = reissue_row(app, conn, invoice_id, request.actor, values["comment"])
-    app.notify()
-    app.publish("invoice.created", {"invoice": view})
-    return created(view)
+    return created(_act(request, invoice_id, lambda app, conn, row, values:
+                        reissue_row(app, conn, row[0], request.actor, values["comment"]), event="invoice.created"))
 
 
 def reissue_row(app, conn, invoice_id, actor, comment=None):
