@@ -4,6 +4,7 @@
 
 import * as api from "./api.js";
 import { h } from "./dom.js";
+import * as live from "./live.js";
 import * as signIn from "./pages/signin.js";
 import * as customers from "./pages/customers.js";
 import * as customer from "./pages/customer.js";
@@ -15,6 +16,7 @@ import * as invoice from "./pages/invoice.js";
 import * as webhooks from "./pages/webhooks.js";
 import * as webhook from "./pages/webhook.js";
 import * as jobs from "./pages/jobs.js";
+import * as resources from "./pages/resources.js";
 
 const HOME = "#/customers";
 const ROUTES = [
@@ -23,6 +25,7 @@ const ROUTES = [
   [/^#\/customers\/(\d+)$/, customer, "customers"],
   [/^#\/invoices$/, invoices, "invoices"],
   [/^#\/invoices\/(\d+)$/, invoice, "invoices"],
+  [/^#\/resources$/, resources, "resources"],
   [/^#\/plans$/, plans, "plans"],
   [/^#\/meters$/, meters, "meters"],
   [/^#\/events$/, events, "events"],
@@ -45,6 +48,7 @@ function leave() {
 
 function showSignIn(notice) {
   leave();
+  live.stop(); // the stream belongs to the signed-in token
   me = null;
   topbar.hidden = true;
   document.title = "Sign in · Meterline";
@@ -88,6 +92,7 @@ async function route() {
     }
     if (current !== renders) return; // another navigation started meanwhile
   }
+  live.start(); // one stream per page load, shared by the pages (no-op when open)
   const [path, query = ""] = (location.hash || HOME).split("?");
   const found = ROUTES.map(([pattern, page, section]) => [path.match(pattern), page, section])
     .find(([match]) => match);
@@ -124,6 +129,7 @@ async function signOut() {
   showSignIn(notice);
 }
 
+live.bindIndicator(document.getElementById("live-status"));
 api.onSignedOut((message) => showSignIn(`Please sign in again. ${message}`));
 document.getElementById("sign-out").addEventListener("click", signOut);
 window.addEventListener("hashchange", route);

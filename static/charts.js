@@ -36,14 +36,15 @@ function toNumber(value) {
 /**
  * An <svg> chart of `points` ([{ label, value }]; value a number, a numeric
  * string, or null for "no value", which draws nothing).
- * Options: kind "bar" | "line", title (accessible name), unit, width in pixels.
+ * Options: kind "bar" | "line", title (accessible name), unit, width in pixels,
+ * max: the y axis reaches at least this (e.g. 100 for percentages).
  */
-export function chart(points, { kind = "bar", title = "", unit = "", width = 640 } = {}) {
+export function chart(points, { kind = "bar", title = "", unit = "", width = 640, max = 0 } = {}) {
   width = Math.max(280, Math.round(width));
   const plotWidth = width - MARGIN.left - MARGIN.right;
   const plotHeight = HEIGHT - MARGIN.top - MARGIN.bottom;
   const values = points.map((point) => toNumber(point.value));
-  const scale = niceScale(Math.max(0, ...values.filter((v) => v !== null)));
+  const scale = niceScale(Math.max(0, max, ...values.filter((v) => v !== null)));
   const slot = plotWidth / Math.max(points.length, 1);
   const xOf = (index) => MARGIN.left + slot * (index + 0.5);
   const yOf = (value) => MARGIN.top + plotHeight - (value / scale.max) * plotHeight;
@@ -123,4 +124,21 @@ function lineMarks(points, values, xOf, yOf, unit) {
     group.append(point);
   });
   return group;
+}
+
+/**
+ * A horizontal gauge of `value` out of `max` (sessions in use of a capacity):
+ * an SVG that stretches to its box's width (no inline style, which the CSP
+ * forbids). Classes: "meter-bar", plus "full" at or above max.
+ */
+export function meterBar(value, max, title = "") {
+  const ratio = max > 0 ? Math.min(1, Math.max(0, value / max)) : 0;
+  const root = svg("svg", {
+    class: `meter-bar${max > 0 && value >= max ? " full" : ""}`, viewBox: "0 0 100 10",
+    preserveAspectRatio: "none", role: "img", "aria-label": title,
+  });
+  root.append(svg("title", {}, title));
+  root.append(svg("rect", { class: "track", x: 0, y: 0, width: 100, height: 10 }));
+  root.append(svg("rect", { class: "fill", x: 0, y: 0, width: (ratio * 100).toFixed(3), height: 10 }));
+  return root;
 }

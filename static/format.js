@@ -76,3 +76,46 @@ export function jsonNumber(text) {
   const number = Number(value);
   return value !== "" && Number.isFinite(number) ? number : value;
 }
+
+/** The number of fraction digits of a money string the server sent ("0.00" → 2, "12" → 0). */
+export function digitsOf(amount) {
+  const match = /\.(\d+)$/.exec(String(amount ?? ""));
+  return match ? match[1].length : 0;
+}
+
+/** The minor-unit digits of a currency by the browser's own table (USD 2, JPY 0, KWD 3). */
+export function currencyDigits(currency) {
+  try {
+    return new Intl.NumberFormat("en", { style: "currency", currency }).resolvedOptions().maximumFractionDigits;
+  } catch {
+    return 2;
+  }
+}
+
+/**
+ * seconds / 60 × price per minute, rounded half-up once to `digits` fraction
+ * digits, as a decimal string — the rule the server bills by (§6), done in
+ * exact integer arithmetic (BigInt), never binary floating point. For display
+ * between two reads of the server's `cost_so_far`.
+ */
+export function costOf(seconds, pricePerMinute, digits) {
+  const text = String(pricePerMinute).trim();
+  const match = /^(-?)(\d+)(?:\.(\d+))?$/.exec(text);
+  if (!match || !Number.isInteger(seconds) || seconds < 0) return null;
+  const [, sign, whole, fraction = ""] = match;
+  const numerator = BigInt(whole + fraction) * BigInt(seconds) * 10n ** BigInt(digits);
+  const denominator = 60n * 10n ** BigInt(fraction.length);
+  const minor = (2n * numerator + denominator) / (2n * denominator); // half-up (away from zero)
+  const padded = minor.toString().padStart(digits + 1, "0");
+  const body = digits ? `${padded.slice(0, -digits)}.${padded.slice(-digits)}` : padded;
+  return minor !== 0n && sign ? `-${body}` : body;
+}
+
+/** Whole seconds as "h:mm:ss" ("0:04:05", "27:00:00"). */
+export function clockText(seconds) {
+  const total = Math.max(0, Math.floor(seconds));
+  const hours = Math.floor(total / 3600);
+  const minutes = Math.floor((total % 3600) / 60);
+  const rest = total % 60;
+  return `${hours}:${String(minutes).padStart(2, "0")}:${String(rest).padStart(2, "0")}`;
+}

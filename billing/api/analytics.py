@@ -1,5 +1,6 @@
 """Analytics (§10) for resources: revenue per resource and utilization
-(occupied capacity-minutes ÷ available capacity-minutes) by day."""
+(occupied capacity-minutes ÷ available capacity-minutes) by day. Available
+time ends now: hours still to come do not dilute today's figure."""
 
 from datetime import timedelta
 from decimal import Decimal
@@ -79,7 +80,8 @@ def resources(request):
                     occupied += overlap // 1_000_000
                 if ended is not None and day_start <= ended < day_end:
                     revenue += cost
-            available = capacity * (day_end - day_start) // 1_000_000
+            # hours that have not come yet were not available
+            available = capacity * max(0, min(day_end, now_us) - day_start) // 1_000_000
             all_occupied, all_available, all_revenue = all_occupied + occupied, all_available + available, \
                 all_revenue + revenue
             entries.append({"date": day.isoformat(), "revenue": money.format_minor(revenue, currency),

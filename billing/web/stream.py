@@ -15,11 +15,13 @@ import threading
 import time
 
 from .. import jsonutil
+from ..errors import ApiError
 from .http import Response
 
 QUEUE_SIZE = 1000
 WRITE_TIMEOUT = 10
 TICK_SECONDS = 1.0
+AUTH_RECHECK_SECONDS = 5.0
 MAX_STREAMS = 64
 _CLOSED = object()
 
@@ -102,6 +104,7 @@ def stream(request):
     if inbox is False:
         raise ServiceUnavailable("Too many live streams are open; the dashboard falls back to polling.")
     scope = request.customer_scope
+    authorization = request.headers.get("Authorization")
 
     def run(handler):
         connection = handler.connection
@@ -113,10 +116,17 @@ def stream(request):
         sent = 0
         last_events = app.stats.events
         next_tick = time.monotonic()
+        next_check = next_tick + AUTH_RECHECK_SECONDS
         try:
             handler.wfile.write(b"retry: 3000\n\n" + frame("hello", {"streams": app.bus.count()}))
             while True:
                 now = time.monotonic()
+                if now >= next_check:  # a token signed out or revoked meanwhile ends the stream
+                    next_check = now + AUTH_RECHECK_SECONDS
+                    try:
+                        app.auth.resolve(authorization)
+                    except ApiError:
+                        return
                 if now >= next_tick:
                     events = app.stats.events
                     payload = {"events_per_second": events - last_events, "events_total": events,

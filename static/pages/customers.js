@@ -30,7 +30,7 @@ export function render(main, { role }) {
   more.addEventListener("click", () => load(false));
   main.append(
     h("div", { class: "page-head" }, h("h1", {}, "Customers")),
-    WRITERS.includes(role) ? createForm(() => load(true)) : null,
+    ...(WRITERS.includes(role) ? [createForm(() => load(true))] : []), // (Node.append prints a null as "null")
     h("section", { class: "card" }, status, list, more));
   load(true);
 }

@@ -1,16 +1,20 @@
 /* Events: newest first, filtered by customer and meter, "load more" with
-   next_cursor, and refreshed every 5 seconds while the page is open. */
+   next_cursor, and a live tail: the stream's `stats` (every second) show the
+   events per second and refresh the list when the server has ingested new
+   events; while the stream is down the list refreshes every 5 seconds. */
 
 import * as api from "../api.js";
 import { display, field, h, messageLine, showMessage, table, timeElement } from "../dom.js";
+import * as live from "../live.js";
 
-const REFRESH_MS = 5000;
+const MIN_REFRESH_MS = 1000; // at most one live refresh a second
 const PAGE_SIZE = 50;
 const MAX_LIMIT = 1000; // the server's largest page
 
 export function render(main, { query }) {
   const status = messageLine();
   const updated = h("span", { class: "muted", id: "events-updated" });
+  const rate = h("span", { class: "badge events-rate", id: "events-rate", hidden: true });
   const { table: list, body } = table(["Time", "Customer", "Meter", ["Quantity", "num"], ["Event ID", "wide-only"], ["Properties", "wide-only"]], "events");
   const more = h("button", { type: "button", class: "secondary more", hidden: true }, "Load more");
   const customerInput = h("input", { name: "customer_id", type: "number", min: 1, inputmode: "numeric",
@@ -20,7 +24,7 @@ export function render(main, { query }) {
   const form = h("form", { class: "form-inline", id: "events-filter" },
     field("Customer ID", customerInput), field("Meter", meterSelect),
     h("button", { type: "submit" }, "Apply"),
-    h("label", { class: "check" }, auto, "Auto-refresh every 5 s"));
+    h("label", { class: "check" }, auto, "Live updates"));
 
   let filters = { customer_id: query.get("customer_id") || "", meter: query.get("meter") || "" };
   let cursor = null;
@@ -75,18 +79,39 @@ export function render(main, { query }) {
     load("reset");
   });
   more.addEventListener("click", () => load("more"));
-  const timer = setInterval(() => {
+  // Live: refresh when the server's count of ingested events moves; polling every 5 s otherwise.
+  let lastTotal = null;
+  let changed = false; // new events the list has not been refreshed for yet
+  let lastRefresh = 0;
+  const stopStats = live.subscribe("stats", (stats) => {
+    if (!stats || typeof stats.events_total !== "number") return;
+    rate.hidden = false;
+    rate.textContent = `${stats.events_per_second} event${stats.events_per_second === 1 ? "" : "s"}/s`;
+    if (lastTotal !== null && stats.events_total !== lastTotal) changed = true;
+    lastTotal = stats.events_total;
+    if (changed && auto.checked && !loading && Date.now() - lastRefresh >= MIN_REFRESH_MS) {
+      changed = false;
+      lastRefresh = Date.now();
+      load("refresh");
+    }
+  });
+  const stopState = live.onState((now) => { if (!now.connected) rate.hidden = true; });
+  const stopPolling = live.fallback(() => {
     if (auto.checked && !document.hidden) load("refresh");
-  }, REFRESH_MS);
+  });
 
   main.append(
-    h("div", { class: "page-head" }, h("h1", {}, "Events"), updated),
+    h("div", { class: "page-head" }, h("h1", {}, "Events"), rate, updated),
     h("section", { class: "card" }, form),
     h("section", { class: "card" }, status, list, more));
 
   loadMeters(meterSelect, filters.meter);
   load("reset");
-  return () => clearInterval(timer);
+  return () => {
+    stopStats();
+    stopState();
+    stopPolling();
+  };
 }
 
 function key(event) {

@@ -30,7 +30,7 @@ export function render(main, { role }) {
   more.addEventListener("click", () => load(false));
   main.append(
     h("div", { class: "page-head" }, h("h1", {}, "Meters")),
-    role === "admin" ? createForm(() => load(true)) : null,
+    ...(role === "admin" ? [createForm(() => load(true))] : []), // (Node.append prints a null as "null")
     h("section", { class: "card" }, status, list, more));
   load(true);
 }

@@ -355,7 +355,8 @@ def test_the_csm_rejects_back_to_draft_on_hold_then_finance_voids_and_reissues(d
     assert [row[0] for row in shown_history(dashboard, server, invoice_id)] == ["finalize", "reject", "void", "reissued"]
     dashboard.click("#reissued-link")
     open_invoice(dashboard, new_id, "#finalize")
-    assert dashboard.text("main h1") == f"Draft #{new_id}" and badges(dashboard) == ["draft"]
+    # A reissued draft starts on hold (the scheduler never issues it): a person finalizes it.
+    assert dashboard.text("main h1") == f"Draft #{new_id}" and badges(dashboard) == ["draft", "on hold"]
     assert header(dashboard)["revision"] == "1 (reissued)"
     assert [(row[0], row[3]) for row in shown_history(dashboard, server, new_id)] == [("reissue", "— → draft")]
     dashboard.assert_clean()
@@ -469,7 +470,7 @@ def test_webhooks_page_shows_the_secret_once_lists_deliveries_and_deletes(dashbo
     server = dashboard.server
     sign_in_as(dashboard, "admin", "#/webhooks")
     assert dashboard.texts("#nav a:not([hidden])") == [
-        "Customers", "Invoices", "Plans", "Meters", "Events", "Webhooks", "Jobs"]
+        "Customers", "Invoices", "Resources", "Plans", "Meters", "Events", "Webhooks", "Jobs"]
     assert dashboard.text("#nav a[aria-current=page]") == "Webhooks"
     dashboard.wait("document.querySelector('table.webhooks td.empty')?.textContent === 'No webhooks yet.'")
     assert dashboard.js("[...document.querySelectorAll('#create-webhook [name=events]')].filter((b) => b.disabled).length") == 4
@@ -589,7 +590,7 @@ def test_jobs_page_run_now_adds_a_row_and_only_admins_see_it(dashboard, workflow
 
     # A viewer reads the jobs but cannot run them, and has no webhooks.
     sign_in_as(dashboard, "viewer", "#/jobs")
-    assert dashboard.texts("#nav a:not([hidden])") == ["Customers", "Invoices", "Plans", "Meters", "Events", "Jobs"]
+    assert dashboard.texts("#nav a:not([hidden])") == ["Customers", "Invoices", "Resources", "Plans", "Meters", "Events", "Jobs"]
     dashboard.wait("document.querySelectorAll('table.jobs tbody tr[data-id]').length === 2")
     assert dashboard.count("#run-now") == 0
     dashboard.go("#/webhooks")

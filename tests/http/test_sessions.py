@@ -441,6 +441,7 @@ def test_resource_analytics_by_hand(server, admin):
     assert [(d["date"], d["revenue"], d["occupied_minutes"], d["utilization_percent"]) for d in ny] == \
         [("2025-09-11", "36.00", 360, "12.50")]
     # every resource without the filter; a DST day has 25 hours
+    pin("2025-11-10T00:00:00Z")  # a day still to come has no available time yet
     both = admin.get("/v1/analytics/resources?from=2025-11-02&to=2025-11-03&timezone=America/New_York").json
     assert [r["id"] for r in both["resources"]] == [room["id"], other["id"]]
     assert [r["days"][0]["available_minutes"] for r in both["resources"]] == [3000, 1500]
@@ -458,7 +459,9 @@ def test_running_sessions_count_in_utilization_until_now(admin):
     start(admin, room["id"], cid)
     pin("2025-09-10T12:00:00Z")
     day = admin.get("/v1/analytics/resources?from=2025-09-10&to=2025-09-11").json["resources"][0]["days"][0]
-    assert (day["occupied_minutes"], day["utilization_percent"], day["revenue"]) == (720, "12.50", "0.00")
+    # the day so far: 12 h of one seat out of 4 seats × 12 h (the afternoon has not come yet)
+    assert (day["occupied_minutes"], day["available_minutes"], day["utilization_percent"], day["revenue"]) == \
+        (720, 2880, "25.00", "0.00")
 
 
 # -- maximum duration -------------------------------------------------------------------------

@@ -12,7 +12,7 @@ import pytest
 
 from billing import clock
 from billing.domain import times
-from tests.harness import RunningServer, make_key, temp_db
+from tests.harness import ADMIN_PASSWORD, RunningServer, make_key, temp_db
 from tests.http.helpers import assert_error, unique
 
 
@@ -336,3 +336,21 @@ def test_head_answers_headers_only(server, admin):
     assert head.startswith(b"HTTP/1.1 200") and b"text/event-stream" in head
     assert body == b""
     wait_until(lambda: server.app.bus.count() == 0, message="no subscriber left")
+
+
+def test_signing_out_or_revoking_ends_an_open_stream(server, admin):
+    """An open stream checks its token again every few seconds."""
+    token = server.client().post("/v1/auth/login", {"email": "admin@localhost",
+                                                    "password": ADMIN_PASSWORD}).json["token"]
+    key = admin.post("/v1/api-keys", {"name": "watcher", "role": "viewer"}).json
+    by_session, by_key = Stream(server.port, token), Stream(server.port, key["key"])
+    try:
+        by_session.wait_for("stats")
+        by_key.wait_for("stats")
+        assert server.client(token).post("/v1/auth/logout", {}).status == 200
+        assert admin.delete(f"/v1/api-keys/{key['id']}").status == 200
+        assert by_session.eof.wait(10), "the signed-out stream kept going"
+        assert by_key.eof.wait(10), "the revoked key's stream kept going"
+    finally:
+        by_session.close()
+        by_key.close()
