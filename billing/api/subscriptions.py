@@ -322,7 +322,8 @@ def rate_period(app, conn, subscription_row, plan_row, customer_row, day, extra_
     draft = invoicing.build(plan_row[4], charges, usage, base_fee=plan_row[6], minimum_commitment=plan_row[7],
                             proration=invoicing.Proration(active, days_in_period),
                             tax_rate=money.parse_percent(customer_row[8]),
-                            coupon=_coupon(conn, subscription_row[9], period_index),
+                            coupon=_split_coupon(conn, _coupon(conn, subscription_row[9], period_index),
+                                                 subscription_row, period_start, period_end, billed_start),
                             credit_balance=coupons_api.balance(conn, customer_row[0]),
                             extra_lines=extra_lines,
                             meter_names={m.key: m.name for m in app.catalog.meters().values()})
@@ -346,6 +347,18 @@ def current_period(app, customer_id, zone, now):
         return None
     _, _, billed_start, billed_end = billed_period(row, today)
     return periods.local_bounds(billed_start, billed_end, zone)
+
+
+def _split_coupon(conn, coupon, subscription_row, period_start, period_end, billed_start):
+    """A fixed amount off is for the whole period: when a plan change splits the
+    period between two subscriptions, the later part gets what the earlier did not."""
+    if coupon is None or coupon.amount_off is None or billed_start <= period_start:
+        return coupon
+    given = conn.execute(
+        "SELECT coalesce(sum(discount), 0) FROM invoices WHERE customer_id = ? AND subscription_id != ?"
+        " AND status != 'void' AND period_start_date >= ? AND period_end_date <= ?",
+        (subscription_row[1], subscription_row[0], period_start.isoformat(), period_end.isoformat())).fetchone()[0]
+    return invoicing.Coupon(amount_off=max(0, coupon.amount_off - given))
 
 
 def _coupon(conn, code, period_index):

@@ -196,3 +196,20 @@ def test_a_plan_change_keeps_the_trial_of_the_first_start(admin, customer):
     bases = sorted(l["amount"] for i in ids for l in admin.get(f"/v1/invoices/{i}").json["lines"]
                    if l["type"] == "base_fee")
     assert bases == ["0.00", "32.00"]  # old plan: its 9 days all in the trial; new plan 60.00 × 16/30
+
+
+def test_an_amount_off_coupon_once_is_not_doubled_by_a_plan_change(admin, customer):
+    """10.00 off once; a plan change on 2025-09-16 splits September into two
+    invoices: the first takes the 10.00 (its subtotal allows), the second none."""
+    flat = {"code": "flat", "name": "Flat", "currency": "USD", "base_fee": "30.00", "charges": []}
+    flat2 = {**flat, "code": "flat2", "name": "Flat 2", "base_fee": "60.00"}
+    assert admin.post("/v1/plans", flat).status == 201 and admin.post("/v1/plans", flat2).status == 201
+    assert admin.post("/v1/coupons", {"code": "TEN", "amount_off": "10.00", "currency": "USD",
+                                      "duration": "once"}).status == 201
+    sub = admin.post("/v1/subscriptions", {"customer_id": customer, "plan": "flat", "start": "2025-09-01",
+                                           "coupon": "TEN"}).json
+    assert admin.post(f"/v1/subscriptions/{sub['id']}/change-plan", {"plan": "flat2", "at": "2025-09-16"}).status == 200
+    pin("2025-10-02T00:00:00Z")
+    ids = admin.post("/v1/invoices/run", {}).json["invoice_ids"]
+    discounts = [admin.get(f"/v1/invoices/{i}").json["discount"] for i in ids]
+    assert discounts == ["10.00", "0.00"]  # 15/30 × 30.00 = 15.00 − 10.00; then 15/30 × 60.00 = 30.00, nothing off
