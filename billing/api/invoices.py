@@ -147,6 +147,7 @@ def run_as_of(app, conn, as_of, actor=None):
     carriers = {r[0] for r in conn.execute("SELECT DISTINCT customer_id FROM invoices"
                                            " WHERE status = 'draft' AND hold = 0")}
     late = adjustments.late_customers(conn)
+    with_sessions = {r[0] for r in conn.execute("SELECT DISTINCT customer_id FROM sessions")}
     plans = {r[0]: r for r in conn.execute(f"SELECT {plans_api.COLUMNS} FROM plans")}
     customers = {}
     created = []
@@ -166,7 +167,8 @@ def run_as_of(app, conn, as_of, actor=None):
             carries = sub[1] in late and sub[1] not in carriers
             extra = adjustments.pending(app, conn, sub[1]) if carries else ()
             draft, start_at, end_at = subscriptions_api.rate_period(app, conn, sub, plans[sub[12]], customer,
-                                                                    billed_start, extra_lines=extra)
+                                                                    billed_start, extra_lines=extra,
+                                                                    resources=sub[1] in with_sessions)
             invoice_id = _insert(conn, sub[1], sub[0], draft, start_at, end_at, billed_start.isoformat(),
                                  billed_end.isoformat(), stamp)
             carriers.add(sub[1])

@@ -303,7 +303,7 @@ def billed_periods(subscription_row, until):
     return result
 
 
-def rate_period(app, conn, subscription_row, plan_row, customer_row, day, extra_lines=()):
+def rate_period(app, conn, subscription_row, plan_row, customer_row, day, extra_lines=(), resources=True):
     """The priced draft of the subscription period holding local `day`, with its
     UTC bounds: (draft, start_at, end_at). `extra_lines`: adjustment lines."""
     zone = times.zone_or_error(customer_row[4])
@@ -315,8 +315,9 @@ def rate_period(app, conn, subscription_row, plan_row, customer_row, day, extra_
     charges = _charges_with_overrides(jsonutil.decode(plan_row[9]), jsonutil.decode(subscription_row[8]))
     usage = _usage_quantities(conn, app.catalog, customer_row[0], charges, times.to_micros(start_at),
                               times.to_micros(end_at))
-    extra_lines = sessions_api.resource_lines(conn, customer_row[0], plan_row[4], times.to_micros(start_at),
-                                              times.to_micros(end_at)) + list(extra_lines)
+    if resources:  # the invoice run says False for customers who never had a session
+        extra_lines = sessions_api.resource_lines(conn, customer_row[0], plan_row[4], times.to_micros(start_at),
+                                                  times.to_micros(end_at)) + list(extra_lines)
     period_index = len(periods.periods_between(times.parse_date(subscription_row[7]), period_start,
                                                subscription_row[6]))
     draft = invoicing.build(plan_row[4], charges, usage, base_fee=plan_row[6], minimum_commitment=plan_row[7],
