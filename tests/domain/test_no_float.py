@@ -9,7 +9,9 @@ import pytest
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 MODULES = ["billing/domain/money.py", "billing/domain/rating.py", "billing/domain/invoicing.py",
            "billing/domain/plans.py", "billing/domain/quantities.py", "billing/domain/aggregation.py",
-           "billing/api/plans.py"]
+           "billing/api/plans.py", "billing/api/lifecycle.py", "billing/api/adjustments.py",
+           "billing/api/invoices.py", "billing/api/sessions.py", "billing/api/resources.py", "billing/api/analytics.py",
+           "billing/exports/pdf.py", "billing/api/exports.py"]
 
 
 @pytest.mark.parametrize("path", MODULES)
