@@ -231,6 +231,10 @@ def update(request, customer_id):
             changing = [k for k in ("timezone", "currency") if k in values and values[k] != before[4 if k == "timezone" else 5]]
             if changing and has_active_subscription(conn, customer_id):
                 raise Conflict(f"Cannot change {' and '.join(changing)} while a subscription is active.")
+            if changing and conn.execute("SELECT 1 FROM sessions WHERE customer_id = ? AND invoice_id IS NULL LIMIT 1",
+                                         (customer_id,)).fetchone():
+                raise Conflict(f"Cannot change {' and '.join(changing)} while sessions are running or not yet "
+                               "invoiced (they are priced and dated in the current ones).")
             if values:
                 sets = ", ".join(f"{column} = ?" for column in values)
                 conn.execute(f"UPDATE customers SET {sets}, updated_at = ? WHERE id = ?",
@@ -254,6 +258,7 @@ REFERENCES = (
     ("subscriptions", "SELECT 1 FROM subscriptions WHERE customer_id = ? LIMIT 1"),
     ("credits", "SELECT 1 FROM credit_entries WHERE customer_id = ? LIMIT 1"),
     ("invoices", "SELECT 1 FROM invoices WHERE customer_id = ? LIMIT 1"),
+    ("sessions", "SELECT 1 FROM sessions WHERE customer_id = ? LIMIT 1"),
 )
 
 

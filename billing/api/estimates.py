@@ -43,7 +43,7 @@ def upcoming_invoice(request, customer_id):
         if subscription_row is None:  # the calendar month: its resource sessions, pending adjustments
             start_at, end_at = times.calendar_month_bounds(clock.now(), zone)
             lines = sessions_api.uncovered_lines(conn, customer_id, customer_row[5], zone, times.to_micros(start_at),
-                                                 times.to_micros(end_at))
+                                                 times.to_micros(end_at), late=not carried)
             draft = invoicing.build(customer_row[5], [], {}, extra_lines=lines + extra,
                                     tax_rate=money.parse_percent(customer_row[8]),
                                     credit_balance=coupons_api.balance(conn, customer_id))
@@ -51,7 +51,7 @@ def upcoming_invoice(request, customer_id):
         plan_row = conn.execute(f"SELECT {plans_api.COLUMNS} FROM plans WHERE id = ?",
                                 (subscription_row[12],)).fetchone()
         draft, start_at, end_at = rate_period(app, conn, subscription_row, plan_row, customer_row, today,
-                                              extra_lines=extra)
+                                              extra_lines=extra, late_sessions=not carried)
         return invoice_view(draft, customer_id, subscription_row[0], start_at, end_at)
 
 

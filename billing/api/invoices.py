@@ -66,20 +66,26 @@ def build_plain(conn, customer_row, lines):
 
 
 def rate(app, conn, customer_row, subscription_row, period_start_date, invoice_id=None, carries=False,
-         kind="subscription", bounds=None):
+         kind="subscription", bounds=None, taken=None):
     """The priced draft of one invoice: a subscription period (with corrections
     when the period was invoiced before); a monthly invoice's resource lines;
-    or adjustments alone; plus the customer's pending adjustments when `carries`."""
+    or adjustments alone; plus, when it `carries`, the customer's pending
+    adjustments and the sessions of periods already invoiced. `taken` collects
+    the ids of the sessions its resource lines hold."""
     extra = adjustments.pending(app, conn, customer_row[0], invoice_id) if carries else []
     if subscription_row is None:
         if kind == "monthly":
             zone = times.zone_or_error(customer_row[4])
-            extra = sessions_api.uncovered_lines(conn, customer_row[0], customer_row[5], zone, *bounds) + extra
+            extra = sessions_api.uncovered_lines(conn, customer_row[0], customer_row[5], zone, *bounds, late=carries,
+                                                 taken=taken) + extra
+        elif carries:
+            extra = sessions_api.resource_lines(conn, customer_row[0], customer_row[5], 0, 0, late=True,
+                                                taken=taken) + extra
         return build_plain(conn, customer_row, extra)
     extra = adjustments.corrections(conn, subscription_row[0], period_start_date.isoformat(), invoice_id) + extra
     plan = conn.execute(f"SELECT {plans_api.COLUMNS} FROM plans WHERE id = ?", (subscription_row[12],)).fetchone()
     draft, _, _ = subscriptions_api.rate_period(app, conn, subscription_row, plan, customer_row, period_start_date,
-                                                extra_lines=extra)
+                                                extra_lines=extra, late_sessions=carries, taken=taken)
     return draft
 
 
@@ -93,8 +99,10 @@ def refresh_draft(app, conn, invoice_id):
     if row[1] is not None:
         sub = conn.execute(f"SELECT {subscriptions_api.COLUMNS} FROM {subscriptions_api.FROM} WHERE s.id = ?",
                            (row[1],)).fetchone()
+    taken = []
     draft = rate(app, conn, _customer_row(conn, row[2]), sub, times.parse_date(row[3]), invoice_id,
-                 carries=carrier(conn, row[2]) == invoice_id, kind=row[4], bounds=(row[5], row[6]))
+                 carries=carrier(conn, row[2]) == invoice_id, kind=row[4], bounds=(row[5], row[6]), taken=taken)
+    sessions_api.store_taken(conn, invoice_id, taken)
     conn.execute("UPDATE invoices SET subtotal = ?, discount = ?, tax = ?, total = ?, credits_applied = ?,"
                  " amount_due = ?, updated_at = ? WHERE id = ?", (*_totals(draft), now_micros(), invoice_id))
     _store_lines(conn, invoice_id, draft, replace=True)
@@ -146,8 +154,9 @@ def run_as_of(app, conn, as_of, actor=None):
         "SELECT subscription_id, period_start_date FROM invoices WHERE subscription_id IS NOT NULL")}
     carriers = {r[0] for r in conn.execute("SELECT DISTINCT customer_id FROM invoices"
                                            " WHERE status = 'draft' AND hold = 0")}
-    late = adjustments.late_customers(conn)
-    with_sessions = {r[0] for r in conn.execute("SELECT DISTINCT customer_id FROM sessions")}
+    late = adjustments.late_customers(conn) | sessions_api.late_customers(conn)
+    with_sessions = {r[0] for r in conn.execute("SELECT DISTINCT customer_id FROM sessions WHERE invoice_id IS NULL"
+                                                " AND ended_at IS NOT NULL")}
     plans = {r[0]: r for r in conn.execute(f"SELECT {plans_api.COLUMNS} FROM plans")}
     customers = {}
     created = []
@@ -166,11 +175,14 @@ def run_as_of(app, conn, as_of, actor=None):
                 break  # this period (and every later one) has not ended yet
             carries = sub[1] in late and sub[1] not in carriers
             extra = adjustments.pending(app, conn, sub[1]) if carries else ()
+            taken = []
             draft, start_at, end_at = subscriptions_api.rate_period(app, conn, sub, plans[sub[12]], customer,
                                                                     billed_start, extra_lines=extra,
-                                                                    resources=sub[1] in with_sessions)
+                                                                    resources=sub[1] in with_sessions,
+                                                                    late_sessions=carries, taken=taken)
             invoice_id = _insert(conn, sub[1], sub[0], draft, start_at, end_at, billed_start.isoformat(),
                                  billed_end.isoformat(), stamp)
+            sessions_api.store_taken(conn, invoice_id, taken)
             carriers.add(sub[1])
             created.append(invoice_id)
     # §6: a monthly invoice for the resource sessions of customers without a subscription then
@@ -180,15 +192,19 @@ def run_as_of(app, conn, as_of, actor=None):
         for month in starts:
             start_at, end_at = sessions_api.month_bounds(month, zones[customer_id])
             bounds = (times.to_micros(start_at), times.to_micros(end_at))
-            lines = sessions_api.uncovered_lines(conn, customer_id, customer[5], zones[customer_id], *bounds)
+            carries = customer_id in late and customer_id not in carriers
+            taken = []
+            lines = sessions_api.uncovered_lines(conn, customer_id, customer[5], zones[customer_id], *bounds,
+                                                 late=carries, taken=taken)
             if not lines:
                 continue
-            carries = customer_id in late and customer_id not in carriers
             if carries:
                 lines += adjustments.pending(app, conn, customer_id)
             draft = build_plain(conn, customer, lines)
-            created.append(_insert(conn, customer_id, None, draft, start_at, end_at, month.isoformat(),
-                                   times.add_months(month, 1).isoformat(), stamp, kind="monthly"))
+            invoice_id = _insert(conn, customer_id, None, draft, start_at, end_at, month.isoformat(),
+                                 times.add_months(month, 1).isoformat(), stamp, kind="monthly")
+            sessions_api.store_taken(conn, invoice_id, taken)
+            created.append(invoice_id)
             carriers.add(customer_id)
     # late adjustments of customers with no draft to carry them and no subscription in force
     voided = {r[0] for r in conn.execute(  # a voided adjustment invoice comes back only by reissue
@@ -199,17 +215,33 @@ def run_as_of(app, conn, as_of, actor=None):
         zone = times.zone_or_error(customer[4])
         if subscriptions_api.subscription_in_force(conn, customer_id, times.local_date(as_of, zone)):
             continue  # the next period's draft will carry them
-        lines = adjustments.pending(app, conn, customer_id)
+        taken = []
+        lines = sessions_api.resource_lines(conn, customer_id, customer[5], 0, 0, late=True, taken=taken) \
+            + adjustments.pending(app, conn, customer_id)
         if not lines:
             continue
         draft = build_plain(conn, customer, lines)
-        first, last = min(l["adjusts_period"] for l in lines), max(l["adjusts_period"] for l in lines)
-        end_date = conn.execute("SELECT max(period_end_date) FROM invoices WHERE subscription_id IS NOT NULL"
-                                " AND customer_id = ? AND period_start_date = ?", (customer_id, last)).fetchone()[0]
-        start_at, end_at = times.local_midnight(times.parse_date(first), zone), \
-            times.local_midnight(times.parse_date(end_date), zone)
-        created.append(_insert(conn, customer_id, None, draft, start_at, end_at, first, end_date, stamp,
-                               kind="adjustments"))
+        # the period: from the first to the last invoiced period it corrects
+        periods = [l["adjusts_period"] for l in lines if l.get("adjusts_period")]
+        if periods:
+            first_date, last_date = min(periods), max(periods)
+            end_date = conn.execute("SELECT max(period_end_date) FROM invoices WHERE subscription_id IS NOT NULL"
+                                    " AND customer_id = ? AND period_start_date = ?",
+                                    (customer_id, last_date)).fetchone()[0]
+            start_at, end_at = times.local_midnight(times.parse_date(first_date), zone), \
+                times.local_midnight(times.parse_date(end_date), zone)
+        else:  # late sessions only: the invoiced periods they ended in
+            first, last = conn.execute(
+                "SELECT min(i.period_start), max(i.period_end) FROM invoices i JOIN sessions s ON s.customer_id ="
+                " i.customer_id AND s.ended_at >= i.period_start AND s.ended_at < i.period_end WHERE i.customer_id = ?"
+                " AND i.status IN ('pending_approval', 'issued', 'paid') AND s.invoice_id IS NULL",
+                (customer_id,)).fetchone()
+            start_at, end_at = times.from_micros(first), times.from_micros(last)
+            first_date, end_date = times.local_date(start_at, zone).isoformat(), times.local_date(end_at, zone).isoformat()
+        invoice_id = _insert(conn, customer_id, None, draft, start_at, end_at, first_date, end_date, stamp,
+                             kind="adjustments")
+        sessions_api.store_taken(conn, invoice_id, taken)
+        created.append(invoice_id)
     hooks = webhooks.subscribers(conn, "invoice.created")
     for invoice_id in created:
         lifecycle.record(conn, invoice_id, "create", None, "draft", actor)
@@ -303,7 +335,8 @@ def _filters(request):
         params.append(status)
     period = request.arg("period")
     if period:
-        if not (len(period) == 7 and period[4] == "-" and period[:4].isdigit() and period[5:].isdigit()):
+        if not (len(period) == 7 and period.isascii() and period[4] == "-" and period[:4].isdigit()
+                and period[5:].isdigit() and 1 <= int(period[5:]) <= 12):
             raise ValidationError([{"field": "period", "message": "must be a month like 2025-09"}])
         where.append("substr(period_start_date, 1, 7) = ?")
         params.append(period)

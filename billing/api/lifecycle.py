@@ -21,6 +21,7 @@ from ..errors import Conflict, FieldErrors, Forbidden
 from ..web.http import created
 from . import auth
 from . import invoices as invoices_api
+from . import sessions as sessions_api
 from . import webhooks
 from .common import check_unknown_fields, now_micros, path_int, text_field
 
@@ -117,6 +118,7 @@ def issue(app, conn, invoice_id, actor, action="issue", comment=None):
                  (number, status, payment_status, credits, amount_due, issued_at, due_at, bill_to, issued_at,
                   invoice_id))
     record(conn, invoice_id, action, from_status, "issued", actor, comment)
+    sessions_api.mark_billed(conn, invoice_id)
     app.lateness.invoiced(row[2], row[8])
     view = invoices_api.load_view(conn, invoice_id)
     webhooks.enqueue(conn, "invoice.issued", {"invoice": view})
@@ -147,6 +149,7 @@ def finalize_row(app, conn, invoice_id, actor, comment=None, automatic=False):
         record(conn, invoice_id, "submit_for_approval" if automatic else "finalize", "draft", "pending_approval",
                actor, comment)
         app.lateness.invoiced(row[2], row[8])  # its lines are frozen for the approver: later events are late
+        sessions_api.mark_billed(conn, invoice_id)  # and its sessions are taken
         return invoices_api.load_view(conn, invoice_id)
     return issue(app, conn, invoice_id, actor, "issue" if automatic else "finalize", comment)
 
@@ -197,6 +200,7 @@ def reject(request, invoice_id):
             raise _conflict(row[0], row[4], "rejected")
         conn.execute("UPDATE invoices SET status = 'draft', hold = 1, updated_at = ? WHERE id = ?",
                      (now_micros(), row[0]))
+        sessions_api.unmark_billed(conn, row[0])
         record(conn, row[0], "reject", "pending_approval", "draft", request.actor, values["comment"])
         invoices_api.refresh_draft(app, conn, row[0])
         return invoices_api.load_view(conn, row[0])
@@ -301,6 +305,7 @@ def void_row(conn, invoice_id, reason, actor):
                       actor_label(actor), stamp))
     conn.execute("UPDATE invoices SET status = 'void', void_reason = ?, voided_at = ?, hold = 0, updated_at = ?"
                  " WHERE id = ?", (reason, stamp, stamp, invoice_id))
+    sessions_api.unmark_billed(conn, invoice_id)
     # an e-mail not yet sent would announce an invoice that no longer stands
     conn.execute("UPDATE emails SET status = 'canceled', next_attempt_at = NULL WHERE invoice_id = ?"
                  " AND status = 'pending'", (invoice_id,))

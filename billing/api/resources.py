@@ -14,6 +14,7 @@ COLUMNS = ("id, name, description, capacity, price_per_minute, currency, max_dur
 FIELDS = ("name", "description", "capacity", "price_per_minute", "currency", "max_duration_minutes")
 MAX_CAPACITY = 1_000_000
 MAX_MINUTES = 525_600  # a year
+MAX_PRICE = 1_000_000
 
 
 def view(row, active=None):
@@ -59,7 +60,10 @@ def _check(body, problems, full):
             problems.add("price_per_minute", "is required: a decimal string like \"0.50\"")
         else:
             try:
-                values["price_per_minute"] = str(money.parse_decimal(body["price_per_minute"], max_fraction_digits=6))
+                price = money.parse_decimal(body["price_per_minute"], max_fraction_digits=6)
+                if price > MAX_PRICE:  # keeps a decade-long session's cost inside an SQLite integer
+                    problems.add("price_per_minute", f"must be at most {MAX_PRICE:,}")
+                values["price_per_minute"] = str(price)
             except money.MoneyError as exc:
                 problems.add("price_per_minute", str(exc))
     if full or "max_duration_minutes" in body:
@@ -151,6 +155,9 @@ def update(request, resource_id):
 
 def delete(request, resource_id):
     """Remove a resource with no session running; its past sessions stay as billing records."""
+    problems = FieldErrors()
+    check_unknown_fields(request.json(), (), problems)
+    problems.raise_if_any()
     resource_id = path_int(resource_id, "Resource")
     with request.app.db.transaction() as conn:
         row = _load(conn, resource_id)

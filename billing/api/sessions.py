@@ -110,7 +110,9 @@ def stop_row(app, conn, session_id, actor_label, at_us=None, automatic=False):
 
 
 def stop(request, session_id):
-    request.json()
+    problems = FieldErrors()
+    check_unknown_fields(request.json(), (), problems)
+    problems.raise_if_any()
     session_id = path_int(session_id, "Session")
     app = request.app
     with app.db.transaction() as conn:
@@ -129,10 +131,11 @@ def stop_overdue(app):
     now = now_micros()
     stopped = []
     with app.db.transaction() as conn:
-        for session_id, started, limit in conn.execute(
-                "SELECT s.id, s.started_at, r.max_duration_minutes FROM sessions s JOIN resources r"
+        for session_id, started, limit, limit_set in conn.execute(
+                "SELECT s.id, s.started_at, r.max_duration_minutes, r.updated_at FROM sessions s JOIN resources r"
                 " ON r.id = s.resource_id WHERE s.ended_at IS NULL AND r.max_duration_minutes IS NOT NULL").fetchall():
-            end = started + limit * 60 * 1_000_000
+            # at the limit, but never before the limit was set (a limit added later is not retroactive)
+            end = max(started + limit * 60 * 1_000_000, min(limit_set, now))
             if end <= now:
                 row = stop_row(app, conn, session_id, "scheduler", at_us=end, automatic=True)
                 stopped.append((row, resources_api.active_count(conn, row[1])))
@@ -204,6 +207,8 @@ def billing_records(request):
     customer = request.app.catalog.customer(customer_id) if customer_id is not None else None
     zone = times.zone_or_error(customer.timezone) if customer is not None else times.UTC
     start, end = _instant_arg(request, "from", zone), _instant_arg(request, "to", zone)
+    if start is not None and end is not None and start >= end:
+        raise ValidationError([{"field": "to", "message": "must be after from"}])
     if start is not None:
         where.append("s.ended_at >= ?")
         params.append(start)
@@ -249,12 +254,45 @@ def _lines(rows, currency):
     return lines
 
 
-def resource_lines(conn, customer_id, currency, start_us, end_us):
-    """The resource lines of sessions that ended in [start_us, end_us)."""
-    rows = conn.execute("SELECT s.resource_id, r.name, s.price_per_minute, s.duration_seconds, s.cost"
-                        f" FROM {FROM} WHERE s.customer_id = ? AND s.ended_at >= ? AND s.ended_at < ?"
+UNBILLED = "s.customer_id = ? AND s.invoice_id IS NULL AND s.ended_at IS NOT NULL"
+# a session is late when the invoice of the period it ended in has left draft
+LATE = ("EXISTS (SELECT 1 FROM invoices i WHERE i.customer_id = s.customer_id AND i.status IN"
+        " ('pending_approval', 'issued', 'paid') AND s.ended_at >= i.period_start AND s.ended_at < i.period_end)")
+LINE_ROW = "s.resource_id, r.name, s.price_per_minute, s.duration_seconds, s.cost, s.id"
+
+
+def resource_lines(conn, customer_id, currency, start_us, end_us, late=False, taken=None):
+    """The resource lines of the unbilled sessions that ended in [start_us,
+    end_us) — and, with `late`, of unbilled sessions of periods already
+    invoiced. The ids of the sessions go into `taken` (a list) when given."""
+    rows = conn.execute(f"SELECT {LINE_ROW} FROM {FROM} WHERE {UNBILLED} AND s.ended_at >= ? AND s.ended_at < ?"
                         " ORDER BY s.id", (customer_id, start_us, end_us)).fetchall()
-    return _lines(rows, currency)
+    if late:
+        rows += late_rows(conn, customer_id)
+    return _take(rows, currency, taken)
+
+
+def late_rows(conn, customer_id):
+    return conn.execute(f"SELECT {LINE_ROW} FROM {FROM} WHERE {UNBILLED} AND {LATE} ORDER BY s.id",
+                        (customer_id,)).fetchall()
+
+
+def late_customers(conn):
+    """Customers with sessions that ended in a period already invoiced and are on no invoice."""
+    return {r[0] for r in conn.execute(f"SELECT DISTINCT s.customer_id FROM sessions s WHERE s.invoice_id IS NULL"
+                                       f" AND s.ended_at IS NOT NULL AND {LATE}")}
+
+
+def _take(rows, currency, taken):
+    seen, unique = set(), []
+    for row in rows:  # (resource, name, price, seconds, cost, id); a late one may also be in the period
+        if row[5] not in seen:
+            seen.add(row[5])
+            unique.append(row)
+    rows = unique
+    if taken is not None:
+        taken.extend(r[5] for r in rows)
+    return _lines([r[:5] for r in rows], currency)
 
 
 def _subscribed_days(conn, customer_id):
@@ -262,36 +300,60 @@ def _subscribed_days(conn, customer_id):
         "SELECT start_date, end_date FROM subscriptions WHERE customer_id = ?", (customer_id,))]
 
 
-def uncovered_lines(conn, customer_id, currency, zone, start_us, end_us):
-    """Resource lines of the sessions that ended in [start_us, end_us) on a
-    local day when the customer had no subscription (a monthly invoice's lines)."""
+def uncovered_lines(conn, customer_id, currency, zone, start_us, end_us, late=False, taken=None):
+    """Resource lines of the unbilled sessions that ended in [start_us, end_us)
+    on a local day when the customer had no subscription (a monthly invoice's
+    lines); with `late`, also the unbilled sessions of periods already invoiced."""
     spans = _subscribed_days(conn, customer_id)
     rows = []
-    for row in conn.execute("SELECT s.resource_id, r.name, s.price_per_minute, s.duration_seconds, s.cost, s.ended_at"
-                            f" FROM {FROM} WHERE s.customer_id = ? AND s.ended_at >= ? AND s.ended_at < ?"
-                            " ORDER BY s.id", (customer_id, start_us, end_us)):
-        day = times.local_date(times.from_micros(row[5]), zone)
+    for row in conn.execute(f"SELECT {LINE_ROW}, s.ended_at FROM {FROM} WHERE {UNBILLED} AND s.ended_at >= ?"
+                            " AND s.ended_at < ? ORDER BY s.id", (customer_id, start_us, end_us)):
+        day = times.local_date(times.from_micros(row[6]), zone)
         if not any(a <= day and (b is None or day < b) for a, b in spans):
-            rows.append(row[:5])
-    return _lines(rows, currency)
+            rows.append(row[:6])
+    if late:
+        rows += late_rows(conn, customer_id)
+    return _take(rows, currency, taken)
+
+
+def store_taken(conn, invoice_id, taken):
+    """Remember which sessions a draft's resource lines hold (rewritten with its lines)."""
+    conn.execute("DELETE FROM invoice_sessions WHERE invoice_id = ?", (invoice_id,))
+    conn.executemany("INSERT OR IGNORE INTO invoice_sessions (invoice_id, session_id) VALUES (?, ?)",
+                     [(invoice_id, session_id) for session_id in taken])
+
+
+def mark_billed(conn, invoice_id):
+    """The invoice left draft: its sessions are billed (no other invoice takes them)."""
+    conn.execute("UPDATE sessions SET invoice_id = ? WHERE invoice_id IS NULL AND id IN"
+                 " (SELECT session_id FROM invoice_sessions WHERE invoice_id = ?)", (invoice_id, invoice_id))
+
+
+def unmark_billed(conn, invoice_id):
+    """The invoice went back to draft or was voided: its sessions are unbilled again."""
+    conn.execute("UPDATE sessions SET invoice_id = NULL WHERE invoice_id = ?", (invoice_id,))
 
 
 def months_to_invoice(conn, as_of):
     """{customer_id: [local month start dates]} whose month ended by `as_of`, with
-    sessions outside any subscription, and no monthly invoice yet."""
+    unbilled sessions outside any subscription, and no monthly invoice yet."""
     as_of_us = times.to_micros(as_of)
     found = {}
     zones = {}
+    spans = {}
     for customer_id, ended in conn.execute(
-            "SELECT s.customer_id, s.ended_at FROM sessions s WHERE s.ended_at IS NOT NULL AND s.ended_at < ?"
-            " AND s.ended_at >= coalesce((SELECT max(i.period_end) FROM invoices i WHERE i.customer_id = s.customer_id"
-            " AND i.kind = 'monthly'), 0)", (as_of_us,)):
+            "SELECT s.customer_id, s.ended_at FROM sessions s WHERE s.invoice_id IS NULL AND s.ended_at IS NOT NULL"
+            " AND s.ended_at < ?", (as_of_us,)):
         if customer_id not in zones:
             zones[customer_id] = times.zone_or_error(conn.execute("SELECT timezone FROM customers WHERE id = ?",
                                                                   (customer_id,)).fetchone()[0])
+            spans[customer_id] = _subscribed_days(conn, customer_id)
             found[customer_id] = set()
         zone = zones[customer_id]
-        month = times.month_start(times.local_date(times.from_micros(ended), zone))
+        day = times.local_date(times.from_micros(ended), zone)
+        if any(a <= day and (b is None or day < b) for a, b in spans[customer_id]):
+            continue  # a subscription period holds it
+        month = times.month_start(day)
         if times.local_midnight(times.add_months(month, 1), zone) <= as_of:
             found[customer_id].add(month)
     existing = {(r[0], r[1]) for r in conn.execute("SELECT customer_id, period_start_date FROM invoices"

@@ -303,9 +303,12 @@ def billed_periods(subscription_row, until):
     return result
 
 
-def rate_period(app, conn, subscription_row, plan_row, customer_row, day, extra_lines=(), resources=True):
+def rate_period(app, conn, subscription_row, plan_row, customer_row, day, extra_lines=(), resources=True,
+                late_sessions=False, taken=None):
     """The priced draft of the subscription period holding local `day`, with its
-    UTC bounds: (draft, start_at, end_at). `extra_lines`: adjustment lines."""
+    UTC bounds: (draft, start_at, end_at). `extra_lines`: adjustment lines;
+    `late_sessions`: also bill sessions of periods already invoiced; `taken`
+    collects the ids of the sessions billed."""
     zone = times.zone_or_error(customer_row[4])
     period_start, period_end, billed_start, billed_end = billed_period(subscription_row, day)
     # the trial runs from the first day of the customer's subscription (the anchor a plan change keeps)
@@ -317,7 +320,7 @@ def rate_period(app, conn, subscription_row, plan_row, customer_row, day, extra_
                               times.to_micros(end_at))
     if resources:  # the invoice run says False for customers who never had a session
         extra_lines = sessions_api.resource_lines(conn, customer_row[0], plan_row[4], times.to_micros(start_at),
-                                                  times.to_micros(end_at)) + list(extra_lines)
+                                                  times.to_micros(end_at), late_sessions, taken) + list(extra_lines)
     period_index = len(periods.periods_between(times.parse_date(subscription_row[7]), period_start,
                                                subscription_row[6]))
     draft = invoicing.build(plan_row[4], charges, usage, base_fee=plan_row[6], minimum_commitment=plan_row[7],

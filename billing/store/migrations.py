@@ -353,8 +353,16 @@ V4_RESOURCES = [
         cost INTEGER,
         stopped_by TEXT,
         auto_stopped INTEGER NOT NULL DEFAULT 0,
-        started_by TEXT NOT NULL)""",
+        started_by TEXT NOT NULL,
+        invoice_id INTEGER REFERENCES invoices(id))""",
     "CREATE INDEX sessions_active ON sessions(resource_id) WHERE ended_at IS NULL",
+    # stopped sessions not yet on an invoice that left draft: what the invoice run looks at
+    "CREATE INDEX sessions_unbilled ON sessions(customer_id, ended_at) WHERE invoice_id IS NULL AND ended_at IS NOT NULL",
+    # the sessions a draft's resource lines hold (rewritten with its lines); marked billed at issue
+    """CREATE TABLE invoice_sessions (
+        invoice_id INTEGER NOT NULL REFERENCES invoices(id),
+        session_id INTEGER NOT NULL REFERENCES sessions(id),
+        PRIMARY KEY (invoice_id, session_id)) WITHOUT ROWID""",
     "CREATE INDEX sessions_customer_end ON sessions(customer_id, ended_at)",
     "CREATE INDEX sessions_resource_end ON sessions(resource_id, ended_at)",
     # invoices without a subscription: 'monthly' (resource lines of a calendar month)

@@ -118,7 +118,8 @@ def stream(request):
         next_tick = time.monotonic()
         next_check = next_tick + AUTH_RECHECK_SECONDS
         try:
-            handler.wfile.write(b"retry: 3000\n\n" + frame("hello", {"streams": app.bus.count()}))
+            hello = {"streams": app.bus.count()} if scope is None else {}
+            handler.wfile.write(b"retry: 3000\n\n" + frame("hello", hello))
             while True:
                 now = time.monotonic()
                 if now >= next_check:  # a token signed out or revoked meanwhile ends the stream
@@ -129,8 +130,9 @@ def stream(request):
                         return
                 if now >= next_tick:
                     events = app.stats.events
-                    payload = {"events_per_second": events - last_events, "events_total": events,
-                               "active_sessions": app.active_sessions(scope)}
+                    payload = {"active_sessions": app.active_sessions(scope)}
+                    if scope is None:  # the whole server's traffic is for staff only
+                        payload.update(events_per_second=events - last_events, events_total=events)
                     last_events = events
                     next_tick = now + TICK_SECONDS
                     handler.wfile.write(frame("stats", payload))

@@ -511,3 +511,82 @@ def test_analytics_revenue_of_a_session_ending_at_midnight(admin):
     assert body["revenue"] == {"USD": "6.00"}
     before = admin.get("/v1/analytics/resources?from=2025-09-09&to=2025-09-10").json["resources"][0]["days"][0]
     assert (before["revenue"], before["occupied_minutes"]) == ("0.00", 60)
+
+
+# -- each session billed exactly once ---------------------------------------------------------
+
+def resource_amounts(admin, invoice_id):
+    return [l["amount"] for l in admin.get(f"/v1/invoices/{invoice_id}").json["lines"] if l["type"] == "resource"]
+
+
+def test_a_session_ending_in_an_issued_period_is_billed_once_on_the_next_invoice(admin):
+    """September is drafted and issued a few minutes before it ends (as_of may be
+    up to 5 minutes ahead); a session stopped at 23:58 is late: it goes on
+    October's invoice, once."""
+    assert admin.post("/v1/plans", {"code": "base", "name": "Base", "currency": "USD", "base_fee": "10.00",
+                                    "charges": []}).status == 201
+    room = make_resource(admin)
+    cid = make_customer(admin)
+    assert admin.post("/v1/subscriptions", {"customer_id": cid, "plan": "base", "start": "2025-09-01"}).status == 201
+    pin("2025-09-30T23:00:00Z")
+    session = start(admin, room["id"], cid).json
+    pin("2025-09-30T23:56:00Z")
+    (september,) = admin.post("/v1/invoices/run", {"as_of": "2025-10-01T00:00:00Z"}).json["invoice_ids"]
+    assert admin.post(f"/v1/invoices/{september}/finalize", {}).json["total"] == "10.00"
+    pin("2025-09-30T23:58:00Z")
+    assert stop(admin, session["id"]).json["cost"] == "29.00"  # 58 min × 0.50
+    assert resource_amounts(admin, september) == []  # the issued invoice does not change
+    upcoming = admin.get(f"/v1/customers/{cid}/upcoming-invoice").json
+    assert [l["amount"] for l in upcoming["lines"] if l["type"] == "resource"] == ["29.00"]
+    pin("2025-11-02T00:00:00Z")
+    (october,) = admin.post("/v1/invoices/run", {}).json["invoice_ids"]
+    assert resource_amounts(admin, october) == ["29.00"]
+    assert admin.post(f"/v1/invoices/{october}/finalize", {}).json["total"] == "39.00"
+    pin("2025-12-02T00:00:00Z")
+    (november,) = admin.post("/v1/invoices/run", {}).json["invoice_ids"]
+    assert resource_amounts(admin, november) == []  # billed once
+
+
+def test_a_backdated_subscription_does_not_bill_a_monthly_invoice_again(admin):
+    assert admin.post("/v1/plans", {"code": "base2", "name": "Base", "currency": "USD", "base_fee": "10.00",
+                                    "charges": []}).status == 201
+    room = make_resource(admin)
+    cid = make_customer(admin)
+    run_session(admin, room["id"], cid, "2025-09-10T10:00:00Z", "2025-09-10T10:20:00Z")  # 10.00
+    pin("2025-10-02T00:00:00Z")
+    (monthly,) = admin.post("/v1/invoices/run", {}).json["invoice_ids"]
+    assert admin.post(f"/v1/invoices/{monthly}/finalize", {}).json["total"] == "10.00"
+    assert admin.post("/v1/subscriptions", {"customer_id": cid, "plan": "base2", "start": "2025-09-01"}).status == 201
+    (september,) = admin.post("/v1/invoices/run", {}).json["invoice_ids"]
+    assert resource_amounts(admin, september) == []  # already on the monthly invoice
+    # voiding the monthly invoice gives its sessions back: the subscription's September takes them
+    assert admin.post(f"/v1/invoices/{monthly}/void", {"reason": "moved to the plan"}).status == 200
+    assert resource_amounts(admin, september) == ["10.00"]
+
+
+def test_currency_or_timezone_changes_wait_for_sessions_to_be_invoiced(admin):
+    room = make_resource(admin)
+    cid = make_customer(admin)
+    run_session(admin, room["id"], cid, "2025-09-10T10:00:00Z", "2025-09-10T10:20:00Z")
+    assert_error(admin.patch(f"/v1/customers/{cid}", {"currency": "EUR"}), 409, "conflict")
+    assert_error(admin.patch(f"/v1/customers/{cid}", {"timezone": "Asia/Tokyo"}), 409, "conflict")
+    assert_error(admin.delete(f"/v1/customers/{cid}"), 409, "conflict")  # not a 500
+    pin("2025-10-02T00:00:00Z")
+    (monthly,) = admin.post("/v1/invoices/run", {}).json["invoice_ids"]
+    admin.post(f"/v1/invoices/{monthly}/finalize", {})
+    assert admin.patch(f"/v1/customers/{cid}", {"timezone": "Asia/Tokyo"}).status == 200
+
+
+def test_prices_are_bounded_and_a_limit_set_later_is_not_retroactive(server, admin):
+    assert_validation(admin.post("/v1/resources", {"name": "Gold", "capacity": 1, "price_per_minute": "1000000.01",
+                                                   "currency": "USD"}), "price_per_minute")
+    room = make_resource(admin, price_per_minute="0.10")
+    cid = make_customer(admin)
+    pin("2025-08-01T10:00:00Z")
+    session = start(admin, room["id"], cid).json
+    pin("2025-09-10T12:00:00Z")
+    assert admin.patch(f"/v1/resources/{room['id']}", {"max_duration_minutes": 60}).status == 200
+    pin("2025-09-10T12:01:00Z")
+    server.app.scheduler.run_once()
+    stopped = admin.get(f"/v1/sessions/{session['id']}").json
+    assert (stopped["ended_at"], stopped["auto_stopped"]) == ("2025-09-10T12:00:00Z", True)  # when the limit was set
