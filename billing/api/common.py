@@ -119,6 +119,9 @@ def text_field(body, name, problems, required=False, max_length=1000, allow_null
     if not isinstance(value, str):
         problems.add(name, "must be a string")
         return None
+    if "\x00" in value:
+        problems.add(name, "must not contain NUL characters")
+        return None
     value = value.strip()
     if not value:
         if required:

@@ -79,8 +79,15 @@ def _check_url(url, problems):
     if len(url) > 2000:
         problems.add("url", "must be at most 2000 characters")
         return None
-    parts = urlsplit(url.strip())
-    if parts.scheme not in ("http", "https") or not parts.hostname:
+    if any(c <= " " or c == "\x7f" for c in url.strip()):
+        problems.add("url", "must not contain spaces or control characters")
+        return None
+    try:
+        parts = urlsplit(url.strip())
+        parts.port  # noqa: B018  (raises ValueError for a port that is not a number from 0 to 65535)
+    except ValueError:
+        parts = None
+    if parts is None or parts.scheme not in ("http", "https") or not parts.hostname:
         problems.add("url", "must be an absolute http:// or https:// URL")
         return None
     return url.strip()
@@ -133,6 +140,9 @@ def get(request, webhook_id):
 
 def delete(request, webhook_id):
     """Remove an endpoint: nothing more is queued for it, and queued deliveries are dropped."""
+    problems = FieldErrors()
+    check_unknown_fields(request.json(), (), problems)
+    problems.raise_if_any()
     webhook_id = path_int(webhook_id, "Webhook")
     with request.app.db.transaction() as conn:
         row = _load(conn, webhook_id)

@@ -31,7 +31,7 @@ CURRENCIES = {
     "ZWL": 2,
 }
 
-_DECIMAL_TEXT = re.compile(r"^-?\d{1,15}(\.\d+)?$")
+_DECIMAL_TEXT = re.compile(r"-?[0-9]{1,15}(\.[0-9]+)?")  # ASCII digits only, matched whole (fullmatch)
 
 
 class MoneyError(ValueError):
@@ -51,7 +51,7 @@ def is_currency(code):
 
 def parse_decimal(text, max_fraction_digits=12, allow_negative=False):
     """A decimal string ('12.34') as an exact Decimal; raises MoneyError."""
-    if not isinstance(text, str) or not _DECIMAL_TEXT.match(text):
+    if not isinstance(text, str) or not _DECIMAL_TEXT.fullmatch(text):
         raise MoneyError("must be a decimal string like \"12.34\"")
     value = Decimal(text)
     if value < 0 and not allow_negative:

@@ -15,9 +15,9 @@ from datetime import timedelta
 
 from .. import clock, jsonutil
 from ..api import invoices, lifecycle, sessions
-from ..api.common import decode_cursor, now_micros, page, page_limit
+from ..api.common import check_unknown_fields, decode_cursor, now_micros, page, page_limit
 from ..domain import times
-from ..errors import Conflict
+from ..errors import Conflict, FieldErrors
 
 IDEMPOTENCY_HOURS = 24
 
@@ -126,5 +126,7 @@ def list_jobs(request):
 
 def run_now(request):
     """Run the scheduler's work now (the dashboard's "Run now")."""
-    request.json()
+    problems = FieldErrors()
+    check_unknown_fields(request.json(), (), problems)
+    problems.raise_if_any()
     return request.app.scheduler.run_once(trigger=f"manual by {request.actor.label}")
