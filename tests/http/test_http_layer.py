@@ -473,3 +473,36 @@ def test_server_survives_garbage_on_the_socket(server):
         except OSError:
             pass
     assert server.admin.get("/health").status == 200
+
+
+def test_connections_beyond_the_limit_get_503_and_the_server_recovers(server):
+    """Idle clients cannot pile up threads: past the limit a connection is
+    answered 503 at once; when they leave, requests are served again."""
+    import socket
+    import threading as _threading
+    server.httpd.slots = _threading.BoundedSemaphore(4)
+    idle = []
+    try:
+        for _ in range(4):  # hold every slot with a connection that sends nothing
+            sock = socket.create_connection(("127.0.0.1", server.port), timeout=5)
+            idle.append(sock)
+        deadline = time.monotonic() + 5
+        while True:  # the 4 threads pick their connections up
+            extra = socket.create_connection(("127.0.0.1", server.port), timeout=5)
+            extra.sendall(b"GET /health HTTP/1.1\r\nHost: x\r\n\r\n")
+            answer = extra.recv(4096)
+            extra.close()
+            if answer.startswith(b"HTTP/1.1 503") or time.monotonic() > deadline:
+                break
+        assert answer.startswith(b"HTTP/1.1 503"), answer
+        assert b'"service_unavailable"' in answer
+    finally:
+        for sock in idle:
+            sock.close()
+    deadline = time.monotonic() + 5
+    while time.monotonic() < deadline:
+        reply = server.client().get("/health")
+        if reply.status == 200:
+            break
+        time.sleep(0.05)
+    assert reply.status == 200
