@@ -91,7 +91,9 @@ def pending(app, conn, customer_id, exclude_invoice_id=None):
         sub = conn.execute(f"SELECT {subscriptions_api.COLUMNS} FROM {subscriptions_api.FROM} WHERE s.id = ?",
                            (subscription_id,)).fetchone()
         plan = conn.execute(f"SELECT {plans_api.COLUMNS} FROM plans WHERE id = ?", (sub[12],)).fetchone()
-        rated, _, _ = subscriptions_api.rate_period(app, conn, sub, plan, customer, times.parse_date(start_date))
+        # every session of the period counts toward its minimum, wherever it was billed
+        rated, _, _ = subscriptions_api.rate_period(app, conn, sub, plan, customer, times.parse_date(start_date),
+                                                    billed_too=True)
         now = {}
         for line in rated.lines:
             if line["type"] == "usage":

@@ -325,13 +325,14 @@ def reissue_row(app, conn, invoice_id, actor, comment=None):
     row = invoices_api.load_row(conn, invoice_id)
     if row[4] != "void":
         raise _conflict(invoice_id, row[4], "reissued (only a void invoice can be)")
-    same_period = ("customer_id = ? AND period_start_date = ? AND coalesce(subscription_id, 0) = coalesce(?, 0)")
+    same_period = ("customer_id = ? AND period_start_date = ? AND coalesce(subscription_id, 0) = coalesce(?, 0)"
+                   " AND kind = ?")
     newer = conn.execute(f"SELECT id, status FROM invoices WHERE {same_period} AND revision > ? AND status != 'void'",
-                         (row[2], row[19], row[3], row[24])).fetchone()
+                         (row[2], row[19], row[3], row[25], row[24])).fetchone()
     if newer is not None:
         raise Conflict(f"Invoice {newer[0]} ({newer[1].replace('_', ' ')}) already replaces invoice {invoice_id}.")
     revision = conn.execute(f"SELECT max(revision) FROM invoices WHERE {same_period}",
-                            (row[2], row[19], row[3])).fetchone()[0] + 1
+                            (row[2], row[19], row[3], row[25])).fetchone()[0] + 1
     stamp = now_micros()
     cur = conn.execute(
         "INSERT INTO invoices (customer_id, subscription_id, status, currency, period_start, period_end,"

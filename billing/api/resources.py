@@ -98,9 +98,9 @@ def create(request):
         with request.app.db.transaction() as conn:
             cur = conn.execute(
                 "INSERT INTO resources (name, description, capacity, price_per_minute, currency, max_duration_minutes,"
-                " created_at, updated_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                " limit_set_at, created_at, updated_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
                 (values["name"], values["description"], values["capacity"], values["price_per_minute"],
-                 values["currency"], values["max_duration_minutes"], stamp, stamp))
+                 values["currency"], values["max_duration_minutes"], stamp, stamp, stamp))
             row = _load(conn, cur.lastrowid)
             audit(conn, request, "resource.create", "resource", row[0], after=view(row))
     except sqlite3.IntegrityError:
@@ -140,6 +140,8 @@ def update(request, resource_id):
             if values.get("currency") not in (None, before[5]) and conn.execute(
                     "SELECT 1 FROM sessions WHERE resource_id = ? LIMIT 1", (resource_id,)).fetchone():
                 raise Conflict(f"Resource {resource_id} has sessions in {before[5]}; its currency cannot change.")
+            if values.get("max_duration_minutes", before[6]) != before[6]:
+                values["limit_set_at"] = now_micros()  # when a limit starts to count for running sessions
             if values:
                 sets = ", ".join(f"{name} = ?" for name in values)
                 conn.execute(f"UPDATE resources SET {sets}, updated_at = ? WHERE id = ?",

@@ -132,7 +132,8 @@ def stop_overdue(app):
     stopped = []
     with app.db.transaction() as conn:
         for session_id, started, limit, limit_set in conn.execute(
-                "SELECT s.id, s.started_at, r.max_duration_minutes, r.updated_at FROM sessions s JOIN resources r"
+                "SELECT s.id, s.started_at, r.max_duration_minutes, coalesce(r.limit_set_at, 0) FROM sessions s"
+                " JOIN resources r"
                 " ON r.id = s.resource_id WHERE s.ended_at IS NULL AND r.max_duration_minutes IS NOT NULL").fetchall():
             # at the limit, but never before the limit was set (a limit added later is not retroactive)
             end = max(started + limit * 60 * 1_000_000, min(limit_set, now))
@@ -261,11 +262,14 @@ LATE = ("EXISTS (SELECT 1 FROM invoices i WHERE i.customer_id = s.customer_id AN
 LINE_ROW = "s.resource_id, r.name, s.price_per_minute, s.duration_seconds, s.cost, s.id"
 
 
-def resource_lines(conn, customer_id, currency, start_us, end_us, late=False, taken=None):
+def resource_lines(conn, customer_id, currency, start_us, end_us, late=False, taken=None, billed_too=False):
     """The resource lines of the unbilled sessions that ended in [start_us,
     end_us) — and, with `late`, of unbilled sessions of periods already
-    invoiced. The ids of the sessions go into `taken` (a list) when given."""
-    rows = conn.execute(f"SELECT {LINE_ROW} FROM {FROM} WHERE {UNBILLED} AND s.ended_at >= ? AND s.ended_at < ?"
+    invoiced. The ids of the sessions go into `taken` (a list) when given.
+    `billed_too`: every session of the range, billed or not (re-rating an
+    issued period for its minimum-commitment true-up)."""
+    which = "s.customer_id = ? AND s.ended_at IS NOT NULL" if billed_too else UNBILLED
+    rows = conn.execute(f"SELECT {LINE_ROW} FROM {FROM} WHERE {which} AND s.ended_at >= ? AND s.ended_at < ?"
                         " ORDER BY s.id", (customer_id, start_us, end_us)).fetchall()
     if late:
         rows += late_rows(conn, customer_id)

@@ -304,7 +304,7 @@ def billed_periods(subscription_row, until):
 
 
 def rate_period(app, conn, subscription_row, plan_row, customer_row, day, extra_lines=(), resources=True,
-                late_sessions=False, taken=None):
+                late_sessions=False, taken=None, billed_too=False):
     """The priced draft of the subscription period holding local `day`, with its
     UTC bounds: (draft, start_at, end_at). `extra_lines`: adjustment lines;
     `late_sessions`: also bill sessions of periods already invoiced; `taken`
@@ -320,7 +320,8 @@ def rate_period(app, conn, subscription_row, plan_row, customer_row, day, extra_
                               times.to_micros(end_at))
     if resources:  # the invoice run says False for customers who never had a session
         extra_lines = sessions_api.resource_lines(conn, customer_row[0], plan_row[4], times.to_micros(start_at),
-                                                  times.to_micros(end_at), late_sessions, taken) + list(extra_lines)
+                                                  times.to_micros(end_at), late_sessions, taken,
+                                                  billed_too) + list(extra_lines)
     period_index = len(periods.periods_between(times.parse_date(subscription_row[7]), period_start,
                                                subscription_row[6]))
     draft = invoicing.build(plan_row[4], charges, usage, base_fee=plan_row[6], minimum_commitment=plan_row[7],

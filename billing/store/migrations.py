@@ -335,6 +335,7 @@ V4_RESOURCES = [
         price_per_minute TEXT NOT NULL,
         currency TEXT NOT NULL,
         max_duration_minutes INTEGER,
+        limit_set_at INTEGER,
         created_at INTEGER NOT NULL,
         updated_at INTEGER NOT NULL,
         deleted_at INTEGER)""",
