@@ -101,6 +101,14 @@ def path_int(value, what):
     return number
 
 
+def one_or_404(conn, sql, params, message):
+    """The one row `sql` finds, or NotFound(message)."""
+    row = conn.execute(sql, params).fetchone()
+    if row is None:
+        raise NotFound(message)
+    return row
+
+
 def check_unknown_fields(body, allowed, problems):
     for name in body:
         if name not in allowed:

@@ -4,10 +4,10 @@ import re
 import sqlite3
 
 from ..domain import money, times
-from ..errors import Conflict, FieldErrors, NotFound
+from ..errors import Conflict, FieldErrors
 from ..web.http import created
 from . import customers as customers_api
-from .common import (audit, check_unknown_fields, decode_cursor, now_micros, page, page_limit, path_int,
+from .common import (audit, check_unknown_fields, decode_cursor, now_micros, one_or_404, page, page_limit, path_int,
                      text_field)
 
 CODE_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
@@ -23,10 +23,7 @@ def view(row):
 
 
 def load(conn, code):
-    row = conn.execute(f"SELECT {COLUMNS} FROM coupons WHERE code = ?", (code,)).fetchone()
-    if row is None:
-        raise NotFound(f"Coupon {code!r} not found.")
-    return row
+    return one_or_404(conn, f"SELECT {COLUMNS} FROM coupons WHERE code = ?", (code,), f"Coupon {code!r} not found.")
 
 
 def applies(coupon_row, period_index):
@@ -114,6 +111,14 @@ def balance(conn, customer_id):
                         (customer_id,)).fetchone()[0]
 
 
+def add_entry(conn, customer_id, amount, currency, reason, created_by, invoice_id=None, at=None):
+    """Write one ledger entry (positive grants, negative spends); returns its id."""
+    return conn.execute("INSERT INTO credit_entries (customer_id, amount, currency, reason, invoice_id, created_by,"
+                        " created_at) VALUES (?, ?, ?, ?, ?, ?, ?)",
+                        (customer_id, amount, currency, reason, invoice_id, created_by,
+                         now_micros() if at is None else at)).lastrowid
+
+
 def entry_view(row):
     return {"id": row[0], "customer_id": row[1], "amount": money.format_minor(row[2], row[3]),
             "currency": row[3], "reason": row[4], "invoice_id": row[5], "created_by": row[6],
@@ -140,10 +145,8 @@ def grant_credit(request, customer_id):
     reason = text_field(body, "reason", problems, max_length=500)
     problems.raise_if_any()
     with db.transaction() as conn:
-        cur = conn.execute("INSERT INTO credit_entries (customer_id, amount, currency, reason, created_by, created_at)"
-                           " VALUES (?, ?, ?, ?, ?, ?)",
-                           (customer_id, amount, currency, reason, request.actor.label, now_micros()))
-        entry = conn.execute(f"SELECT {ENTRY_COLUMNS} FROM credit_entries WHERE id = ?", (cur.lastrowid,)).fetchone()
+        entry_id = add_entry(conn, customer_id, amount, currency, reason, request.actor.label)
+        entry = conn.execute(f"SELECT {ENTRY_COLUMNS} FROM credit_entries WHERE id = ?", (entry_id,)).fetchone()
         total = balance(conn, customer_id)
         audit(conn, request, "credit.grant", "customer", customer_id, after=entry_view(entry))
     return created({"entry": entry_view(entry), "balance": money.format_minor(total, currency)})

@@ -231,14 +231,10 @@ def update(request, customer_id):
             changing = [k for k in ("timezone", "currency") if k in values and values[k] != before[4 if k == "timezone" else 5]]
             if changing and has_active_subscription(conn, customer_id):
                 raise Conflict(f"Cannot change {' and '.join(changing)} while a subscription is active.")
+            # a session is either unbilled or on an invoice that left draft: either way it is
+            # billed by the local periods it ended in, and moving those could leave it between two
             if changing and conn.execute("SELECT 1 FROM sessions WHERE customer_id = ? LIMIT 1",
-                                         (customer_id,)).fetchone() and (
-                    conn.execute("SELECT 1 FROM sessions WHERE customer_id = ? AND invoice_id IS NULL LIMIT 1",
-                                 (customer_id,)).fetchone()
-                    or conn.execute("SELECT 1 FROM invoices WHERE customer_id = ? AND status != 'void' LIMIT 1",
-                                    (customer_id,)).fetchone()):
-                # sessions are billed by the local periods they ended in: moving those periods
-                # could leave one between two invoices
+                                         (customer_id,)).fetchone():
                 raise Conflict(f"Cannot change {' and '.join(changing)} of a customer billed for sessions; "
                                "create a new customer instead.")
             if values:

@@ -7,6 +7,7 @@ from ..errors import FieldErrors, NotFound
 from . import adjustments
 from . import coupons as coupons_api
 from . import customers as customers_api
+from . import invoices as invoices_api
 from . import plans as plans_api
 from . import sessions as sessions_api
 from .common import check_unknown_fields, path_int
@@ -37,12 +38,11 @@ def upcoming_invoice(request, customer_id):
     with app.db.reader() as conn:
         subscription_row = subscription_in_force(conn, customer_id, today)
         # adjustments for late events not yet on a draft are billed with the next invoice
-        carried = conn.execute("SELECT 1 FROM invoices WHERE customer_id = ? AND status = 'draft' AND hold = 0",
-                               (customer_id,)).fetchone()
+        carried = invoices_api.carrier(conn, customer_id) is not None
         extra = [] if carried else adjustments.pending(app, conn, customer_id)
         if subscription_row is None:  # the calendar month: its resource sessions, pending adjustments
             start_at, end_at = times.calendar_month_bounds(clock.now(), zone)
-            lines = sessions_api.uncovered_lines(conn, customer_id, customer_row[5], zone, times.to_micros(start_at),
+            lines = sessions_api.uncovered_lines(conn, customer_id, zone, times.to_micros(start_at),
                                                  times.to_micros(end_at), late=not carried)
             draft = invoicing.build(customer_row[5], [], {}, extra_lines=lines + extra,
                                     tax_rate=money.parse_percent(customer_row[8]),

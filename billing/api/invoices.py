@@ -14,7 +14,7 @@ from . import plans as plans_api
 from . import sessions as sessions_api
 from . import subscriptions as subscriptions_api
 from . import webhooks
-from .common import bool_arg, decode_cursor, int_arg, now_micros, page, page_limit, path_int
+from .common import bool_arg, decode_cursor, int_arg, now_micros, one_or_404, page, page_limit, path_int
 
 FUTURE_TOLERANCE = timedelta(minutes=5)
 COLUMNS = ("id, number, customer_id, subscription_id, status, payment_status, currency, period_start,"
@@ -76,11 +76,10 @@ def rate(app, conn, customer_row, subscription_row, period_start_date, invoice_i
     if subscription_row is None:
         if kind == "monthly":
             zone = times.zone_or_error(customer_row[4])
-            extra = sessions_api.uncovered_lines(conn, customer_row[0], customer_row[5], zone, *bounds, late=carries,
+            extra = sessions_api.uncovered_lines(conn, customer_row[0], zone, *bounds, late=carries,
                                                  taken=taken) + extra
         elif carries:
-            extra = sessions_api.resource_lines(conn, customer_row[0], customer_row[5], 0, 0, late=True,
-                                                taken=taken) + extra
+            extra = sessions_api.late_lines(conn, customer_row[0], taken) + extra
         return build_plain(conn, customer_row, extra)
     extra = adjustments.corrections(conn, subscription_row[0], period_start_date.isoformat(), invoice_id) + extra
     plan = conn.execute(f"SELECT {plans_api.COLUMNS} FROM plans WHERE id = ?", (subscription_row[12],)).fetchone()
@@ -194,7 +193,7 @@ def run_as_of(app, conn, as_of, actor=None):
             bounds = (times.to_micros(start_at), times.to_micros(end_at))
             carries = customer_id in late and customer_id not in carriers
             taken = []
-            lines = sessions_api.uncovered_lines(conn, customer_id, customer[5], zones[customer_id], *bounds,
+            lines = sessions_api.uncovered_lines(conn, customer_id, zones[customer_id], *bounds,
                                                  late=carries, taken=taken)
             if not lines:
                 continue
@@ -216,7 +215,7 @@ def run_as_of(app, conn, as_of, actor=None):
         if subscriptions_api.subscription_in_force(conn, customer_id, times.local_date(as_of, zone)):
             continue  # the next period's draft will carry them
         taken = []
-        lines = sessions_api.resource_lines(conn, customer_id, customer[5], 0, 0, late=True, taken=taken) \
+        lines = sessions_api.late_lines(conn, customer_id, taken) \
             + adjustments.pending(app, conn, customer_id)
         if not lines:
             continue
@@ -284,10 +283,8 @@ def view(row, lines=None):
 
 
 def load_row(conn, invoice_id):
-    row = conn.execute(f"SELECT {COLUMNS} FROM invoices WHERE id = ?", (invoice_id,)).fetchone()
-    if row is None:
-        raise NotFound(f"Invoice {invoice_id} not found.")
-    return row
+    return one_or_404(conn, f"SELECT {COLUMNS} FROM invoices WHERE id = ?", (invoice_id,),
+                      f"Invoice {invoice_id} not found.")
 
 
 def load_view(conn, invoice_id):

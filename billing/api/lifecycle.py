@@ -20,6 +20,7 @@ from ..domain import money, times
 from ..errors import Conflict, FieldErrors, Forbidden
 from ..web.http import created
 from . import auth
+from . import coupons as coupons_api
 from . import invoices as invoices_api
 from . import sessions as sessions_api
 from . import webhooks
@@ -46,14 +47,13 @@ def _conflict(invoice_id, status, action):
     return Conflict(f"Invoice {invoice_id} is {status.replace('_', ' ')}; it cannot be {action}.")
 
 
-def _body(request, fields, required=()):
+def _body(request, fields, required=(), other=()):
+    """The body, and its text `fields` checked; `other`: further fields the caller checks."""
     body = request.json()
     problems = FieldErrors()
-    check_unknown_fields(body, fields, problems)
+    check_unknown_fields(body, fields + other, problems)
     values = {}
     for name in fields:
-        if name in ("amount",):
-            continue
         values[name] = text_field(body, name, problems, required=name in required, max_length=MAX_COMMENT)
     problems.raise_if_any()
     return body, values
@@ -98,18 +98,13 @@ def issue(app, conn, invoice_id, actor, action="issue", comment=None):
     issued_at = now_micros()
     due_at = times.to_micros(times.from_micros(issued_at) + timedelta(days=customer[1]))
     total = row[12]
-    balance = conn.execute("SELECT coalesce(sum(amount), 0) FROM credit_entries WHERE customer_id = ?",
-                           (row[2],)).fetchone()[0]
-    credits = max(0, min(balance, total))
+    credits = max(0, min(coupons_api.balance(conn, row[2]), total))
     if credits:
-        conn.execute("INSERT INTO credit_entries (customer_id, amount, currency, reason, invoice_id, created_by,"
-                     " created_at) VALUES (?, ?, ?, ?, ?, ?, ?)",
-                     (row[2], -credits, row[6], f"Applied to {number}", invoice_id, actor_label(actor), issued_at))
+        coupons_api.add_entry(conn, row[2], -credits, row[6], f"Applied to {number}", actor_label(actor),
+                              invoice_id, issued_at)
     if total < 0:  # a negative invoice owes nothing and leaves the difference as credit
-        conn.execute("INSERT INTO credit_entries (customer_id, amount, currency, reason, invoice_id, created_by,"
-                     " created_at) VALUES (?, ?, ?, ?, ?, ?, ?)",
-                     (row[2], -total, row[6], f"Negative total of {number}", invoice_id, actor_label(actor),
-                      issued_at))
+        coupons_api.add_entry(conn, row[2], -total, row[6], f"Negative total of {number}", actor_label(actor),
+                              invoice_id, issued_at)
     amount_due = max(0, total - credits)
     status, payment_status = ("paid", "paid") if amount_due == 0 else ("issued", "unpaid")
     bill_to = jsonutil.encode(customer_view(conn, row[2]))
@@ -218,7 +213,7 @@ def payment_view(row):
 
 
 def pay(request, invoice_id):
-    body, values = _body(request, ("amount", "method", "reference"))
+    body, values = _body(request, ("method", "reference"), other=("amount",))
     invoice_id = path_int(invoice_id, "Invoice")
     app = request.app
     with app.db.transaction() as conn:
@@ -294,15 +289,12 @@ def void_row(conn, invoice_id, reason, actor):
     stamp = now_micros()
     given = conn.execute("SELECT coalesce(sum(amount), 0) FROM credit_entries WHERE invoice_id = ?",
                          (invoice_id,)).fetchone()[0]
-    if given > 0 and given > conn.execute("SELECT coalesce(sum(amount), 0) FROM credit_entries WHERE customer_id = ?",
-                                          (row[2],)).fetchone()[0]:
+    if given > 0 and given > coupons_api.balance(conn, row[2]):
         raise Conflict(f"Invoice {invoice_id} left {money.format_minor(given, row[6])} {row[6]} of credit that has "
                        "been spent since; it cannot be voided.")
     if given:  # credits it used come back; credit it left (negative total) is taken back
-        conn.execute("INSERT INTO credit_entries (customer_id, amount, currency, reason, invoice_id, created_by,"
-                     " created_at) VALUES (?, ?, ?, ?, ?, ?, ?)",
-                     (row[2], -given, row[6], f"Invoice {row[1] or invoice_id} voided", invoice_id,
-                      actor_label(actor), stamp))
+        coupons_api.add_entry(conn, row[2], -given, row[6], f"Invoice {row[1] or invoice_id} voided",
+                              actor_label(actor), invoice_id, stamp)
     conn.execute("UPDATE invoices SET status = 'void', void_reason = ?, voided_at = ?, hold = 0, updated_at = ?"
                  " WHERE id = ?", (reason, stamp, stamp, invoice_id))
     sessions_api.unmark_billed(conn, invoice_id)

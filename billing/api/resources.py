@@ -4,10 +4,10 @@ customers use for a while and pay for by the minute."""
 import sqlite3
 
 from ..domain import money, times
-from ..errors import Conflict, FieldErrors, NotFound
+from ..errors import Conflict, FieldErrors
 from ..web.http import created
-from .common import (MAX_ID, audit, check_unknown_fields, decode_cursor, now_micros, page, page_limit, path_int,
-                     text_field)
+from .common import (MAX_ID, audit, check_unknown_fields, decode_cursor, now_micros, one_or_404, page, page_limit,
+                     path_int, text_field)
 
 COLUMNS = ("id, name, description, capacity, price_per_minute, currency, max_duration_minutes, created_at,"
            " updated_at")
@@ -72,11 +72,8 @@ def _check(body, problems, full):
 
 
 def _load(conn, resource_id):
-    row = conn.execute(f"SELECT {COLUMNS} FROM resources WHERE id = ? AND deleted_at IS NULL",
-                       (resource_id,)).fetchone()
-    if row is None:
-        raise NotFound(f"Resource {resource_id} not found.")
-    return row
+    return one_or_404(conn, f"SELECT {COLUMNS} FROM resources WHERE id = ? AND deleted_at IS NULL", (resource_id,),
+                      f"Resource {resource_id} not found.")
 
 
 def active_count(conn, resource_id):

@@ -15,7 +15,7 @@ from ..errors import ApiError, Conflict, FieldErrors, NotFound, ValidationError
 from ..web.http import created
 from . import resources as resources_api
 from .common import (audit, bool_arg, check_unknown_fields, decode_cursor, encode_cursor, int_arg, now_micros,
-                     page, page_limit, path_int, text_field)
+                     one_or_404, page, page_limit, path_int, text_field)
 
 COLUMNS = ("s.id, s.resource_id, r.name, s.customer_id, s.user, s.started_at, s.ended_at, s.duration_seconds,"
            " s.price_per_minute, s.currency, s.cost, s.stopped_by, s.auto_stopped, s.started_by")
@@ -55,10 +55,8 @@ def view(row, now_us=None):
 
 
 def _load(conn, session_id):
-    row = conn.execute(f"SELECT {COLUMNS} FROM {FROM} WHERE s.id = ?", (session_id,)).fetchone()
-    if row is None:
-        raise NotFound(f"Session {session_id} not found.")
-    return row
+    return one_or_404(conn, f"SELECT {COLUMNS} FROM {FROM} WHERE s.id = ?", (session_id,),
+                      f"Session {session_id} not found.")
 
 
 def start(request):
@@ -236,7 +234,7 @@ def billing_records(request):
 
 # -- invoice lines ----------------------------------------------------------------
 
-def _lines(rows, currency):
+def _lines(rows):
     """One `resource` line per resource from (resource id, name, price, seconds, cost) rows."""
     grouped = {}
     for resource_id, name, price, seconds, cost in rows:
@@ -262,7 +260,7 @@ LATE = ("EXISTS (SELECT 1 FROM invoices i WHERE i.customer_id = s.customer_id AN
 LINE_ROW = "s.resource_id, r.name, s.price_per_minute, s.duration_seconds, s.cost, s.id"
 
 
-def resource_lines(conn, customer_id, currency, start_us, end_us, late=False, taken=None, billed_too=False):
+def resource_lines(conn, customer_id, start_us, end_us, late=False, taken=None, billed_too=False):
     """The resource lines of the unbilled sessions that ended in [start_us,
     end_us) — and, with `late`, of unbilled sessions of periods already
     invoiced. The ids of the sessions go into `taken` (a list) when given.
@@ -273,7 +271,12 @@ def resource_lines(conn, customer_id, currency, start_us, end_us, late=False, ta
                         " ORDER BY s.id", (customer_id, start_us, end_us)).fetchall()
     if late:
         rows += late_rows(conn, customer_id)
-    return _take(rows, currency, taken)
+    return _take(rows, taken)
+
+
+def late_lines(conn, customer_id, taken=None):
+    """The resource lines of the unbilled sessions of periods already invoiced."""
+    return _take(late_rows(conn, customer_id), taken)
 
 
 def late_rows(conn, customer_id):
@@ -287,7 +290,7 @@ def late_customers(conn):
                                        f" AND s.ended_at IS NOT NULL AND {LATE}")}
 
 
-def _take(rows, currency, taken):
+def _take(rows, taken):
     seen, unique = set(), []
     for row in rows:  # (resource, name, price, seconds, cost, id); a late one may also be in the period
         if row[5] not in seen:
@@ -296,7 +299,7 @@ def _take(rows, currency, taken):
     rows = unique
     if taken is not None:
         taken.extend(r[5] for r in rows)
-    return _lines([r[:5] for r in rows], currency)
+    return _lines([r[:5] for r in rows])
 
 
 def _subscribed_days(conn, customer_id):
@@ -304,7 +307,7 @@ def _subscribed_days(conn, customer_id):
         "SELECT start_date, end_date FROM subscriptions WHERE customer_id = ?", (customer_id,))]
 
 
-def uncovered_lines(conn, customer_id, currency, zone, start_us, end_us, late=False, taken=None):
+def uncovered_lines(conn, customer_id, zone, start_us, end_us, late=False, taken=None):
     """Resource lines of the unbilled sessions that ended in [start_us, end_us)
     on a local day when the customer had no subscription (a monthly invoice's
     lines); with `late`, also the unbilled sessions of periods already invoiced."""
@@ -317,7 +320,7 @@ def uncovered_lines(conn, customer_id, currency, zone, start_us, end_us, late=Fa
             rows.append(row[:6])
     if late:
         rows += late_rows(conn, customer_id)
-    return _take(rows, currency, taken)
+    return _take(rows, taken)
 
 
 def store_taken(conn, invoice_id, taken):

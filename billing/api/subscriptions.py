@@ -319,7 +319,7 @@ def rate_period(app, conn, subscription_row, plan_row, customer_row, day, extra_
     usage = _usage_quantities(conn, app.catalog, customer_row[0], charges, times.to_micros(start_at),
                               times.to_micros(end_at))
     if resources:  # the invoice run says False for customers who never had a session
-        extra_lines = sessions_api.resource_lines(conn, customer_row[0], plan_row[4], times.to_micros(start_at),
+        extra_lines = sessions_api.resource_lines(conn, customer_row[0], times.to_micros(start_at),
                                                   times.to_micros(end_at), late_sessions, taken,
                                                   billed_too) + list(extra_lines)
     period_index = len(periods.periods_between(times.parse_date(subscription_row[7]), period_start,

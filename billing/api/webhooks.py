@@ -18,7 +18,7 @@ from .. import jsonutil
 from ..domain import times
 from ..errors import FieldErrors, NotFound
 from ..web.http import created
-from .common import (audit, check_unknown_fields, decode_cursor, now_micros, page, page_limit, path_int,
+from .common import (audit, check_unknown_fields, decode_cursor, now_micros, one_or_404, page, page_limit, path_int,
                      text_field)
 
 EVENT_TYPES = ("invoice.created", "invoice.issued", "invoice.paid", "invoice.voided")
@@ -126,11 +126,8 @@ def list_webhooks(request):
 
 
 def _load(conn, webhook_id):
-    row = conn.execute(f"SELECT {COLUMNS} FROM webhooks WHERE id = ? AND deleted_at IS NULL",
-                       (webhook_id,)).fetchone()
-    if row is None:
-        raise NotFound(f"Webhook {webhook_id} not found.")
-    return row
+    return one_or_404(conn, f"SELECT {COLUMNS} FROM webhooks WHERE id = ? AND deleted_at IS NULL", (webhook_id,),
+                      f"Webhook {webhook_id} not found.")
 
 
 def get(request, webhook_id):

@@ -143,10 +143,8 @@ def stream(request):
                 if item is _CLOSED:
                     return
                 event_type, data = item
-                if scope is not None and _customer_of(data) not in (None, scope):
-                    continue  # a customer's key sees only its own
-                if scope is not None and _customer_of(data) is None:
-                    continue
+                if scope is not None and _customer_of(data) != scope:
+                    continue  # a customer's key sees only what is its own
                 sent += 1
                 handler.wfile.write(frame(event_type, data, sent))
         except (OSError, ValueError):
