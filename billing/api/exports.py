@@ -52,7 +52,7 @@ INVOICE_HEADER = ("id", "number", "customer_id", "customer", "status", "payment_
 
 def invoices_csv(request):
     """Every invoice matching the list filters (customer_id, status, period, overdue), newest first."""
-    where, params = invoices_api._filters(request)
+    where, params = invoices_api.list_filters(request)
     sql = f"SELECT {invoices_api.COLUMNS} FROM invoices"
     if where:
         sql += " WHERE " + " AND ".join(where)

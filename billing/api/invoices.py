@@ -313,7 +313,7 @@ def get(request, invoice_id):
     return fresh_view(request, invoice_id)
 
 
-def _filters(request):
+def list_filters(request):
     """WHERE clauses and parameters of the invoice list filters."""
     where, params = [], []
     customer_id = int_arg(request, "customer_id", minimum=1)
@@ -348,7 +348,7 @@ def list_invoices(request):
     """Newest first; filters customer_id, status, period (YYYY-MM of the local period start), overdue."""
     limit = page_limit(request)
     cursor = decode_cursor(request)
-    where, params = _filters(request)
+    where, params = list_filters(request)
     if cursor:
         where.append("id < ?")
         params.append(cursor[0])
