@@ -4,10 +4,8 @@ backoff while the SMTP server is down."""
 
 import glob
 import os
-import socketserver
 import sqlite3
 import subprocess
-import threading
 from email import policy
 from email.parser import BytesParser
 
@@ -16,6 +14,7 @@ import pytest
 from billing import clock
 from billing.domain import times
 from tests.harness import RunningServer, temp_db
+from tests.smtp_receiver import start_receiver, stop_receiver
 from tests.http.helpers import unique
 
 ENV = {"BILLING_MAX_EVENT_AGE_DAYS": "0"}
@@ -90,69 +89,17 @@ def check_message(message, invoice, recipient, tmp_path):
     assert invoice["number"] in extracted and "30.00" in extracted
 
 
-# -- a tiny SMTP receiver --------------------------------------------------------------
-
-class SMTPHandler(socketserver.StreamRequestHandler):
-    def reply(self, line):
-        self.wfile.write(line.encode("ascii") + b"\r\n")
-
-    def handle(self):
-        envelope = {"from": None, "rcpt": []}
-        self.reply("220 test ESMTP")
-        while True:
-            raw = self.rfile.readline()
-            if not raw:
-                return
-            line = raw.decode("ascii").rstrip("\r\n")
-            verb = line.split(" ", 1)[0].upper()
-            if verb in ("EHLO", "HELO"):
-                self.reply("250 test")
-            elif verb == "MAIL":
-                envelope["from"] = line[len("MAIL FROM:"):].split(" ")[0].strip("<>")
-                self.reply("250 ok")
-            elif verb == "RCPT":
-                envelope["rcpt"].append(line[len("RCPT TO:"):].split(" ")[0].strip("<>"))
-                self.reply("250 ok")
-            elif verb == "DATA":
-                self.reply("354 go on")
-                body = []
-                while True:
-                    data_line = self.rfile.readline()
-                    if data_line in (b".\r\n", b""):
-                        break
-                    body.append(data_line[1:] if data_line.startswith(b".") else data_line)
-                self.server.messages.append(dict(envelope, data=b"".join(body)))
-                envelope = {"from": None, "rcpt": []}
-                self.reply("250 queued")
-            elif verb == "RSET":
-                envelope = {"from": None, "rcpt": []}
-                self.reply("250 ok")
-            elif verb == "QUIT":
-                self.reply("221 bye")
-                return
-            else:
-                self.reply("502 not implemented")
-
-
-class SMTPReceiver(socketserver.ThreadingTCPServer):
-    allow_reuse_address = True
-    daemon_threads = True
-
-
 @pytest.fixture
 def smtp():
+    """start(port=0) → a receiver (start.stop(receiver) stops one early)."""
     started = []
 
     def start(port=0):
-        server = SMTPReceiver(("127.0.0.1", port), SMTPHandler)
-        server.messages = []
-        threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True).start()
-        started.append(server)
-        return server
+        started.append(start_receiver(port))
+        return started[-1]
 
     def stop(server):
-        server.shutdown()
-        server.server_close()
+        stop_receiver(server)
         started.remove(server)
 
     start.stop = stop

@@ -1,19 +1,17 @@
 """Invoice e-mail: the outbox .eml path and real SMTP delivery against a tiny
 in-test SMTP receiver (plain, with AUTH PLAIN, and unreachable)."""
 
-import base64
 import os
 import re
 import smtplib
 import socket
-import socketserver
-import threading
 from email import policy
 from email.parser import BytesParser
 
 import pytest
 
 from billing.ops import mailer
+from tests.smtp_receiver import start_receiver, stop_receiver
 
 PDF = b"%PDF-1.4\n%\xe2\xe3\xcf\xd3\n1 0 obj <<>> endobj\n.\n..leading dots\r\n%%EOF\n"
 
@@ -36,75 +34,17 @@ def the_pdf(message):
     return attachments[0]
 
 
-class SMTPHandler(socketserver.StreamRequestHandler):
-    def reply(self, line):
-        self.wfile.write(line.encode("ascii") + b"\r\n")
-
-    def handle(self):
-        state = self.server
-        envelope = {"from": None, "rcpt": []}
-        self.reply("220 test ESMTP")
-        while True:
-            raw = self.rfile.readline()
-            if not raw:
-                return
-            line = raw.decode("ascii").rstrip("\r\n")
-            verb = line.split(" ", 1)[0].upper()
-            if verb in ("EHLO", "HELO"):
-                self.reply("250-test" if state.auth else "250 test")
-                if state.auth:
-                    self.reply("250 AUTH PLAIN")
-            elif verb == "AUTH" and state.auth and line.upper().startswith("AUTH PLAIN"):
-                token = line.split(" ", 2)[2] if line.count(" ") >= 2 else None
-                if token is None:
-                    self.reply("334 ")
-                    token = self.rfile.readline().decode("ascii").strip()
-                _, user, password = base64.b64decode(token).decode("utf-8").split("\0")
-                state.credentials.append((user, password))
-                self.reply("235 ok")
-            elif verb == "MAIL":
-                envelope["from"] = line[len("MAIL FROM:"):].split(" ")[0].strip("<>")
-                self.reply("250 ok")
-            elif verb == "RCPT":
-                envelope["rcpt"].append(line[len("RCPT TO:"):].split(" ")[0].strip("<>"))
-                self.reply("250 ok")
-            elif verb == "DATA":
-                self.reply("354 go on")
-                body = []
-                while True:
-                    data_line = self.rfile.readline()
-                    if data_line in (b".\r\n", b""):
-                        break
-                    body.append(data_line[1:] if data_line.startswith(b".") else data_line)
-                state.messages.append(dict(envelope, data=b"".join(body)))
-                envelope = {"from": None, "rcpt": []}
-                self.reply("250 queued")
-            elif verb == "RSET":
-                envelope = {"from": None, "rcpt": []}
-                self.reply("250 ok")
-            elif verb == "QUIT":
-                self.reply("221 bye")
-                return
-            else:
-                self.reply("502 not implemented")
-
-
 @pytest.fixture
 def receiver():
     servers = []
 
     def start(auth=False):
-        server = socketserver.ThreadingTCPServer(("127.0.0.1", 0), SMTPHandler)
-        server.daemon_threads = True
-        server.auth, server.messages, server.credentials = auth, [], []
-        threading.Thread(target=server.serve_forever, daemon=True).start()
-        servers.append(server)
-        return server
+        servers.append(start_receiver(auth=auth))
+        return servers[-1]
 
     yield start
     for server in servers:
-        server.shutdown()
-        server.server_close()
+        stop_receiver(server)
 
 
 def smtp_config(server, **extra):
