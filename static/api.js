@@ -4,12 +4,13 @@
 const TOKEN_KEY = "meterline.token";
 
 export class ApiError extends Error {
-  constructor(status, code, message, details = []) {
+  constructor(status, code, message, details = [], body = {}) {
     super(message);
     this.name = "ApiError";
     this.status = status;
     this.code = code;
     this.details = details;
+    this.body = body; // the whole error object, for fields beyond the §2 three (quota_bytes, active, ...)
   }
 }
 
@@ -75,7 +76,7 @@ export async function request(method, path, body, options = {}) {
   }
   const text = await response.text();
   const data = decode(text);
-  if (!response.ok) throw failure(response, data, usesStored && bearer);
+  if (!response.ok) throw failure(response.status, response.statusText, data, usesStored && bearer);
   return data;
 }
 
@@ -89,14 +90,14 @@ function decode(text) {
 }
 
 /** The ApiError of a failed response (a 401 on the stored token signs out). */
-function failure(response, data, signsOut) {
+function failure(status, statusText, data, signsOut) {
   const error = (data && data.error) || {};
-  const message = error.message || `The server answered ${response.status} ${response.statusText}.`;
-  if (response.status === 401 && signsOut) {
+  const message = error.message || `The server answered ${[status, statusText].filter(Boolean).join(" ")}.`;
+  if (status === 401 && signsOut) {
     clearToken();
     signedOutHandler(message);
   }
-  return new ApiError(response.status, error.code || "http_error", message, error.details || []);
+  return new ApiError(status, error.code || "http_error", message, error.details || [], error);
 }
 
 /** The file name of a Content-Disposition header ("attachment; filename=..."), or `fallback`. */
@@ -131,10 +132,43 @@ export async function fetchFile(path, query, fallbackName = "download") {
   } catch (error) {
     throw new ApiError(0, "network_error", `Cannot reach the server (${error.message}).`);
   }
-  if (!response.ok) throw failure(response, decode(await response.text()), Boolean(bearer));
+  if (!response.ok) throw failure(response.status, response.statusText, decode(await response.text()), Boolean(bearer));
   const blob = await response.blob();
   const filename = attachmentName(response.headers.get("Content-Disposition"), fallbackName);
   return { blob, filename, type: blob.type };
+}
+
+/**
+ * PUT `body` (a File or Blob, sent as it is, not as JSON) to `path` with
+ * XMLHttpRequest, whose upload events fetch() does not offer.
+ * `onProgress(loaded, total)` follows the bytes sent. Returns
+ * `{ done, abort }`: `done` resolves to `{ status, data }` (201 new, 200
+ * replaced) and rejects with an ApiError like `request` (code "aborted" when
+ * abort() was called, "network_error" when the connection broke).
+ */
+export function upload(path, body, { contentType, onProgress } = {}) {
+  const xhr = new XMLHttpRequest();
+  const bearer = token();
+  const done = new Promise((resolve, reject) => {
+    xhr.open("PUT", path);
+    xhr.setRequestHeader("Accept", "application/json");
+    xhr.setRequestHeader("Content-Type", contentType || "application/octet-stream");
+    if (bearer) xhr.setRequestHeader("Authorization", `Bearer ${bearer}`);
+    // Listeners go on before send(): only then does the browser report upload progress.
+    xhr.upload.addEventListener("progress", (event) => {
+      if (onProgress) onProgress(event.loaded, event.lengthComputable ? event.total : body.size);
+    });
+    xhr.addEventListener("load", () => {
+      const data = decode(xhr.responseText);
+      if (xhr.status >= 200 && xhr.status < 300) resolve({ status: xhr.status, data });
+      else reject(failure(xhr.status, xhr.statusText, data, Boolean(bearer)));
+    });
+    xhr.addEventListener("error", () => reject(new ApiError(0, "network_error",
+      "The connection closed before the server answered (the file may be larger than the server accepts).")));
+    xhr.addEventListener("abort", () => reject(new ApiError(0, "aborted", "The upload was canceled.")));
+    xhr.send(body);
+  });
+  return { done, abort: () => xhr.abort() };
 }
 
 export const get = (path, query, options) => request("GET", withQuery(path, query), undefined, options);

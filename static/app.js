@@ -1,6 +1,10 @@
 /* The dashboard shell: a hash router, the navigation bar and the sign-in gate.
    Each page is a module with render(main, context) that may return a cleanup
-   function (run when the page is left, e.g. to stop auto-refresh). */
+   function (run when the page is left, e.g. to stop auto-refresh).
+
+   A customer user (role "customer") gets the customer portal and nothing
+   else: its own routes, no staff navigation, and every other address leads
+   to the portal's home. */
 
 import * as api from "./api.js";
 import { h } from "./dom.js";
@@ -17,6 +21,9 @@ import * as webhooks from "./pages/webhooks.js";
 import * as webhook from "./pages/webhook.js";
 import * as jobs from "./pages/jobs.js";
 import * as resources from "./pages/resources.js";
+import * as storage from "./pages/storage.js";
+import * as portal from "./pages/portal.js";
+import * as portalInvoice from "./pages/portal-invoice.js";
 
 const HOME = "#/customers";
 const ROUTES = [
@@ -26,6 +33,8 @@ const ROUTES = [
   [/^#\/invoices$/, invoices, "invoices"],
   [/^#\/invoices\/(\d+)$/, invoice, "invoices"],
   [/^#\/resources$/, resources, "resources"],
+  [/^#\/storage$/, storage, "storage"],
+  [/^#\/storage\/(\d+)$/, storage, "storage"],
   [/^#\/plans$/, plans, "plans"],
   [/^#\/meters$/, meters, "meters"],
   [/^#\/events$/, events, "events"],
@@ -33,6 +42,15 @@ const ROUTES = [
   [/^#\/webhooks\/(\d+)$/, webhook, "webhooks"],
   [/^#\/jobs$/, jobs, "jobs"],
 ];
+const PORTAL_ROUTES = [
+  [/^#\/portal$/, portal, "portal"],
+  [/^#\/portal\/invoices\/(\d+)$/, portalInvoice, "portal"],
+];
+
+/** Whether the signed-in identity is a customer user: the portal is all it sees. */
+function isTenant(identity) {
+  return identity.kind === "user" && identity.role === "customer";
+}
 
 const main = document.getElementById("main");
 const topbar = document.getElementById("topbar");
@@ -63,9 +81,13 @@ function onSignedIn(identity) {
 function showAccount() {
   const who = document.getElementById("who");
   who.textContent = me.kind === "user" ? `${me.user.email} (${me.role})` : `API key “${me.api_key.name}” (${me.role})`;
+  const tenant = isTenant(me);
+  // The portal has no navigation bar: none of the staff sections is theirs.
+  document.getElementById("nav").hidden = tenant;
+  document.querySelector("#topbar .brand").setAttribute("href", tenant ? portal.HOME : HOME);
   // Sections a role cannot read (data-roles lists who can) stay out of the bar.
-  for (const link of document.querySelectorAll("#nav a[data-roles]")) {
-    link.hidden = !link.dataset.roles.split(" ").includes(me.role);
+  for (const link of document.querySelectorAll("#nav a")) {
+    link.hidden = tenant || (link.dataset.roles !== undefined && !link.dataset.roles.split(" ").includes(me.role));
   }
   topbar.hidden = false;
 }
@@ -93,11 +115,13 @@ async function route() {
     if (current !== renders) return; // another navigation started meanwhile
   }
   live.start(); // one stream per page load, shared by the pages (no-op when open)
-  const [path, query = ""] = (location.hash || HOME).split("?");
-  const found = ROUTES.map(([pattern, page, section]) => [path.match(pattern), page, section])
+  const tenant = isTenant(me);
+  const home = tenant ? portal.HOME : HOME;
+  const [path, query = ""] = (location.hash || home).split("?");
+  const found = (tenant ? PORTAL_ROUTES : ROUTES).map(([pattern, page, section]) => [path.match(pattern), page, section])
     .find(([match]) => match);
   if (!found) {
-    location.hash = HOME;
+    location.replace(home); // no history entry: Back does not return to an address that only redirects
     return;
   }
   const [match, page, section] = found;

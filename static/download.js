@@ -5,6 +5,7 @@
 import * as api from "./api.js";
 import { h, showMessage } from "./dom.js";
 import { showApiError } from "./field-errors.js";
+import { byteSize } from "./format.js";
 
 const KEEP_URL_MS = 60_000; // long enough for the browser to start saving
 
@@ -16,12 +17,6 @@ export function saveBlob(blob, filename) {
   link.click();
   link.remove();
   setTimeout(() => URL.revokeObjectURL(url), KEEP_URL_MS);
-}
-
-function sizeText(bytes) {
-  if (bytes < 1024) return `${bytes} bytes`;
-  if (bytes < 1024 * 1024) return `${(bytes / 1024).toFixed(1)} KB`;
-  return `${(bytes / 1024 / 1024).toFixed(1)} MB`;
 }
 
 /**
@@ -38,7 +33,7 @@ export function downloadButton(label, source, line, attrs = {}) {
     try {
       const file = await api.fetchFile(path, query, fallback);
       saveBlob(file.blob, file.filename);
-      showMessage(line, `Downloaded ${file.filename} (${sizeText(file.blob.size)}).`, "ok");
+      showMessage(line, `Downloaded ${file.filename} (${byteSize(file.blob.size)}).`, "ok");
     } catch (error) {
       showApiError(line, `Could not download ${fallback}`, error);
     } finally {

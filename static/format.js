@@ -119,3 +119,47 @@ export function clockText(seconds) {
   const rest = total % 60;
   return `${hours}:${String(minutes).padStart(2, "0")}:${String(rest).padStart(2, "0")}`;
 }
+
+const BYTE_UNITS = ["kB", "MB", "GB", "TB", "PB", "EB"];
+
+/**
+ * A byte count for people, in decimal units like the GB-days storage is billed
+ * in (1 GB = 10⁹ bytes): "512 bytes", "1.23 MB", "12.3 GB". The exact count
+ * belongs in a title beside it.
+ */
+export function byteSize(bytes) {
+  const count = Number(bytes);
+  if (!Number.isFinite(count)) return "—";
+  if (Math.abs(count) < 1000) return `${count} byte${count === 1 ? "" : "s"}`;
+  let value = count;
+  let unit = -1;
+  while (Math.abs(value) >= 1000 && unit < BYTE_UNITS.length - 1) {
+    value /= 1000;
+    unit += 1;
+  }
+  const digits = Math.abs(value) < 10 ? 2 : Math.abs(value) < 100 ? 1 : 0;
+  return `${Number(value.toFixed(digits))} ${BYTE_UNITS[unit]}`;
+}
+
+/** A decimal string as [digits as a BigInt, fraction digits], or null. */
+function exactDecimal(text) {
+  const match = /^(-?)(\d+)(?:\.(\d+))?$/.exec(String(text ?? "").trim());
+  if (!match) return null;
+  const [, sign, whole, fraction = ""] = match;
+  return [BigInt(`${sign}${whole}${fraction}`), fraction.length];
+}
+
+/**
+ * `part` as a percentage of `whole` (both decimal strings, e.g. money), to one
+ * decimal place rounded down, computed on the exact decimals; null when either
+ * is not a number or `whole` is not above zero. For display (bars, "40%").
+ */
+export function percentOf(part, whole) {
+  const a = exactDecimal(part);
+  const b = exactDecimal(whole);
+  if (!a || !b || b[0] <= 0n) return null;
+  const digits = Math.max(a[1], b[1]);
+  const numerator = a[0] * 10n ** BigInt(digits - a[1]);
+  const denominator = b[0] * 10n ** BigInt(digits - b[1]);
+  return Number((numerator * 1000n) / denominator) / 10;
+}

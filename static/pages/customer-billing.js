@@ -3,9 +3,10 @@
    the customer's invoices. */
 
 import * as api from "../api.js";
+import { meterBar } from "../charts.js";
 import { append, display, field, h, messageLine, showMessage, table, whileBusy } from "../dom.js";
 import { showApiError } from "../field-errors.js";
-import { invoiceBadges, invoiceTitle, localDate, money, periodText, statusBadge } from "../format.js";
+import { invoiceBadges, invoiceTitle, localDate, money, percentOf, periodText, statusBadge } from "../format.js";
 import { invoiceDetail } from "../invoice-lines.js";
 
 const WRITERS = ["admin", "finance"];
@@ -153,7 +154,29 @@ function subscribeForm(customer, latest, refresh) {
 
 // -- upcoming invoice, credits, invoices -------------------------------------------
 
-async function loadUpcoming(section, customer, unitsPromise) {
+/**
+ * The budget bar (§3 `budget`): the upcoming invoice's subtotal, the spend
+ * budget alerts watch, against the monthly budget; null without a budget.
+ */
+export function budgetBar(invoice, customer) {
+  const budget = customer.budget;
+  if (!budget || budget.monthly === null || budget.monthly === undefined) return null;
+  const percent = percentOf(invoice.subtotal, budget.monthly);
+  const shown = percent === null ? "—" : `${Math.floor(percent)}%`;
+  const state = percent === null ? "ok" : percent >= 100 ? "full" : percent >= 80 ? "warn" : "ok";
+  const title = `Spend ${money(invoice.subtotal, invoice.currency)} of the ${money(budget.monthly, invoice.currency)} monthly budget (${shown})`;
+  const bar = meterBar(Math.max(0, percent ?? 0), 100, title);
+  bar.classList.add("budget-bar", state);
+  const steps = (budget.alert_at_percent || []).map((step) => `${step}%`);
+  return h("div", { class: `budget ${state}`, "data-percent": percent },
+    h("p", { class: "budget-text" }, "Spend ", h("strong", {}, money(invoice.subtotal, invoice.currency)),
+      " of the ", h("strong", {}, money(budget.monthly, invoice.currency)), " monthly budget",
+      h("span", { class: "muted" }, ` · ${shown}`)),
+    bar,
+    steps.length ? h("p", { class: "muted budget-steps" }, `Alerts at ${steps.join(", ")} of the budget.`) : null);
+}
+
+export async function loadUpcoming(section, customer, unitsPromise) {
   const title = "Upcoming invoice";
   const current = loading(section, title);
   try {
@@ -164,6 +187,7 @@ async function loadUpcoming(section, customer, unitsPromise) {
       h("div", { class: "section-head" }, h("h2", {}, title),
         h("p", { class: "muted" }, `${periodText(invoice, customer.timezone)} · to date`)),
       h("p", { class: "upcoming-total" }, "Total so far ", h("strong", {}, money(invoice.total, invoice.currency))),
+      budgetBar(invoice, customer),
       invoice.subscription_id ? null
         : h("p", { class: "muted" }, "No active subscription: only resource lines and adjustments would be billed."),
       invoiceDetail(invoice, units)]);

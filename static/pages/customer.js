@@ -4,14 +4,12 @@
    meters). */
 
 import * as api from "../api.js";
-import { chart } from "../charts.js";
 import { display, field, h, messageLine, showMessage, timeElement } from "../dom.js";
 import { addDays, localDate } from "../format.js";
+import { drawMeter } from "../usage-charts.js";
 import { billingSections } from "./customer-billing.js";
 
 const DEFAULT_DAYS = 30;
-// Gauges (a level at a time) read better as lines; counters as bars.
-const LINE_AGGREGATIONS = new Set(["max", "min", "avg", "latest"]);
 
 export function render(main, { params, role }) {
   const customerId = params[0];
@@ -67,7 +65,9 @@ function usageSection(customer) {
         api.get("/v1/meters", { limit: 1000 }).catch(() => ({ data: [] }))]); // names are a nicety
       const names = new Map(meters.data.map((meter) => [meter.key, meter.name]));
       charts.replaceChildren();
-      for (const entry of reply.usage) drawMeter(charts, entry, names.get(entry.meter), customer.timezone);
+      for (const entry of reply.usage) {
+        drawMeter(charts, entry, { name: names.get(entry.meter), timeZone: customer.timezone });
+      }
       tableBox.replaceChildren(usageTable(reply.usage, customer.timezone));
       if (reply.usage.length === 0) charts.append(h("p", { class: "empty" }, "No meters yet."));
       showMessage(message, "");
@@ -79,26 +79,6 @@ function usageSection(customer) {
   form.addEventListener("submit", (event) => { event.preventDefault(); load(); });
   load();
   return h("div", {}, h("h2", {}, "Usage by day"), h("div", { class: "card" }, form, message), charts, tableBox);
-}
-
-function dayLabel(start, timeZone) {
-  return new Intl.DateTimeFormat("en", { timeZone, month: "short", day: "numeric" }).format(new Date(start));
-}
-
-/** A card with the meter's total and its chart, appended to `container`. */
-function drawMeter(container, entry, name, timeZone) {
-  const points = (entry.windows || []).map((window) => ({ label: dayLabel(window.start, timeZone), value: window.value }));
-  const kind = LINE_AGGREGATIONS.has(entry.aggregation) ? "line" : "bar";
-  const card = h("article", { class: "card meter-usage", "data-meter": entry.meter },
-    h("header", {},
-      h("h3", {}, name || entry.meter, name ? h("code", { class: "muted" }, ` ${entry.meter}`) : null),
-      h("p", { class: "total" }, `${display(entry.value)} ${entry.unit}`,
-        h("span", { class: "muted" }, ` · ${entry.aggregation} over the range`))));
-  container.append(card);
-  // Draw at the card's own width, so the text keeps its size on a phone.
-  const style = getComputedStyle(card);
-  const width = card.clientWidth - parseFloat(style.paddingLeft) - parseFloat(style.paddingRight);
-  card.append(chart(points, { kind, unit: entry.unit, width: width || 640, title: `${name || entry.meter} per day (${entry.unit})` }));
 }
 
 function usageTable(usage, timeZone) {
