@@ -9,12 +9,15 @@ from . import clock, jsonutil
 from .api import auth
 from .api.adjustments import Lateness
 from .api.catalog import Catalog
+from .api.objects import Reservations
+from .api.storage import StorageMeter, ensure_meters
 from .api.common import now_micros
 from .domain import times
 from .errors import Conflict, ValidationError
 from .ops.dispatcher import Dispatcher
 from .ops.scheduler import Scheduler
 from .store.db import Database
+from .store.files import FileStore
 from .web import http
 from .web.stream import Bus
 from .web.routes import ROUTES
@@ -54,6 +57,12 @@ class App:
         self.config = config
         self.db = Database(config.db_path)
         self.catalog = Catalog(self.db)
+        ensure_meters(self.db)
+        self.files = FileStore(config.objects_dir)
+        # after a crash: temporary uploads, and files no object points to
+        self.files.sweep({r["file"] for r in self.db.rows("SELECT file FROM objects")})
+        self.reservations = Reservations(self.db)
+        self.storage = StorageMeter(self)
         self.auth = auth.Authenticator(self.db)
         self.router = http.Router(ROUTES)
         self.stats = Stats()
@@ -77,6 +86,8 @@ class App:
         to, the scheduler."""
         self.dispatcher.start()
         self._background.append(self.dispatcher)
+        self.storage.start()
+        self._background.append(self.storage)
         if scheduler:
             self.scheduler.start()
             self._background.append(self.scheduler)
@@ -99,6 +110,11 @@ class App:
         self.bus.close()  # live streams end first
         for worker in self._background:
             worker.stop()
+        if self.storage not in self._background:
+            try:
+                self.storage.flush()  # read counts are written at a clean stop
+            except Exception as exc:
+                self.log_exception("storage-meter", exc)
         self.db.close()
 
     # -- the pipeline ------------------------------------------------------

@@ -32,6 +32,7 @@ class Config:
     max_event_age_days: int = 90
     grace_period_hours: int = 24
     scheduler_interval: int = 60
+    max_object_bytes: int = 100 * 1024 * 1024
     smtp: dict = field(default_factory=dict)
     log_requests: bool = True
 
@@ -47,7 +48,12 @@ class Config:
             max_event_age_days=_int_env(env, "BILLING_MAX_EVENT_AGE_DAYS", 90),
             grace_period_hours=_int_env(env, "BILLING_GRACE_PERIOD_HOURS", 24),
             scheduler_interval=_int_env(env, "BILLING_SCHEDULER_INTERVAL", 60, minimum=1),
+            max_object_bytes=_int_env(env, "BILLING_MAX_OBJECT_BYTES", 100 * 1024 * 1024, minimum=1),
             smtp={k: env[k] for k in ("SMTP_HOST", "SMTP_PORT", "SMTP_USER", "SMTP_PASSWORD",
                                       "SMTP_FROM") if env.get(k)},
         )
         return config
+
+    @property
+    def objects_dir(self):
+        return os.path.join(self.data_dir, "objects")

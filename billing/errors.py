@@ -74,6 +74,24 @@ class Conflict(ApiError):
     code = "conflict"
 
 
+class QuotaExceeded(ApiError):
+    status = 409
+    code = "quota_exceeded"
+
+    def __init__(self, quota_bytes, used_bytes):
+        super().__init__(f"The upload would take the stored total above the storage quota of {quota_bytes} bytes "
+                         f"({used_bytes} bytes are in use).", quota_bytes=quota_bytes, used_bytes=used_bytes)
+
+
+class RangeNotSatisfiable(ApiError):
+    status = 416
+    code = "range_not_satisfiable"
+
+    def __init__(self, size):
+        super().__init__(f"The range asks for no byte of the object ({size} bytes).",
+                         headers={"Content-Range": f"bytes */{size}"})
+
+
 class LengthRequired(ApiError):
     status = 411
     code = "length_required"

@@ -22,7 +22,7 @@ from .common import now_micros
 
 ADMIN, FINANCE, VIEWER, INGEST = "admin", "finance", "viewer", "ingest"
 CUSTOMER_SUCCESS, SALES = "customer_success", "sales"
-CUSTOMER = "customer"  # pseudo-role of customer-scoped API keys
+CUSTOMER = "customer"  # customer-scoped API keys and customer users: one customer's own data
 SYSTEM = "system"      # the scheduler, in invoice histories
 USER_ROLES = (ADMIN, FINANCE, CUSTOMER_SUCCESS, SALES, VIEWER, INGEST)
 KEY_ROLES = USER_ROLES
@@ -36,6 +36,8 @@ STAFF_READ = (ADMIN, FINANCE, CUSTOMER_SUCCESS, SALES, VIEWER)
 APPROVERS = (ADMIN, CUSTOMER_SUCCESS, SALES)
 CUSTOMER_READ = STAFF_READ + (CUSTOMER,)
 EVENT_WRITE = (ADMIN, INGEST, CUSTOMER)
+OBJECT_WRITE = STAFF_WRITE + (CUSTOMER,)
+USER_ADMINS = (ADMIN, FINANCE)  # finance: customer users only
 ANY_SIGNED_IN = USER_ROLES + (CUSTOMER,)
 
 SESSION_HOURS = 12
@@ -141,13 +143,14 @@ class Authenticator:
 
     def _lookup(self, token, key):
         if token.startswith(TOKEN_PREFIX):
-            row = self.db.query_one(
-                "SELECT s.id, s.expires_at, u.id, u.role, u.name FROM auth_sessions s"
+            row = self.db.row(
+                "SELECT s.expires_at, u.id, u.role, u.name, u.customer_id FROM auth_sessions s"
                 " JOIN users u ON u.id = s.user_id"
                 " WHERE s.digest = ? AND s.revoked_at IS NULL AND u.disabled = 0", (key,))
-            if row is None or row[1] <= now_micros():
+            if row is None or row["expires_at"] <= now_micros():
                 return None, None
-            return Actor("user", row[2], row[3], None, row[4], row[2]), row[1]
+            return Actor("user", row["id"], row["role"], row["customer_id"], row["name"], row["id"]), \
+                row["expires_at"]
         row = self.db.query_one(
             "SELECT id, role, customer_id, name FROM api_keys WHERE digest = ? AND revoked_at IS NULL",
             (key,))
@@ -192,11 +195,13 @@ def authorize(actor, roles):
 # -- handlers --------------------------------------------------------------
 
 def user_view(row):
-    return {"id": row[0], "email": row[1], "name": row[2], "role": row[3],
-            "created_at": times.format_micros(row[4]), "disabled": bool(row[5])}
+    """A users row (sqlite3.Row of USER_COLUMNS) as JSON."""
+    return {"id": row["id"], "email": row["email"], "name": row["name"], "role": row["role"],
+            "created_at": times.format_micros(row["created_at"]), "disabled": bool(row["disabled"]),
+            "customer_id": row["customer_id"]}
 
 
-USER_COLUMNS = "id, email, name, role, created_at, disabled"
+USER_COLUMNS = "id, email, name, role, created_at, disabled, customer_id"
 
 
 def login(request):
@@ -207,16 +212,15 @@ def login(request):
     email = email.strip().lower()  # one spelling for the throttle and the lookup
     auth = request.app.auth
     auth.reserve_attempt(email, request.client)  # counted before scrypt runs, so parallel guesses count too
-    row = request.app.db.query_one(
-        f"SELECT {USER_COLUMNS}, password_hash FROM users WHERE email = ?", (email,))
-    if row is None or row[5] or not verify_password(password, row[6]):
+    row = request.app.db.row(f"SELECT {USER_COLUMNS}, password_hash FROM users WHERE email = ?", (email,))
+    if row is None or row["disabled"] or not verify_password(password, row["password_hash"]):
         raise Unauthenticated("Wrong e-mail or password.")
     auth.clear_failures(email)
     token = new_secret(TOKEN_PREFIX)
     expires = now_micros() + SESSION_HOURS * 3600 * 1_000_000
     with request.app.db.transaction() as conn:
         conn.execute("INSERT INTO auth_sessions (digest, user_id, created_at, expires_at)"
-                     " VALUES (?, ?, ?, ?)", (digest(token), row[0], now_micros(), expires))
+                     " VALUES (?, ?, ?, ?)", (digest(token), row["id"], now_micros(), expires))
     return {"token": token, "expires_at": times.format_micros(expires), "user": user_view(row)}
 
 
@@ -235,8 +239,8 @@ def logout(request):
 def me(request):
     actor = request.actor
     if actor.kind == "user":
-        row = request.app.db.query_one(f"SELECT {USER_COLUMNS} FROM users WHERE id = ?", (actor.id,))
-        return {"kind": "user", "user": user_view(row), "role": actor.role}
+        row = request.app.db.row(f"SELECT {USER_COLUMNS} FROM users WHERE id = ?", (actor.id,))
+        return {"kind": "user", "user": user_view(row), "role": actor.role, "customer_id": actor.customer_id}
     return {"kind": "api_key", "api_key": {"id": actor.id, "name": actor.name},
             "role": actor.role, "customer_id": actor.customer_id}
 

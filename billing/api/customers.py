@@ -89,8 +89,8 @@ def _validate(body, problems, currency_hint, creating, db):
         values["requires_approval"] = int(bool(bool_field(body, "requires_approval", problems)))
     if "csm_user_id" in body:
         user_id = int_field(body, "csm_user_id", problems, minimum=1)
-        if user_id is not None and not db.query_one("SELECT 1 FROM users WHERE id = ?", (user_id,)):
-            problems.add("csm_user_id", f"user {user_id} does not exist")
+        if user_id is not None and not db.row("SELECT 1 FROM users WHERE id = ? AND role != 'customer'", (user_id,)):
+            problems.add("csm_user_id", f"user {user_id} does not exist or is not a staff user")
         values["csm_user_id"] = user_id
     if "storage_quota_bytes" in body:
         values["storage_quota_bytes"] = int_field(body, "storage_quota_bytes", problems, 0, 2 ** 62)
@@ -237,6 +237,14 @@ def update(request, customer_id):
                                          (customer_id,)).fetchone():
                 raise Conflict(f"Cannot change {' and '.join(changing)} of a customer billed for sessions; "
                                "create a new customer instead.")
+            # stored bytes are metered per local day: moving the days would bill some twice or never
+            if changing and conn.execute("SELECT 1 FROM storage_spans WHERE customer_id = ? LIMIT 1",
+                                         (customer_id,)).fetchone():
+                raise Conflict(f"Cannot change {' and '.join(changing)} of a customer billed for storage; "
+                               "create a new customer instead.")
+            if values.get("archived") and conn.execute("SELECT 1 FROM objects WHERE customer_id = ? LIMIT 1",
+                                                       (customer_id,)).fetchone():
+                raise Conflict(f"Customer {customer_id} stores objects; delete them before archiving it.")
             if values:
                 sets = ", ".join(f"{column} = ?" for column in values)
                 conn.execute(f"UPDATE customers SET {sets}, updated_at = ? WHERE id = ?",
@@ -261,6 +269,9 @@ REFERENCES = (
     ("credits", "SELECT 1 FROM credit_entries WHERE customer_id = ? LIMIT 1"),
     ("invoices", "SELECT 1 FROM invoices WHERE customer_id = ? LIMIT 1"),
     ("sessions", "SELECT 1 FROM sessions WHERE customer_id = ? LIMIT 1"),
+    ("stored objects", "SELECT 1 FROM objects WHERE customer_id = ? LIMIT 1"),
+    ("storage history", "SELECT 1 FROM storage_spans WHERE customer_id = ? LIMIT 1"),
+    ("users", "SELECT 1 FROM users WHERE customer_id = ? LIMIT 1"),
 )
 
 

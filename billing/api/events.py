@@ -225,6 +225,15 @@ class Ingest:
                 properties_text, self.now_us, id_hash(customer.id, event_id))
 
 
+def system_row(meter, customer_id, event_id, ts_us, quantity_us, properties, received_us):
+    """The insert row of an event the server writes itself (storage metering):
+    no validation beyond the meter's filter, which decides `matched`."""
+    properties = properties or {}
+    matched = 1 if not meter.filter or _matches(meter.filter, properties) else 0
+    return (customer_id, event_id, meter.id, ts_us, quantity_us, quantity_us, matched,
+            _properties_text(properties) if properties else None, received_us, id_hash(customer_id, event_id))
+
+
 def _default_customer(body, request, problems):
     default = body.get("customer_id")
     if default is not None and (isinstance(default, bool) or not isinstance(default, int)):

@@ -268,15 +268,16 @@ def _charges_with_overrides(plan_charges, overrides):
     return plans.to_charges(merged)
 
 
-def _usage_quantities(conn, catalog, customer_id, charges, start_us, end_us):
+def _usage_quantities(app, conn, customer_id, charges, start_us, end_us):
     usage = {}
     for charge in charges:
-        meter = catalog.meter(charge.meter)
+        meter = app.catalog.meter(charge.meter)
         if meter is None:
             continue
         rows = conn.execute("SELECT ts, seq, value FROM events WHERE customer_id = ? AND meter_id = ?"
                             " AND ts >= ? AND ts < ? AND matched = 1",
                             (customer_id, meter.id, start_us, end_us)).fetchall()
+        rows += app.storage.live_rows(conn, meter, customer_id, start_us, end_us)  # days not closed yet
         usage[charge.meter] = aggregate(meter.aggregation, rows) or 0
     return usage
 
@@ -316,7 +317,7 @@ def rate_period(app, conn, subscription_row, plan_row, customer_row, day, extra_
     active, days_in_period = periods.prorate_days(period_start, period_end, max(billed_start, trial_end), billed_end)
     start_at, end_at = periods.local_bounds(billed_start, billed_end, zone)
     charges = _charges_with_overrides(jsonutil.decode(plan_row[9]), jsonutil.decode(subscription_row[8]))
-    usage = _usage_quantities(conn, app.catalog, customer_row[0], charges, times.to_micros(start_at),
+    usage = _usage_quantities(app, conn, customer_row[0], charges, times.to_micros(start_at),
                               times.to_micros(end_at))
     if resources:  # the invoice run says False for customers who never had a session
         extra_lines = sessions_api.resource_lines(conn, customer_row[0], times.to_micros(start_at),

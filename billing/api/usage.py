@@ -46,9 +46,10 @@ def _group_view(name, key):
     return {name: None if key is None else jsonutil.decode(key)}
 
 
-def meter_usage(conn, meter, customer_id, start_us, end_us, window_bounds=None, group_by=None):
+def meter_usage(app, conn, meter, customer_id, start_us, end_us, window_bounds=None, group_by=None):
     """The §4 usage entry of one meter. Reads the matched events of the range
-    once and aggregates them exactly in Python integers."""
+    once and aggregates them exactly in Python integers; storage GB-days of
+    days not closed yet are added live."""
     select = "SELECT ts, seq, value"
     params = []
     if group_by:
@@ -57,6 +58,7 @@ def meter_usage(conn, meter, customer_id, start_us, end_us, window_bounds=None, 
     rows = conn.execute(
         select + " FROM events WHERE customer_id = ? AND meter_id = ? AND ts >= ? AND ts < ?"
         " AND matched = 1", (*params, customer_id, meter.id, start_us, end_us)).fetchall()
+    rows += app.storage.live_rows(conn, meter, customer_id, start_us, end_us, with_group=bool(group_by))
     entry = {"meter": meter.key, "aggregation": meter.aggregation, "unit": meter.unit,
              "value": aggregate(meter.aggregation, rows)}
     if window_bounds is not None:
@@ -110,8 +112,9 @@ def get_usage(request, customer_id):
         raise ValidationError([{"field": "window", "message": "must be hour, day or month"}])
     group_by = request.arg("group_by")
     if group_by:
+        # a named meter must declare the key; across all meters, those that declare it are grouped
         bad = [m.key for m in selected if group_by not in m.group_by]
-        if bad:
+        if bad and (meter_key or len(bad) == len(selected)):
             raise ValidationError([{"field": "group_by", "message":
                                     f"{group_by!r} is not a declared group_by key of meter {', '.join(bad)}"}])
     window_bounds = None
@@ -127,7 +130,8 @@ def get_usage(request, customer_id):
             raise ValidationError([{"field": "window", "message": f"the range holds more than {MAX_WINDOWS:,} windows"}])
     start_us, end_us = times.to_micros(start), times.to_micros(end)
     with app.db.reader() as conn:
-        usage = [meter_usage(conn, m, customer_id, start_us, end_us, window_bounds, group_by)
+        usage = [meter_usage(app, conn, m, customer_id, start_us, end_us, window_bounds,
+                             group_by if group_by in m.group_by else None)
                  for m in selected]
     return {"customer_id": customer_id, "from": times.format_instant(start),
             "to": times.format_instant(end), "usage": usage}

@@ -1,48 +1,74 @@
-"""Users (admin only) and API keys (admin only)."""
+"""Users and API keys. Admin manages everyone; finance may create, read,
+change and remove `customer` users only (§9)."""
 
 import sqlite3
 
 from ..domain import times
-from ..errors import Conflict, FieldErrors, NotFound
+from ..errors import Conflict, FieldErrors, Forbidden, NotFound
+from ..store.db import named
 from ..web.http import created
 from . import auth
-from .common import (MAX_ID, audit, check_unknown_fields, decode_cursor, now_micros, page,
-                     page_limit, path_int, text_field, valid_email)
+from .common import (MAX_ID, audit, check_unknown_fields, decode_cursor, now_micros, page, page_limit,
+                     path_int, text_field, valid_email)
 
 EMAIL_MAX = 254
+ROLES = auth.USER_ROLES + (auth.CUSTOMER,)
 
 
-def _get_user(db, user_id):
-    row = db.query_one(f"SELECT {auth.USER_COLUMNS} FROM users WHERE id = ?", (user_id,))
-    if row is None:
+def _may_manage(actor, role):
+    """Admin manages every user; finance only customer users."""
+    return actor.role == auth.ADMIN or role == auth.CUSTOMER
+
+
+def _get_user(conn, actor, user_id):
+    row = named(conn, f"SELECT {auth.USER_COLUMNS} FROM users WHERE id = ?", (user_id,)).fetchone()
+    if row is None or not _may_manage(actor, row["role"]):
         raise NotFound(f"User {user_id} not found.")
     return row
+
+
+def _customer_field(body, role, problems, db):
+    """The customer a `customer` user belongs to (required for that role only)."""
+    customer_id = body.get("customer_id")
+    if role != auth.CUSTOMER:
+        if customer_id is not None:
+            problems.add("customer_id", "only a customer user belongs to a customer")
+        return None
+    if isinstance(customer_id, bool) or not isinstance(customer_id, int) or not 1 <= customer_id <= MAX_ID:
+        problems.add("customer_id", "is required for a customer user: a customer id")
+        return None
+    if not db.row("SELECT 1 FROM customers WHERE id = ?", (customer_id,)):
+        problems.add("customer_id", f"customer {customer_id} does not exist")
+        return None
+    return customer_id
 
 
 def create_user(request):
     body = request.json()
     problems = FieldErrors()
-    check_unknown_fields(body, {"email", "name", "role", "password"}, problems)
+    check_unknown_fields(body, {"email", "name", "role", "password", "customer_id"}, problems)
     email = text_field(body, "email", problems, required=True, max_length=EMAIL_MAX)
     if email and not valid_email(email):
         problems.add("email", "is not a valid e-mail address")
     name = text_field(body, "name", problems, required=True, max_length=200)
     role = body.get("role")
-    if role not in auth.USER_ROLES:
-        problems.add("role", f"must be one of {', '.join(auth.USER_ROLES)}")
+    if role not in ROLES:
+        problems.add("role", f"must be one of {', '.join(ROLES)}")
+    elif not _may_manage(request.actor, role):
+        raise Forbidden("Finance may create customer users only.")
+    db = request.app.db
+    customer_id = _customer_field(body, role, problems, db)
     auth.check_password_strength(body.get("password"), problems)
     problems.raise_if_any()
     now = now_micros()
-    db = request.app.db
     try:
         with db.transaction() as conn:
             cur = conn.execute(
-                "INSERT INTO users (email, name, role, password_hash, created_at, updated_at)"
-                " VALUES (?, ?, ?, ?, ?, ?)",
-                (email, name, role, auth.hash_password(body["password"]), now, now))
-            row = conn.execute(f"SELECT {auth.USER_COLUMNS} FROM users WHERE id = ?",
-                               (cur.lastrowid,)).fetchone()
-            audit(conn, request, "user.create", "user", row[0], after=auth.user_view(row))
+                "INSERT INTO users (email, name, role, password_hash, created_at, updated_at, customer_id)"
+                " VALUES (?, ?, ?, ?, ?, ?, ?)",
+                (email, name, role, auth.hash_password(body["password"]), now, now, customer_id))
+            row = _get_user(conn, request.actor, cur.lastrowid)
+            audit(conn, request, "user.create", "user", row["id"], after=auth.user_view(row))
     except sqlite3.IntegrityError:
         raise Conflict(f"A user with e-mail {email} already exists.") from None
     return created(auth.user_view(row))
@@ -51,14 +77,26 @@ def create_user(request):
 def list_users(request):
     limit = page_limit(request)
     cursor = decode_cursor(request)
-    rows = request.app.db.query(
-        f"SELECT {auth.USER_COLUMNS} FROM users WHERE id > ? ORDER BY id LIMIT ?",
-        (cursor[0] if cursor else 0, limit + 1))
-    return page(rows, limit, auth.user_view, lambda r: [r[0]])
+    where, params = ["id > ?"], [cursor[0] if cursor else 0]
+    role = request.arg("role")
+    if request.actor.role != auth.ADMIN:
+        role = auth.CUSTOMER
+    if role:
+        where.append("role = ?")
+        params.append(role)
+    customer_id = request.arg("customer_id")
+    if customer_id:
+        where.append("customer_id = ?")
+        params.append(path_int(customer_id, "Customer") if customer_id.isdigit() else -1)
+    rows = request.app.db.rows(
+        f"SELECT {auth.USER_COLUMNS} FROM users WHERE {' AND '.join(where)} ORDER BY id LIMIT ?",
+        (*params, limit + 1))
+    return page(rows, limit, auth.user_view, lambda r: [r["id"]])
 
 
 def get_user(request, user_id):
-    return auth.user_view(_get_user(request.app.db, path_int(user_id, "User")))
+    with request.app.db.reader() as conn:
+        return auth.user_view(_get_user(conn, request.actor, path_int(user_id, "User")))
 
 
 def update_user(request, user_id):
@@ -66,13 +104,20 @@ def update_user(request, user_id):
     body = request.json()
     problems = FieldErrors()
     check_unknown_fields(body, {"name", "role", "password", "disabled"}, problems)
+    db = request.app.db
+    with db.reader() as conn:
+        current = _get_user(conn, request.actor, user_id)
     changes = {}
     if "name" in body:
         changes["name"] = text_field(body, "name", problems, required=True, max_length=200)
     if "role" in body:
         if body["role"] not in auth.USER_ROLES:
             problems.add("role", f"must be one of {', '.join(auth.USER_ROLES)}")
+        elif current["role"] == auth.CUSTOMER and body["role"] != auth.CUSTOMER:
+            problems.add("role", "a customer user stays a customer user; create a staff user instead")
         changes["role"] = body["role"]
+    if current["role"] == auth.CUSTOMER and body.get("role") == auth.CUSTOMER:
+        changes.pop("role")
     if "password" in body:
         auth.check_password_strength(body["password"], problems)
     if "disabled" in body:
@@ -82,14 +127,13 @@ def update_user(request, user_id):
     problems.raise_if_any()
     if "password" in body:
         changes["password_hash"] = auth.hash_password(body["password"])
-    db = request.app.db
     with db.transaction() as conn:
-        before = auth.user_view(_get_user(db, user_id))
+        before = auth.user_view(_get_user(conn, request.actor, user_id))
         if changes:
             sets = ", ".join(f"{column} = ?" for column in changes)
             conn.execute(f"UPDATE users SET {sets}, updated_at = ? WHERE id = ?",
                          (*changes.values(), now_micros(), user_id))
-        after = auth.user_view(_get_user(db, user_id))
+        after = auth.user_view(_get_user(conn, request.actor, user_id))
         audit(conn, request, "user.update", "user", user_id, before, after)
     request.app.auth.invalidate()
     return after
@@ -101,7 +145,7 @@ def delete_user(request, user_id):
     if request.actor.user_id == user_id:
         raise Conflict("You cannot delete your own user.")
     with db.transaction() as conn:
-        before = auth.user_view(_get_user(db, user_id))
+        before = auth.user_view(_get_user(conn, request.actor, user_id))
         in_use = conn.execute("SELECT 1 FROM customers WHERE csm_user_id = ? LIMIT 1", (user_id,)).fetchone()
         conn.execute("UPDATE auth_sessions SET revoked_at = ? WHERE user_id = ? AND revoked_at IS NULL",
                      (now_micros(), user_id))

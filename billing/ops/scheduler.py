@@ -57,6 +57,9 @@ class Scheduler:
             try:
                 # first: a session stopped at its limit may end in a period about to be drafted
                 details["sessions_stopped"] = sessions.stop_overdue(self.app)
+                # and the storage days that ended, so their GB-days are on the drafts
+                details["storage_days_closed"] = self.app.storage.close_days()
+                details["storage_calls_written"] = self.app.storage.flush()
                 with db.transaction() as conn:
                     created = invoices.run_as_of(self.app, conn, clock.now())
                 details["drafts_created"] = len(created)

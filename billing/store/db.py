@@ -47,6 +47,13 @@ def connect(path, writer=False):
     return conn
 
 
+def named(conn, sql, params=()):
+    """Execute on `conn` with rows read by column name (sqlite3.Row)."""
+    cursor = conn.cursor()
+    cursor.row_factory = sqlite3.Row
+    return cursor.execute(sql, params)
+
+
 class _Job:
     __slots__ = ("fn", "done", "result", "error")
 
@@ -199,6 +206,16 @@ class Database:
                 if conn.in_transaction:
                     conn.execute("ROLLBACK")
                 self._readers.put(conn)
+
+    def rows(self, sql, params=()):
+        """All rows as sqlite3.Row (read by column name)."""
+        with self.reader() as conn:
+            return named(conn, sql, params).fetchall()
+
+    def row(self, sql, params=()):
+        """One row as sqlite3.Row, or None."""
+        with self.reader() as conn:
+            return named(conn, sql, params).fetchone()
 
     def query(self, sql, params=()):
         with self.reader() as conn:

@@ -374,7 +374,42 @@ V4_RESOURCES = [
     " WHERE kind = 'monthly'",
 ]
 
-MIGRATIONS = [V1_FOUNDATION, V2_PLANS, V3_LIFECYCLE, V4_RESOURCES]
+# Metered object storage (§8) and customer users (§9).
+V5_STORAGE = [
+    # a user with role 'customer' belongs to one customer and sees only its own data
+    "ALTER TABLE users ADD COLUMN customer_id INTEGER REFERENCES customers(id)",
+    # the current object of each (customer, key); `file` is a server-chosen name
+    # under <data dir>/objects/, never derived from the key
+    """CREATE TABLE objects (
+        id INTEGER PRIMARY KEY,
+        customer_id INTEGER NOT NULL REFERENCES customers(id),
+        key TEXT NOT NULL,
+        size INTEGER NOT NULL,
+        content_type TEXT NOT NULL,
+        etag TEXT NOT NULL,
+        file TEXT NOT NULL UNIQUE,
+        created_at INTEGER NOT NULL,
+        updated_at INTEGER NOT NULL)""",
+    "CREATE UNIQUE INDEX objects_key ON objects(customer_id, key)",
+    # stored bytes over time: one span per stored object version, in whole
+    # seconds, from the instant its upload completed to the instant it was
+    # deleted or replaced (NULL while stored); the GB-days integrate these
+    """CREATE TABLE storage_spans (
+        id INTEGER PRIMARY KEY,
+        customer_id INTEGER NOT NULL REFERENCES customers(id),
+        object_id INTEGER NOT NULL,
+        size INTEGER NOT NULL,
+        start_s INTEGER NOT NULL,
+        end_s INTEGER)""",
+    "CREATE INDEX storage_spans_customer ON storage_spans(customer_id, start_s)",
+    "CREATE INDEX storage_spans_open ON storage_spans(object_id) WHERE end_s IS NULL",
+    # the last local day whose storage_gb_days event is written, per customer
+    """CREATE TABLE storage_days (
+        customer_id INTEGER PRIMARY KEY REFERENCES customers(id),
+        closed_through TEXT NOT NULL)""",
+]
+
+MIGRATIONS = [V1_FOUNDATION, V2_PLANS, V3_LIFECYCLE, V4_RESOURCES, V5_STORAGE]
 
 
 class MigrationError(RuntimeError):

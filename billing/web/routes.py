@@ -4,11 +4,12 @@ Read it top to bottom; `None` as roles means no authentication at all.
 """
 
 from ..api import (analytics, audit_log, coupons, customers, estimates, events, exports, health, invoices, lifecycle,
-                   meters, plans, resources, sessions, subscriptions, usage, users, webhooks)
-from ..api.auth import (ADMIN_ONLY, ANY_SIGNED_IN, CUSTOMER_READ, EVENT_WRITE, STAFF_READ,
-                        STAFF_WRITE, login, logout, me)
+                   meters, objects, plans, resources, sessions, subscriptions, usage, users, webhooks)
+from ..api.auth import (ADMIN_ONLY, ANY_SIGNED_IN, CUSTOMER_READ, EVENT_WRITE, OBJECT_WRITE, STAFF_READ,
+                        STAFF_WRITE, USER_ADMINS, login, logout, me)
 from ..ops import scheduler
 from . import static, stream
+from .http import streaming
 
 ID = r"(?P<{}>\d+)"
 CUSTOMER = ID.format("customer_id")
@@ -26,11 +27,12 @@ ROUTES = [
     ("POST", r"/v1/auth/logout", logout, ANY_SIGNED_IN),
     ("GET", r"/v1/auth/me", me, ANY_SIGNED_IN),
     # users and API keys
-    ("POST", r"/v1/users", users.create_user, ADMIN_ONLY),
-    ("GET", r"/v1/users", users.list_users, ADMIN_ONLY),
-    ("GET", r"/v1/users/" + ID.format("user_id"), users.get_user, ADMIN_ONLY),
-    ("PATCH", r"/v1/users/" + ID.format("user_id"), users.update_user, ADMIN_ONLY),
-    ("DELETE", r"/v1/users/" + ID.format("user_id"), users.delete_user, ADMIN_ONLY),
+    # (finance manages customer users only: checked by the handlers)
+    ("POST", r"/v1/users", users.create_user, USER_ADMINS),
+    ("GET", r"/v1/users", users.list_users, USER_ADMINS),
+    ("GET", r"/v1/users/" + ID.format("user_id"), users.get_user, USER_ADMINS),
+    ("PATCH", r"/v1/users/" + ID.format("user_id"), users.update_user, USER_ADMINS),
+    ("DELETE", r"/v1/users/" + ID.format("user_id"), users.delete_user, USER_ADMINS),
     ("POST", r"/v1/api-keys", users.create_key, ADMIN_ONLY),
     ("GET", r"/v1/api-keys", users.list_keys, ADMIN_ONLY),
     ("DELETE", r"/v1/api-keys/" + ID.format("key_id"), users.revoke_key, ADMIN_ONLY),
@@ -95,6 +97,12 @@ ROUTES = [
     ("POST", r"/v1/sessions/" + ID.format("session_id") + r"/stop", sessions.stop, STAFF_WRITE),
     ("GET", r"/v1/billing-records", sessions.billing_records, CUSTOMER_READ),
     ("GET", r"/v1/analytics/resources", analytics.resources, STAFF_READ),
+    # objects (§8): PUT streams its raw body
+    ("GET", r"/v1/objects", objects.list_objects, CUSTOMER_READ),
+    ("GET", r"/v1/objects/(?P<key>.*)", objects.get_object, CUSTOMER_READ),
+    ("PUT", r"/v1/objects/(?P<key>.*)", streaming(objects.put_object), OBJECT_WRITE),
+    ("DELETE", r"/v1/objects/(?P<key>.*)", objects.delete_object, OBJECT_WRITE),
+    ("GET", r"/v1/storage", objects.storage_summary, STAFF_READ),
     # the live stream for the dashboard (Server-Sent Events)
     ("GET", r"/v1/stream", stream.stream, CUSTOMER_READ),
     # webhooks and the scheduler's jobs

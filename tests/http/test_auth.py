@@ -38,11 +38,12 @@ V1_PROTECTED = [(method, concrete(pattern)) for method, pattern, _h, roles in RO
 # What §9 says each role may do (None: the spec leaves it open, not checked).
 SPEC_ACCESS = [
     ("GET", "/v1/auth/me", set(ALL_ROLES)),
-    ("POST", "/v1/users", {"admin"}),
-    ("GET", "/v1/users", {"admin"}),
-    ("GET", "/v1/users/999999", {"admin"}),
-    ("PATCH", "/v1/users/999999", {"admin"}),
-    ("DELETE", "/v1/users/999999", {"admin"}),
+    # finance reaches these for customer users only (tests/http/test_customer_users.py)
+    ("POST", "/v1/users", {"admin", "finance"}),
+    ("GET", "/v1/users", {"admin", "finance"}),
+    ("GET", "/v1/users/999999", {"admin", "finance"}),
+    ("PATCH", "/v1/users/999999", {"admin", "finance"}),
+    ("DELETE", "/v1/users/999999", {"admin", "finance"}),
     ("POST", "/v1/api-keys", {"admin"}),
     ("GET", "/v1/api-keys", {"admin"}),
     ("DELETE", "/v1/api-keys/999999", {"admin"}),
@@ -77,6 +78,11 @@ SPEC_ACCESS = [
     ("DELETE", "/v1/webhooks/999999", {"admin"}),
     ("GET", "/v1/webhooks/999999/deliveries", {"admin"}),
     ("GET", "/v1/jobs", STAFF_READ),
+    ("GET", "/v1/objects", STAFF_READ | {"customer"}),
+    ("GET", "/v1/objects/no_such_thing", STAFF_READ | {"customer"}),
+    ("PUT", "/v1/objects/no_such_thing", {"admin", "finance", "customer"}),
+    ("DELETE", "/v1/objects/no_such_thing", {"admin", "finance", "customer"}),
+    ("GET", "/v1/storage", STAFF_READ),
     ("POST", "/v1/auth/logout", set(ALL_ROLES)),  # last: it ends the sessions
 ]
 
@@ -89,7 +95,14 @@ def send(client, method, path):
 def role_tokens(server, kind):
     """One token per role: API keys, or session tokens of users with the role."""
     customer = create_customer(server.admin, name="Scoped Co")
-    tokens = {"customer": make_key(server, customer_id=customer["id"])}
+    if kind == "key":
+        tokens = {"customer": make_key(server, customer_id=customer["id"])}
+    else:  # a customer user (§9): exactly the rights of a customer-scoped key
+        email = f"tenant-{unique()}@example.com"
+        assert server.admin.post("/v1/users", {"email": email, "name": "Tenant", "role": "customer",
+                                               "customer_id": customer["id"], "password": "correct horse"}).status == 201
+        tokens = {"customer": server.client().post("/v1/auth/login", {"email": email,
+                                                                      "password": "correct horse"}).json["token"]}
     for role in ("admin", "finance", "customer_success", "sales", "viewer", "ingest"):
         if kind == "key":
             tokens[role] = make_key(server, role=role)
@@ -193,8 +206,6 @@ def test_role_matrix_follows_spec(server, kind):
     failures = []
     for method, path, allowed in SPEC_ACCESS:
         for role in ALL_ROLES:
-            if kind == "session" and role == "customer":
-                continue  # customer scope exists only as an API key
             if role + "?" in allowed:
                 continue
             reply = send(server.client(tokens[role]), method, path)
@@ -262,9 +273,6 @@ def test_finance_manages_customers_but_not_meters_users_keys(server):
         finance.patch("/v1/meters/api_calls", {"name": "Renamed"}),
         finance.post("/v1/users", {"email": "n@example.com", "name": "N", "role": "admin",
                                    "password": "long enough pw"}),
-        finance.get("/v1/users"),
-        finance.patch("/v1/users/1", {"role": "viewer"}),
-        finance.delete("/v1/users/1"),
         finance.post("/v1/api-keys", {"name": "k", "role": "admin"}),
         finance.get("/v1/api-keys"),
         finance.delete("/v1/api-keys/1"),
@@ -272,6 +280,11 @@ def test_finance_manages_customers_but_not_meters_users_keys(server):
     ]
     for reply in attempts:
         assert_error(reply, 403, "forbidden")
+    # staff users are out of finance's sight: it manages customer users only (§9)
+    assert finance.get("/v1/users").json["data"] == []
+    assert_error(finance.patch("/v1/users/1", {"role": "viewer"}), 404, "not_found")
+    assert_error(finance.delete("/v1/users/1"), 404, "not_found")
+    assert server.admin.get("/v1/users/1").json["role"] == "admin"
     assert server.admin.get("/v1/meters/api_calls").json["name"] == "Api Calls"
     assert server.admin.get("/v1/users/1").json["role"] == "admin"
     assert server.client(ADMIN_KEY).get("/v1/auth/me").status == 200  # key 1 not revoked
@@ -283,7 +296,9 @@ def test_finance_session_user_is_limited_like_finance_key(server):
     finance = server.client(login(server, "fin-user@example.com", password))
     assert finance.post("/v1/customers", {"name": "A", "email": "a@example.com"}).status == 201
     assert_error(finance.post("/v1/meters", {"key": "m", "name": "M", "aggregation": "sum"}), 403, "forbidden")
-    assert_error(finance.get("/v1/users"), 403, "forbidden")
+    assert_error(finance.post("/v1/users", {"email": "s@example.com", "name": "S", "role": "viewer",
+                                            "password": "long enough pw"}), 403, "forbidden")
+    assert [u["role"] for u in finance.get("/v1/users").json["data"]] == []
 
 
 # -- customer-scoped keys -------------------------------------------------------

@@ -209,7 +209,7 @@ def test_usage_csv_matches_the_json_usage(server, admin, catalog):
     expected = [[u["meter"], u["aggregation"], u["unit"], w["start"], w["end"], "", cell(w["value"])]
                 for u in usage.json["usage"] for w in u["windows"]]
     assert rows[1:] == expected
-    assert len(expected) == 14  # 2 meters × 7 local days
+    assert len(expected) == 28  # 4 meters (2 + the 2 storage meters, §8) × 7 local days
     calls = {r[3]: r[6] for r in rows[1:] if r[0] == "api_calls"}
     assert calls["2025-09-01T04:00:00Z"] == "10" and calls["2025-09-02T04:00:00Z"] == "9.5"
     assert calls["2025-09-04T04:00:00Z"] == "1" and calls["2025-09-07T04:00:00Z"] == "0"
@@ -268,7 +268,7 @@ def test_usage_group_values_are_formula_safe(admin, catalog):
     ("from=2025-09-01&to=2025-13-01", "to"),
     ("from=2025-09-08&to=2025-09-01", "to"),
     ("from=2025-09-01&to=2025-09-08&meter=nope", "meter"),
-    ("from=2025-09-01&to=2025-09-08&group_by=region", "group_by"),  # storage_gb does not declare it
+    ("from=2025-09-01&to=2025-09-08&group_by=nowhere", "group_by"),  # no meter declares it
     ("from=2000-01-01&to=2025-09-08&window=hour", "window"),  # too many windows
 ])
 def test_usage_csv_bad_arguments_are_json_400(admin, catalog, query, field):
