@@ -112,9 +112,10 @@ def estimate(request):
                 period_start = billed_period(sub, today)[0]
                 index = len(periods.periods_between(times.parse_date(sub[7]), period_start, sub[6]))
                 coupon = _coupon(conn, sub[9], index)
-    draft = invoicing.build(plan["currency"], charges, usage, base_fee=plan["base_fee"],
-                            minimum_commitment=plan["minimum_commitment"], tax_rate=tax_rate, coupon=coupon,
-                            meter_names={m.key: m.name for m in app.catalog.meters().values()})
     zone = times.zone_or_error(customer_row[4]) if customer_row else times.UTC
     start_at, end_at = times.calendar_month_bounds(clock.now(), zone)
+    days = (times.local_date(end_at, zone) - times.local_date(start_at, zone)).days  # a full period
+    draft = invoicing.build(plan["currency"], charges, usage, base_fee=plan["base_fee"],
+                            minimum_commitment=plan["minimum_commitment"], tax_rate=tax_rate, coupon=coupon,
+                            meter_names={m.key: m.name for m in app.catalog.meters().values()}, billed_days=days)
     return invoice_view(draft, customer_id, None, start_at, end_at)

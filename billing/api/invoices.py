@@ -309,8 +309,19 @@ def fresh_view(request, invoice_id):
         return load_view(conn, invoice_id)
 
 
+STAFF_ONLY = ("on_hold", "void_reason")  # §9: a customer sees neither holds nor void reasons
+
+
+def for_caller(request, invoice):
+    """The invoice as the caller may see it."""
+    if request.customer_scope is not None:
+        for name in STAFF_ONLY:
+            invoice.pop(name, None)
+    return invoice
+
+
 def get(request, invoice_id):
-    return fresh_view(request, invoice_id)
+    return for_caller(request, fresh_view(request, invoice_id))
 
 
 def list_filters(request):
@@ -357,7 +368,7 @@ def list_invoices(request):
         sql += " WHERE " + " AND ".join(where)
     rows = request.app.db.query(sql + " ORDER BY id DESC LIMIT ?", (*params, limit + 1))
     rows = refresh_listed(request.app, rows[:limit]) + rows[limit:]
-    return page(rows, limit, view, lambda r: [r[0]])
+    return page(rows, limit, lambda row: for_caller(request, view(row)), lambda r: [r[0]])
 
 
 def refresh_listed(app, rows):

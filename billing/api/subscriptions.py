@@ -19,10 +19,11 @@ COLUMNS = ("s.id, s.customer_id, p.code, s.status, s.start_date, s.end_date, s.b
            " s.anchor_date, s.overrides, s.coupon, s.created_at, s.updated_at, s.plan_id")
 FROM = "subscriptions s JOIN plans p ON p.id = s.plan_id"
 ANCHORS = ("calendar", "anniversary")
-OVERRIDE_FIELDS = {"per_unit": {"free_units", "minimum_charge", "unit_price"},
-                   "graduated": {"free_units", "minimum_charge", "tiers"},
-                   "volume": {"free_units", "minimum_charge", "tiers"},
-                   "package": {"free_units", "minimum_charge", "package_size", "package_price"}}
+_ALLOWANCES = {"free_units", "free_units_per_day", "minimum_charge"}
+OVERRIDE_FIELDS = {"per_unit": _ALLOWANCES | {"unit_price"},
+                   "graduated": _ALLOWANCES | {"tiers"},
+                   "volume": _ALLOWANCES | {"tiers"},
+                   "package": _ALLOWANCES | {"package_size", "package_price"}}
 
 
 def view(row):
@@ -332,7 +333,8 @@ def rate_period(app, conn, subscription_row, plan_row, customer_row, day, extra_
                                                  subscription_row, period_start, period_end, billed_start),
                             credit_balance=coupons_api.balance(conn, customer_row[0]),
                             extra_lines=extra_lines,
-                            meter_names={m.key: m.name for m in app.catalog.meters().values()})
+                            meter_names={m.key: m.name for m in app.catalog.meters().values()},
+                            billed_days=(billed_end - billed_start).days)
     return draft, start_at, end_at
 
 

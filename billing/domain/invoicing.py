@@ -55,12 +55,16 @@ def _tiers_view(priced, currency):
              "flat_fee": decimal_text(t.flat_fee), "amount": decimal_text(t.amount)} for t in priced.tiers]
 
 
-def usage_line(charge, quantity, currency, meter_name=None):
-    priced = rating.price(charge, quantity, currency)
+def usage_line(charge, quantity, currency, meter_name=None, billed_days=0):
+    priced = rating.price(charge, quantity, currency, billed_days)
     unit_price = str(charge.unit_price) if charge.model == "per_unit" else None
     if charge.model == "package":
         unit_price = f"{charge.package_price} per {charge.package_size}"
     description = f"{meter_name or charge.meter} ({charge.model.replace('_', ' ')})"
+    if charge.free_units_per_day:
+        description += (f", {decimal_text(priced.free)} free ({decimal_text(charge.free_units_per_day)}/day"
+                        f" × {billed_days} days" +
+                        (f" + {decimal_text(charge.free_units)}" if charge.free_units else "") + ")")
     if priced.minimum_applied:
         description += ", minimum charge"
     return {"type": "usage", "description": description, "meter": charge.meter, "quantity": priced.quantity,
@@ -68,10 +72,11 @@ def usage_line(charge, quantity, currency, meter_name=None):
 
 
 def build(currency, charges, usage, base_fee=0, minimum_commitment=0, proration=None, tax_rate=Decimal(0),
-          coupon=None, credit_balance=0, extra_lines=(), meter_names=None):
+          coupon=None, credit_balance=0, extra_lines=(), meter_names=None, billed_days=0):
     """An invoice draft: base fee, usage lines (one per charge, `usage` maps
     meter → quantity), `extra_lines` (resource/adjustment lines with rounded
-    amounts), the minimum-commitment top-up, then discount, tax and credits."""
+    amounts), the minimum-commitment top-up, then discount, tax and credits.
+    `billed_days`: local days of the period billed (free_units_per_day)."""
     proration = proration or Proration(1, 1)
     draft = InvoiceDraft(currency)
     lines = draft.lines
@@ -84,7 +89,7 @@ def build(currency, charges, usage, base_fee=0, minimum_commitment=0, proration=
                       "amount": amount, "tiers": []})
     for charge in charges:
         lines.append(usage_line(charge, usage.get(charge.meter, 0), currency,
-                                (meter_names or {}).get(charge.meter)))
+                                (meter_names or {}).get(charge.meter), billed_days))
     lines.extend(dict(line) for line in extra_lines)
     if minimum_commitment:
         commitment = round_minor(Decimal(minimum_commitment) * proration.active_days / proration.days_in_period) \

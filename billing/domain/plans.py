@@ -15,11 +15,12 @@ CODE_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
 PLAN_FIELDS = {"code", "name", "currency", "interval", "base_fee", "minimum_commitment", "trial_days",
                "charges", "description"}
 PRICING_FIELDS = ("currency", "interval", "base_fee", "minimum_commitment", "trial_days", "charges")
+COMMON_CHARGE_FIELDS = {"meter", "model", "free_units", "free_units_per_day", "minimum_charge"}
 CHARGE_FIELDS = {
-    "per_unit": {"meter", "model", "free_units", "unit_price", "minimum_charge"},
-    "graduated": {"meter", "model", "free_units", "tiers", "minimum_charge"},
-    "volume": {"meter", "model", "free_units", "tiers", "minimum_charge"},
-    "package": {"meter", "model", "free_units", "package_size", "package_price", "minimum_charge"},
+    "per_unit": COMMON_CHARGE_FIELDS | {"unit_price"},
+    "graduated": COMMON_CHARGE_FIELDS | {"tiers"},
+    "volume": COMMON_CHARGE_FIELDS | {"tiers"},
+    "package": COMMON_CHARGE_FIELDS | {"package_size", "package_price"},
 }
 PRICE_DIGITS = 12
 MAX_TIERS = 50
@@ -101,8 +102,9 @@ def check_charge(raw, index, meters, problems, overrides=False):
     if not isinstance(meter, str) or meter not in meters:
         problems.add(f"{where}.meter", f"unknown meter {meter!r}")
     stored = {"meter": meter, "model": model}
-    free = _units(raw.get("free_units", 0), f"{where}.free_units", problems)
-    stored["free_units"] = free
+    stored["free_units"] = _units(raw.get("free_units", 0), f"{where}.free_units", problems)
+    if raw.get("free_units_per_day") is not None:  # stored only when given
+        stored["free_units_per_day"] = _units(raw["free_units_per_day"], f"{where}.free_units_per_day", problems)
     minimum = _price(raw.get("minimum_charge"), f"{where}.minimum_charge", problems, required=False)
     stored["minimum_charge"] = minimum
     if model == "per_unit":
@@ -193,5 +195,5 @@ def to_charges(stored_charges):
                            d(t.get("flat_fee"))) for t in c.get("tiers") or ())
         result.append(Charge(c["meter"], c["model"], d(c.get("free_units")), d(c.get("unit_price")), tiers,
                              int(c.get("package_size") or 1), d(c.get("package_price")),
-                             d(c.get("minimum_charge"))))
+                             d(c.get("minimum_charge")), d(c.get("free_units_per_day"))))
     return result

@@ -3,7 +3,8 @@
 Pure: plain values in, plain values out; no SQL, no HTTP, no clock. Follows
 SPEC §5 to the letter:
 
-1. billable = max(0, q − free_units); tiers count billable units.
+1. billable = max(0, q − free), free = free_units + free_units_per_day × the
+   local days billed in the period; tiers count billable units.
 2. per_unit: billable × unit_price.
    graduated: tier i covers (up_to[i−1], up_to[i]] (None = ∞); each unit is
    priced at its own tier's unit_price; a tier's flat_fee is added once if any
@@ -41,6 +42,11 @@ class Charge:
     package_size: int = 1
     package_price: Decimal = ZERO
     minimum_charge: Decimal = ZERO
+    free_units_per_day: Decimal = ZERO
+
+    def allowance(self, billed_days):
+        """The free units of a period of `billed_days` local days."""
+        return self.free_units + self.free_units_per_day * billed_days
 
 
 @dataclass(frozen=True)
@@ -61,6 +67,7 @@ class Priced:
     amount: int               # minor units, rounded once
     minimum_applied: bool = False
     tiers: tuple = field(default=())
+    free: Decimal = ZERO      # the allowance deducted
 
 
 def _ceil_div(a, b):
@@ -69,10 +76,12 @@ def _ceil_div(a, b):
     return whole + 1 if whole * b < a else whole
 
 
-def price(charge, quantity, currency):
-    """Price `quantity` (exact Decimal, the meter's aggregate) for one charge."""
+def price(charge, quantity, currency, billed_days=0):
+    """Price `quantity` (exact Decimal, the meter's aggregate) for one charge
+    over a period of `billed_days` local days (for `free_units_per_day`)."""
     quantity = Decimal(quantity or 0)
-    billable = max(ZERO, quantity - charge.free_units)
+    free = charge.allowance(billed_days)
+    billable = max(ZERO, quantity - free)
     breakdown = []
     if charge.model == "per_unit":
         exact = billable * charge.unit_price
@@ -111,4 +120,4 @@ def price(charge, quantity, currency):
         exact = charge.minimum_charge
         minimum_applied = True
     return Priced(quantity, billable, exact, money.to_minor(exact, currency), minimum_applied,
-                  tuple(breakdown))
+                  tuple(breakdown), free)
