@@ -60,6 +60,17 @@ class Api:
         return result
 
 
+    def send_bytes(self, method, path, data=None, headers=None):
+        """A raw-body request (object storage): (status, headers, body bytes)."""
+        request = urllib.request.Request(self.base + path, data=data, method=method,
+                                         headers={"Authorization": f"Bearer {self.token}", **(headers or {})})
+        try:
+            with urllib.request.urlopen(request, timeout=60) as response:
+                return response.status, response.headers, response.read()
+        except urllib.error.HTTPError as exc:
+            return exc.code, exc.headers, exc.read()
+
+
 def step(title):
     print(f"\n== {title}")
 
@@ -110,7 +121,7 @@ def story(api):
     api.call("POST", "/v1/meters", {"key": "storage_gb", "name": "Storage", "unit": "GB", "aggregation": "max"})
     meters = api.call("GET", "/v1/meters")["data"]
     table(["key", "aggregation", "unit"], [(m["key"], m["aggregation"], m["unit"]) for m in meters])
-    check(len(meters) == 3, "three meters defined")
+    check(len(meters) == 5, "three meters defined, and the two storage meters the server made itself")
 
     step("Customers in three timezones and currencies")
     customers = []
@@ -461,6 +472,67 @@ def lifecycle_story(api, invoices, acme, globex, umbrella):
     print(f"   job {job['id']}: {job['outcome']} {json.dumps(job['details'])}")
     check(job["outcome"] == "ok" and job["details"]["drafts_created"] > 0,
           "it drafts every period since and issues those past their grace period")
+
+
+    storage_story(api)
+
+
+def storage_story(api):
+    step("Object storage: a tenant on BillFlow-style pricing (1 GB-day free per day, 1,000 calls free)")
+    plan = {"code": "billflow", "name": "BillFlow storage", "currency": "USD", "charges": [
+        {"meter": "storage_gb_days", "model": "per_unit", "unit_price": "0.25", "free_units_per_day": 1},
+        {"meter": "storage_api_calls", "model": "per_unit", "unit_price": "0.001", "free_units": 1000}]}
+    api.call("POST", "/v1/plans", plan)
+    nimbus = api.call("POST", "/v1/customers", {"name": "Nimbus Drive", "email": "ops@nimbus.example",
+                                                 "storage_quota_bytes": 3_000_000})
+    other = api.call("POST", "/v1/customers", {"name": "Other Tenant", "email": "ops@other.example"})
+    api.call("POST", "/v1/subscriptions", {"customer_id": nimbus["id"], "plan": "billflow"})
+    tenant = Api(api.port, api.call("POST", "/v1/api-keys", {"name": "nimbus", "customer_id": nimbus["id"]})["key"])
+    stranger = Api(api.port, api.call("POST", "/v1/api-keys", {"name": "other", "customer_id": other["id"]})["key"])
+    print(f"   Nimbus Drive (customer {nimbus['id']}), quota 3,000,000 bytes, signs in with its own key")
+
+    step("Uploads, a listing, a download and a range")
+    rng = random.Random(9)
+    files = {"contracts/2025/agreement.pdf": (rng.randbytes(1_200_000), "application/pdf"),
+             "reports/usage-q3.csv": (b"month,calls\n2025-07,1200\n2025-08,1350\n2025-09,1480\n", "text/csv")}
+    for key, (data, content_type) in files.items():
+        status, _, body = tenant.send_bytes("PUT", f"/v1/objects/{key}", data, {"Content-Type": content_type})
+        stored = json.loads(body)
+        check(status == 201 and stored["etag"] == hashlib.sha256(data).hexdigest(),
+              f"PUT {key}: 201, {stored['size']:,} bytes, ETag = SHA-256 of the bytes")
+    listing = tenant.call("GET", "/v1/objects")
+    table(["key", "size", "type"], [(o["key"], o["size"], o["content_type"]) for o in listing["data"]])
+    check(listing["total_bytes"] == sum(len(d) for d, _ in files.values()) and listing["quota_bytes"] == 3_000_000,
+          f"the listing totals {listing['total_bytes']:,} of {listing['quota_bytes']:,} bytes")
+    status, headers, body = tenant.send_bytes("GET", "/v1/objects/contracts/2025/agreement.pdf")
+    check(status == 200 and body == files["contracts/2025/agreement.pdf"][0]
+          and headers["Content-Disposition"].startswith("attachment") and headers["Content-Security-Policy"] == "sandbox",
+          "GET returns the same bytes, as an attachment, sandboxed")
+    status, headers, body = tenant.send_bytes("GET", "/v1/objects/reports/usage-q3.csv", headers={"Range": "bytes=-15"})
+    check(status == 206 and body == files["reports/usage-q3.csv"][0][-15:],
+          f"a Range request: 206, {headers['Content-Range']}")
+    status, _, _ = stranger.send_bytes("GET", "/v1/objects/reports/usage-q3.csv")
+    check(status == 404, "another tenant asking for the same key gets 404")
+
+    step("The quota")
+    status, _, body = tenant.send_bytes("PUT", "/v1/objects/backups/too-big.tar", rng.randbytes(2_000_000))
+    error = json.loads(body)["error"]
+    check(status == 409 and error["code"] == "quota_exceeded",
+          f"a 2 MB upload: 409 quota_exceeded (quota {error['quota_bytes']:,}, in use {error['used_bytes']:,}); "
+          "nothing stored")
+    check(tenant.call("GET", "/v1/objects")["total_bytes"] == listing["total_bytes"], "the total is unchanged")
+
+    step("Storage and calls on the upcoming invoice")
+    api.call("POST", "/v1/jobs/run", {})  # writes the read counts (they are also flushed every few seconds)
+    calls = api.call("GET", f"/v1/customers/{nimbus['id']}/usage?meter=storage_api_calls&group_by=operation")
+    usage = calls["usage"][0]
+    table(["operation", "calls"], [(g["group"]["operation"], g["value"]) for g in usage["groups"]])
+    check(usage["value"] == 7, "7 calls: 3 puts (the refused one too, as S3 bills), 2 gets, 2 lists")
+    upcoming = api.call("GET", f"/v1/customers/{nimbus['id']}/upcoming-invoice")
+    table(["line", "quantity", "amount"], [(l["description"], l["quantity"], l["amount"]) for l in upcoming["lines"]])
+    gb_days = [l for l in upcoming["lines"] if l["meter"] == "storage_gb_days"][0]
+    check(Decimal(str(gb_days["quantity"])) >= 0 and "free" in gb_days["description"],
+          "GB-days so far (the open day counted live) with this period's daily allowance; calls within the free 1,000")
 
 
 DATA_DIR = [None]  # the server's data folder (its outbox is there)

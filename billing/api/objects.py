@@ -185,7 +185,7 @@ def _put(request, raw_key, call):
                     reservation.extend(len(data))
                 upload.write(data)
             upload.place()
-            row, replaced = _commit(request, customer_id, key, upload, content_type, call)
+            row, replaced = _commit(app, request, customer_id, key, upload, content_type, call)
             committed = True
         finally:
             if not committed:
@@ -195,11 +195,27 @@ def _put(request, raw_key, call):
     return created(view(row)) if replaced is None else view(row)
 
 
-def _commit(request, customer_id, key, upload, content_type, call):
-    """Point (customer, key) at the placed file; returns (row, replaced file or None)."""
+def store_bytes(app, customer_id, key, data, content_type=rules.DEFAULT_CONTENT_TYPE):
+    """Store an object from bytes in memory, as an upload would (the demo)."""
+    upload = app.files.new_upload()
+    try:
+        upload.write(data)
+        upload.place()
+        row, replaced = _commit(app, None, customer_id, rules.check_key(key), upload, content_type, None)
+    except BaseException:
+        upload.discard()
+        raise
+    if replaced is not None:
+        app.files.remove(replaced)
+    return view(row)
+
+
+def _commit(app, request, customer_id, key, upload, content_type, call):
+    """Point (customer, key) at the placed file; returns (row, replaced file or None).
+    `request` and `call` are None when the server stores an object itself."""
     now = now_micros()
     now_s = now // 1_000_000
-    with request.app.db.transaction() as conn:
+    with app.db.transaction() as conn:
         customer = named(conn, "SELECT archived, storage_quota_bytes FROM customers WHERE id = ?",
                          (customer_id,)).fetchone()
         if customer["archived"]:
@@ -223,10 +239,12 @@ def _commit(request, customer_id, key, upload, content_type, call):
                          (now_s, object_id))
         conn.execute("INSERT INTO storage_spans (customer_id, object_id, size, start_s) VALUES (?, ?, ?, ?)",
                      (customer_id, object_id, upload.size, now_s))
-        call.record_in(conn)
+        if call is not None:
+            call.record_in(conn)
         row = named(conn, f"SELECT {COLUMNS} FROM objects WHERE id = ?", (object_id,)).fetchone()
-        audit(conn, request, "object.put", "object", f"{customer_id}/{key}",
-              view(old) if old else None, view(row))
+        if request is not None:
+            audit(conn, request, "object.put", "object", f"{customer_id}/{key}",
+                  view(old) if old else None, view(row))
     return row, (old["file"] if old else None)
 
 

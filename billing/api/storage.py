@@ -28,7 +28,7 @@ CALLS_METER = "storage_api_calls"
 GB_DAYS_METER = "storage_gb_days"
 METERS = (
     (CALLS_METER, "Storage API calls", "call", "count", '["operation"]'),
-    (GB_DAYS_METER, "Storage", "GB-day", "sum", "[]"),
+    (GB_DAYS_METER, "Object storage", "GB-day", "sum", "[]"),
 )
 FLUSH_SECONDS = 5
 DAYS_PER_TRANSACTION = 31  # a long catch-up is written in short transactions

@@ -8,8 +8,8 @@ from decimal import Decimal
 from datetime import timedelta
 
 from .. import clock, jsonutil
-from ..api import auth, invoices, lifecycle, sessions
-from ..api.events import Ingest, store_new
+from ..api import auth, invoices, lifecycle, objects, sessions, storage
+from ..api.events import Ingest, store_new, system_row
 from ..domain import money, plans, times
 from ..errors import FieldErrors
 
@@ -98,6 +98,71 @@ def _resources(app, rng):
     return made
 
 
+# The storage tenant (§8): BillFlow-style pricing, files in its portal, a month of history.
+STORAGE_TENANT = ("nimbus", "Nimbus Drive", "ops@nimbus.example", "Europe/Amsterdam", "USD")
+GB = 10 ** 9
+BILLFLOW = {"code": "billflow", "name": "BillFlow storage", "currency": "USD", "charges": [
+    {"meter": "storage_gb_days", "model": "per_unit", "unit_price": "0.25", "free_units_per_day": 1},
+    {"meter": "storage_api_calls", "model": "per_unit", "unit_price": "0.001", "free_units": 1000}]}
+TENANT_FILES = [  # key, size, content type, days ago
+    ("contracts/2025/master-agreement.pdf", 180_000, "application/pdf", 40),
+    ("reports/q3-usage.csv", 52_000, "text/csv", 25),
+    ("photos/team-offsite.jpg", 1_400_000, "image/jpeg", 18),
+    ("backups/db-snapshot-small.sql.gz", 3_200_000, "application/gzip", 6),
+    ("README.txt", 2_100, "text/plain", 2),
+]
+# objects that came and went (their files are long gone): key, GB, from days ago, until days ago
+PAST_OBJECTS = [("backups/full-2025.tar", 3, 44, 30), ("media/launch-video.mov", 2, 12, 4)]
+
+
+def _storage_tenant(app, rng):
+    """Nimbus Drive on the BillFlow plan since the start of last month: its
+    files, past objects in the GB-day history, API calls, a customer user."""
+    now = clock.now()
+    now_us = times.to_micros(now)
+    external_id, name, email, zone_name, currency = STORAGE_TENANT
+    zone = times.zone_or_error(zone_name)
+    start = times.add_months(times.local_date(now, zone).replace(day=1), -1)
+    meters = app.catalog.meters()
+    with app.db.transaction() as conn:
+        customer_id = conn.execute(
+            "INSERT INTO customers (external_id, name, email, billing_email, timezone, currency, storage_quota_bytes,"
+            " budget, created_at, updated_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            (external_id, name, email, email, zone_name, currency, 20_000_000,
+             jsonutil.encode({"monthly": "10.00", "alert_at_percent": [50, 80, 100]}), now_us, now_us)).lastrowid
+        problems = FieldErrors()
+        values = plans.check_plan(BILLFLOW, meters, problems)
+        problems.raise_if_any()
+        values["charges"] = jsonutil.encode(values["charges"])
+        columns = list(values) + ["created_at", "updated_at"]
+        plan_id = conn.execute(f"INSERT INTO plans ({', '.join(columns)}) VALUES ({', '.join('?' * len(columns))})",
+                               (*values.values(), now_us, now_us)).lastrowid
+        conn.execute("INSERT INTO subscriptions (customer_id, plan_id, status, start_date, billing_anchor, anchor_date,"
+                     " created_at, updated_at) VALUES (?, ?, 'active', ?, 'calendar', ?, ?, ?)",
+                     (customer_id, plan_id, start.isoformat(), start.isoformat(), now_us, now_us))
+        conn.execute("INSERT INTO users (email, name, role, password_hash, created_at, updated_at, customer_id)"
+                     " VALUES ('tenant@localhost', 'Nina Nimbus', 'customer', ?, ?, ?, ?)",
+                     (auth.hash_password("tenant-demo-1"), now_us, now_us, customer_id))
+        for key, size, first, last in PAST_OBJECTS:
+            conn.execute("INSERT INTO storage_spans (customer_id, object_id, size, start_s, end_s) VALUES (?, 0, ?, ?, ?)",
+                         (customer_id, size * GB, (now_us // 10 ** 6) - first * 86_400,
+                          (now_us // 10 ** 6) - last * 86_400))
+    app.catalog.invalidate_customers()
+    for key, size, content_type, days_ago in TENANT_FILES:
+        with clock.at(now - timedelta(days=days_ago, minutes=rng.randint(0, 600))):
+            objects.store_bytes(app, customer_id, key, rng.randbytes(size), content_type)
+    calls = []
+    for day in range(45, -1, -1):
+        for _ in range(rng.randint(25, 70)):
+            ts = now - timedelta(days=day, seconds=rng.randint(0, 86_399))
+            if ts < now:
+                operation = rng.choice(["get", "get", "get", "head", "list", "list", "put", "delete"])
+                calls.append(app.storage.call_row(customer_id, operation, times.to_micros(ts)))
+    with app.db.transaction() as conn:
+        store_new(conn, calls)
+    return app.storage.close_days()
+
+
 def _billing(app, now_us):
     """Plans in each currency, a subscription per customer from three months
     back, a coupon and credits, then the invoice run as of now."""
@@ -122,7 +187,7 @@ def _billing(app, now_us):
             anchor = "anniversary" if external_id == "initech" else "calendar"
             if anchor == "anniversary":
                 start = start.replace(day=15)
-            plan_id = conn.execute("SELECT id FROM plans WHERE currency = ?", (currency,)).fetchone()[0]
+            plan_id = conn.execute("SELECT id FROM plans WHERE code = ?", (f"growth-{currency.lower()}",)).fetchone()[0]
             conn.execute(
                 "INSERT INTO subscriptions (customer_id, plan_id, status, start_date, billing_anchor, anchor_date,"
                 " coupon, created_at, updated_at) VALUES (?, ?, 'active', ?, ?, ?, ?, ?, ?)",
@@ -140,7 +205,8 @@ def _billing(app, now_us):
 def fill(app, seed=7):
     """Create the demo company; returns a one-line summary."""
     db = app.db
-    if db.query_one("SELECT 1 FROM customers LIMIT 1") or db.query_one("SELECT 1 FROM meters LIMIT 1"):
+    if db.query_one("SELECT 1 FROM customers LIMIT 1") or db.query_one(
+            "SELECT 1 FROM meters WHERE key NOT IN (?, ?) LIMIT 1", (storage.CALLS_METER, storage.GB_DAYS_METER)):
         return "Demo: the database already has data; nothing added."
     rng = random.Random(seed)
     now_us = times.to_micros(clock.now())
@@ -197,13 +263,15 @@ def fill(app, seed=7):
         stored = len(store_new(conn, rows))
     app.stats.events_ingested(stored)
     sessions_made = _resources(app, rng)
+    _storage_tenant(app, rng)
     drafted = _billing(app, now_us)
     states = _history(app)
     summary = ", ".join(f"{n} {status.replace('_', ' ')}" for status, n in sorted(states.items()))
-    return (f"Demo: {len(CUSTOMERS)} customers, {len(METERS)} meters, {stored} events over {DAYS} days, "
-            f"{len(RESOURCES)} resources with {sessions_made} sessions, "
-            f"{len(PLAN_PRICES)} plans, {drafted} invoices ({summary}); users finance@localhost / "
-            "finance-demo-1, success@localhost / success-demo-1, viewer@localhost / viewer-demo-1.")
+    return (f"Demo: {len(CUSTOMERS) + 1} customers, {len(METERS)} meters, {stored} events over {DAYS} days, "
+            f"{len(RESOURCES)} resources with {sessions_made} sessions, a storage tenant with "
+            f"{len(TENANT_FILES)} files, {len(PLAN_PRICES) + 1} plans, {drafted} invoices ({summary}); users "
+            "finance@localhost / finance-demo-1, success@localhost / success-demo-1, viewer@localhost / "
+            "viewer-demo-1, and tenant@localhost / tenant-demo-1 (the Nimbus Drive portal).")
 
 
 def _history(app):
