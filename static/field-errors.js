@@ -6,7 +6,7 @@
 import { h, showMessage } from "./dom.js";
 
 const NAMES = {
-  up_to: "up to", unit_price: "unit price", flat_fee: "flat fee", free_units: "free units",
+  up_to: "up to", unit_price: "unit price", flat_fee: "flat fee", free_units: "free units", free_units_per_day: "free units per day",
   minimum_charge: "minimum charge", package_size: "package size", package_price: "package price",
   base_fee: "base fee", minimum_commitment: "minimum commitment", trial_days: "trial days",
   customer_id: "customer", billing_anchor: "billing anchor", as_of: "as of",

@@ -143,6 +143,8 @@ function chargeEditor(meters, initial, { onRemove, onChange }) {
   const model = h("select", { "data-part": "model" },
     MODELS.map(([value, label]) => h("option", { value, selected: value === initial.model }, label)));
   const free = text({ inputmode: "decimal", placeholder: "0", "data-part": "free_units", value: initial.free_units ?? null });
+  const freePerDay = text({ inputmode: "decimal", placeholder: "0", "data-part": "free_units_per_day",
+    value: initial.free_units_per_day ?? null });
   const minimum = text({ inputmode: "decimal", placeholder: "none", "data-part": "minimum_charge", value: initial.minimum_charge ?? null });
   const unitPrice = text({ inputmode: "decimal", placeholder: "0.0001", "data-part": "unit_price", value: initial.unit_price ?? null });
   const packageSize = text({ inputmode: "numeric", placeholder: "1000", "data-part": "package_size", value: initial.package_size ?? null });
@@ -164,7 +166,7 @@ function chargeEditor(meters, initial, { onRemove, onChange }) {
   const remove = h("button", { type: "button", class: "secondary small remove-charge" }, "Remove charge");
   const element = h("fieldset", { class: "charge" }, legend,
     h("div", { class: "form-grid" }, field("Meter", meter), field("Model", model), field("Free units", free),
-      field("Minimum charge", minimum)),
+      field("Free units per day", freePerDay), field("Minimum charge", minimum)),
     perUnit, tiered, pack, h("div", { class: "actions" }, remove));
   let index = 0;
 
@@ -193,7 +195,8 @@ function chargeEditor(meters, initial, { onRemove, onChange }) {
     const base = `charges[${position}]`;
     legend.textContent = `Charge ${position + 1}`;
     element.dataset.field = base;
-    for (const [input, name] of [[meter, "meter"], [model, "model"], [free, "free_units"], [minimum, "minimum_charge"],
+    for (const [input, name] of [[meter, "meter"], [model, "model"], [free, "free_units"], [freePerDay, "free_units_per_day"],
+      [minimum, "minimum_charge"],
       [unitPrice, "unit_price"], [packageSize, "package_size"], [packagePrice, "package_price"]]) {
       input.dataset.field = `${base}.${name}`;
     }
@@ -217,6 +220,7 @@ function chargeEditor(meters, initial, { onRemove, onChange }) {
     value() {
       const charge = { meter: meter.value, model: model.value };
       if (free.value.trim()) charge.free_units = jsonNumber(free.value);
+      if (freePerDay.value.trim()) charge.free_units_per_day = jsonNumber(freePerDay.value);
       put(charge, "minimum_charge", minimum.value);
       if (model.value === "per_unit") {
         put(charge, "unit_price", unitPrice.value);

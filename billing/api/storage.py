@@ -57,6 +57,7 @@ class StorageMeter:
         self._calls = []  # (customer_id, operation, ts_us) not yet written
         self._stop = threading.Event()
         self._thread = None
+        self.interval = FLUSH_SECONDS
 
     # -- API calls ---------------------------------------------------------
     def call_row(self, customer_id, operation, ts_us=None):
@@ -103,11 +104,12 @@ class StorageMeter:
         return len(rows)
 
     def start(self):
+        self._stop.clear()
         self._thread = threading.Thread(target=self._loop, name="storage-meter", daemon=True)
         self._thread.start()
 
     def _loop(self):
-        while not self._stop.wait(FLUSH_SECONDS):
+        while not self._stop.wait(self.interval):
             try:
                 self.flush()
             except Exception as exc:

@@ -69,6 +69,7 @@ function chargeSummary(charge) {
   else if (charge.model === "package") parts.push(`${charge.package_price} per ${charge.package_size}`);
   else parts.push(`${charge.model}, ${charge.tiers.length} tier${charge.tiers.length === 1 ? "" : "s"}`);
   if (charge.free_units) parts.push(`${charge.free_units} free`);
+  if (charge.free_units_per_day) parts.push(`${charge.free_units_per_day} free per day`);
   if (charge.minimum_charge) parts.push(`minimum ${charge.minimum_charge}`);
   return h("li", {}, h("code", {}, charge.meter), `: ${parts.join(", ")}`);
 }

@@ -217,6 +217,35 @@ def test_plans_page_lists_plans_and_creates_a_graduated_plan_with_a_live_estimat
     dashboard.assert_clean()
 
 
+def test_the_editor_sets_free_units_per_day(dashboard, billing):
+    """A per-unit charge of 0.01 with 100 free per day: the what-if prices a
+    full current month of N days, so 5,000 calls leave 5,000 − 100 × N
+    billable (N = 30 → 20.00)."""
+    import calendar
+    today = datetime.now(timezone.utc).date()
+    days = calendar.monthrange(today.year, today.month)[1]
+    dashboard.sign_in(hash_="#/plans")
+    dashboard.signed_in()
+    dashboard.wait("!!document.querySelector('#plan-workbench > summary')")
+    dashboard.click("#plan-workbench > summary")
+    set_value(dashboard, "code", "daily")
+    set_value(dashboard, "name", "Daily allowance")
+    dashboard.click("#add-charge")
+    set_value(dashboard, "charges[0].meter", "api_calls")
+    set_value(dashboard, "charges[0].unit_price", "0.01")
+    set_value(dashboard, "charges[0].free_units_per_day", "100")
+    dashboard.fill('#what-if [data-field="usage.api_calls"]', "5000")
+    expected = f"{(5000 - 100 * days) // 100}.00 USD"
+    dashboard.wait(f"document.querySelector('#estimate-total')?.textContent === '{expected}'")
+    assert f"{100 * days} free (100/day × {days} days)" in lines(dashboard, "#what-if")[0]["cells"][0]
+    dashboard.click("#plan-editor button[type=submit]")
+    dashboard.wait("!!document.querySelector('table.plans tr[data-code=daily]')")
+    assert dashboard.texts("table.plans tr[data-code=daily] .charges-summary li") == [
+        "api_calls: 0.01 per unit, 100 free per day"]
+    assert dashboard.server.admin.get("/v1/plans/daily").json["charges"][0]["free_units_per_day"] == 100
+    dashboard.assert_clean()
+
+
 def test_a_plan_used_as_template_is_estimated_in_the_editor(dashboard, billing):
     dashboard.allowed_failures.add(("/v1/estimate", 400))
     dashboard.sign_in(hash_="#/plans")

@@ -236,6 +236,33 @@ def test_a_get_never_writes(server, tenant):
     assert len(call_events(server, customer["id"])) == 21
 
 
+def test_read_counts_are_written_in_the_background_and_at_a_clean_stop(tmp_path):
+    """The flusher thread writes counted reads by itself (every 5 s; 50 ms
+    here), and closing the server writes what is left."""
+    import time
+
+    from tests.harness import RunningServer, temp_db
+    server = RunningServer(temp_db(tmp_path))
+    try:
+        customer = create_customer(server.admin)
+        client = server.client(make_key(server, customer_id=customer["id"]))
+        server.app.storage.interval = 0.05
+        server.app.storage.start()
+        assert client.get("/v1/objects").status == 200
+        deadline = time.monotonic() + 10
+        while call_events(server, customer["id"]) != ["list"] and time.monotonic() < deadline:
+            time.sleep(0.02)
+        assert call_events(server, customer["id"]) == ["list"]
+        server.app.storage.interval = 3600  # from now on only the stop writes
+        server.app.storage.stop()
+        server.app.storage.start()
+        assert client.get("/v1/objects/nothing").status == 404
+        assert call_events(server, customer["id"]) == ["list"]
+    finally:
+        server.stop()
+    assert call_events(server, customer["id"]) == ["list", "get"]
+
+
 # -- billing: the BillFlow plan ------------------------------------------------
 
 GB = 10 ** 9
