@@ -86,8 +86,9 @@ function usageTable(usage, timeZone) {
   const head = h("tr", {}, h("th", { scope: "col" }, "Day"),
     usage.map((entry) => h("th", { scope: "col", class: "num" }, `${entry.meter} (${entry.unit})`)));
   const rows = windows.map((window, index) => h("tr", {},
-    h("td", {}, localDate(new Date(window.start), timeZone)),
-    usage.map((entry) => h("td", { class: "num" }, display(entry.windows[index].value)))));
+    h("td", { class: "day" }, localDate(new Date(window.start), timeZone)),
+    usage.map((entry) => h("td", { class: "num", "data-label": `${entry.meter} (${entry.unit})` },
+      display(entry.windows[index].value)))));
   rows.reverse(); // newest day first, like the events list
   return h("div", { class: "table-scroll" },
     h("table", { class: "data usage-table" }, h("thead", {}, head), h("tbody", {}, rows)));
