@@ -23,14 +23,29 @@ def test_demo_flag_fills_an_empty_database(tmp_path):
     running = RunningServer(str(tmp_path / "demo.db"))
     try:
         summary = demo.fill(running.app)
-        assert "6 customers" in summary
+        assert "7 customers" in summary
         customers = running.admin.get("/v1/customers").json["data"]
         assert {c["currency"] for c in customers} == {"USD", "EUR", "GBP", "INR", "JPY", "KWD"}
         usage = running.admin.get(f"/v1/customers/{customers[0]['id']}/usage").json["usage"]
         assert any(u["value"] for u in usage)
-        assert "6 plans" in summary and len(running.admin.get("/v1/plans").json["data"]) == 6
+        assert "7 plans" in summary and len(running.admin.get("/v1/plans").json["data"]) == 7
+        # the storage tenant: files within its quota, a month and a half of GB-days and calls, an invoice
+        nimbus = [c for c in customers if c["external_id"] == "nimbus"][0]
+        files = running.admin.get(f"/v1/objects?customer_id={nimbus['id']}").json
+        assert len(files["data"]) == 5 and 0 < files["total_bytes"] <= files["quota_bytes"]
+        for item in files["data"]:
+            body = running.admin.get(f"/v1/objects/{item['key']}?customer_id={nimbus['id']}")
+            assert body.status == 200 and len(body.raw) == item["size"]
+        storage = running.admin.get(f"/v1/customers/{nimbus['id']}/usage?from=2020-01-01&to=2100-01-01"
+                                    "&meter=storage_gb_days").json["usage"][0]
+        assert storage["value"] > 40  # the past 3 GB and 2 GB objects alone make 42 + 16 GB-days
+        nimbus_invoices = running.admin.get(f"/v1/invoices?customer_id={nimbus['id']}").json["data"]
+        assert len(nimbus_invoices) == 1 and nimbus_invoices[0]["total"] != "0.00"
+        tenant = running.client().post("/v1/auth/login", {"email": "tenant@localhost", "password": "tenant-demo-1"})
+        assert tenant.status == 200 and tenant.json["user"]["customer_id"] == nimbus["id"]
         drafts = running.admin.get("/v1/invoices?status=draft").json["data"]
         assert {i["currency"] for i in drafts} == {"USD", "EUR", "GBP", "INR", "JPY", "KWD"}  # the newest periods
+        assert len(drafts) == 7
         statuses = {i["status"] for i in running.admin.get("/v1/invoices?limit=100").json["data"]}
         assert statuses == {"draft", "issued", "paid", "void"}
         overdue = running.admin.get("/v1/invoices?overdue=true").json["data"]
@@ -41,7 +56,7 @@ def test_demo_flag_fills_an_empty_database(tmp_path):
         clock.pin(clock.now() + timedelta(days=2))
         assert running.app.scheduler.run_once()["outcome"] == "ok"
         after = {i["id"]: i["status"] for i in running.admin.get("/v1/invoices?limit=100").json["data"]}
-        assert sorted(after[d["id"]] for d in drafts) == ["issued"] * 5 + ["pending_approval"]
+        assert sorted(after[d["id"]] for d in drafts) == ["issued"] * 6 + ["pending_approval"]
         assert "nothing added" in demo.fill(running.app)  # never twice
     finally:
         running.stop()
