@@ -121,7 +121,7 @@ def story(api):
     api.call("POST", "/v1/meters", {"key": "storage_gb", "name": "Storage", "unit": "GB", "aggregation": "max"})
     meters = api.call("GET", "/v1/meters")["data"]
     table(["key", "aggregation", "unit"], [(m["key"], m["aggregation"], m["unit"]) for m in meters])
-    check(len(meters) == 5, "three meters defined, and the two storage meters the server made itself")
+    check(len(meters) == 7, "three meters defined, and the four the server feeds itself (storage, API requests)")
 
     step("Customers in three timezones and currencies")
     customers = []

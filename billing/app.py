@@ -10,15 +10,19 @@ from .api import auth
 from .api.adjustments import Lateness
 from .api.catalog import Catalog
 from .api.objects import Reservations
-from .api.storage import StorageMeter, ensure_meters
+from .api import selfmeter, storage
+from .api.meters import ensure_system_meters
+from .api.storage import StorageMeter
 from .api.common import now_micros
 from .domain import times
 from .errors import Conflict, ValidationError
 from .ops.dispatcher import Dispatcher
+from .ops.flusher import Flusher
 from .ops.scheduler import Scheduler
 from .store.db import Database
 from .store.files import FileStore
 from .web import http
+from .web.metrics import Metrics
 from .web.stream import Bus
 from .web.routes import ROUTES
 
@@ -28,7 +32,8 @@ IDEMPOTENCY_HOURS = 24
 class Stats:
     """Process counters (read by the live stream and /metrics)."""
 
-    def __init__(self):
+    def __init__(self, metrics=None):
+        self.metrics = metrics
         self._lock = threading.Lock()
         self.events = 0
         self.requests = 0
@@ -37,6 +42,12 @@ class Stats:
     def events_ingested(self, n):
         with self._lock:
             self.events += n
+        if self.metrics is not None:
+            self.metrics.ingested.inc(amount=n)
+
+    def duplicates(self, n):
+        if self.metrics is not None and n:
+            self.metrics.duplicates.inc(amount=n)
 
     def request_done(self):
         with self._lock:
@@ -57,15 +68,19 @@ class App:
         self.config = config
         self.db = Database(config.db_path)
         self.catalog = Catalog(self.db)
-        ensure_meters(self.db)
+        ensure_system_meters(self.db, storage.METERS + selfmeter.METERS)
         self.files = FileStore(config.objects_dir)
         # after a crash: temporary uploads, and files no object points to
         self.files.sweep({r["file"] for r in self.db.rows("SELECT file FROM objects")})
         self.reservations = Reservations(self.db)
         self.storage = StorageMeter(self)
+        self.requests = selfmeter.RequestMeter(self)
+        self.flusher = Flusher(self, [self.storage, self.requests])
         self.auth = auth.Authenticator(self.db)
         self.router = http.Router(ROUTES)
-        self.stats = Stats()
+        self.metrics = Metrics()
+        self.stats = Stats(self.metrics)
+        self.db.on_transaction = self.metrics.transactions.observe
         self.log_stream = log_stream if log_stream is not None else (sys.stderr if config.log_requests else None)
         self._log_lock = threading.Lock()
         self._idempotency_locks = {}
@@ -86,8 +101,8 @@ class App:
         to, the scheduler."""
         self.dispatcher.start()
         self._background.append(self.dispatcher)
-        self.storage.start()
-        self._background.append(self.storage)
+        self.flusher.start()
+        self._background.append(self.flusher)
         if scheduler:
             self.scheduler.start()
             self._background.append(self.scheduler)
@@ -110,11 +125,8 @@ class App:
         self.bus.close()  # live streams end first
         for worker in self._background:
             worker.stop()
-        if self.storage not in self._background:
-            try:
-                self.storage.flush()  # read counts are written at a clean stop
-            except Exception as exc:
-                self.log_exception("storage-meter", exc)
+        if self.flusher not in self._background:
+            self.flusher.flush()  # what the meters counted is written at a clean stop
         self.db.close()
 
     # -- the pipeline ------------------------------------------------------
@@ -170,6 +182,9 @@ class App:
     # -- logging -----------------------------------------------------------
     def log_request(self, handler, request, route, status, duration_ms, request_id):
         self.stats.request_done()
+        self.metrics.request(route, handler.command, status, duration_ms / 1000)
+        if request is not None and request.actor is not None and request.actor.customer_id is not None:
+            self.requests.record(request.actor.customer_id, route, status, duration_ms)
         if self.log_stream is None:
             return
         actor = request.actor.label if request is not None and request.actor else None

@@ -33,6 +33,7 @@ class Config:
     grace_period_hours: int = 24
     scheduler_interval: int = 60
     max_object_bytes: int = 100 * 1024 * 1024
+    metrics_public: bool = False
     smtp: dict = field(default_factory=dict)
     log_requests: bool = True
 
@@ -48,6 +49,7 @@ class Config:
             max_event_age_days=_int_env(env, "BILLING_MAX_EVENT_AGE_DAYS", 90),
             grace_period_hours=_int_env(env, "BILLING_GRACE_PERIOD_HOURS", 24),
             scheduler_interval=_int_env(env, "BILLING_SCHEDULER_INTERVAL", 60, minimum=1),
+            metrics_public=env.get("BILLING_METRICS_PUBLIC", "").strip().lower() in ("1", "true", "yes"),
             max_object_bytes=_int_env(env, "BILLING_MAX_OBJECT_BYTES", 100 * 1024 * 1024, minimum=1),
             smtp={k: env[k] for k in ("SMTP_HOST", "SMTP_PORT", "SMTP_USER", "SMTP_PASSWORD",
                                       "SMTP_FROM") if env.get(k)},

@@ -263,6 +263,7 @@ def ingest_batch(request):
         return {"accepted": 0, "duplicates": 0}
     accepted = len(app.db.submit(lambda conn: store_new(conn, rows, app.lateness.through)))
     app.stats.events_ingested(accepted)
+    app.stats.duplicates(len(rows) - accepted)
     return {"accepted": accepted, "duplicates": len(rows) - accepted}
 
 
@@ -300,6 +301,7 @@ def ingest_one(request):
     if inserted:
         app.stats.events_ingested(1)
         return created({"event": view(app, stored), "duplicate": False})
+    app.stats.duplicates(1)
     return Response(200, {"event": view(app, stored), "duplicate": True})
 
 

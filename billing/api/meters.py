@@ -179,3 +179,15 @@ def update(request, key):
         audit(conn, request, "meter.update", "meter", key, before, after)
     request.app.catalog.invalidate_meters()
     return after
+
+
+def ensure_system_meters(db, definitions):
+    """Create the meters the server feeds itself ((key, name, unit, aggregation,
+    group_by JSON) each) where their keys are free; a key already taken is left
+    as it is."""
+    now = now_micros()
+    with db.transaction() as conn:
+        for key, name, unit, aggregation, group_by in definitions:
+            conn.execute("INSERT OR IGNORE INTO meters (key, name, unit, aggregation, group_by, created_at,"
+                         " updated_at) VALUES (?, ?, ?, ?, ?, ?, ?)",
+                         (key, name, unit, aggregation, group_by, now, now))

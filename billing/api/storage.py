@@ -4,9 +4,9 @@
   request a tenant makes with its own credentials, whatever its 2xx/3xx/4xx
   outcome (5xx excluded). A write that changes something records its event in
   the same transaction as the change; every other outcome (reads, refusals)
-  is counted in memory and written by `flush()` — from a background thread at
-  least every 10 s, at each scheduler run and at shutdown — so a GET never
-  writes.
+  is counted in memory and written by `flush()` — by the background flusher
+  (`ops.flusher`) every 5 s, at each scheduler run and at shutdown — so a
+  GET never writes.
 - `storage_gb_days` (sum): stored bytes integrated over time. Each local day
   of a customer closes into one event `storage-<customer>-<YYYY-MM-DD>` (the
   scheduler, catching up after downtime; the id makes it idempotent). Until a
@@ -30,18 +30,7 @@ METERS = (
     (CALLS_METER, "Storage API calls", "call", "count", '["operation"]'),
     (GB_DAYS_METER, "Object storage", "GB-day", "sum", "[]"),
 )
-FLUSH_SECONDS = 5
 DAYS_PER_TRANSACTION = 31  # a long catch-up is written in short transactions
-
-
-def ensure_meters(db):
-    """Create the two storage meters where their keys are free."""
-    now = now_micros()
-    with db.transaction() as conn:
-        for key, name, unit, aggregation, group_by in METERS:
-            conn.execute("INSERT OR IGNORE INTO meters (key, name, unit, aggregation, group_by, created_at,"
-                         " updated_at) VALUES (?, ?, ?, ?, ?, ?, ?)", (key, name, unit, aggregation, group_by,
-                                                                     now, now))
 
 
 def _meter(app, key, aggregation):
@@ -55,9 +44,6 @@ class StorageMeter:
         self.app = app
         self._lock = threading.Lock()
         self._calls = []  # (customer_id, operation, ts_us) not yet written
-        self._stop = threading.Event()
-        self._thread = None
-        self.interval = FLUSH_SECONDS
 
     # -- API calls ---------------------------------------------------------
     def call_row(self, customer_id, operation, ts_us=None):
@@ -102,27 +88,6 @@ class StorageMeter:
                 raise
             self.app.stats.events_ingested(len(rows))
         return len(rows)
-
-    def start(self):
-        self._stop.clear()
-        self._thread = threading.Thread(target=self._loop, name="storage-meter", daemon=True)
-        self._thread.start()
-
-    def _loop(self):
-        while not self._stop.wait(self.interval):
-            try:
-                self.flush()
-            except Exception as exc:
-                self.app.log_exception("storage-meter", exc)
-
-    def stop(self):
-        self._stop.set()
-        if self._thread is not None:
-            self._thread.join(timeout=10)
-        try:
-            self.flush()
-        except Exception as exc:
-            self.app.log_exception("storage-meter", exc)
 
     # -- GB-days -----------------------------------------------------------
     def close_days(self, now=None):

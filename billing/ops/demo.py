@@ -8,7 +8,7 @@ from decimal import Decimal
 from datetime import timedelta
 
 from .. import clock, jsonutil
-from ..api import auth, invoices, lifecycle, objects, sessions, storage
+from ..api import auth, invoices, lifecycle, objects, selfmeter, sessions, storage
 from ..api.events import Ingest, store_new, system_row
 from ..domain import money, plans, times
 from ..errors import FieldErrors
@@ -205,8 +205,9 @@ def _billing(app, now_us):
 def fill(app, seed=7):
     """Create the demo company; returns a one-line summary."""
     db = app.db
+    own = [meter[0] for meter in storage.METERS + selfmeter.METERS]  # the meters the server makes itself
     if db.query_one("SELECT 1 FROM customers LIMIT 1") or db.query_one(
-            "SELECT 1 FROM meters WHERE key NOT IN (?, ?) LIMIT 1", (storage.CALLS_METER, storage.GB_DAYS_METER)):
+            f"SELECT 1 FROM meters WHERE key NOT IN ({', '.join('?' * len(own))}) LIMIT 1", own):
         return "Demo: the database already has data; nothing added."
     rng = random.Random(seed)
     now_us = times.to_micros(clock.now())

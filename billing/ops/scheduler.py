@@ -28,6 +28,7 @@ class Scheduler:
         self._lock = threading.Lock()
         self._stop = threading.Event()
         self._thread = None
+        self.last_success = None  # unix seconds of the last run that ended "ok"
 
     def start(self):
         self._thread = threading.Thread(target=self._loop, name="scheduler", daemon=True)
@@ -59,7 +60,9 @@ class Scheduler:
                 details["sessions_stopped"] = sessions.stop_overdue(self.app)
                 # and the storage days that ended, so their GB-days are on the drafts
                 details["storage_days_closed"] = self.app.storage.close_days()
-                details["storage_calls_written"] = self.app.storage.flush()
+                written = self.app.flusher.flush()
+                details["storage_calls_written"] = written.get("StorageMeter", 0)
+                details["requests_written"] = written.get("RequestMeter", 0)
                 with db.transaction() as conn:
                     created = invoices.run_as_of(self.app, conn, clock.now())
                 details["drafts_created"] = len(created)
@@ -79,6 +82,8 @@ class Scheduler:
                 outcome = "error"
                 details["error"] = f"{type(exc).__name__}: {exc}"
                 self.app.log_exception("scheduler", exc)
+            if outcome == "ok":
+                self.last_success = now_micros() / 1_000_000
             return self._record(started, outcome, details)
         finally:
             self._lock.release()

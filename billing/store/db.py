@@ -14,6 +14,7 @@ background thread so no request's COMMIT pays for copying pages back.
 
 import contextlib
 import os
+import time
 import queue
 import sqlite3
 import threading
@@ -80,6 +81,7 @@ class Database:
         self._closed = False
         self._stop = threading.Event()
         self._jobs = queue.SimpleQueue()
+        self.on_transaction = None  # called with each write transaction's seconds (metrics)
         self._threads = []
         if background:
             for target, name in ((self._write_loop, "db-writer"), (self._checkpoint_loop, "db-checkpoint")):
@@ -104,6 +106,7 @@ class Database:
                     self._depth -= 1
                 return
             self._writer.execute("BEGIN IMMEDIATE")
+            began = time.perf_counter()
             self._depth, self._owner = 1, threading.get_ident()
             try:
                 yield self._writer
@@ -119,6 +122,8 @@ class Database:
                 if self._writer.in_transaction:  # never leave the writer stuck mid-transaction
                     self._writer.execute("ROLLBACK")
                 raise
+            if self.on_transaction is not None:
+                self.on_transaction(time.perf_counter() - began)
 
     def submit(self, fn):
         """Run `fn(conn)` in the writer thread, grouped with other jobs into one
@@ -182,6 +187,10 @@ class Database:
                     pass  # busy or locked: the next round catches up
         finally:
             conn.close()
+
+    def queue_depth(self):
+        """Grouped write jobs waiting for the writer."""
+        return self._jobs.qsize()
 
     def in_transaction(self):
         return self._owner == threading.get_ident()

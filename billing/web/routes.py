@@ -8,7 +8,7 @@ from ..api import (analytics, audit_log, coupons, customers, estimates, events, 
 from ..api.auth import (ADMIN_ONLY, ANY_SIGNED_IN, CUSTOMER_READ, EVENT_WRITE, OBJECT_WRITE, STAFF_READ,
                         STAFF_WRITE, USER_ADMINS, login, logout, me)
 from ..ops import scheduler
-from . import static, stream
+from . import metrics, static, stream
 from .http import streaming
 
 ID = r"(?P<{}>\d+)"
@@ -22,6 +22,8 @@ ROUTES = [
     ("GET", r"/", static.index, None),
     ("GET", r"/static/(?P<path>[A-Za-z0-9_./-]+)", static.asset, None),
     ("GET", r"/health", health.health, None),
+    # Prometheus text; staff credentials unless BILLING_METRICS_PUBLIC=1 (checked by the handler)
+    ("GET", r"/metrics", metrics.scrape, None),
     # auth
     ("POST", r"/v1/auth/login", login, None),
     ("POST", r"/v1/auth/logout", logout, ANY_SIGNED_IN),

@@ -156,8 +156,9 @@ def test_plans_page_lists_plans_and_creates_a_graduated_plan_with_a_live_estimat
     assert dashboard.count('[data-field="charges[0]"] .tier-rows .tier-row') == 3
     set_value(dashboard, "charges[0].tiers[2].unit_price", "0.001")  # up_to left empty: no limit
 
-    dashboard.click("#add-charge")  # defaults to the meter no charge prices yet
-    assert dashboard.js("document.querySelector('[data-field=\"charges[1].meter\"]').value") == "seats"
+    dashboard.click("#add-charge")  # defaults to a meter no charge prices yet
+    assert dashboard.js("document.querySelector('[data-field=\"charges[1].meter\"]').value") != "api_calls"
+    set_value(dashboard, "charges[1].meter", "seats")
     set_value(dashboard, "charges[1].model", "package")
     assert visible(dashboard, "charges[1].package_size") and visible(dashboard, "charges[1].package_price")
     assert not visible(dashboard, "charges[1].unit_price") and not visible(dashboard, "charges[1].tiers")

@@ -209,7 +209,7 @@ def test_usage_csv_matches_the_json_usage(server, admin, catalog):
     expected = [[u["meter"], u["aggregation"], u["unit"], w["start"], w["end"], "", cell(w["value"])]
                 for u in usage.json["usage"] for w in u["windows"]]
     assert rows[1:] == expected
-    assert len(expected) == 28  # 4 meters (2 + the 2 storage meters, §8) × 7 local days
+    assert len(expected) == 42  # 6 meters (2 + 2 storage, §8, + 2 self-metering, §10) × 7 local days
     calls = {r[3]: r[6] for r in rows[1:] if r[0] == "api_calls"}
     assert calls["2025-09-01T04:00:00Z"] == "10" and calls["2025-09-02T04:00:00Z"] == "9.5"
     assert calls["2025-09-04T04:00:00Z"] == "1" and calls["2025-09-07T04:00:00Z"] == "0"

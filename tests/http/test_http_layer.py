@@ -364,7 +364,7 @@ def test_idempotency_key_with_different_body_is_409(server, admin):
     # same body on another path is a different request too
     reply = admin.post("/v1/meters", {"name": "A", "email": "a@example.com"}, headers={"Idempotency-Key": "k1"})
     assert reply.status == 409, reply
-    assert table_count(server, "customers") == 1 and table_count(server, "meters") == 2  # the two storage meters
+    assert table_count(server, "customers") == 1 and table_count(server, "meters") == 4  # the storage and self-metering meters
 
 
 def test_idempotency_keys_are_per_caller(server, admin):

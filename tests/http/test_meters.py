@@ -8,7 +8,8 @@ from tests.http.helpers import (assert_error, assert_validation, create_customer
 
 AGGREGATIONS = ["sum", "count", "max", "min", "avg", "unique_count", "latest"]
 
-STORAGE_METERS = 2  # storage_api_calls and storage_gb_days, created on first start (§8)
+# the meters the server feeds itself, created on first start (§8 storage, §10 self-metering)
+SYSTEM_METERS = ["api_request_ms", "api_requests", "storage_api_calls", "storage_gb_days"]
 
 
 @pytest.mark.parametrize("aggregation", AGGREGATIONS)
@@ -33,8 +34,8 @@ def test_all_seven_coexist_and_list(server, admin):
         create_meter(admin, key=f"m_{aggregation}", aggregation=aggregation,
                      **({"value_property": "v"} if aggregation == "unique_count" else {}))
     keys = [m["key"] for m in list_all(admin, "/v1/meters?limit=2")]
-    assert sorted(keys) == sorted([f"m_{a}" for a in AGGREGATIONS] + ["storage_api_calls", "storage_gb_days"])
-    assert len(set(keys)) == 7 + STORAGE_METERS
+    assert sorted(keys) == sorted([f"m_{a}" for a in AGGREGATIONS] + SYSTEM_METERS)
+    assert len(set(keys)) == 7 + len(SYSTEM_METERS)
 
 
 def test_create_with_every_field(server, admin):
@@ -81,7 +82,7 @@ BAD = [
 @pytest.mark.parametrize("body,field", BAD, ids=[f"{i}-{f}" for i, (_, f) in enumerate(BAD)])
 def test_create_rejects_bad_meter(server, admin, body, field):
     assert_validation(admin.post("/v1/meters", body), field)
-    assert table_count(server, "meters") == STORAGE_METERS
+    assert table_count(server, "meters") == len(SYSTEM_METERS)
 
 
 def test_duplicate_key_is_409(server, admin):
@@ -89,7 +90,7 @@ def test_duplicate_key_is_409(server, admin):
     reply = admin.post("/v1/meters", {"key": "api_calls", "name": "Other", "aggregation": "count"})
     assert_error(reply, 409, "conflict")
     assert admin.get("/v1/meters/api_calls").json == first
-    assert table_count(server, "meters") == STORAGE_METERS + 1
+    assert table_count(server, "meters") == len(SYSTEM_METERS) + 1
 
 
 def test_unknown_meter_is_404(server, admin):

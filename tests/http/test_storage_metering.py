@@ -246,16 +246,14 @@ def test_read_counts_are_written_in_the_background_and_at_a_clean_stop(tmp_path)
     try:
         customer = create_customer(server.admin)
         client = server.client(make_key(server, customer_id=customer["id"]))
-        server.app.storage.interval = 0.05
-        server.app.storage.start()
+        server.app.flusher.interval = 0.05
+        server.app.flusher.start()
         assert client.get("/v1/objects").status == 200
         deadline = time.monotonic() + 10
         while call_events(server, customer["id"]) != ["list"] and time.monotonic() < deadline:
             time.sleep(0.02)
         assert call_events(server, customer["id"]) == ["list"]
-        server.app.storage.interval = 3600  # from now on only the stop writes
-        server.app.storage.stop()
-        server.app.storage.start()
+        server.app.flusher.stop()  # from now on only the close writes
         assert client.get("/v1/objects/nothing").status == 404
         assert call_events(server, customer["id"]) == ["list"]
     finally:

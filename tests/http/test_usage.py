@@ -38,7 +38,7 @@ def test_ten_tenths_are_exactly_one(admin):
                       for i in range(10)])
     reply = admin.get(f"/v1/customers/{cid}/usage?from=2025-09-01&to=2025-10-01")
     assert b'"value":1,' in reply.raw or b'"value":1}' in reply.raw
-    assert reply.json["usage"][0]["value"] == 1
+    assert [u["value"] for u in reply.json["usage"] if u["meter"] == "gb"] == [1]
 
 
 def test_all_aggregations_and_empty_values(admin):
@@ -154,7 +154,7 @@ def test_default_range_is_the_current_local_month(admin):
                       {"meter": "calls", "timestamp": "2025-09-01T03:00:00Z"}])  # still August locally
     reply = admin.get(f"/v1/customers/{cid}/usage")
     assert reply.json["from"] == "2025-09-01T04:00:00Z" and reply.json["to"] == "2025-10-01T04:00:00Z"
-    assert reply.json["usage"][0]["value"] == 1
+    assert [u["value"] for u in reply.json["usage"] if u["meter"] == "calls"] == [1]
 
 
 @pytest.mark.parametrize("query,field", [
