@@ -1,14 +1,19 @@
-"""Analytics (§10) for resources: revenue per resource and utilization
-(occupied capacity-minutes ÷ available capacity-minutes) by day. Available
-time ends now: hours still to come do not dilute today's figure."""
+"""Analytics (§10) for resources — revenue per resource and utilization
+(occupied capacity-minutes ÷ available capacity-minutes) by day; available
+time ends now, so hours still to come do not dilute today's figure — and
+usage of a meter over all customers. The overview and revenue are in
+`revenue`."""
 
+import bisect
 from datetime import timedelta
 from decimal import Decimal
 
-from .. import clock
+from .. import clock, jsonutil
 from ..domain import money, times
+from ..domain.aggregation import aggregate
 from ..errors import ValidationError
 from .common import int_arg
+from .revenue import choice_arg, range_args, zone_arg
 from .sessions import minutes
 
 MAX_DAYS = 366
@@ -94,3 +99,69 @@ def resources(request):
                        "utilization_percent": _percent(all_occupied, all_available), "days": entries})
     return {"from": first.isoformat(), "to": last.isoformat(), "timezone": zone_name, "resources": result,
             "revenue": {c: money.format_minor(v, c) for c, v in sorted(totals.items())}}
+
+
+# -- usage over all customers ------------------------------------------------------
+
+USAGE_INTERVALS = ("hour", "day", "month")
+MAX_USAGE_BUCKETS = 10_000
+
+
+def usage(request):
+    """GET /v1/analytics/usage?meter&from&to&interval=hour|day|month&group_by=customer|<property>&timezone:
+    the meter's aggregation over every customer's matching events, per local bucket."""
+    app = request.app
+    zone_name, zone = zone_arg(request)
+    key = request.arg("meter")
+    meter = app.catalog.meter(key) if key else None
+    if meter is None:
+        raise ValidationError([{"field": "meter", "message": "is required: a meter key" if not key
+                                else f"unknown meter {key!r}"}])
+    interval = choice_arg(request, "interval", USAGE_INTERVALS, "day")
+    group_by = request.arg("group_by") or None
+    if group_by is not None and group_by != "customer" and group_by not in meter.group_by:
+        raise ValidationError([{"field": "group_by", "message": f"must be customer or one of the meter's group_by "
+                                                                f"keys ({', '.join(meter.group_by) or 'none'})"}])
+    today = times.local_date(clock.now(), zone)
+    start, end = range_args(request, zone, times.local_midnight(today - timedelta(days=29), zone),
+                            times.local_midnight(today + timedelta(days=1), zone))
+    windows = times.windows(start, end, interval, zone)
+    if len(windows) > MAX_USAGE_BUCKETS:
+        raise ValidationError([{"field": "interval", "message": f"the range holds more than {MAX_USAGE_BUCKETS:,} buckets"}])
+    bounds = [(times.to_micros(a), times.to_micros(b)) for a, b in windows]
+    select = "SELECT ts, seq, value"
+    params = []
+    if group_by == "customer":
+        select += ", customer_id"
+    elif group_by:
+        select += ", json_quote(json_extract(properties, ?))"
+        params.append(f'$."{group_by}"')
+    with app.db.reader() as conn:
+        rows = conn.execute(select + " FROM events WHERE meter_id = ? AND ts >= ? AND ts < ? AND matched = 1",
+                            (*params, meter.id, bounds[0][0], bounds[-1][1])).fetchall()
+    starts = [b[0] for b in bounds]
+    per_bucket = [[] for _ in bounds]
+    for row in rows:
+        per_bucket[bisect.bisect_right(starts, row[0]) - 1].append(row)
+    data = []
+    for (bucket_start, bucket_end), bucket_rows in zip(bounds, per_bucket):
+        entry = {"start": times.format_micros(bucket_start), "end": times.format_micros(bucket_end),
+                 "value": aggregate(meter.aggregation, bucket_rows)}
+        if group_by:
+            entry["groups"] = _usage_groups(meter, group_by, bucket_rows)
+        data.append(entry)
+    return {"meter": meter.key, "aggregation": meter.aggregation, "unit": meter.unit,
+            "from": times.format_instant(start), "to": times.format_instant(end), "interval": interval,
+            "timezone": zone_name, "group_by": group_by, "value": aggregate(meter.aggregation, rows), "data": data}
+
+
+def _usage_groups(meter, group_by, rows):
+    grouped = {}
+    for row in rows:
+        grouped.setdefault(row[3], []).append(row)
+    if group_by == "customer":
+        return [{"group": {"customer_id": customer_id}, "value": aggregate(meter.aggregation, group_rows)}
+                for customer_id, group_rows in sorted(grouped.items())]
+    ordered = sorted(grouped.items(), key=lambda kv: (kv[0] in (None, "null"), kv[0] or ""))
+    return [{"group": {group_by: None if value in (None, "null") else jsonutil.decode(value)},
+             "value": aggregate(meter.aggregation, group_rows)} for value, group_rows in ordered]

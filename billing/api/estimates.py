@@ -17,7 +17,7 @@ from .subscriptions import _coupon, billed_period, rate_period, subscription_in_
 def invoice_view(draft, customer_id, subscription_id, start_at, end_at, status="estimate"):
     currency = draft.currency
     fmt = lambda minor: money.format_minor(minor, currency)  # noqa: E731
-    lines = [{key: value for key, value in line.items() if not key.startswith("adjusts_")}
+    lines = [{key: value for key, value in line.items() if not key.startswith("adjusts_") and key != "resource_id"}
              | {"amount": fmt(line["amount"])} for line in draft.lines]
     return {"id": None, "number": None, "status": status, "customer_id": customer_id,
             "subscription_id": subscription_id, "currency": currency,

@@ -33,11 +33,12 @@ def _store_lines(conn, invoice_id, draft, replace=False):
         conn.execute("DELETE FROM invoice_lines WHERE invoice_id = ?", (invoice_id,))
     conn.executemany(
         "INSERT INTO invoice_lines (invoice_id, position, type, description, meter, quantity, unit_price,"
-        " amount, tiers, adjusts_subscription_id, adjusts_period) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+        " amount, tiers, adjusts_subscription_id, adjusts_period, resource_id)"
+        " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
         [(invoice_id, i, line["type"], line["description"], line["meter"],
           None if line["quantity"] is None else _number_text(line["quantity"]), line["unit_price"],
           line["amount"], jsonutil.encode(line["tiers"]), line.get("adjusts_subscription_id"),
-          line.get("adjusts_period")) for i, line in enumerate(draft.lines)])
+          line.get("adjusts_period"), line.get("resource_id")) for i, line in enumerate(draft.lines)])
 
 
 def _number_text(value):

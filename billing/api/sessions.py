@@ -244,9 +244,10 @@ def _lines(rows):
         entry["cost"] += cost
         entry["n"] += 1
     lines = []
-    for _, entry in sorted(grouped.items(), key=lambda kv: (kv[1]["name"].lower(), kv[0])):
+    for resource_id, entry in sorted(grouped.items(), key=lambda kv: (kv[1]["name"].lower(), kv[0])):
         price = next(iter(entry["prices"])) if len(entry["prices"]) == 1 else None
-        lines.append({"type": "resource", "meter": None, "quantity": minutes(entry["seconds"]),
+        lines.append({"type": "resource", "meter": None, "resource_id": resource_id,
+                      "quantity": minutes(entry["seconds"]),
                       "description": f"{entry['name']} ({entry['n']} session{'s' if entry['n'] != 1 else ''},"
                                      " minutes)",
                       "unit_price": price, "amount": entry["cost"], "tiers": []})

@@ -409,7 +409,13 @@ V5_STORAGE = [
         closed_through TEXT NOT NULL)""",
 ]
 
-MIGRATIONS = [V1_FOUNDATION, V2_PLANS, V3_LIFECYCLE, V4_RESOURCES, V5_STORAGE]
+# Analytics (§10): resource lines name their resource, so revenue groups by it.
+V6_ANALYTICS = [
+    "ALTER TABLE invoice_lines ADD COLUMN resource_id INTEGER",
+    "CREATE INDEX invoices_issued ON invoices(issued_at) WHERE issued_at IS NOT NULL",
+]
+
+MIGRATIONS = [V1_FOUNDATION, V2_PLANS, V3_LIFECYCLE, V4_RESOURCES, V5_STORAGE, V6_ANALYTICS]
 
 
 class MigrationError(RuntimeError):

@@ -4,7 +4,7 @@ Read it top to bottom; `None` as roles means no authentication at all.
 """
 
 from ..api import (analytics, audit_log, coupons, customers, estimates, events, exports, health, invoices, lifecycle,
-                   meters, objects, plans, resources, sessions, subscriptions, usage, users, webhooks)
+                   meters, objects, plans, resources, revenue, sessions, subscriptions, usage, users, webhooks)
 from ..api.auth import (ADMIN_ONLY, ANY_SIGNED_IN, CUSTOMER_READ, EVENT_WRITE, OBJECT_WRITE, STAFF_READ,
                         STAFF_WRITE, USER_ADMINS, login, logout, me)
 from ..ops import scheduler
@@ -99,6 +99,9 @@ ROUTES = [
     ("POST", r"/v1/sessions/" + ID.format("session_id") + r"/stop", sessions.stop, STAFF_WRITE),
     ("GET", r"/v1/billing-records", sessions.billing_records, CUSTOMER_READ),
     ("GET", r"/v1/analytics/resources", analytics.resources, STAFF_READ),
+    ("GET", r"/v1/analytics/overview", revenue.overview, STAFF_READ),
+    ("GET", r"/v1/analytics/revenue", revenue.revenue, STAFF_READ),
+    ("GET", r"/v1/analytics/usage", analytics.usage, STAFF_READ),
     # objects (§8): PUT streams its raw body
     ("GET", r"/v1/objects", objects.list_objects, CUSTOMER_READ),
     ("GET", r"/v1/objects/(?P<key>.*)", objects.get_object, CUSTOMER_READ),

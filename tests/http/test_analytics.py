@@ -1,0 +1,151 @@
+"""Analytics (§10): the overview, revenue and usage over all customers, in
+the answer shapes §10 gives, checked by hand. Money is per currency."""
+
+from datetime import datetime
+from decimal import Decimal
+
+import pytest
+
+from billing import clock
+from tests.http.helpers import assert_validation, create_customer, create_meter
+
+
+def at(text):
+    return datetime.fromisoformat(text.replace("Z", "+00:00"))
+
+
+PLANS = {"USD": ("49.00", "0.01"), "JPY": ("5000", "1"), "KWD": ("15.000", "0.003")}
+
+
+@pytest.fixture
+def world(server, admin):
+    """September 2025 for four customers on per-unit plans (base fee + calls):
+    - Acme (USD, New York, 10 % tax): 1,000 calls → 49.00 + 10.00 = 59.00 + 5.90 tax = 64.90;
+    - Tokyo KK (JPY, Tokyo): 1,000 calls → 5000 + 1000 = 6000;
+    - Kuwait Co (KWD, Kuwait): 1,000 calls → 15.000 + 3.000 = 18.000 (voided);
+    - Draft Ltd (USD): its draft is not revenue.
+    Acme is issued 2025-11-03T04:30Z (2 Nov 23:30 in New York, the 25-hour DST
+    day), Tokyo KK 2025-11-03T05:30Z (3 Nov 00:30 in New York)."""
+    create_meter(admin, key="api_calls", group_by=["region"])
+    for currency, (base, price) in PLANS.items():
+        plan = {"code": f"p-{currency}", "name": currency, "currency": currency, "base_fee": base,
+                "charges": [{"meter": "api_calls", "model": "per_unit", "unit_price": price}]}
+        assert admin.post("/v1/plans", plan).status == 201
+    people = {}
+    for name, currency, zone, tax in (("Acme", "USD", "America/New_York", "10"), ("Tokyo KK", "JPY", "Asia/Tokyo", "0"),
+                                      ("Kuwait Co", "KWD", "Asia/Kuwait", "0"), ("Draft Ltd", "USD", "UTC", "0")):
+        customer = create_customer(admin, name=name, currency=currency, timezone=zone, tax_rate=tax)
+        people[name] = customer["id"]
+        assert admin.post("/v1/subscriptions", {"customer_id": customer["id"], "plan": f"p-{currency}",
+                                                "start": "2025-09-01"}).status == 201
+        region = "eu" if name == "Acme" else "ap"
+        assert admin.post("/v1/events/batch", {"customer_id": customer["id"], "events": [
+            {"id": f"{name}-{i}", "meter": "api_calls", "quantity": 100, "timestamp": f"2025-09-{10 + i}T12:00:00Z",
+             "properties": {"region": region}} for i in range(10)]}).json["accepted"] == 10
+    ids = admin.post("/v1/invoices/run", {"as_of": "2025-10-02T00:00:00Z"}).json["invoice_ids"]
+    by_customer = {admin.get(f"/v1/invoices/{i}").json["customer_id"]: i for i in ids}
+    for name, moment in (("Acme", "2025-11-03T04:30:00Z"), ("Tokyo KK", "2025-11-03T05:30:00Z"),
+                         ("Kuwait Co", "2025-11-03T06:00:00Z")):
+        clock.pin(at(moment))
+        assert admin.post(f"/v1/invoices/{by_customer[people[name]]}/finalize").status == 200
+    assert admin.post(f"/v1/invoices/{by_customer[people['Kuwait Co']]}/void", {"reason": "test"}).status == 200
+    clock.pin(at("2025-11-20T12:00:00Z"))
+    totals = {name: admin.get(f"/v1/invoices/{by_customer[cid]}").json["total"] for name, cid in people.items()}
+    assert totals == {"Acme": "64.90", "Tokyo KK": "6000", "Kuwait Co": "18.000", "Draft Ltd": "59.00"}
+    return people
+
+
+def test_revenue_by_month_excludes_drafts_and_void_and_never_mixes_currencies(admin, world):
+    reply = admin.get("/v1/analytics/revenue?from=2025-10-01&to=2026-01-01&interval=month")
+    assert reply.status == 200, reply
+    body = reply.json
+    assert body["totals"] == {"JPY": "6000", "USD": "64.90"}
+    assert [(b["start"], b["totals"]) for b in body["data"]] == [
+        ("2025-10-01T00:00:00Z", {}), ("2025-11-01T00:00:00Z", {"JPY": "6000", "USD": "64.90"}),
+        ("2025-12-01T00:00:00Z", {})]
+    assert (body["interval"], body["basis"], body["timezone"]) == ("month", "issued", "UTC")
+
+
+@pytest.mark.parametrize("group_by,expected", [
+    ("customer", None),
+    ("meter", [({"meter": "api_calls"}, {"JPY": "1000", "USD": "10.00"}),
+               ({"type": "base_fee"}, {"JPY": "5000", "USD": "49.00"}), ({"type": "tax"}, {"USD": "5.90"})]),
+    ("plan", [({"plan": "p-JPY"}, {"JPY": "6000"}), ({"plan": "p-USD"}, {"USD": "64.90"})]),
+    ("resource", [({"type": "base_fee"}, {"JPY": "5000", "USD": "49.00"}),
+                  ({"type": "tax"}, {"USD": "5.90"}), ({"type": "usage"}, {"JPY": "1000", "USD": "10.00"})]),
+])
+def test_groups_add_up_to_their_bucket(admin, world, group_by, expected):
+    body = admin.get(f"/v1/analytics/revenue?from=2025-11-01&to=2025-12-01&group_by={group_by}").json
+    bucket = body["data"][0]
+    groups = [(g["group"], g["totals"]) for g in bucket["groups"]]
+    if expected is None:
+        expected = [({"customer_id": world["Acme"]}, {"USD": "64.90"}),
+                    ({"customer_id": world["Tokyo KK"]}, {"JPY": "6000"})]
+    assert groups == expected
+    summed = {}
+    for _, totals in groups:
+        for currency, amount in totals.items():
+            summed[currency] = summed.get(currency, Decimal(0)) + Decimal(amount)
+    assert {c: Decimal(v) for c, v in bucket["totals"].items()} == summed
+
+
+def test_day_buckets_follow_the_timezone_asked_for_across_dst(admin, world):
+    """New York's 2 November lasts 25 hours, from 04:00Z (EDT) to 05:00Z on
+    the 3rd (EST): Acme (04:30Z on the 3rd) falls on the 2nd there, Tokyo KK
+    (05:30Z) on the 3rd; in UTC both fall on the 3rd."""
+    ny = admin.get("/v1/analytics/revenue?from=2025-11-02&to=2025-11-04&interval=day"
+                   "&timezone=America/New_York").json
+    assert [(b["start"], b["end"], b["totals"]) for b in ny["data"]] == [
+        ("2025-11-02T04:00:00Z", "2025-11-03T05:00:00Z", {"USD": "64.90"}),
+        ("2025-11-03T05:00:00Z", "2025-11-04T05:00:00Z", {"JPY": "6000"})]
+    utc = admin.get("/v1/analytics/revenue?from=2025-11-02&to=2025-11-04&interval=day").json
+    assert [b["totals"] for b in utc["data"]] == [{}, {"JPY": "6000", "USD": "64.90"}]
+
+
+def test_period_basis_buckets_by_the_customers_own_period(admin, world):
+    """Both invoices are for September as each customer lived it, whatever
+    the timezone of the report."""
+    for zone in ("UTC", "Pacific/Honolulu", "Asia/Tokyo"):
+        body = admin.get(f"/v1/analytics/revenue?from=2025-08-01&to=2025-11-01&basis=period&timezone={zone}").json
+        assert [b["totals"] for b in body["data"]] == [{}, {"JPY": "6000", "USD": "64.90"}, {}], zone
+
+
+def test_overview(admin, world, server):
+    body = admin.get("/v1/analytics/overview").json
+    assert body["customers"] == 4 and body["active_subscriptions"] == 4
+    assert body["revenue_this_month"] == {"JPY": "6000", "USD": "64.90"}  # issued in November
+    assert body["outstanding"] == {"JPY": "6000", "USD": "64.90"}
+    assert body["overdue"] == {}
+    clock.pin(at("2025-12-20T12:00:00Z"))  # net 30 has passed
+    body = admin.get("/v1/analytics/overview").json
+    assert body["overdue"] == {"JPY": "6000", "USD": "64.90"} and body["revenue_this_month"] == {}
+    assert body["events_today"] == 0 and body["active_sessions"] == 0 and body["stored_bytes"] == 0
+
+
+def test_usage_over_all_customers(admin, world):
+    """4 customers × 10 events of 100 calls, one a day from 10 to 19 September."""
+    body = admin.get("/v1/analytics/usage?meter=api_calls&from=2025-09-10&to=2025-09-12&interval=day").json
+    assert body["value"] == 800 and [b["value"] for b in body["data"]] == [400, 400]
+    grouped = admin.get("/v1/analytics/usage?meter=api_calls&from=2025-09-01&to=2025-10-01&interval=month"
+                        "&group_by=region").json
+    assert grouped["data"][0]["groups"] == [{"group": {"region": "ap"}, "value": 3000},
+                                            {"group": {"region": "eu"}, "value": 1000}]
+    by_customer = admin.get("/v1/analytics/usage?meter=api_calls&from=2025-09-01&to=2025-10-01&interval=month"
+                            "&group_by=customer").json
+    assert [g["value"] for g in by_customer["data"][0]["groups"]] == [1000] * 4
+
+
+def test_bad_arguments_are_400(admin, world):
+    for query, field in (("interval=week", "interval"), ("group_by=planet", "group_by"), ("basis=paid", "basis"),
+                         ("timezone=Mars/Base", "timezone"), ("from=2025-12-01&to=2025-11-01", "to"),
+                         ("from=yesterday", "from")):
+        assert_validation(admin.get(f"/v1/analytics/revenue?{query}"), field)
+    assert_validation(admin.get("/v1/analytics/usage"), "meter")
+    assert_validation(admin.get("/v1/analytics/usage?meter=api_calls&group_by=nope"), "group_by")
+
+
+def test_customers_cannot_read_analytics(server, world):
+    from tests.harness import make_key
+    tenant = server.client(make_key(server, customer_id=world["Acme"]))
+    for path in ("/v1/analytics/overview", "/v1/analytics/revenue", "/v1/analytics/usage?meter=api_calls"):
+        assert tenant.get(path).status == 403
