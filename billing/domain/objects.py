@@ -23,9 +23,18 @@ class KeyError_(ValueError):
 
 def parse_key(raw):
     """The object key from the raw (percent-encoded) URL path after
-    /v1/objects/: percent-decoded once as UTF-8, then checked."""
+    /v1/objects/: percent-decoded once as UTF-8, then checked.
+
+    The HTTP layer reads the request target as ISO-8859-1 (one character per
+    byte), so the path goes back to its bytes first: a byte a client sent
+    unencoded counts as itself (a raw UTF-8 "é" is "é", a raw 0xFF is invalid
+    UTF-8), exactly as its percent-encoded form would."""
     try:
-        key = unquote_to_bytes(raw).decode("utf-8")
+        target = raw.encode("latin-1")
+    except UnicodeEncodeError:  # not from the wire: text already
+        target = raw.encode("utf-8")
+    try:
+        key = unquote_to_bytes(target).decode("utf-8")
     except UnicodeDecodeError:
         raise KeyError_("the key is not valid UTF-8 once percent-decoded") from None
     check_key(key)

@@ -1,9 +1,12 @@
 """Shared helpers for the HTTP tests: fixtures data, raw requests, DB peeks."""
 
 import json
+import os
 import socket
 import sqlite3
+import time
 from decimal import Decimal
+from urllib.parse import quote, urlencode
 
 from tests.harness import RunningServer, make_key, temp_db  # noqa: F401  (re-exported)
 
@@ -123,3 +126,157 @@ def raw_exchange(port, data, timeout=10, read_body=True):
 
 def decode(body):
     return json.loads(body, parse_float=Decimal)
+
+
+class RawReply:
+    def __init__(self, status, headers, body):
+        self.status = status
+        self.headers = headers  # {lower-case name: last value}
+        self.body = body
+
+    def __repr__(self):
+        return f"<RawReply {self.status} {self.body[:300]!r}>"
+
+    @property
+    def json(self):
+        return decode(self.body) if self.body else None
+
+    @property
+    def error_code(self):
+        return ((self.json or {}).get("error") or {}).get("code")
+
+
+class RawConnection:
+    """One keep-alive socket for requests http.client would normalise or
+    refuse to send (raw targets, partial bodies, chunk extensions, Expect)."""
+
+    def __init__(self, port, timeout=10):
+        self.sock = socket.create_connection(("127.0.0.1", port), timeout=timeout)
+        self.buffer = b""
+
+    def send(self, data):
+        self.sock.sendall(data)
+
+    def request(self, method, target, headers=None, body=b""):
+        """Send a whole request (Content-Length added when there is a body) and read its response."""
+        headers = dict(headers or {})
+        if body and not any(k.lower() in ("content-length", "transfer-encoding") for k in headers):
+            headers["Content-Length"] = str(len(body))
+        self.send(request_head(method, target, headers) + body)
+        return self.read_response(head_only=method == "HEAD")
+
+    def _fill(self):
+        chunk = self.sock.recv(65536)
+        if not chunk:
+            raise ConnectionError("the server closed the connection")
+        self.buffer += chunk
+
+    def read_response(self, head_only=False):
+        """The next response (a 1xx interim one too); the body by Content-Length."""
+        while b"\r\n\r\n" not in self.buffer:
+            self._fill()
+        head, _, self.buffer = self.buffer.partition(b"\r\n\r\n")
+        lines = head.decode("latin-1").split("\r\n")
+        status = int(lines[0].split()[1])
+        headers = {}
+        for line in lines[1:]:
+            name, _, value = line.partition(":")
+            headers[name.strip().lower()] = value.strip()
+        length = 0 if head_only or status < 200 or status == 304 else int(headers.get("content-length", "0"))
+        while len(self.buffer) < length:
+            self._fill()
+        body, self.buffer = self.buffer[:length], self.buffer[length:]
+        return RawReply(status, headers, body)
+
+    def closed_by_server(self, timeout=10):
+        """True when the server closes the connection (nothing more arrives) within `timeout`."""
+        if self.buffer:
+            return False
+        self.sock.settimeout(timeout)
+        try:
+            while True:
+                data = self.sock.recv(65536)
+                if not data:
+                    return True
+                self.buffer += data
+                return False
+        except ConnectionResetError:
+            return True
+        except socket.timeout:
+            return False
+
+    def close(self):
+        try:
+            self.sock.close()
+        except OSError:
+            pass
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+
+
+def request_head(method, target, headers):
+    lines = [f"{method} {target} HTTP/1.1", "Host: 127.0.0.1"]
+    lines += [f"{name}: {value}" for name, value in headers.items()]
+    return ("\r\n".join(lines) + "\r\n\r\n").encode("latin-1")
+
+
+def chunked(parts, trailers=None):
+    """`parts` as a chunked body (bytes), with optional trailer fields."""
+    out = b"".join(b"%x\r\n%s\r\n" % (len(part), part) for part in parts if part)
+    out += b"0\r\n" + b"".join(f"{k}: {v}\r\n".encode("latin-1") for k, v in (trailers or {}).items())
+    return out + b"\r\n"
+
+
+# -- objects (§8) ------------------------------------------------------------
+
+def storage_server(tmp_path, **env):
+    """A server for the object tests (the per-credential rate limit out of the way)."""
+    return RunningServer(temp_db(tmp_path), env={"BILLING_RATE_LIMIT": "1000000", **env})
+
+
+def object_url(key, customer_id=None, **query):
+    """The URL of an object, its key percent-encoded (UTF-8) except '/'."""
+    if customer_id is not None:
+        query["customer_id"] = customer_id
+    return f"/v1/objects/{quote(key, safe='/')}" + (f"?{urlencode(query)}" if query else "")
+
+
+def put_object(client, key, data, content_type=None, customer_id=None, headers=None):
+    headers = dict(headers or {})
+    if content_type:
+        headers["Content-Type"] = content_type
+    return client.request("PUT", object_url(key, customer_id), raw=data, headers=headers)
+
+
+def stored_files(server):
+    """{relative path: size} of the object files (not the temporary ones)."""
+    root = server.app.config.objects_dir if hasattr(server, "app") else server
+    found = {}
+    for folder, dirs, names in os.walk(root):
+        if os.path.relpath(folder, root).split(os.sep)[0] == "tmp":
+            continue
+        for name in names:
+            path = os.path.join(folder, name)
+            found[os.path.relpath(path, root)] = os.path.getsize(path)
+    return found
+
+
+def temp_files(server):
+    root = server.app.config.objects_dir if hasattr(server, "app") else server
+    return sorted(os.listdir(os.path.join(root, "tmp")))
+
+
+def wait_for(condition, timeout=10, message="condition"):
+    """Poll `condition()` until it is true (returns its value) or fail after `timeout` s."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = condition()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out waiting for {message}")
+        time.sleep(0.005)
