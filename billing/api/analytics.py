@@ -165,3 +165,24 @@ def _usage_groups(meter, group_by, rows):
     ordered = sorted(grouped.items(), key=lambda kv: (kv[0] in (None, "null"), kv[0] or ""))
     return [{"group": {group_by: None if value in (None, "null") else jsonutil.decode(value)},
              "value": aggregate(meter.aggregation, group_rows)} for value, group_rows in ordered]
+
+
+def event_counts(request):
+    """GET /v1/analytics/events?from&to&interval=hour|day|month&timezone: events
+    stored per local bucket, all meters and customers (the dashboard's chart)."""
+    zone_name, zone = zone_arg(request)
+    interval = choice_arg(request, "interval", USAGE_INTERVALS, "day")
+    today = times.local_date(clock.now(), zone)
+    start, end = range_args(request, zone, times.local_midnight(today - timedelta(days=29), zone),
+                            times.local_midnight(today + timedelta(days=1), zone))
+    windows = times.windows(start, end, interval, zone)
+    if len(windows) > MAX_USAGE_BUCKETS:
+        raise ValidationError([{"field": "interval", "message": f"the range holds more than {MAX_USAGE_BUCKETS:,} buckets"}])
+    data = []
+    with request.app.db.reader() as conn:
+        for a, b in windows:
+            count = conn.execute("SELECT count(*) FROM events WHERE ts >= ? AND ts < ?",
+                                 (times.to_micros(a), times.to_micros(b))).fetchone()[0]
+            data.append({"start": times.format_instant(a), "end": times.format_instant(b), "count": count})
+    return {"from": times.format_instant(start), "to": times.format_instant(end), "interval": interval,
+            "timezone": zone_name, "total": sum(d["count"] for d in data), "data": data}

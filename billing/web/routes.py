@@ -102,6 +102,7 @@ ROUTES = [
     ("GET", r"/v1/analytics/overview", revenue.overview, STAFF_READ),
     ("GET", r"/v1/analytics/revenue", revenue.revenue, STAFF_READ),
     ("GET", r"/v1/analytics/usage", analytics.usage, STAFF_READ),
+    ("GET", r"/v1/analytics/events", analytics.event_counts, STAFF_READ),
     # objects (§8): PUT streams its raw body
     ("GET", r"/v1/objects", objects.list_objects, CUSTOMER_READ),
     ("GET", r"/v1/objects/(?P<key>.*)", objects.get_object, CUSTOMER_READ),

@@ -135,6 +135,14 @@ def test_usage_over_all_customers(admin, world):
     assert [g["value"] for g in by_customer["data"][0]["groups"]] == [1000] * 4
 
 
+def test_events_per_day(admin, world):
+    """4 customers × one event a day from 10 to 19 September (12:00Z)."""
+    body = admin.get("/v1/analytics/events?from=2025-09-09&to=2025-09-12&timezone=Asia/Tokyo").json
+    assert [(d["start"], d["count"]) for d in body["data"]] == [
+        ("2025-09-08T15:00:00Z", 0), ("2025-09-09T15:00:00Z", 4), ("2025-09-10T15:00:00Z", 4)]
+    assert body["total"] == 8
+
+
 def test_bad_arguments_are_400(admin, world):
     for query, field in (("interval=week", "interval"), ("group_by=planet", "group_by"), ("basis=paid", "basis"),
                          ("timezone=Mars/Base", "timezone"), ("from=2025-12-01&to=2025-11-01", "to"),
@@ -147,5 +155,6 @@ def test_bad_arguments_are_400(admin, world):
 def test_customers_cannot_read_analytics(server, world):
     from tests.harness import make_key
     tenant = server.client(make_key(server, customer_id=world["Acme"]))
-    for path in ("/v1/analytics/overview", "/v1/analytics/revenue", "/v1/analytics/usage?meter=api_calls"):
+    for path in ("/v1/analytics/overview", "/v1/analytics/revenue", "/v1/analytics/usage?meter=api_calls",
+                 "/v1/analytics/events"):
         assert tenant.get(path).status == 403
