@@ -12,6 +12,7 @@ from .. import clock, jsonutil
 from ..domain import money, times
 from ..domain.aggregation import aggregate
 from ..errors import ValidationError
+from ..store.db import scalar
 from .common import int_arg
 from .revenue import choice_arg, range_args, zone_arg
 from .sessions import minutes
@@ -142,7 +143,8 @@ def usage(request):
     starts = [b[0] for b in bounds]
     per_bucket = [[] for _ in bounds]
     for row in rows:
-        per_bucket[bisect.bisect_right(starts, row[0]) - 1].append(row)
+        ts, *_ = row
+        per_bucket[bisect.bisect_right(starts, ts) - 1].append(row)
     data = []
     for (bucket_start, bucket_end), bucket_rows in zip(bounds, per_bucket):
         entry = {"start": times.format_micros(bucket_start), "end": times.format_micros(bucket_end),
@@ -158,7 +160,8 @@ def usage(request):
 def _usage_groups(meter, group_by, rows):
     grouped = {}
     for row in rows:
-        grouped.setdefault(row[3], []).append(row)
+        *_, group = row  # (ts, seq, value, group)
+        grouped.setdefault(group, []).append(row)
     if group_by == "customer":
         return [{"group": {"customer_id": customer_id}, "value": aggregate(meter.aggregation, group_rows)}
                 for customer_id, group_rows in sorted(grouped.items())]
@@ -181,8 +184,8 @@ def event_counts(request):
     data = []
     with request.app.db.reader() as conn:
         for a, b in windows:
-            count = conn.execute("SELECT count(*) FROM events WHERE ts >= ? AND ts < ?",
-                                 (times.to_micros(a), times.to_micros(b))).fetchone()[0]
+            count = scalar(conn, "SELECT count(*) FROM events WHERE ts >= ? AND ts < ?",
+                           (times.to_micros(a), times.to_micros(b)))
             data.append({"start": times.format_instant(a), "end": times.format_instant(b), "count": count})
     return {"from": times.format_instant(start), "to": times.format_instant(end), "interval": interval,
             "timezone": zone_name, "total": sum(d["count"] for d in data), "data": data}

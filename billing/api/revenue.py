@@ -12,7 +12,7 @@ from datetime import timedelta
 from .. import clock
 from ..domain import money, times
 from ..errors import ValidationError
-from ..store.db import named
+from ..store.db import named, scalar
 
 REVENUE = ("issued", "paid")
 INTERVALS = ("day", "month")
@@ -70,7 +70,7 @@ def overview(request):
     day_start = times.local_midnight(times.local_date(now, zone), zone)
     day_end = times.local_midnight(times.local_date(now, zone) + timedelta(days=1), zone)
     with request.app.db.reader() as conn:
-        one = lambda sql, params=(): conn.execute(sql, params).fetchone()[0]  # noqa: E731
+        one = lambda sql, params=(): scalar(conn, sql, params)  # noqa: E731
         revenue = named(conn, "SELECT currency, sum(total) AS amount FROM invoices WHERE status IN ('issued', 'paid')"
                               " AND issued_at >= ? AND issued_at < ? GROUP BY currency",
                         (times.to_micros(month_start), times.to_micros(month_end))).fetchall()

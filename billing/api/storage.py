@@ -22,6 +22,7 @@ from .. import clock
 from ..domain import objects as rules
 from ..domain import times
 from . import events as events_api
+from ..store.db import scalar
 from .common import now_micros
 
 CALLS_METER = "storage_api_calls"
@@ -151,16 +152,14 @@ class StorageMeter:
         open day up to now, and ended days the scheduler has not closed."""
         if meter.key != GB_DAYS_METER or meter.aggregation != "sum":
             return []
-        first = conn.execute("SELECT min(start_s) FROM storage_spans WHERE customer_id = ?",
-                             (customer_id,)).fetchone()[0]
+        first = scalar(conn, "SELECT min(start_s) FROM storage_spans WHERE customer_id = ?", (customer_id,))
         if first is None:
             return []
         customer = self.app.catalog.customer(customer_id)
         zone = times.zone_or_error(customer.timezone)
         now = clock.now()
-        closed = conn.execute("SELECT closed_through FROM storage_days WHERE customer_id = ?",
-                              (customer_id,)).fetchone()
-        day = times.parse_date(closed[0]) + timedelta(days=1) if closed else \
+        closed = scalar(conn, "SELECT closed_through FROM storage_days WHERE customer_id = ?", (customer_id,))
+        day = times.parse_date(closed) + timedelta(days=1) if closed else \
             times.local_date(times.from_micros(first * 1_000_000), zone)
         today = times.local_date(now, zone)
         days = []
@@ -200,5 +199,4 @@ def _spans(conn, customer_id, start_s, end_s):
 
 
 def stored_bytes(conn, customer_id):
-    return conn.execute("SELECT coalesce(sum(size), 0) FROM objects WHERE customer_id = ?",
-                        (customer_id,)).fetchone()[0]
+    return scalar(conn, "SELECT coalesce(sum(size), 0) FROM objects WHERE customer_id = ?", (customer_id,))

@@ -12,6 +12,7 @@ from ..api import auth, invoices, lifecycle, objects, selfmeter, sessions, stora
 from ..api.events import Ingest, store_new, system_row
 from ..domain import money, plans, times
 from ..errors import FieldErrors
+from ..store.db import scalar
 
 METERS = [
     ("api_calls", "API calls", "call", "sum", None, ["region", "endpoint"]),
@@ -187,7 +188,7 @@ def _billing(app, now_us):
             anchor = "anniversary" if external_id == "initech" else "calendar"
             if anchor == "anniversary":
                 start = start.replace(day=15)
-            plan_id = conn.execute("SELECT id FROM plans WHERE code = ?", (f"growth-{currency.lower()}",)).fetchone()[0]
+            plan_id = scalar(conn, "SELECT id FROM plans WHERE code = ?", (f"growth-{currency.lower()}",))
             conn.execute(
                 "INSERT INTO subscriptions (customer_id, plan_id, status, start_date, billing_anchor, anchor_date,"
                 " coupon, created_at, updated_at) VALUES (?, ?, 'active', ?, ?, ?, ?, ?, ?)",

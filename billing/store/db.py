@@ -48,6 +48,12 @@ def connect(path, writer=False):
     return conn
 
 
+def scalar(conn, sql, params=()):
+    """The single value a one-column, one-row query answers (None for no row)."""
+    found = conn.execute(sql, params).fetchone()
+    return None if found is None else found[0]
+
+
 def named(conn, sql, params=()):
     """Execute on `conn` with rows read by column name (sqlite3.Row)."""
     cursor = conn.cursor()
