@@ -4,7 +4,8 @@ Read it top to bottom; `None` as roles means no authentication at all.
 """
 
 from ..api import (analytics, audit_log, coupons, customers, estimates, events, exports, health, invoices, lifecycle,
-                   meters, objects, plans, resources, revenue, sessions, subscriptions, usage, users, webhooks)
+                   meters, objects, plans, recommendations, resources, revenue, sessions, subscriptions, usage, users,
+                   webhooks)
 from ..api.auth import (ADMIN_ONLY, ANY_SIGNED_IN, CUSTOMER_READ, EVENT_WRITE, OBJECT_WRITE, STAFF_READ,
                         STAFF_WRITE, USER_ADMINS, login, logout, me)
 from ..ops import scheduler
@@ -103,6 +104,7 @@ ROUTES = [
     ("GET", r"/v1/analytics/revenue", revenue.revenue, STAFF_READ),
     ("GET", r"/v1/analytics/usage", analytics.usage, STAFF_READ),
     ("GET", r"/v1/analytics/events", analytics.event_counts, STAFF_READ),
+    ("GET", r"/v1/analytics/recommendations", recommendations.recommendations, CUSTOMER_READ),
     # objects (§8): PUT streams its raw body
     ("GET", r"/v1/objects", objects.list_objects, CUSTOMER_READ),
     ("GET", r"/v1/objects/(?P<key>.*)", objects.get_object, CUSTOMER_READ),
