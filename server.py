@@ -7,6 +7,7 @@
 import argparse
 import os
 import signal
+import subprocess
 import sys
 import threading
 
@@ -27,6 +28,23 @@ def parse_args(argv):
     parser.add_argument("--no-scheduler", action="store_true", help="do not run the billing scheduler (drafts, issuing)")
     parser.add_argument("--quiet", action="store_true", help="no request log on stderr")
     return parser.parse_args(argv)
+
+
+def _start_demo_collector(app, host, port):
+    """With --demo: the collector meters this very process for the platform team."""
+    from billing.ops import demo
+    credentials = demo.collector_credentials(app)
+    if credentials is None:
+        return None
+    customer_id, key = credentials
+    url_host = "127.0.0.1" if host in ("0.0.0.0", "") else host
+    command = [sys.executable, "-m", "billing.collect", "--url", f"http://{url_host}:{port}",
+               "--customer", str(customer_id), "--service", "meterline-server", "--pid", str(os.getpid()),
+               "--interval", "30", "--spool", os.path.join(app.config.data_dir, "collector.spool")]
+    print(f"Demo collector: metering this server (pid {os.getpid()}) every 30 s for the platform team", flush=True)
+    return subprocess.Popen(command, env={**os.environ, "METERLINE_KEY": key},
+                            cwd=os.path.dirname(os.path.abspath(__file__)),
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
 
 
 def main(argv=None):
@@ -71,9 +89,16 @@ def main(argv=None):
         if secrets_["api_key"]:
             print(f"  admin API key:  {secrets_['api_key']}", flush=True)
         print("  (shown once; only their hashes are stored)", flush=True)
+    collector = _start_demo_collector(app, host, port) if args.demo else None
     try:
         server.serve_forever(poll_interval=0.2)
     finally:
+        if collector is not None:
+            collector.terminate()
+            try:
+                collector.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                collector.kill()
         server.server_close()
         app.close()
         print("Meterline stopped.", flush=True)

@@ -475,6 +475,47 @@ def lifecycle_story(api, invoices, acme, globex, umbrella):
 
 
     storage_story(api)
+    platform_story(api)
+
+
+def platform_story(api):
+    step("The collector meters this server's own process for a platform team")
+    setup = subprocess.run([sys.executable, "-m", "billing.collect", "--url", api.base, "--key", api.token, "--setup"],
+                           capture_output=True, text=True, cwd=ROOT, timeout=60)
+    check(setup.returncode == 0, "--setup created the five collector meters")
+    api.call("POST", "/v1/plans", {"code": "compute", "name": "Compute", "currency": "USD", "charges": [
+        {"meter": "cpu_allocated_core_seconds", "model": "per_unit", "unit_price": "0.0001"}]})
+    team = api.call("POST", "/v1/customers", {"name": "Platform Team", "email": "platform@example.com"})
+    api.call("POST", "/v1/subscriptions", {"customer_id": team["id"], "plan": "compute"})
+    key = api.call("POST", "/v1/api-keys", {"name": "collector", "role": "ingest"})["key"]
+    once = subprocess.run([sys.executable, "-m", "billing.collect", "--url", api.base, "--customer", str(team["id"]),
+                           "--service", "meterline", "--pid", str(SERVER_PID[0]), "--interval", "2", "--once",
+                           "--spool", os.path.join(DATA_DIR[0], "collector.spool")],
+                          capture_output=True, text=True, cwd=ROOT, timeout=60, env={**os.environ, "METERLINE_KEY": key})
+    check(once.returncode == 0, "--once took a baseline, waited one 2-second window, posted it and exited 0")
+    events = api.call("GET", f"/v1/events?customer_id={team['id']}")["data"]
+    table(["event id", "quantity", "cores"], [(e["id"], e["quantity"], e["properties"].get("cores")) for e in events])
+    check(len(events) == 5 and len({e["id"] for e in events}) == 5, "one event per metric, ids named by the window")
+
+    step("Analytics")
+    overview = api.call("GET", "/v1/analytics/overview")
+    table(["figure", "value"], [(k, json.dumps(v)) for k, v in overview.items() if k != "timezone"])
+    revenue = api.call("GET", "/v1/analytics/revenue?from=2025-09-01&to=2026-01-01&interval=month&basis=period"
+                              "&group_by=customer")
+    table(["month", "revenue"], [(b["start"][:7], json.dumps(b["totals"])) for b in revenue["data"]])
+    expected = {}
+    for invoice in api.call("GET", "/v1/invoices?limit=1000")["data"]:
+        if invoice["status"] in ("issued", "paid") and "2025-09-01" <= invoice["local_period"]["start"] < "2026-01-01":
+            expected[invoice["currency"]] = expected.get(invoice["currency"], Decimal(0)) + Decimal(invoice["total"])
+    check({c: Decimal(v) for c, v in revenue["totals"].items()} == expected,
+          "revenue per month per currency adds up to the issued and paid invoices (drafts and void left out)")
+    calls = api.call("GET", "/v1/analytics/usage?meter=api_calls&from=2025-09-01&to=2025-10-01&interval=month"
+                            "&group_by=customer")
+    check(calls["value"] == sum(g["value"] for g in calls["data"][0]["groups"]),
+          f"API calls in September over all customers: {calls['value']}, the sum of each customer's")
+
+
+SERVER_PID = [None]
 
 
 def storage_story(api):
@@ -543,6 +584,7 @@ def main():
         DATA_DIR[0] = folder
         step("Start a server on a fresh database")
         proc, port = start_server(os.path.join(folder, "billing.db"))
+        SERVER_PID[0] = proc.pid
         try:
             story(Api(port, ADMIN_KEY))
         except StoryError as exc:

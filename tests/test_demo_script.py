@@ -23,12 +23,20 @@ def test_demo_flag_fills_an_empty_database(tmp_path):
     running = RunningServer(str(tmp_path / "demo.db"))
     try:
         summary = demo.fill(running.app)
-        assert "7 customers" in summary
+        assert "8 customers" in summary
         customers = running.admin.get("/v1/customers").json["data"]
         assert {c["currency"] for c in customers} == {"USD", "EUR", "GBP", "INR", "JPY", "KWD"}
         usage = running.admin.get(f"/v1/customers/{customers[0]['id']}/usage").json["usage"]
         assert any(u["value"] for u in usage)
-        assert "7 plans" in summary and len(running.admin.get("/v1/plans").json["data"]) == 7
+        assert "8 plans" in summary and len(running.admin.get("/v1/plans").json["data"]) == 8
+        # the platform team: a week of collected history; its checkout API is over-provisioned
+        platform = [c for c in running.admin.get("/v1/customers").json["data"] if c["external_id"] == "platform"][0]
+        advice = running.admin.get(f"/v1/analytics/recommendations?customer_id={platform['id']}").json["data"]
+        assert [(r["type"], r["evidence"]["service"]) for r in advice] == [("scale_down", "checkout-api")]
+        customer_id, key = demo.collector_credentials(running.app)
+        assert customer_id == platform["id"] and running.client(key).get("/v1/auth/me").json["role"] == "ingest"
+        _, second = demo.collector_credentials(running.app)  # a new start revokes the previous key
+        assert running.client(key).get("/v1/auth/me").status == 401 and running.client(second).get("/v1/auth/me").status == 200
         # the storage tenant: files within its quota, a month and a half of GB-days and calls, an invoice
         nimbus = [c for c in customers if c["external_id"] == "nimbus"][0]
         files = running.admin.get(f"/v1/objects?customer_id={nimbus['id']}").json
@@ -45,7 +53,7 @@ def test_demo_flag_fills_an_empty_database(tmp_path):
         assert tenant.status == 200 and tenant.json["user"]["customer_id"] == nimbus["id"]
         drafts = running.admin.get("/v1/invoices?status=draft").json["data"]
         assert {i["currency"] for i in drafts} == {"USD", "EUR", "GBP", "INR", "JPY", "KWD"}  # the newest periods
-        assert len(drafts) == 7
+        assert len(drafts) == 8
         statuses = {i["status"] for i in running.admin.get("/v1/invoices?limit=100").json["data"]}
         assert statuses == {"draft", "issued", "paid", "void"}
         overdue = running.admin.get("/v1/invoices?overdue=true").json["data"]
@@ -56,7 +64,8 @@ def test_demo_flag_fills_an_empty_database(tmp_path):
         clock.pin(clock.now() + timedelta(days=2))
         assert running.app.scheduler.run_once()["outcome"] == "ok"
         after = {i["id"]: i["status"] for i in running.admin.get("/v1/invoices?limit=100").json["data"]}
-        assert sorted(after[d["id"]] for d in drafts) == ["issued"] * 6 + ["pending_approval"]
+        # (the platform team's first month had no usage yet: 0.00, paid at issue)
+        assert sorted(after[d["id"]] for d in drafts) == ["issued"] * 6 + ["paid", "pending_approval"]
         assert "nothing added" in demo.fill(running.app)  # never twice
     finally:
         running.stop()

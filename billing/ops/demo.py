@@ -164,6 +164,85 @@ def _storage_tenant(app, rng):
     return app.storage.close_days()
 
 
+# The platform team (§10): internal services metered by the collector, billed per core-hour.
+PLATFORM = ("platform", "Platform Team", "platform@meterline.example", "UTC", "USD")
+COMPUTE_PLAN = {"code": "compute", "name": "Compute (per core-hour)", "currency": "USD", "charges": [
+    {"meter": "cpu_allocated_core_seconds", "model": "per_unit", "unit_price": "0.0001"},  # 0.36 per core-hour
+    {"meter": "memory_gb_seconds", "model": "per_unit", "unit_price": "0.000002"}]}
+# service, allocated cores, hourly CPU use as a share of one core (low, high), memory GB
+SERVICES = [("checkout-api", 4, (0.25, 0.9), 3), ("search-indexer", 2, (0.7, 1.6), 6)]
+COLLECTOR_KEY_NAME = "demo collector"
+
+
+def _platform(app, rng):
+    """The platform team on the compute plan, with the collector's meters and
+    a week of hourly history (the checkout API is over-provisioned)."""
+    from ..collect import GROUP_BY, METERS as COLLECTOR_METERS  # the collector's own definitions
+    now = clock.now()
+    now_us = times.to_micros(now)
+    meters = app.catalog.meters()
+    external_id, name, email, zone_name, currency = PLATFORM
+    with app.db.transaction() as conn:
+        for key, (meter_name, unit) in COLLECTOR_METERS.items():
+            if key not in meters:
+                conn.execute("INSERT INTO meters (key, name, unit, aggregation, group_by, created_at, updated_at)"
+                             " VALUES (?, ?, ?, 'sum', ?, ?, ?)", (key, meter_name, unit, json.dumps(GROUP_BY), now_us, now_us))
+        customer_id = conn.execute(
+            "INSERT INTO customers (external_id, name, email, billing_email, timezone, currency, created_at, updated_at)"
+            " VALUES (?, ?, ?, ?, ?, ?, ?, ?)", (external_id, name, email, email, zone_name, currency, now_us, now_us)).lastrowid
+    app.catalog.invalidate_meters()
+    app.catalog.invalidate_customers()
+    with app.db.transaction() as conn:
+        problems = FieldErrors()
+        values = plans.check_plan(COMPUTE_PLAN, app.catalog.meters(), problems)
+        problems.raise_if_any()
+        values["charges"] = jsonutil.encode(values["charges"])
+        columns = list(values) + ["created_at", "updated_at"]
+        plan_id = conn.execute(f"INSERT INTO plans ({', '.join(columns)}) VALUES ({', '.join('?' * len(columns))})",
+                               (*values.values(), now_us, now_us)).lastrowid
+        start = times.add_months(times.local_date(now, times.UTC).replace(day=1), -1)
+        conn.execute("INSERT INTO subscriptions (customer_id, plan_id, status, start_date, billing_anchor, anchor_date,"
+                     " created_at, updated_at) VALUES (?, ?, 'active', ?, 'calendar', ?, ?, ?)",
+                     (customer_id, plan_id, start.isoformat(), start.isoformat(), now_us, now_us))
+    ingest = Ingest(app)
+    ingest.oldest_us = None
+    rows = []
+    first_hour = now.replace(minute=0, second=0, microsecond=0) - timedelta(days=7)
+    for n in range(7 * 24):
+        hour = first_hour + timedelta(hours=n)
+        stamp = times.format_instant(hour)
+        for service, cores, (low, high), memory in SERVICES:
+            used = round(rng.uniform(low, high) * 3600)
+            for metric, value in (("cpu_allocated_core_seconds", cores * 3600), ("cpu_core_seconds", used),
+                                  ("memory_gb_seconds", memory * 3600), ("network_bytes", rng.randint(10 ** 7, 10 ** 9)),
+                                  ("disk_bytes", rng.randint(10 ** 6, 10 ** 8))):
+                rows.append(ingest.row({"id": f"{service}-{metric}-{int(hour.timestamp())}", "customer_id": customer_id,
+                                        "meter": metric, "quantity": value, "timestamp": stamp,
+                                        "properties": {"service": service, "host": "demo-node", "cores": cores}}))
+    ingest.problems.raise_if_any()
+    with app.db.transaction() as conn:
+        store_new(conn, rows)
+    return len(rows)
+
+
+def collector_credentials(app):
+    """(customer id, a fresh ingest key) for the demo's collector, which meters
+    the server's own process for the platform team; None without the demo.
+    Earlier demo collector keys are revoked: only the running one is valid."""
+    customer = app.db.row("SELECT id FROM customers WHERE external_id = ?", (PLATFORM[0],))
+    if customer is None:
+        return None
+    key = auth.new_secret(auth.KEY_PREFIX)
+    now_us = times.to_micros(clock.now())
+    with app.db.transaction() as conn:
+        conn.execute("UPDATE api_keys SET revoked_at = ? WHERE name = ? AND revoked_at IS NULL",
+                     (now_us, COLLECTOR_KEY_NAME))
+        conn.execute("INSERT INTO api_keys (name, role, prefix, digest, created_at, created_by)"
+                     " VALUES (?, 'ingest', ?, ?, ?, 'system')", (COLLECTOR_KEY_NAME, key[:10], auth.digest(key), now_us))
+    app.auth.invalidate()
+    return customer["id"], key
+
+
 def _billing(app, now_us):
     """Plans in each currency, a subscription per customer from three months
     back, a coupon and credits, then the invoice run as of now."""
@@ -266,12 +345,14 @@ def fill(app, seed=7):
     app.stats.events_ingested(stored)
     sessions_made = _resources(app, rng)
     _storage_tenant(app, rng)
+    collected = _platform(app, rng)
     drafted = _billing(app, now_us)
     states = _history(app)
     summary = ", ".join(f"{n} {status.replace('_', ' ')}" for status, n in sorted(states.items()))
-    return (f"Demo: {len(CUSTOMERS) + 1} customers, {len(METERS)} meters, {stored} events over {DAYS} days, "
+    return (f"Demo: {len(CUSTOMERS) + 2} customers, {len(METERS)} meters, {stored} events over {DAYS} days, "
+            f"a week of collected CPU, memory, network and disk ({collected} events) for the platform team, "
             f"{len(RESOURCES)} resources with {sessions_made} sessions, a storage tenant with "
-            f"{len(TENANT_FILES)} files, {len(PLAN_PRICES) + 1} plans, {drafted} invoices ({summary}); users "
+            f"{len(TENANT_FILES)} files, {len(PLAN_PRICES) + 2} plans, {drafted} invoices ({summary}); users "
             "finance@localhost / finance-demo-1, success@localhost / success-demo-1, viewer@localhost / "
             "viewer-demo-1, and tenant@localhost / tenant-demo-1 (the Nimbus Drive portal).")
 

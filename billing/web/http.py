@@ -446,14 +446,16 @@ class Handler(BaseHTTPRequestHandler):
             response = _error_response(exc, request_id)
         drain_limit = None
         if stream is not None and not stream.done:
-            # a refused upload: drop the rest of its body so the connection can be reused,
-            # or close it when that is not possible or not worth it
+            # a refused upload: read and drop the rest of its body, so the client (still
+            # sending) reads the answer instead of a reset, and the connection can be
+            # reused; or close when that is not possible or not worth it
             signed_in = request is not None and request.actor is not None
             drain_limit = app.config.max_object_bytes if signed_in else UNAUTHENTICATED_DRAIN
             if not stream.can_drain(drain_limit):
                 self.close_connection = True
+                drain_limit = None
         self._send(response, request_id)
-        if drain_limit is not None and not self.close_connection and not stream.drain(drain_limit):
+        if drain_limit is not None and not stream.drain(drain_limit):  # also when the client asked to close
             self.close_connection = True
         app.log_request(self, request, route_pattern, response.status,
                         (time.perf_counter() - started) * 1000, request_id)
