@@ -23,6 +23,7 @@ def world(server, admin):
     - Acme (USD, New York, 10 % tax): 1,000 calls → 49.00 + 10.00 = 59.00 + 5.90 tax = 64.90;
     - Tokyo KK (JPY, Tokyo): 1,000 calls → 5000 + 1000 = 6000;
     - Kuwait Co (KWD, Kuwait): 1,000 calls → 15.000 + 3.000 = 18.000 (voided);
+    - Gulf Trading (KWD, Kuwait): the same 18.000, issued 2025-11-10;
     - Draft Ltd (USD): its draft is not revenue.
     Acme is issued 2025-11-03T04:30Z (2 Nov 23:30 in New York, the 25-hour DST
     day), Tokyo KK 2025-11-03T05:30Z (3 Nov 00:30 in New York)."""
@@ -33,7 +34,8 @@ def world(server, admin):
         assert admin.post("/v1/plans", plan).status == 201
     people = {}
     for name, currency, zone, tax in (("Acme", "USD", "America/New_York", "10"), ("Tokyo KK", "JPY", "Asia/Tokyo", "0"),
-                                      ("Kuwait Co", "KWD", "Asia/Kuwait", "0"), ("Draft Ltd", "USD", "UTC", "0")):
+                                      ("Kuwait Co", "KWD", "Asia/Kuwait", "0"), ("Gulf Trading", "KWD", "Asia/Kuwait", "0"),
+                                      ("Draft Ltd", "USD", "UTC", "0")):
         customer = create_customer(admin, name=name, currency=currency, timezone=zone, tax_rate=tax)
         people[name] = customer["id"]
         assert admin.post("/v1/subscriptions", {"customer_id": customer["id"], "plan": f"p-{currency}",
@@ -45,13 +47,14 @@ def world(server, admin):
     ids = admin.post("/v1/invoices/run", {"as_of": "2025-10-02T00:00:00Z"}).json["invoice_ids"]
     by_customer = {admin.get(f"/v1/invoices/{i}").json["customer_id"]: i for i in ids}
     for name, moment in (("Acme", "2025-11-03T04:30:00Z"), ("Tokyo KK", "2025-11-03T05:30:00Z"),
-                         ("Kuwait Co", "2025-11-03T06:00:00Z")):
+                         ("Kuwait Co", "2025-11-03T06:00:00Z"), ("Gulf Trading", "2025-11-10T08:00:00Z")):
         clock.pin(at(moment))
         assert admin.post(f"/v1/invoices/{by_customer[people[name]]}/finalize").status == 200
     assert admin.post(f"/v1/invoices/{by_customer[people['Kuwait Co']]}/void", {"reason": "test"}).status == 200
     clock.pin(at("2025-11-20T12:00:00Z"))
     totals = {name: admin.get(f"/v1/invoices/{by_customer[cid]}").json["total"] for name, cid in people.items()}
-    assert totals == {"Acme": "64.90", "Tokyo KK": "6000", "Kuwait Co": "18.000", "Draft Ltd": "59.00"}
+    assert totals == {"Acme": "64.90", "Tokyo KK": "6000", "Kuwait Co": "18.000", "Gulf Trading": "18.000",
+                      "Draft Ltd": "59.00"}
     return people
 
 
@@ -59,20 +62,21 @@ def test_revenue_by_month_excludes_drafts_and_void_and_never_mixes_currencies(ad
     reply = admin.get("/v1/analytics/revenue?from=2025-10-01&to=2026-01-01&interval=month")
     assert reply.status == 200, reply
     body = reply.json
-    assert body["totals"] == {"JPY": "6000", "USD": "64.90"}
+    assert body["totals"] == {"JPY": "6000", "KWD": "18.000", "USD": "64.90"}  # JPY whole, KWD to 3 decimals
     assert [(b["start"], b["totals"]) for b in body["data"]] == [
-        ("2025-10-01T00:00:00Z", {}), ("2025-11-01T00:00:00Z", {"JPY": "6000", "USD": "64.90"}),
+        ("2025-10-01T00:00:00Z", {}), ("2025-11-01T00:00:00Z", {"JPY": "6000", "KWD": "18.000", "USD": "64.90"}),
         ("2025-12-01T00:00:00Z", {})]
     assert (body["interval"], body["basis"], body["timezone"]) == ("month", "issued", "UTC")
 
 
 @pytest.mark.parametrize("group_by,expected", [
     ("customer", None),
-    ("meter", [({"meter": "api_calls"}, {"JPY": "1000", "USD": "10.00"}),
-               ({"type": "base_fee"}, {"JPY": "5000", "USD": "49.00"}), ({"type": "tax"}, {"USD": "5.90"})]),
-    ("plan", [({"plan": "p-JPY"}, {"JPY": "6000"}), ({"plan": "p-USD"}, {"USD": "64.90"})]),
-    ("resource", [({"type": "base_fee"}, {"JPY": "5000", "USD": "49.00"}),
-                  ({"type": "tax"}, {"USD": "5.90"}), ({"type": "usage"}, {"JPY": "1000", "USD": "10.00"})]),
+    ("meter", [({"meter": "api_calls"}, {"JPY": "1000", "KWD": "3.000", "USD": "10.00"}),
+               ({"type": "base_fee"}, {"JPY": "5000", "KWD": "15.000", "USD": "49.00"}), ({"type": "tax"}, {"USD": "5.90"})]),
+    ("plan", [({"plan": "p-JPY"}, {"JPY": "6000"}), ({"plan": "p-KWD"}, {"KWD": "18.000"}),
+              ({"plan": "p-USD"}, {"USD": "64.90"})]),
+    ("resource", [({"type": "base_fee"}, {"JPY": "5000", "KWD": "15.000", "USD": "49.00"}),
+                  ({"type": "tax"}, {"USD": "5.90"}), ({"type": "usage"}, {"JPY": "1000", "KWD": "3.000", "USD": "10.00"})]),
 ])
 def test_groups_add_up_to_their_bucket(admin, world, group_by, expected):
     body = admin.get(f"/v1/analytics/revenue?from=2025-11-01&to=2025-12-01&group_by={group_by}").json
@@ -80,7 +84,8 @@ def test_groups_add_up_to_their_bucket(admin, world, group_by, expected):
     groups = [(g["group"], g["totals"]) for g in bucket["groups"]]
     if expected is None:
         expected = [({"customer_id": world["Acme"]}, {"USD": "64.90"}),
-                    ({"customer_id": world["Tokyo KK"]}, {"JPY": "6000"})]
+                    ({"customer_id": world["Tokyo KK"]}, {"JPY": "6000"}),
+                    ({"customer_id": world["Gulf Trading"]}, {"KWD": "18.000"})]
     assert groups == expected
     summed = {}
     for _, totals in groups:
@@ -107,40 +112,42 @@ def test_period_basis_buckets_by_the_customers_own_period(admin, world):
     the timezone of the report."""
     for zone in ("UTC", "Pacific/Honolulu", "Asia/Tokyo"):
         body = admin.get(f"/v1/analytics/revenue?from=2025-08-01&to=2025-11-01&basis=period&timezone={zone}").json
-        assert [b["totals"] for b in body["data"]] == [{}, {"JPY": "6000", "USD": "64.90"}, {}], zone
+        assert [b["totals"] for b in body["data"]] == [{}, {"JPY": "6000", "KWD": "18.000", "USD": "64.90"}, {}], zone
 
 
 def test_overview(admin, world, server):
     body = admin.get("/v1/analytics/overview").json
-    assert body["customers"] == 4 and body["active_subscriptions"] == 4
-    assert body["revenue_this_month"] == {"JPY": "6000", "USD": "64.90"}  # issued in November
-    assert body["outstanding"] == {"JPY": "6000", "USD": "64.90"}
+    assert body["customers"] == 5 and body["active_subscriptions"] == 5
+    assert body["revenue_this_month"] == {"JPY": "6000", "KWD": "18.000", "USD": "64.90"}  # issued in November
+    assert body["outstanding"] == {"JPY": "6000", "KWD": "18.000", "USD": "64.90"}
     assert body["overdue"] == {}
     clock.pin(at("2025-12-20T12:00:00Z"))  # net 30 has passed
     body = admin.get("/v1/analytics/overview").json
-    assert body["overdue"] == {"JPY": "6000", "USD": "64.90"} and body["revenue_this_month"] == {}
+    assert body["overdue"] == {"JPY": "6000", "KWD": "18.000", "USD": "64.90"} and body["revenue_this_month"] == {}
+    clock.pin(at("2025-12-05T12:00:00Z"))  # Gulf Trading's is due on 10 December; the others on 3 December
+    assert admin.get("/v1/analytics/overview").json["overdue"] == {"JPY": "6000", "USD": "64.90"}
     assert body["events_today"] == 0 and body["active_sessions"] == 0 and body["stored_bytes"] == 0
 
 
 def test_usage_over_all_customers(admin, world):
-    """4 customers × 10 events of 100 calls, one a day from 10 to 19 September."""
+    """5 customers × 10 events of 100 calls, one a day from 10 to 19 September."""
     body = admin.get("/v1/analytics/usage?meter=api_calls&from=2025-09-10&to=2025-09-12&interval=day").json
-    assert body["value"] == 800 and [b["value"] for b in body["data"]] == [400, 400]
+    assert body["value"] == 1000 and [b["value"] for b in body["data"]] == [500, 500]
     grouped = admin.get("/v1/analytics/usage?meter=api_calls&from=2025-09-01&to=2025-10-01&interval=month"
                         "&group_by=region").json
-    assert grouped["data"][0]["groups"] == [{"group": {"region": "ap"}, "value": 3000},
+    assert grouped["data"][0]["groups"] == [{"group": {"region": "ap"}, "value": 4000},
                                             {"group": {"region": "eu"}, "value": 1000}]
     by_customer = admin.get("/v1/analytics/usage?meter=api_calls&from=2025-09-01&to=2025-10-01&interval=month"
                             "&group_by=customer").json
-    assert [g["value"] for g in by_customer["data"][0]["groups"]] == [1000] * 4
+    assert [g["value"] for g in by_customer["data"][0]["groups"]] == [1000] * 5
 
 
 def test_events_per_day(admin, world):
-    """4 customers × one event a day from 10 to 19 September (12:00Z)."""
+    """5 customers × one event a day from 10 to 19 September (12:00Z)."""
     body = admin.get("/v1/analytics/events?from=2025-09-09&to=2025-09-12&timezone=Asia/Tokyo").json
     assert [(d["start"], d["count"]) for d in body["data"]] == [
-        ("2025-09-08T15:00:00Z", 0), ("2025-09-09T15:00:00Z", 4), ("2025-09-10T15:00:00Z", 4)]
-    assert body["total"] == 8
+        ("2025-09-08T15:00:00Z", 0), ("2025-09-09T15:00:00Z", 5), ("2025-09-10T15:00:00Z", 5)]
+    assert body["total"] == 10
 
 
 def test_bad_arguments_are_400(admin, world):
