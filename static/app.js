@@ -2,14 +2,16 @@
    Each page is a module with render(main, context) that may return a cleanup
    function (run when the page is left, e.g. to stop auto-refresh).
 
-   A customer user (role "customer") gets the customer portal and nothing
-   else: its own routes, no staff navigation, and every other address leads
-   to the portal's home. */
+   Staff roles start on the Overview. A customer user (role "customer") gets
+   the customer portal and nothing else: its own routes, no staff navigation,
+   and every other address leads to the portal's home. API keys of other
+   roles (a customer-scoped key, an ingest key) start on the customers. */
 
 import * as api from "./api.js";
 import { h } from "./dom.js";
 import * as live from "./live.js";
 import * as signIn from "./pages/signin.js";
+import * as overview from "./pages/overview.js";
 import * as customers from "./pages/customers.js";
 import * as customer from "./pages/customer.js";
 import * as meters from "./pages/meters.js";
@@ -25,9 +27,10 @@ import * as storage from "./pages/storage.js";
 import * as portal from "./pages/portal.js";
 import * as portalInvoice from "./pages/portal-invoice.js";
 
-const HOME = "#/customers";
+const HOME = "#/customers"; // for credentials that may not read the overview
 const ROUTES = [
   // [pattern on the hash without its query, page, navigation section]
+  [/^#\/overview$/, overview, "overview"],
   [/^#\/customers$/, customers, "customers"],
   [/^#\/customers\/(\d+)$/, customer, "customers"],
   [/^#\/invoices$/, invoices, "invoices"],
@@ -50,6 +53,12 @@ const PORTAL_ROUTES = [
 /** Whether the signed-in identity is a customer user: the portal is all it sees. */
 function isTenant(identity) {
   return identity.kind === "user" && identity.role === "customer";
+}
+
+/** Where the signed-in identity starts (and where unknown addresses lead). */
+function homeOf(identity) {
+  if (isTenant(identity)) return portal.HOME;
+  return overview.ROLES.includes(identity.role) ? overview.HOME : HOME;
 }
 
 const main = document.getElementById("main");
@@ -80,11 +89,15 @@ function onSignedIn(identity) {
 
 function showAccount() {
   const who = document.getElementById("who");
-  who.textContent = me.kind === "user" ? `${me.user.email} (${me.role})` : `API key “${me.api_key.name}” (${me.role})`;
+  const name = me.kind === "user" ? me.user.email : `API key “${me.api_key.name}”`;
+  // Two short lines (name over role) keep the bar on one row; the text reads "name (role)" all the same.
+  who.replaceChildren(h("span", { class: "who-name" }, name), h("span", { class: "who-paren" }, " ("),
+    h("span", { class: "who-role" }, me.role), h("span", { class: "who-paren" }, ")"));
+  who.title = `${name} (${me.role})`;
   const tenant = isTenant(me);
   // The portal has no navigation bar: none of the staff sections is theirs.
   document.getElementById("nav").hidden = tenant;
-  document.querySelector("#topbar .brand").setAttribute("href", tenant ? portal.HOME : HOME);
+  document.querySelector("#topbar .brand").setAttribute("href", homeOf(me));
   // Sections a role cannot read (data-roles lists who can) stay out of the bar.
   for (const link of document.querySelectorAll("#nav a")) {
     link.hidden = tenant || (link.dataset.roles !== undefined && !link.dataset.roles.split(" ").includes(me.role));
@@ -116,7 +129,7 @@ async function route() {
   }
   live.start(); // one stream per page load, shared by the pages (no-op when open)
   const tenant = isTenant(me);
-  const home = tenant ? portal.HOME : HOME;
+  const home = homeOf(me);
   const [path, query = ""] = (location.hash || home).split("?");
   const found = (tenant ? PORTAL_ROUTES : ROUTES).map(([pattern, page, section]) => [path.match(pattern), page, section])
     .find(([match]) => match);

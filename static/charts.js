@@ -34,8 +34,11 @@ function toNumber(value) {
 }
 
 /**
- * An <svg> chart of `points` ([{ label, value }]; value a number, a numeric
- * string, or null for "no value", which draws nothing).
+ * An <svg> chart of `points` ([{ label, value, data? }]; value a number, a
+ * numeric string, or null for "no value", which draws nothing; `data`, an
+ * object whose entries become data-* attributes of the point's bar or dot,
+ * e.g. { month: "2025-09", amount: "188.10" }, so a reader or a test can take
+ * the exact figure a mark stands for).
  * Options: kind "bar" | "line", title (accessible name), unit, width in pixels,
  * max: the y axis reaches at least this (e.g. 100 for percentages).
  */
@@ -86,6 +89,13 @@ function xAxis(points, xOf, plotWidth) {
   return group;
 }
 
+/** The point's `data` entries as data-* attributes of `mark`. */
+function dataAttributes(mark, point) {
+  for (const [name, value] of Object.entries(point.data || {})) {
+    if (value !== null && value !== undefined) mark.setAttribute(`data-${name}`, String(value));
+  }
+}
+
 function tooltip(point, unit) {
   const value = point.value === null || point.value === undefined ? "no value" : String(point.value);
   return svg("title", {}, `${point.label}: ${value}${unit ? ` ${unit}` : ""}`);
@@ -101,6 +111,7 @@ function barMarks(points, values, xOf, yOf, slot, unit) {
       class: "bar", x: xOf(index) - barWidth / 2, y: top, width: barWidth,
       height: Math.max(0, yOf(0) - top), rx: Math.min(3, barWidth / 4),
     });
+    dataAttributes(bar, points[index]);
     bar.append(tooltip(points[index], unit));
     group.append(bar);
   });
@@ -120,6 +131,7 @@ function lineMarks(points, values, xOf, yOf, unit) {
   values.forEach((value, index) => {
     if (value === null) return;
     const point = svg("circle", { class: "point", cx: xOf(index), cy: yOf(value), r: 3.5 });
+    dataAttributes(point, points[index]);
     point.append(tooltip(points[index], unit));
     group.append(point);
   });

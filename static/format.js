@@ -163,3 +163,34 @@ export function percentOf(part, whole) {
   const denominator = b[0] * 10n ** BigInt(digits - b[1]);
   return Number((numerator * 1000n) / denominator) / 10;
 }
+
+/** `minor` (a BigInt of the smallest units) with `digits` fraction digits: 12345n, 2 → "123.45". */
+function decimalText(minor, digits) {
+  const negative = minor < 0n;
+  const padded = (negative ? -minor : minor).toString().padStart(digits + 1, "0");
+  const body = digits ? `${padded.slice(0, -digits)}.${padded.slice(-digits)}` : padded;
+  return negative ? `-${body}` : body;
+}
+
+/**
+ * The exact sum of decimal strings of one currency (["188.10", "49.00"] →
+ * "237.10"), with the most fraction digits among them; "0" for none and null
+ * when one is not a decimal. Never add amounts of different currencies.
+ */
+export function sumMoney(amounts) {
+  const parsed = [...amounts].map(exactDecimal);
+  if (parsed.some((entry) => entry === null)) return null;
+  const digits = Math.max(0, ...parsed.map(([, fraction]) => fraction));
+  const total = parsed.reduce((sum, [value, fraction]) => sum + value * 10n ** BigInt(digits - fraction), 0n);
+  return decimalText(total, digits);
+}
+
+/** Compare two decimal strings exactly, like a sort comparator (< 0 when a < b); a non-decimal sorts last. */
+export function compareMoney(a, b) {
+  const x = exactDecimal(a);
+  const y = exactDecimal(b);
+  if (!x || !y) return (x ? -1 : 0) + (y ? 1 : 0);
+  const digits = Math.max(x[1], y[1]);
+  const difference = x[0] * 10n ** BigInt(digits - x[1]) - y[0] * 10n ** BigInt(digits - y[1]);
+  return difference < 0n ? -1 : difference > 0n ? 1 : 0;
+}

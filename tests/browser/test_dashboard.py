@@ -199,14 +199,14 @@ def test_sign_in_shows_the_error_then_lets_the_admin_in(dashboard):
     dashboard.click("#signin-form button[type=submit]")
     dashboard.signed_in()
     assert dashboard.js("sessionStorage.getItem('meterline.token').startsWith('ms_')")
-    assert dashboard.texts("#nav a") == ["Customers", "Invoices", "Resources", "Storage", "Plans", "Meters", "Events", "Webhooks", "Jobs"]
-    assert dashboard.js("location.hash || '#/customers'") == "#/customers"
-    assert dashboard.text("#nav a[aria-current=page]") == "Customers"
+    assert dashboard.texts("#nav a") == ["Overview", "Customers", "Invoices", "Resources", "Storage", "Plans", "Meters", "Events", "Webhooks", "Jobs"]
+    assert dashboard.js("location.hash || '#/overview'") == "#/overview"
+    assert dashboard.text("#nav a[aria-current=page]") == "Overview"
     dashboard.assert_clean()
 
 
 def test_customers_list_and_create_form(dashboard, seeded):
-    dashboard.sign_in()
+    dashboard.sign_in(hash_="#/customers")
     dashboard.signed_in()
     dashboard.wait("document.querySelectorAll('table.customers tbody tr[data-id]').length === 3")
     names = dashboard.texts("table.customers td.name a")
@@ -356,7 +356,7 @@ def test_events_newest_first_with_load_more_filters_and_auto_refresh(dashboard, 
 
 
 def test_html_in_a_customer_name_renders_as_text(dashboard, seeded):
-    dashboard.sign_in()
+    dashboard.sign_in(hash_="#/customers")
     dashboard.signed_in()
     dashboard.wait("document.querySelectorAll('table.customers tbody tr[data-id]').length === 3")
     assert INJECTION in dashboard.texts("table.customers td.name a")
