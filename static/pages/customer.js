@@ -1,5 +1,6 @@
 /* Customer detail: the customer's fields, its billing (subscription,
-   upcoming invoice, credits, invoices: customer-billing.js), and day-by-day
+   upcoming invoice, credits, invoices: customer-billing.js), its
+   recommendations (recommendations.js), and day-by-day
    usage per meter as SVG charts plus one table (rows are days, columns are
    meters). */
 
@@ -7,6 +8,7 @@ import * as api from "../api.js";
 import { display, field, h, messageLine, showMessage, timeElement } from "../dom.js";
 import { addDays, localDate } from "../format.js";
 import { drawMeter } from "../usage-charts.js";
+import { recommendationsCard } from "../recommendations.js";
 import { billingSections } from "./customer-billing.js";
 
 const DEFAULT_DAYS = 30;
@@ -30,7 +32,7 @@ export function render(main, { params, role }) {
     heading.textContent = customer.name;
     document.title = `${customer.name} · Meterline`;
     details.append(...fieldRows(customer));
-    billing.append(billingSections(customer, role));
+    billing.append(billingSections(customer, role), recommendationsCard(customer.id));
     usage.append(usageSection(customer));
   }).catch((error) => showMessage(status, `Could not load the customer: ${error.message}`, "error"));
 }
