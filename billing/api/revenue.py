@@ -95,18 +95,31 @@ def overview(request):
 
 # -- revenue ---------------------------------------------------------------------
 
-def _line_group(group_by, line, invoice, plans):
-    """The group a line belongs to (a tuple key and its JSON)."""
+# The group of each invoice (customer, plan, none: the invoice's total) or of
+# each line (meter, resource: the lines, so every line lands in one group).
+_GROUP_SQL = {
+    None: ("''", "i.total", ""),
+    "customer": ("i.customer_id", "i.total", ""),
+    "plan": ("coalesce(p.code, '')", "i.total",
+             " LEFT JOIN subscriptions s ON s.id = i.subscription_id LEFT JOIN plans p ON p.id = s.plan_id"),
+    "meter": ("CASE WHEN l.type = 'usage' THEN 'm:' || l.meter ELSE 't:' || l.type END", "l.amount",
+              " JOIN invoice_lines l ON l.invoice_id = i.id"),
+    "resource": ("CASE WHEN l.type = 'resource' AND l.resource_id IS NOT NULL THEN 'r:' || l.resource_id"
+                 " ELSE 't:' || l.type END", "l.amount", " JOIN invoice_lines l ON l.invoice_id = i.id"),
+}
+
+
+def _group_view(group_by, key):
     if group_by == "customer":
-        return ("customer", invoice["customer_id"]), {"customer_id": invoice["customer_id"]}
+        return {"customer_id": key}
     if group_by == "plan":
-        code = plans.get(invoice["subscription_id"])
-        return ("plan", code), {"plan": code}
-    if group_by == "meter" and line["type"] == "usage":
-        return ("meter", line["meter"]), {"meter": line["meter"]}
-    if group_by == "resource" and line["type"] == "resource" and line["resource_id"] is not None:
-        return ("resource", line["resource_id"]), {"resource_id": line["resource_id"]}
-    return ("type", line["type"]), {"type": line["type"]}
+        return {"plan": key or None}
+    kind, _, value = key.partition(":")
+    if kind == "m":
+        return {"meter": value}
+    if kind == "r":
+        return {"resource_id": int(value)}
+    return {"type": value}
 
 
 def _buckets(start, end, interval, zone):
@@ -124,20 +137,6 @@ def _local_end(instant, zone):
     return day if times.local_midnight(day, zone) == instant else day + timedelta(days=1)
 
 
-def _bucket_of(buckets, invoice, basis):
-    if basis == "issued":
-        at = invoice["issued_at"]
-        for i, (start, end, _, _) in enumerate(buckets):
-            if start <= at < end:
-                return i
-        return None
-    day = times.parse_date(invoice["period_start_date"])  # the period as the customer lived it
-    for i, (_, _, first, last) in enumerate(buckets):
-        if first <= day < last:
-            return i
-    return None
-
-
 def revenue(request):
     """GET /v1/analytics/revenue?from&to&interval=day|month&group_by&basis=issued|period&timezone"""
     zone_name, zone = zone_arg(request)
@@ -150,31 +149,19 @@ def revenue(request):
     start, end = range_args(request, zone, times.local_midnight(times.add_months(this_month, -11), zone),
                             times.local_midnight(times.add_months(this_month, 1), zone))
     buckets = _buckets(start, end, interval, zone)
-    invoices, lines, plans = _revenue_rows(request.app.db, buckets, basis, group_by)
     totals, data = {}, [{"start": times.format_micros(b[0]), "end": times.format_micros(b[1]), "totals": {},
                          "groups": {}} for b in buckets]
-    by_id = {}
-    for invoice in invoices:
-        index = _bucket_of(buckets, invoice, basis)
-        if index is not None:
-            by_id[invoice["id"]] = (invoice, index)
-    for line in lines:
-        found = by_id.get(line["invoice_id"])
-        if found is None:
-            continue
-        invoice, index = found
-        currency = invoice["currency"]
-        bucket = data[index]
-        _add(bucket["totals"], currency, line["amount"])
-        _add(totals, currency, line["amount"])
+    for row in _revenue_sums(request.app.db, buckets, basis, group_by):
+        bucket = data[row["bucket"]]
+        _add(bucket["totals"], row["currency"], row["amount"])
+        _add(totals, row["currency"], row["amount"])
         if group_by:
-            key, view = _line_group(group_by, line, invoice, plans)
-            group = bucket["groups"].setdefault(key, {"group": view, "totals": {}})
-            _add(group["totals"], currency, line["amount"])
+            group = bucket["groups"].setdefault(row["g"], {"group": _group_view(group_by, row["g"]), "totals": {}})
+            _add(group["totals"], row["currency"], row["amount"])
     for bucket in data:
         bucket["totals"] = money_map(bucket["totals"])
         if group_by:
-            ordered = sorted(bucket["groups"].items(), key=lambda kv: (kv[0][0], str(kv[0][1])))
+            ordered = sorted(bucket["groups"].items(), key=lambda kv: (str(type(kv[0])), kv[0]))
             bucket["groups"] = [{"group": g["group"], "totals": money_map(g["totals"])} for _, g in ordered]
         else:
             del bucket["groups"]
@@ -182,20 +169,21 @@ def revenue(request):
             "basis": basis, "timezone": zone_name, "group_by": group_by, "totals": money_map(totals), "data": data}
 
 
-def _revenue_rows(db, buckets, basis, group_by):
-    """The invoices that count (issued or paid) in the range, their lines and
-    (for group_by=plan) their plans' codes."""
-    column = "issued_at" if basis == "issued" else "period_start_date"
-    params = (buckets[0][0], buckets[-1][1]) if basis == "issued" else \
-        (buckets[0][2].isoformat(), buckets[-1][3].isoformat())
-    where = f"i.status IN ('issued', 'paid') AND i.{column} >= ? AND i.{column} < ?"
+def _revenue_sums(db, buckets, basis, group_by):
+    """Rows (bucket, g, currency, amount): the revenue of issued and paid
+    invoices summed by SQLite per bucket, group and currency, so only the
+    sums (not every invoice and line) reach Python."""
+    key, amount, joins = _GROUP_SQL[group_by]
+    if basis == "issued":
+        column, edges = "i.issued_at", [(n, b[0], b[1]) for n, b in enumerate(buckets)]
+    else:  # the period as the customer lived it: its local start date
+        column, edges = "i.period_start_date", [(n, b[2].isoformat(), b[3].isoformat()) for n, b in enumerate(buckets)]
+    values = ", ".join("(?, ?, ?)" for _ in edges)
+    sql = (f"WITH b(n, lo, hi) AS (VALUES {values})"
+           f" SELECT b.n AS bucket, {key} AS g, i.currency AS currency, sum({amount}) AS amount"
+           f" FROM invoices i JOIN b ON {column} >= b.lo AND {column} < b.hi{joins}"
+           f" WHERE i.status IN ('issued', 'paid') AND {column} >= ? AND {column} < ?"
+           " GROUP BY b.n, g, i.currency")
+    params = [value for edge in edges for value in edge] + [edges[0][1], edges[-1][2]]
     with db.reader() as conn:
-        invoices = named(conn, "SELECT i.id, i.customer_id, i.subscription_id, i.currency, i.issued_at,"
-                               f" i.period_start_date FROM invoices i WHERE {where}", params).fetchall()
-        lines = named(conn, "SELECT l.invoice_id, l.type, l.meter, l.resource_id, l.amount FROM invoice_lines l"
-                            f" JOIN invoices i ON i.id = l.invoice_id WHERE {where}", params).fetchall()
-        plans = {}
-        if group_by == "plan":
-            plans = {r["id"]: r["code"] for r in named(
-                conn, "SELECT s.id, p.code FROM subscriptions s JOIN plans p ON p.id = s.plan_id").fetchall()}
-    return invoices, lines, plans
+        return named(conn, sql, params).fetchall()

@@ -412,7 +412,14 @@ V5_STORAGE = [
 # Analytics (§10): resource lines name their resource, so revenue groups by it.
 V6_ANALYTICS = [
     "ALTER TABLE invoice_lines ADD COLUMN resource_id INTEGER",
-    "CREATE INDEX invoices_issued ON invoices(issued_at) WHERE issued_at IS NOT NULL",
+    # covering: revenue by issue date or by the customer's period, and the overview's
+    # receivables, are summed from these indexes without reading the invoice rows
+    "CREATE INDEX invoices_issued ON invoices(issued_at, status, currency, total, customer_id, subscription_id)"
+    " WHERE issued_at IS NOT NULL",
+    "CREATE INDEX invoices_period ON invoices(period_start_date, status, currency, total, customer_id,"
+    " subscription_id)",
+    "CREATE INDEX invoices_receivable ON invoices(currency, due_at, amount_due, amount_paid)"
+    " WHERE status = 'issued' AND payment_status != 'paid'",
 ]
 
 MIGRATIONS = [V1_FOUNDATION, V2_PLANS, V3_LIFECYCLE, V4_RESOURCES, V5_STORAGE, V6_ANALYTICS]
