@@ -108,6 +108,18 @@ USAGE_INTERVALS = ("hour", "day", "month")
 MAX_USAGE_BUCKETS = 10_000
 
 
+def _recent_windows(request, zone, interval):
+    """The `from`/`to` range (default: the last 30 local days, today included)
+    and its local windows, at most MAX_USAGE_BUCKETS of them."""
+    today = times.local_date(clock.now(), zone)
+    start, end = range_args(request, zone, times.local_midnight(today - timedelta(days=29), zone),
+                            times.local_midnight(today + timedelta(days=1), zone))
+    windows = times.windows(start, end, interval, zone)
+    if len(windows) > MAX_USAGE_BUCKETS:
+        raise ValidationError([{"field": "interval", "message": f"the range holds more than {MAX_USAGE_BUCKETS:,} buckets"}])
+    return start, end, windows
+
+
 def usage(request):
     """GET /v1/analytics/usage?meter&from&to&interval=hour|day|month&group_by=customer|<property>&timezone:
     the meter's aggregation over every customer's matching events, per local bucket."""
@@ -123,12 +135,7 @@ def usage(request):
     if group_by is not None and group_by != "customer" and group_by not in meter.group_by:
         raise ValidationError([{"field": "group_by", "message": f"must be customer or one of the meter's group_by "
                                                                 f"keys ({', '.join(meter.group_by) or 'none'})"}])
-    today = times.local_date(clock.now(), zone)
-    start, end = range_args(request, zone, times.local_midnight(today - timedelta(days=29), zone),
-                            times.local_midnight(today + timedelta(days=1), zone))
-    windows = times.windows(start, end, interval, zone)
-    if len(windows) > MAX_USAGE_BUCKETS:
-        raise ValidationError([{"field": "interval", "message": f"the range holds more than {MAX_USAGE_BUCKETS:,} buckets"}])
+    start, end, windows = _recent_windows(request, zone, interval)
     bounds = [(times.to_micros(a), times.to_micros(b)) for a, b in windows]
     select = "SELECT ts, seq, value"
     params = []
@@ -175,12 +182,7 @@ def event_counts(request):
     stored per local bucket, all meters and customers (the dashboard's chart)."""
     zone_name, zone = zone_arg(request)
     interval = choice_arg(request, "interval", USAGE_INTERVALS, "day")
-    today = times.local_date(clock.now(), zone)
-    start, end = range_args(request, zone, times.local_midnight(today - timedelta(days=29), zone),
-                            times.local_midnight(today + timedelta(days=1), zone))
-    windows = times.windows(start, end, interval, zone)
-    if len(windows) > MAX_USAGE_BUCKETS:
-        raise ValidationError([{"field": "interval", "message": f"the range holds more than {MAX_USAGE_BUCKETS:,} buckets"}])
+    start, end, windows = _recent_windows(request, zone, interval)
     data = []
     with request.app.db.reader() as conn:
         for a, b in windows:

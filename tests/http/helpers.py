@@ -280,3 +280,24 @@ def wait_for(condition, timeout=10, message="condition"):
         if time.monotonic() > deadline:
             raise AssertionError(f"timed out waiting for {message}")
         time.sleep(0.005)
+
+
+class WriteCounter:
+    """`with WriteCounter(server) as writes:` records every write the server
+    starts (transactions and grouped jobs) inside the block."""
+
+    def __init__(self, server):
+        self.db = server.app.db
+        self.writes = []
+
+    def __enter__(self):
+        db = self.db
+        self._saved = db.transaction, db.submit
+        transaction, submit = self._saved
+        db.transaction = lambda *a, **k: (self.writes.append("transaction"), transaction(*a, **k))[1]
+        db.submit = lambda *a, **k: (self.writes.append("submit"), submit(*a, **k))[1]
+        return self.writes
+
+    def __exit__(self, *exc):
+        self.db.transaction, self.db.submit = self._saved
+        return False

@@ -4,7 +4,7 @@ unless public, and no writes."""
 import re
 
 from tests.harness import RunningServer, make_key, temp_db
-from tests.http.helpers import create_customer, create_meter
+from tests.http.helpers import WriteCounter, create_customer, create_meter
 
 SAMPLE = re.compile(r'^([a-zA-Z_:][a-zA-Z0-9_:]*)(\{(.*)\})? (-?[0-9.e+-]+|\+Inf|NaN)$')
 LABEL = re.compile(r'([a-zA-Z_][a-zA-Z0-9_]*)="((?:[^"\\]|\\.)*)"(,|$)')
@@ -110,14 +110,7 @@ def test_metrics_need_a_staff_credential_unless_public(server, admin, tmp_path):
 
 
 def test_a_scrape_never_writes(server, admin):
-    writes = []
-    db = server.app.db
-    transaction, submit = db.transaction, db.submit
-    db.transaction = lambda *a, **k: (writes.append("transaction"), transaction(*a, **k))[1]
-    db.submit = lambda *a, **k: (writes.append("submit"), submit(*a, **k))[1]
-    try:
+    with WriteCounter(server) as writes:
         for _ in range(5):
             assert admin.get("/metrics").status == 200
-    finally:
-        db.transaction, db.submit = transaction, submit
     assert writes == []

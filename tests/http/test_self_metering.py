@@ -10,7 +10,7 @@ from decimal import Decimal
 
 from billing import clock
 from tests.harness import make_key
-from tests.http.helpers import create_customer
+from tests.http.helpers import WriteCounter, create_customer
 
 
 def at(text):
@@ -91,17 +91,10 @@ def test_two_flushes_within_one_minute_both_count(server):
 def test_no_request_adds_a_write_transaction(server):
     customer = create_customer(server.admin)
     tenant = server.client(make_key(server, customer_id=customer["id"]))
-    writes = []
-    db = server.app.db
-    transaction, submit = db.transaction, db.submit
-    db.transaction = lambda *a, **k: (writes.append("transaction"), transaction(*a, **k))[1]
-    db.submit = lambda *a, **k: (writes.append("submit"), submit(*a, **k))[1]
-    try:
+    with WriteCounter(server) as writes:
         for _ in range(20):
             assert tenant.get(f"/v1/customers/{customer['id']}").status == 200
-    finally:
-        db.transaction, db.submit = transaction, submit
-    settle(server, 20)
+        settle(server, 20)
     assert writes == []
 
 

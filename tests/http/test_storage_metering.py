@@ -10,7 +10,7 @@ import pytest
 
 from billing import clock
 from tests.harness import make_key
-from tests.http.helpers import create_customer
+from tests.http.helpers import WriteCounter, create_customer
 
 MB10 = 10 ** 7  # 10 MB objects: every figure below is 1/100 of the same figure for 1 GB
 
@@ -217,19 +217,12 @@ def test_a_get_never_writes(server, tenant):
     """Reads are counted in memory: no write transaction during GET/HEAD/list."""
     customer, client = tenant
     put(client, "a.txt", 10)
-    writes = []
-    db = server.app.db
-    transaction, submit = db.transaction, db.submit
-    db.transaction = lambda *a, **k: (writes.append("transaction"), transaction(*a, **k))[1]
-    db.submit = lambda *a, **k: (writes.append("submit"), submit(*a, **k))[1]
-    try:
+    with WriteCounter(server) as writes:
         for _ in range(5):
             assert client.get("/v1/objects/a.txt").status == 200
             assert client.request("HEAD", "/v1/objects/a.txt").status == 200
             assert client.get("/v1/objects?prefix=a").status == 200
             assert client.get("/v1/objects/nope").status == 404
-    finally:
-        db.transaction, db.submit = transaction, submit
     assert writes == []
     assert server.app.storage.pending() == 20
     run_jobs(server.admin)
