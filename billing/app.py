@@ -12,6 +12,7 @@ from .api.catalog import Catalog
 from .api.objects import Reservations
 from .api import selfmeter, storage
 from .api.meters import ensure_system_meters
+from .api.revenue import AnswerCache
 from .api.storage import StorageMeter
 from .api.common import now_micros
 from .domain import times
@@ -76,6 +77,7 @@ class App:
         self.storage = StorageMeter(self)
         self.requests = selfmeter.RequestMeter(self)
         self.flusher = Flusher(self, [self.storage, self.requests])
+        self.revenue_answers = AnswerCache()
         self.auth = auth.Authenticator(self.db)
         self.router = http.Router(ROUTES)
         self.metrics = Metrics()

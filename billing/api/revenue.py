@@ -12,9 +12,15 @@ from datetime import timedelta
 from .. import clock
 from ..domain import money, times
 from ..errors import ValidationError
+import threading
+from collections import OrderedDict
+
+from .. import jsonutil
 from ..store.db import named, scalar
+from ..web.http import JSON_TYPE, Response
 
 REVENUE = ("issued", "paid")
+CACHED_ANSWERS = 32
 INTERVALS = ("day", "month")
 GROUPS = ("customer", "meter", "plan", "resource")
 BASES = ("issued", "period")
@@ -137,6 +143,31 @@ def _local_end(instant, zone):
     return day if times.local_midnight(day, zone) == instant else day + timedelta(days=1)
 
 
+class AnswerCache:
+    """Encoded revenue answers, kept while the set of issued and paid invoices
+    is unchanged (the `revenue_version` counter a trigger moves): exact, and
+    a repeated dashboard view costs a lookup instead of a re-summing."""
+
+    def __init__(self, size=CACHED_ANSWERS):
+        self.size = size
+        self._answers = OrderedDict()
+        self._lock = threading.Lock()
+
+    def get(self, key):
+        with self._lock:
+            answer = self._answers.get(key)
+            if answer is not None:
+                self._answers.move_to_end(key)
+            return answer
+
+    def put(self, key, answer):
+        with self._lock:
+            self._answers[key] = answer
+            self._answers.move_to_end(key)
+            while len(self._answers) > self.size:
+                self._answers.popitem(last=False)
+
+
 def revenue(request):
     """GET /v1/analytics/revenue?from&to&interval=day|month&group_by&basis=issued|period&timezone"""
     zone_name, zone = zone_arg(request)
@@ -148,10 +179,22 @@ def revenue(request):
     this_month = times.month_start(times.local_date(clock.now(), zone))
     start, end = range_args(request, zone, times.local_midnight(times.add_months(this_month, -11), zone),
                             times.local_midnight(times.add_months(this_month, 1), zone))
+    with request.app.db.reader() as conn:
+        version = scalar(conn, "SELECT value FROM counters WHERE name = 'revenue_version'")
+    key = (version, zone_name, interval, basis, group_by, start, end)
+    cached = request.app.revenue_answers.get(key)
+    if cached is None:
+        cached = jsonutil.encode(_revenue_answer(request.app.db, zone_name, zone, interval, basis, group_by,
+                                                 start, end)).encode("utf-8")
+        request.app.revenue_answers.put(key, cached)
+    return Response(200, cached, content_type=JSON_TYPE)
+
+
+def _revenue_answer(db, zone_name, zone, interval, basis, group_by, start, end):
     buckets = _buckets(start, end, interval, zone)
     totals, data = {}, [{"start": times.format_micros(b[0]), "end": times.format_micros(b[1]), "totals": {},
                          "groups": {}} for b in buckets]
-    for row in _revenue_sums(request.app.db, buckets, basis, group_by):
+    for row in _revenue_sums(db, buckets, basis, group_by):
         bucket = data[row["bucket"]]
         _add(bucket["totals"], row["currency"], row["amount"])
         _add(totals, row["currency"], row["amount"])

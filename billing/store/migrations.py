@@ -420,6 +420,15 @@ V6_ANALYTICS = [
     " subscription_id)",
     "CREATE INDEX invoices_receivable ON invoices(currency, due_at, amount_due, amount_paid)"
     " WHERE status = 'issued' AND payment_status != 'paid'",
+    # revenue is the issued and paid invoices, whose lines never change: this counter moves
+    # whenever an invoice enters or leaves that set, so a revenue answer can be kept until it does
+    "INSERT INTO counters (name, value) VALUES ('revenue_version', 0)",
+    """CREATE TRIGGER invoices_revenue_update AFTER UPDATE OF status ON invoices
+        WHEN (old.status IN ('issued', 'paid')) != (new.status IN ('issued', 'paid'))
+        BEGIN UPDATE counters SET value = value + 1 WHERE name = 'revenue_version'; END""",
+    """CREATE TRIGGER invoices_revenue_insert AFTER INSERT ON invoices
+        WHEN new.status IN ('issued', 'paid')
+        BEGIN UPDATE counters SET value = value + 1 WHERE name = 'revenue_version'; END""",
 ]
 
 MIGRATIONS = [V1_FOUNDATION, V2_PLANS, V3_LIFECYCLE, V4_RESOURCES, V5_STORAGE, V6_ANALYTICS]

@@ -165,3 +165,21 @@ def test_customers_cannot_read_analytics(server, world):
     for path in ("/v1/analytics/overview", "/v1/analytics/revenue", "/v1/analytics/usage?meter=api_calls",
                  "/v1/analytics/events"):
         assert tenant.get(path).status == 403
+
+
+def test_a_kept_revenue_answer_follows_every_change_of_the_revenue(admin, world, server):
+    """Answers are kept until an invoice enters or leaves issued/paid: a void,
+    an issue and a payment each give the next answer its new figures."""
+    path = "/v1/analytics/revenue?from=2025-11-01&to=2025-12-01&group_by=customer"
+    first = admin.get(path).json
+    assert admin.get(path).raw == admin.get(path).raw  # kept
+    acme = admin.get(f"/v1/invoices?customer_id={world['Acme']}").json["data"][0]
+    assert admin.post(f"/v1/invoices/{acme['id']}/void", {"reason": "wrong"}).status == 200
+    after_void = admin.get(path).json
+    assert "USD" in first["totals"] and "USD" not in after_void["totals"]
+    reissued = admin.post(f"/v1/invoices/{acme['id']}/reissue").json
+    clock.pin(at("2025-11-21T09:00:00Z"))
+    assert admin.post(f"/v1/invoices/{reissued['id']}/finalize").status == 200
+    assert admin.get(path).json["totals"]["USD"] == "64.90"
+    assert admin.post(f"/v1/invoices/{reissued['id']}/payments", {"amount": "64.90", "method": "wire"}).status == 201
+    assert admin.get(path).json["totals"]["USD"] == "64.90"  # paid is still revenue
