@@ -74,7 +74,9 @@ async function loadInvoices(section, customer) {
     const page = await api.get("/v1/invoices", { customer_id: customer.id, limit: RECENT_INVOICES });
     const { table: list, body } = table(["Invoice", "Status", ["Total", "num"], ["", "row-actions"]],
       "invoices portal-invoices");
-    for (const invoice of page.data) {
+    // drafts and invoices awaiting approval are still being prepared: the tenant sees them once issued
+    const shown = page.data.filter((invoice) => !["draft", "pending_approval"].includes(invoice.status));
+    for (const invoice of shown) {
       const name = invoiceTitle(invoice);
       body.append(h("tr", { "data-id": invoice.id, "data-status": invoice.status },
         h("td", { class: "invoice" }, h("a", { href: `#/portal/invoices/${invoice.id}` }, name),
@@ -85,7 +87,7 @@ async function loadInvoices(section, customer) {
           () => [`/v1/invoices/${invoice.id}.pdf`, null, `${name}.pdf`], line,
           { class: "secondary small", "data-pdf": invoice.id, "aria-label": `Download ${name} as PDF` }))));
     }
-    if (!page.data.length) body.append(h("tr", {}, h("td", { colspan: 4, class: "empty" }, "No invoices yet.")));
+    if (!shown.length) body.append(h("tr", {}, h("td", { colspan: 4, class: "empty" }, "No invoices yet.")));
     section.replaceChildren(); // (replaceChildren would print a null as "null"; append leaves it out)
     append(section, [h("h2", {}, title), line, list,
       page.next_cursor ? h("p", { class: "muted" }, `The latest ${RECENT_INVOICES} invoices.`) : null]);
@@ -100,7 +102,8 @@ const isZero = (value) => value === null || value === undefined || Number(value)
 /**
  * Usage this billing period, a chart per meter by day. Meters that declare a
  * group_by (storage calls by operation) also show their value per group.
- * Meters without usage this period are named in one line, not drawn.
+ * Meters without usage this period are left out (the catalog holds other
+ * customers' meters too).
  */
 async function loadUsage(section, customer, metersPromise) {
   const mine = (Number(section.dataset.loads) || 0) + 1;
@@ -119,15 +122,12 @@ async function loadUsage(section, customer, metersPromise) {
       : null)));
     if (!current()) return;
     const charts = h("div", { class: "charts portal-charts" });
-    const idle = reply.usage.filter((entry) => isZero(entry.value));
     section.replaceChildren();
     append(section, [
       h("div", { class: "section-head usage-head" }, h("h2", {}, "Usage this period"),
         h("p", { class: "muted" }, periodText({ period_start: reply.from, period_end: reply.to }, customer.timezone))),
       charts,
-      used.length ? null : h("p", { class: "card empty" }, "No usage yet this period."),
-      idle.length ? h("p", { class: "muted idle-meters" }, `Nothing yet this period: ${idle
-        .map((entry) => meters.get(entry.meter)?.name || entry.meter).join(", ")}.`) : null]);
+      used.length ? null : h("p", { class: "card empty" }, "No usage yet this period.")]);
     used.forEach((entry, index) => drawMeter(charts, entry, {
       name: meters.get(entry.meter)?.name, timeZone: customer.timezone, groups: groups[index], groupBy: groupBy(entry),
     }));
