@@ -14,7 +14,7 @@ from .api import selfmeter, storage
 from .api.meters import ensure_system_meters
 from .api.revenue import AnswerCache
 from .api.storage import StorageMeter
-from .api.common import now_micros
+from .api.common import IDEMPOTENCY_HOURS, now_micros
 from .domain import times
 from .errors import Conflict, ValidationError
 from .ops.dispatcher import Dispatcher
@@ -26,8 +26,6 @@ from .web import http
 from .web.metrics import Metrics
 from .web.stream import Bus
 from .web.routes import ROUTES
-
-IDEMPOTENCY_HOURS = 24
 
 
 class Stats:

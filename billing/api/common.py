@@ -10,6 +10,7 @@ from ..errors import NotFound, ValidationError
 DEFAULT_LIMIT = 50
 MAX_LIMIT = 1000
 MAX_ID = 2 ** 63 - 1  # SQLite's integer range
+IDEMPOTENCY_HOURS = 24  # how long an Idempotency-Key is answered from its first response (§2)
 
 
 def now_micros():

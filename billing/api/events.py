@@ -322,11 +322,7 @@ def list_events(request):
     limit = page_limit(request)
     cursor = decode_cursor(request, (int, int))
     where, params = [], []
-    customer_id = int_arg(request, "customer_id", minimum=1)
-    if request.customer_scope is not None:
-        if customer_id is not None and customer_id != request.customer_scope:
-            raise NotFound(f"Customer {customer_id} not found.")
-        customer_id = request.customer_scope
+    customer_id = request.customer_filter(int_arg(request, "customer_id", minimum=1))
     zone = times.UTC
     if customer_id is not None:
         customer = app.catalog.customer(customer_id)

@@ -328,11 +328,7 @@ def get(request, invoice_id):
 def list_filters(request):
     """WHERE clauses and parameters of the invoice list filters."""
     where, params = [], []
-    customer_id = int_arg(request, "customer_id", minimum=1)
-    if request.customer_scope is not None:
-        if customer_id not in (None, request.customer_scope):
-            raise NotFound("Customer not found.")
-        customer_id = request.customer_scope
+    customer_id = request.customer_filter(int_arg(request, "customer_id", minimum=1))
     if customer_id is not None:
         where.append("customer_id = ?")
         params.append(customer_id)

@@ -32,12 +32,7 @@ PERIODS_COMPARED = 3
 
 def recommendations(request):
     """GET /v1/analytics/recommendations?customer_id (a customer: its own)."""
-    customer_id = int_arg(request, "customer_id", minimum=1)
-    scope = request.customer_scope
-    if scope is not None:
-        if customer_id not in (None, scope):
-            raise NotFound("Customer not found.")
-        customer_id = scope
+    customer_id = request.customer_filter(int_arg(request, "customer_id", minimum=1))
     if customer_id is None:
         raise ValidationError([{"field": "customer_id", "message": "is required: whose recommendations"}])
     app = request.app

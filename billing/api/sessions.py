@@ -11,7 +11,7 @@ subscription then, on a monthly invoice of the calendar month (local time).
 from decimal import Decimal
 
 from ..domain import money, times
-from ..errors import ApiError, Conflict, FieldErrors, NotFound, ValidationError
+from ..errors import ApiError, Conflict, FieldErrors, ValidationError
 from ..web.http import created
 from . import resources as resources_api
 from .common import (audit, bool_arg, check_unknown_fields, decode_cursor, encode_cursor, int_arg, now_micros,
@@ -151,11 +151,7 @@ def get(request, session_id):
 
 
 def _scope(request, where, params):
-    customer_id = int_arg(request, "customer_id", minimum=1)
-    if request.customer_scope is not None:
-        if customer_id not in (None, request.customer_scope):
-            raise NotFound("Customer not found.")
-        customer_id = request.customer_scope
+    customer_id = request.customer_filter(int_arg(request, "customer_id", minimum=1))
     if customer_id is not None:
         where.append("s.customer_id = ?")
         params.append(customer_id)

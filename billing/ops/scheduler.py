@@ -15,11 +15,10 @@ from datetime import timedelta
 
 from .. import clock, jsonutil
 from ..api import invoices, lifecycle, sessions
-from ..api.common import check_unknown_fields, decode_cursor, now_micros, page, page_limit
+from ..api.common import IDEMPOTENCY_HOURS, check_unknown_fields, decode_cursor, now_micros, page, page_limit
 from ..domain import times
 from ..errors import Conflict, FieldErrors
 
-IDEMPOTENCY_HOURS = 24
 
 
 class Scheduler:

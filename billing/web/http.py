@@ -300,6 +300,16 @@ class Request:
         """The customer a customer-scoped key is limited to, else None."""
         return self.actor.customer_id if self.actor else None
 
+    def customer_filter(self, customer_id):
+        """The customer a list or report is narrowed to: a customer-scoped
+        caller's own (404 when it names another), else `customer_id` (or None)."""
+        scope = self.customer_scope
+        if scope is None:
+            return customer_id
+        if customer_id not in (None, scope):
+            raise errors.NotFound("Customer not found.")
+        return scope
+
     def check_customer(self, customer_id):
         """404 for a customer-scoped key asking about anyone but its customer."""
         scope = self.customer_scope
