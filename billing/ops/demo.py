@@ -282,15 +282,8 @@ def _billing(app, now_us):
         return len(invoices.run_as_of(app, conn, clock.now()))
 
 
-def fill(app, seed=7):
-    """Create the demo company; returns a one-line summary."""
-    db = app.db
-    own = [meter[0] for meter in storage.METERS + selfmeter.METERS]  # the meters the server makes itself
-    if db.query_one("SELECT 1 FROM customers LIMIT 1") or db.query_one(
-            f"SELECT 1 FROM meters WHERE key NOT IN ({', '.join('?' * len(own))}) LIMIT 1", own):
-        return "Demo: the database already has data; nothing added."
-    rng = random.Random(seed)
-    now_us = times.to_micros(clock.now())
+def _catalog(db, now_us):
+    """The demo's meters, customers and staff users."""
     with db.transaction() as conn:
         for key, name, unit, aggregation, prop, group_by in METERS:
             conn.execute(
@@ -308,6 +301,18 @@ def fill(app, seed=7):
         conn.execute("INSERT INTO users (email, name, role, password_hash, created_at, updated_at)"
                      " VALUES ('viewer@localhost', 'Victor Viewer', 'viewer', ?, ?, ?)",
                      (auth.hash_password("viewer-demo-1"), now_us, now_us))
+
+
+def fill(app, seed=7):
+    """Create the demo company; returns a one-line summary."""
+    db = app.db
+    own = [meter[0] for meter in storage.METERS + selfmeter.METERS]  # the meters the server makes itself
+    if db.query_one("SELECT 1 FROM customers LIMIT 1") or db.query_one(
+            f"SELECT 1 FROM meters WHERE key NOT IN ({', '.join('?' * len(own))}) LIMIT 1", own):
+        return "Demo: the database already has data; nothing added."
+    rng = random.Random(seed)
+    now_us = times.to_micros(clock.now())
+    _catalog(db, now_us)
     app.catalog.invalidate_meters()
     app.catalog.invalidate_customers()
     ingest = Ingest(app)
