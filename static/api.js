@@ -76,7 +76,7 @@ export async function request(method, path, body, options = {}) {
   }
   const text = await response.text();
   const data = decode(text);
-  if (!response.ok) throw failure(response.status, response.statusText, data, usesStored && bearer);
+  if (!response.ok) throw failure(response.status, response.statusText, data, usesStored ? bearer : null);
   return data;
 }
 
@@ -89,11 +89,15 @@ function decode(text) {
   }
 }
 
-/** The ApiError of a failed response (a 401 on the stored token signs out). */
-function failure(status, statusText, data, signsOut) {
+/**
+ * The ApiError of a failed response. A 401 signs the dashboard out only when
+ * `bearer` (the stored token the request carried) is still the stored one: an
+ * answer that arrives after a sign-out, or after signing in again, changes nothing.
+ */
+function failure(status, statusText, data, bearer) {
   const error = (data && data.error) || {};
   const message = error.message || `The server answered ${[status, statusText].filter(Boolean).join(" ")}.`;
-  if (status === 401 && signsOut) {
+  if (status === 401 && bearer && bearer === token()) {
     clearToken();
     signedOutHandler(message);
   }
@@ -132,7 +136,7 @@ export async function fetchFile(path, query, fallbackName = "download") {
   } catch (error) {
     throw new ApiError(0, "network_error", `Cannot reach the server (${error.message}).`);
   }
-  if (!response.ok) throw failure(response.status, response.statusText, decode(await response.text()), Boolean(bearer));
+  if (!response.ok) throw failure(response.status, response.statusText, decode(await response.text()), bearer);
   const blob = await response.blob();
   const filename = attachmentName(response.headers.get("Content-Disposition"), fallbackName);
   return { blob, filename, type: blob.type };
@@ -161,7 +165,7 @@ export function upload(path, body, { contentType, onProgress } = {}) {
     xhr.addEventListener("load", () => {
       const data = decode(xhr.responseText);
       if (xhr.status >= 200 && xhr.status < 300) resolve({ status: xhr.status, data });
-      else reject(failure(xhr.status, xhr.statusText, data, Boolean(bearer)));
+      else reject(failure(xhr.status, xhr.statusText, data, bearer));
     });
     xhr.addEventListener("error", () => reject(new ApiError(0, "network_error",
       "The connection closed before the server answered (the file may be larger than the server accepts).")));

@@ -154,16 +154,20 @@ async function route() {
 
 async function signOut() {
   const wasSession = me && me.kind === "user";
+  const bearer = api.token();
+  // Forget the token and leave the page first: what the page still has in
+  // flight then answers into nothing instead of replacing the notice below.
+  api.clearToken();
+  showSignIn("Signing out…");
   let notice = "You are signed out.";
-  if (wasSession) {
+  if (wasSession && bearer) {
     try {
-      await api.post("/v1/auth/logout");
+      await api.post("/v1/auth/logout", {}, { token: bearer });
     } catch (error) {
       notice = `Signed out here, but the server said: ${error.message}`;
     }
   }
-  api.clearToken();
-  showSignIn(notice);
+  if (!api.token()) showSignIn(notice); // unless someone signed in meanwhile
 }
 
 live.bindIndicator(document.getElementById("live-status"));

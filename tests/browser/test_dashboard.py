@@ -16,6 +16,7 @@ from urllib.parse import urlsplit
 
 import pytest
 
+from tests import tools
 from tests.browser.cdp import Browser, find_chromium
 from tests.harness import ADMIN_KEY, ADMIN_PASSWORD
 
@@ -44,9 +45,7 @@ def iso(moment):
 @pytest.fixture
 def browser():
     if find_chromium() is None:
-        if os.environ.get("CI"):
-            pytest.fail("Chromium is required for the browser tests in CI (apt-get install chromium)")
-        pytest.skip("Chromium is not installed (apt-get install chromium)")
+        tools.missing("Chromium", "chromium")
     chromium = Browser()
     yield chromium
     chromium.close()

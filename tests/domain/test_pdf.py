@@ -1,17 +1,17 @@
 """The hand-written invoice PDF: structurally valid, and poppler reads back what we meant to print.
 
-Needs poppler-utils (pdftotext, pdfinfo). Missing tools fail the tests instead of skipping them.
+Needs poppler-utils (pdftotext, pdfinfo). A missing tool skips these tests, and fails them in CI (tests/tools.py).
 """
 
 import html
 import re
-import shutil
 import subprocess
 from decimal import Decimal
 
 import pytest
 
 from billing.exports.pdf import invoice_pdf
+from tests import tools
 
 
 def _invoice(**overrides):
@@ -43,10 +43,7 @@ CUSTOMER = {"id": 3, "name": "Northwind Traders", "email": "ops@northwind.exampl
 
 
 def _tool(name):
-    path = shutil.which(name)
-    if path is None:
-        pytest.fail(f"{name} not found: install poppler-utils (apt-get install poppler-utils)")
-    return path
+    return tools.need(name, "poppler-utils")
 
 
 def _run(tmp_path, pdf, *args):
@@ -153,8 +150,7 @@ def test_many_lines_span_pages(tmp_path):
               "unit_price": "1.00", "amount": f"{i}.17"} for i in range(80)]
     pdf = invoice_pdf(_invoice(lines=lines), CUSTOMER)
     page_objects = len(re.findall(rb"/Type /Page\b", pdf))
-    if shutil.which("pdfinfo"):
-        assert int(re.search(r"Pages:\s+(\d+)", _run(tmp_path, pdf, "pdfinfo")).group(1)) == page_objects
+    assert int(re.search(r"Pages:\s+(\d+)", _run(tmp_path, pdf, "pdfinfo")).group(1)) == page_objects
     pages = page_objects
     assert pages > 1
     text = _text(tmp_path, pdf)

@@ -10,6 +10,7 @@ import pytest
 
 from billing import clock
 from billing.domain import times
+from tests import tools
 from tests.harness import make_key
 from tests.http.helpers import assert_error, assert_validation, unique
 
@@ -64,7 +65,7 @@ def issue(admin, invoice_id):
 def pdf_text(data, tmp_path):
     path = tmp_path / f"{unique('inv')}.pdf"
     path.write_bytes(data)
-    result = subprocess.run(["pdftotext", "-layout", str(path), "-"], capture_output=True, timeout=30)
+    result = subprocess.run([tools.need("pdftotext", "poppler-utils"), "-layout", str(path), "-"], capture_output=True, timeout=30)
     assert result.returncode == 0, result.stderr
     return result.stdout.decode("utf-8")
 

@@ -13,6 +13,7 @@ import pytest
 
 from billing import clock
 from billing.domain import times
+from tests import tools
 from tests.harness import RunningServer, temp_db
 from tests.smtp_receiver import start_receiver, stop_receiver
 from tests.http.helpers import unique
@@ -71,7 +72,7 @@ def parse(data):
 def pdf_text(data, tmp_path):
     path = tmp_path / f"{unique('att')}.pdf"
     path.write_bytes(data)
-    return subprocess.run(["pdftotext", "-layout", str(path), "-"], capture_output=True, check=True,
+    return subprocess.run([tools.need("pdftotext", "poppler-utils"), "-layout", str(path), "-"], capture_output=True, check=True,
                           timeout=30).stdout.decode("utf-8")
 
 

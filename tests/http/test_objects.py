@@ -8,7 +8,6 @@ import http.client
 import json
 import os
 import re
-import shutil
 import socket
 import subprocess
 import threading
@@ -18,6 +17,7 @@ from urllib.parse import unquote
 
 import pytest
 
+from tests import tools
 from tests.harness import ADMIN_KEY
 from tests.http.helpers import (RawConnection, assert_error, chunked, create_customer, make_key, object_url,
                                 put_object, request_head, storage_server, stored_files, temp_files, wait_for)
@@ -137,7 +137,6 @@ def test_chunked_upload_from_http_client(srv, tenant):
     assert got.raw == data and got.headers["ETag"] == f'"{sha256(data)}"'
 
 
-@pytest.mark.skipif(shutil.which("curl") is None, reason="curl is not installed")
 @pytest.mark.parametrize("source", ["file", "stdin"])
 def test_curl_upload(srv, tenant, tmp_path, source):
     data = os.urandom(700_000)
@@ -145,7 +144,7 @@ def test_curl_upload(srv, tenant, tmp_path, source):
     path.write_bytes(data)
     out = tmp_path / "reply.json"
     url = f"http://127.0.0.1:{srv.port}{object_url('curl/' + source)}"
-    command = ["curl", "-sS", "-o", str(out), "-w", "%{http_code}", "-H", f"Authorization: Bearer {tenant.key}",
+    command = [tools.need("curl", "curl"), "-sS", "-o", str(out), "-w", "%{http_code}", "-H", f"Authorization: Bearer {tenant.key}",
                "-H", "Content-Type: application/pdf", "-T", str(path) if source == "file" else "-", url]
     result = subprocess.run(command, input=data if source == "stdin" else None, capture_output=True, timeout=60)
     assert result.returncode == 0, result.stderr
