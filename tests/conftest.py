@@ -1,5 +1,6 @@
 import os
 import sys
+from collections import Counter
 
 import pytest
 
@@ -25,3 +26,17 @@ def admin(server):
 def _unpin_clock():
     yield
     clock.pin(None)
+
+
+def pytest_terminal_summary(terminalreporter):
+    """Skipped tests grouped by reason: what this run did not check, and the
+    package that would check it (tests/tools.py)."""
+    reasons = Counter()
+    for report in terminalreporter.stats.get("skipped", []):
+        longrepr = report.longrepr
+        reason = longrepr[2] if isinstance(longrepr, tuple) else str(longrepr)
+        reasons[reason.removeprefix("Skipped: ")] += 1
+    if reasons:
+        terminalreporter.section("not checked on this machine")
+        for reason, count in reasons.most_common():
+            terminalreporter.line(f"{count:>4} skipped: {reason}")
