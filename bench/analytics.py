@@ -43,6 +43,9 @@ What it does:
            the latency of each answer (request sent → body read) is recorded:
            the overview, revenue by customer over the last 12 months (the §10
            dashboard's range), by meter, basis=period, and without groups.
+           Also the very first by-customer answer after the start (nothing
+           kept yet), and the first answer after each of 20 invoices enters
+           the revenue (an approval issues an invoice waiting for it).
   check    For 3 customers (one with a voided and re-issued invoice, one with a
            pending approval, one with tax, discount and resource lines), each
            month's revenue in the group_by=customer answer equals the sum of
@@ -544,6 +547,15 @@ class Client:
         self.conn.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         self.headers = {"Authorization": f"Bearer {ADMIN_KEY}"}
 
+    def post(self, path, body):
+        self.conn.request("POST", path, body=json.dumps(body), headers={**self.headers,
+                                                                        "Content-Type": "application/json"})
+        resp = self.conn.getresponse()
+        payload = resp.read()
+        if resp.status != 200:
+            raise RuntimeError(f"POST {path}: HTTP {resp.status} {payload[:300]!r}")
+        return json.loads(payload)
+
     def get(self, path):
         t = time.perf_counter()
         self.conn.request("GET", path, headers=self.headers)
@@ -566,6 +578,11 @@ def phase_run(db_path, meta, work_dir, requests, budget, warmup):
         try:
             out["rss_idle_mb"] = server.status()["VmRSS"] / 1024
             client = Client(server.port)
+            by_customer = queries(built_at)[1][1]
+            # the first answer after start: nothing kept yet, every bucket summed
+            elapsed, payload = client.get(by_customer)
+            out["queries"].append(one_shot("revenue by customer, first after start", by_customer, [elapsed],
+                                           len(payload), server))
             answers = {}
             for name, path, target in queries(built_at):
                 warm = time.perf_counter()
@@ -591,6 +608,9 @@ def phase_run(db_path, meta, work_dir, requests, budget, warmup):
                     "rss_mb": rss["VmRSS"] / 1024, "wall": wall})
                 log(f"{name}: n={len(latencies)} p50 {out['queries'][-1]['p50_ms']:.1f} ms"
                     f" p95 {out['queries'][-1]['p95_ms']:.1f} ms")
+            out["queries"].append(after_changes(client, server, by_customer))
+            for name, path, _ in queries(built_at):  # the checks below read what the changes left
+                answers[name] = json.loads(client.get(path)[1])
             client.conn.close()
             end = server.status()
             out["rss_end_mb"], out["rss_peak_mb"] = end["VmRSS"] / 1024, end["VmHWM"] / 1024
@@ -601,6 +621,32 @@ def phase_run(db_path, meta, work_dir, requests, budget, warmup):
     finally:
         remove_db(copy)
     return out
+
+
+def one_shot(name, path, latencies, size, server, target=None):
+    rss = server.status()
+    return {"name": name, "path": path, "target_ms": target, "n": len(latencies),
+            "p50_ms": percentile(latencies, 50) * 1000, "p95_ms": percentile(latencies, 95) * 1000,
+            "max_ms": max(latencies) * 1000, "bytes": size, "server_cpu_per_req_ms": float("nan"),
+            "rss_mb": rss["VmRSS"] / 1024, "wall": sum(latencies)}
+
+
+def after_changes(client, server, path, changes=20):
+    """The first answer after each of `changes` invoices enters the revenue
+    (an approval issues an invoice waiting for it, so this month's bucket
+    changes): only what the change touched is summed again."""
+    waiting = client.get("/v1/invoices?status=pending_approval&limit=%d" % changes)[1]
+    latencies, size = [], 0
+    for invoice in json.loads(waiting)["data"]:
+        client.post(f"/v1/invoices/{invoice['id']}/approve", {"comment": "bench"})
+        elapsed, payload = client.get(path)
+        latencies.append(elapsed)
+        size = len(payload)
+    if not latencies:
+        raise RuntimeError("no invoice waits for approval in the bench database")
+    row = one_shot("revenue by customer, after an invoice change", path, latencies, size, server, target=200)
+    log(f"{row['name']}: n={row['n']} p50 {row['p50_ms']:.1f} ms p95 {row['p95_ms']:.1f} ms")
+    return row
 
 
 # -- check -------------------------------------------------------------------------

@@ -12,7 +12,7 @@ from .api.catalog import Catalog
 from .api.objects import Reservations
 from .api import selfmeter, storage
 from .api.meters import ensure_system_meters
-from .api.revenue import AnswerCache
+from .api.revenue_cache import BucketCache
 from .api.storage import StorageMeter
 from .api.common import IDEMPOTENCY_HOURS, now_micros
 from .domain import times
@@ -75,7 +75,7 @@ class App:
         self.storage = StorageMeter(self)
         self.requests = selfmeter.RequestMeter(self)
         self.flusher = Flusher(self, [self.storage, self.requests])
-        self.revenue_answers = AnswerCache()
+        self.revenue_parts = BucketCache()
         self.auth = auth.Authenticator(self.db)
         self.router = http.Router(ROUTES)
         self.metrics = Metrics()

@@ -431,7 +431,96 @@ V6_ANALYTICS = [
         BEGIN UPDATE counters SET value = value + 1 WHERE name = 'revenue_version'; END""",
 ]
 
-MIGRATIONS = [V1_FOUNDATION, V2_PLANS, V3_LIFECYCLE, V4_RESOURCES, V5_STORAGE, V6_ANALYTICS]
+# Revenue answers kept per bucket: each move of revenue_version also logs the
+# invoice's issue instant and local period start under the new version, so a
+# reader knows which buckets a change touched (the last 1,000 versions are kept).
+_LOG_REVENUE_CHANGE = """
+    UPDATE counters SET value = value + 1 WHERE name = 'revenue_version';
+    INSERT INTO revenue_touched (version, issued_at, period_start_date)
+        VALUES ((SELECT value FROM counters WHERE name = 'revenue_version'), {issued_at}, {period});
+    DELETE FROM revenue_touched
+        WHERE version <= (SELECT value FROM counters WHERE name = 'revenue_version') - 1000;"""
+V7_REVENUE_LOG = [
+    """CREATE TABLE revenue_touched (
+        version INTEGER PRIMARY KEY,
+        issued_at INTEGER,
+        period_start_date TEXT)""",
+    "DROP TRIGGER invoices_revenue_update",
+    "DROP TRIGGER invoices_revenue_insert",
+    """CREATE TRIGGER invoices_revenue_update AFTER UPDATE OF status ON invoices
+        WHEN (old.status IN ('issued', 'paid')) != (new.status IN ('issued', 'paid'))
+        BEGIN""" + _LOG_REVENUE_CHANGE.format(issued_at="coalesce(new.issued_at, old.issued_at)",
+                                              period="coalesce(new.period_start_date, old.period_start_date)")
+    + " END",
+    """CREATE TRIGGER invoices_revenue_insert AFTER INSERT ON invoices
+        WHEN new.status IN ('issued', 'paid')
+        BEGIN""" + _LOG_REVENUE_CHANGE.format(issued_at="new.issued_at", period="new.period_start_date") + " END",
+]
+
+# Alerts and notifications (§10).
+V8_ALERTS = [
+    # rules: spend (threshold in minor units of `currency`) or usage of `meter`
+    # (threshold in millionths of the meter's unit); customer_id NULL: every customer
+    # (of `currency`, for spend)
+    """CREATE TABLE alert_rules (
+        id INTEGER PRIMARY KEY AUTOINCREMENT,
+        name TEXT,
+        customer_id INTEGER REFERENCES customers(id),
+        type TEXT NOT NULL CHECK (type IN ('spend', 'usage')),
+        meter TEXT,
+        currency TEXT,
+        threshold INTEGER NOT NULL CHECK (threshold > 0),
+        created_at INTEGER NOT NULL,
+        deleted_at INTEGER)""",
+    # one row per firing; `source` names what fired (rule:<id>, budget:<percent>,
+    # spike:<meter>, quota:<percent>) and `period` the billing period's start instant
+    # (a spike: its local date). The unique index is what makes a firing happen once,
+    # across threads, processes and restarts.
+    """CREATE TABLE alert_firings (
+        id INTEGER PRIMARY KEY,
+        customer_id INTEGER NOT NULL REFERENCES customers(id),
+        source TEXT NOT NULL,
+        period TEXT NOT NULL,
+        type TEXT NOT NULL,
+        rule_id INTEGER,
+        meter TEXT,
+        currency TEXT,
+        threshold TEXT NOT NULL,
+        value TEXT NOT NULL,
+        percent INTEGER,
+        period_start INTEGER,
+        period_end INTEGER,
+        message TEXT NOT NULL,
+        created_at INTEGER NOT NULL)""",
+    "CREATE UNIQUE INDEX alert_firings_once ON alert_firings(source, customer_id, period)",
+    "CREATE INDEX alert_firings_customer ON alert_firings(customer_id, created_at)",
+    "CREATE INDEX alert_firings_time ON alert_firings(created_at)",
+    # customer_id NULL: for staff only (a webhook delivery that gave up)
+    """CREATE TABLE notifications (
+        id INTEGER PRIMARY KEY,
+        customer_id INTEGER REFERENCES customers(id),
+        firing_id INTEGER REFERENCES alert_firings(id),
+        kind TEXT NOT NULL,
+        title TEXT NOT NULL,
+        message TEXT NOT NULL,
+        created_at INTEGER NOT NULL)""",
+    "CREATE INDEX notifications_customer ON notifications(customer_id, id)",
+    """CREATE TABLE notification_reads (
+        notification_id INTEGER NOT NULL REFERENCES notifications(id),
+        user_id INTEGER NOT NULL REFERENCES users(id),
+        read_at INTEGER NOT NULL,
+        PRIMARY KEY (notification_id, user_id)) WITHOUT ROWID""",
+    # an alert e-mail names its firing (an invoice e-mail its invoice)
+    "ALTER TABLE emails ADD COLUMN firing_id INTEGER REFERENCES alert_firings(id)",
+    # what the evaluation has looked at: events up to this seq, audit entries (budget
+    # changes, new rules) up to this id, and when it last ran (sessions that ended since)
+    "INSERT INTO counters (name, value) VALUES ('alerts_seen_seq', 0)",
+    "INSERT INTO counters (name, value) VALUES ('alerts_seen_audit', 0)",
+    "INSERT INTO counters (name, value) VALUES ('alerts_evaluated_at', 0)",
+]
+
+MIGRATIONS = [V1_FOUNDATION, V2_PLANS, V3_LIFECYCLE, V4_RESOURCES, V5_STORAGE, V6_ANALYTICS, V7_REVENUE_LOG,
+              V8_ALERTS]
 
 
 class MigrationError(RuntimeError):

@@ -1,12 +1,17 @@
 """Analytics (§10): the overview, revenue and usage over all customers, in
 the answer shapes §10 gives, checked by hand. Money is per currency."""
 
+import sqlite3
 from datetime import datetime
 from decimal import Decimal
 
 import pytest
 
 from billing import clock
+from billing.api import revenue as revenue_api, revenue_cache
+from billing.api.revenue_cache import BucketCache
+from billing.domain import times
+from billing.store import migrations
 from tests.http.helpers import assert_validation, create_customer, create_meter
 
 
@@ -183,3 +188,112 @@ def test_a_kept_revenue_answer_follows_every_change_of_the_revenue(admin, world,
     assert admin.get(path).json["totals"]["USD"] == "64.90"
     assert admin.post(f"/v1/invoices/{reissued['id']}/payments", {"amount": "64.90", "method": "wire"}).status == 201
     assert admin.get(path).json["totals"]["USD"] == "64.90"  # paid is still revenue
+
+
+def _sums_counter(monkeypatch):
+    """Count the buckets summed again (the server runs in this process)."""
+    summed = []
+    real = revenue_api._bucket_sums
+
+    def counting(conn, basis, group_by, low, high):
+        summed.append((basis, low))
+        return real(conn, basis, group_by, low, high)
+
+    monkeypatch.setattr(revenue_api, "_bucket_sums", counting)
+    return summed
+
+
+def _fresh(server, admin, path):
+    """The answer computed from nothing (an empty cache)."""
+    kept = server.app.revenue_parts
+    server.app.revenue_parts = BucketCache()
+    try:
+        return admin.get(path).json
+    finally:
+        server.app.revenue_parts = kept
+
+
+@pytest.mark.parametrize("basis, touched", [("issued", "2025-11-01T00:00:00Z"), ("period", "2025-09-01")])
+def test_only_the_buckets_a_change_touches_are_summed_again(admin, world, server, monkeypatch, basis, touched):
+    """Voiding Gulf Trading's invoice (period September, issued 10 November)
+    sums again only the bucket it falls in (November by issue date,
+    September by period); every other bucket is reused, and the answer is
+    the one computed from nothing."""
+    path = f"/v1/analytics/revenue?from=2025-09-01&to=2026-01-01&group_by=customer&basis={basis}"
+    summed = _sums_counter(monkeypatch)
+    before = admin.get(path).json
+    assert len(summed) == 4
+    summed.clear()
+    assert admin.get(path).json == before and summed == []
+    gulf = admin.get(f"/v1/invoices?customer_id={world['Gulf Trading']}").json["data"][0]
+    assert admin.post(f"/v1/invoices/{gulf['id']}/void", {"reason": "test"}).status == 200
+    after = admin.get(path).json
+    low = times.to_micros(at(touched)) if basis == "issued" else touched
+    assert summed == [(basis, low)]
+    assert after["totals"].get("KWD") is None and before["totals"]["KWD"] == "18.000"
+    assert after == _fresh(server, admin, path)
+    summed.clear()
+    assert admin.get(path).json == after and summed == []  # the reused buckets now hold at the new version
+
+
+def test_other_ranges_and_groupings_are_kept_apart(admin, world, server):
+    """Each (timezone, interval, basis, group_by, bucket) is its own part."""
+    paths = [f"/v1/analytics/revenue?from=2025-11-01&to=2025-12-01{extra}" for extra in
+             ("", "&group_by=customer", "&group_by=meter", "&interval=day&timezone=America/New_York",
+              "&interval=day&timezone=Asia/Tokyo", "&basis=period")]
+    first = {path: admin.get(path).json for path in paths}
+    for path in paths:
+        assert admin.get(path).json == first[path] == _fresh(server, admin, path)
+
+
+def _log_db():
+    conn = sqlite3.connect(":memory:", isolation_level=None)
+    migrations.migrate(conn)
+    conn.execute("PRAGMA foreign_keys = OFF")
+    return conn
+
+
+def _issue(conn, issued_at, period="2025-09-01", status="issued"):
+    conn.execute("INSERT INTO invoices (customer_id, status, currency, period_start, period_end, period_start_date,"
+                 " period_end_date, subtotal, discount, tax, total, credits_applied, amount_due, created_at,"
+                 " updated_at, issued_at) VALUES (1, ?, 'USD', 0, 1, ?, '2025-10-01', 100, 0, 0, 100, 0, 100, 0, 0, ?)",
+                 (status, period, issued_at))
+
+
+def test_the_change_log_names_what_each_version_touched_and_keeps_the_last_thousand():
+    conn = _log_db()
+    version = revenue_cache.current_version
+    start = version(conn)
+    _issue(conn, 500, status="draft")  # not revenue: no change
+    assert version(conn) == start
+    conn.execute("UPDATE invoices SET status = 'issued' WHERE id = 1")
+    conn.execute("UPDATE invoices SET status = 'paid' WHERE id = 1")  # still revenue: no change
+    conn.execute("UPDATE invoices SET status = 'void' WHERE id = 1")
+    assert conn.execute("SELECT version, issued_at, period_start_date FROM revenue_touched").fetchall() == [
+        (start + 1, 500, "2025-09-01"), (start + 2, 500, "2025-09-01")]
+    for n in range(1001):
+        _issue(conn, 1000 + n)
+    assert version(conn) == start + 1003
+    assert conn.execute("SELECT count(*), min(version), max(version) FROM revenue_touched").fetchone() == (
+        1000, start + 4, start + 1003)
+
+
+def test_a_kept_bucket_holds_only_while_the_log_says_nothing_touched_it():
+    conn = _log_db()
+    base = revenue_cache.current_version(conn)
+    part = revenue_cache.Part(base, {"USD": 100}, "{}")
+    bounds = {0: (1000, 2000, "issued_at"), 1: (2000, 3000, "issued_at"), 2: ("2025-09-01", "2025-10-01",
+                                                                             "period_start_date")}
+    for issued_at, period in ((2500, "2025-10-01"), (2999, "2025-10-15")):
+        _issue(conn, issued_at, period)
+    now = base + 2
+    valid = revenue_cache.still_valid(conn, {0: part, 1: part, 2: part}, now, bounds.get)
+    assert set(valid) == {0, 2} and all(p.version == now for p in valid.values())
+    _issue(conn, 1500, "2025-09-30")
+    valid = revenue_cache.still_valid(conn, {0: part, 1: part, 2: part}, now + 1, bounds.get)
+    assert valid == {}
+    conn.execute("DELETE FROM revenue_touched WHERE version = ?", (base + 1,))  # the log no longer reaches back
+    bounds[3] = (5000, 6000, "issued_at")  # never touched, but its part predates the log
+    fresh_enough = revenue_cache.Part(now, {}, "{}")
+    valid = revenue_cache.still_valid(conn, {3: part, 1: fresh_enough}, now + 1, bounds.get)
+    assert set(valid) == {1} and valid[1].version == now + 1
