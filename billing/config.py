@@ -2,6 +2,7 @@
 
 import os
 from dataclasses import dataclass, field
+from decimal import Decimal, InvalidOperation
 
 DEFAULT_DB = os.path.join("data", "billing.db")
 
@@ -23,6 +24,19 @@ def _int_env(env, name, default, minimum=0):
     return value
 
 
+def _decimal_env(env, name, default):
+    raw = env.get(name)
+    if raw is None or raw.strip() == "":
+        return default
+    try:
+        value = Decimal(raw.strip())
+    except InvalidOperation:
+        raise ConfigError(f"{name} must be a decimal number, got {raw!r}") from None
+    if not value.is_finite() or value < 0:
+        raise ConfigError(f"{name} must be a number at least 0")
+    return value
+
+
 @dataclass
 class Config:
     db_path: str = DEFAULT_DB
@@ -36,6 +50,7 @@ class Config:
     metrics_public: bool = False
     smtp: dict = field(default_factory=dict)
     log_requests: bool = True
+    spike_min: Decimal = Decimal(10)  # a usage spike is at least this much (in the meter's unit)
 
     @classmethod
     def from_env(cls, env=None, db_path=None):
@@ -51,6 +66,7 @@ class Config:
             scheduler_interval=_int_env(env, "BILLING_SCHEDULER_INTERVAL", 60, minimum=1),
             metrics_public=env.get("BILLING_METRICS_PUBLIC", "").strip().lower() in ("1", "true", "yes"),
             max_object_bytes=_int_env(env, "BILLING_MAX_OBJECT_BYTES", 100 * 1024 * 1024, minimum=1),
+            spike_min=_decimal_env(env, "BILLING_SPIKE_MIN", Decimal(10)),
             smtp={k: env[k] for k in ("SMTP_HOST", "SMTP_PORT", "SMTP_USER", "SMTP_PASSWORD",
                                       "SMTP_FROM") if env.get(k)},
         )

@@ -33,26 +33,34 @@ def upcoming_invoice(request, customer_id):
     request.check_customer(customer_id)
     app = request.app
     customer_row = customers_api.load(app.db, customer_id)
+    with app.db.reader() as conn:
+        draft, subscription_id, start_at, end_at = upcoming(app, conn, customer_row)
+    return invoice_view(draft, customer_id, subscription_id, start_at, end_at)
+
+
+def upcoming(app, conn, customer_row):
+    """(draft, subscription id or None, period start, period end) of the
+    customer's open period as of now: what its next invoice would be."""
+    customer_id = customer_row[0]
     zone = times.zone_or_error(customer_row[4])
     today = times.local_date(clock.now(), zone)
-    with app.db.reader() as conn:
-        subscription_row = subscription_in_force(conn, customer_id, today)
-        # adjustments for late events not yet on a draft are billed with the next invoice
-        carried = invoices_api.carrier(conn, customer_id) is not None
-        extra = [] if carried else adjustments.pending(app, conn, customer_id)
-        if subscription_row is None:  # the calendar month: its resource sessions, pending adjustments
-            start_at, end_at = times.calendar_month_bounds(clock.now(), zone)
-            lines = sessions_api.uncovered_lines(conn, customer_id, zone, times.to_micros(start_at),
-                                                 times.to_micros(end_at), late=not carried)
-            draft = invoicing.build(customer_row[5], [], {}, extra_lines=lines + extra,
-                                    tax_rate=money.parse_percent(customer_row[8]),
-                                    credit_balance=coupons_api.balance(conn, customer_id))
-            return invoice_view(draft, customer_id, None, start_at, end_at)
-        plan_row = conn.execute(f"SELECT {plans_api.COLUMNS} FROM plans WHERE id = ?",
-                                (subscription_row[12],)).fetchone()
-        draft, start_at, end_at = rate_period(app, conn, subscription_row, plan_row, customer_row, today,
-                                              extra_lines=extra, late_sessions=not carried)
-        return invoice_view(draft, customer_id, subscription_row[0], start_at, end_at)
+    subscription_row = subscription_in_force(conn, customer_id, today)
+    # adjustments for late events not yet on a draft are billed with the next invoice
+    carried = invoices_api.carrier(conn, customer_id) is not None
+    extra = [] if carried else adjustments.pending(app, conn, customer_id)
+    if subscription_row is None:  # the calendar month: its resource sessions, pending adjustments
+        start_at, end_at = times.calendar_month_bounds(clock.now(), zone)
+        lines = sessions_api.uncovered_lines(conn, customer_id, zone, times.to_micros(start_at),
+                                             times.to_micros(end_at), late=not carried)
+        draft = invoicing.build(customer_row[5], [], {}, extra_lines=lines + extra,
+                                tax_rate=money.parse_percent(customer_row[8]),
+                                credit_balance=coupons_api.balance(conn, customer_id))
+        return draft, None, start_at, end_at
+    plan_row = conn.execute(f"SELECT {plans_api.COLUMNS} FROM plans WHERE id = ?",
+                            (subscription_row[12],)).fetchone()
+    draft, start_at, end_at = rate_period(app, conn, subscription_row, plan_row, customer_row, today,
+                                          extra_lines=extra, late_sessions=not carried)
+    return draft, subscription_row[0], start_at, end_at
 
 
 def estimate(request):

@@ -21,7 +21,7 @@ from ..web.http import created
 from .common import (audit, check_unknown_fields, decode_cursor, now_micros, one_or_404, page, page_limit, path_int,
                      text_field)
 
-EVENT_TYPES = ("invoice.created", "invoice.issued", "invoice.paid", "invoice.voided")
+EVENT_TYPES = ("invoice.created", "invoice.issued", "invoice.paid", "invoice.voided", "alert.triggered")
 MAX_ATTEMPTS = 10
 FIRST_RETRY_SECONDS = 60
 COLUMNS = "id, url, events, description, created_at, deleted_at"

@@ -16,9 +16,10 @@ import urllib.error
 import urllib.request
 
 from .. import clock
-from ..api import webhooks
+from ..api import alert_eval, notifications, webhooks
 from ..api.common import now_micros
 from ..exports.pdf import invoice_pdf
+from ..store.db import named
 from . import mailer
 
 LEASE_SECONDS = 300
@@ -124,6 +125,10 @@ class Dispatcher:
                                  (attempts + 1, now, code, delivery_id))
                 else:
                     status, next_at = _failed_state(attempts + 1, now)
+                    if status == "failed":
+                        notifications.create(conn, None, None, "webhook_failed", "Webhook delivery failed",
+                                             f"Delivery {delivery_id} to {url} gave up after {attempts + 1}"
+                                             f" attempts (last: {error or f'HTTP {code}'}).")
                     # a delivery canceled meanwhile (its endpoint deleted) stays canceled
                     conn.execute("UPDATE webhook_deliveries SET"
                                  " status = CASE WHEN status = 'pending' THEN ? ELSE status END, attempts = ?,"
@@ -154,22 +159,32 @@ class Dispatcher:
             text = text.decode("utf-8", "replace")
         return code, text, error, duration
 
-    def _emails(self):
+    def _message(self, invoice_id, firing_id, recipient):
+        """The e-mail of an issued invoice (with its PDF) or of an alert firing."""
         from ..api import invoices as invoices_api, lifecycle
+        sender = mailer.sender_address(self.app.config.smtp)
+        with self.app.db.reader() as conn:
+            if firing_id is not None:
+                firing = alert_eval.firing_view(named(conn, f"SELECT {alert_eval.FIRING_COLUMNS} FROM alert_firings"
+                                                            " WHERE id = ?", (firing_id,)).fetchone())
+                customer = named(conn, "SELECT name FROM customers WHERE id = ?",
+                                 (firing["customer_id"],)).fetchone()
+                return mailer.alert_message(firing, customer, recipient, sender)
+            invoice = invoices_api.load_view(conn, invoice_id)
+            customer = lifecycle.bill_to(conn, invoice_id, invoice["customer_id"])
+        return mailer.invoice_message(invoice, customer, invoice_pdf(invoice, customer), sender)
+
+    def _emails(self):
         counts = {"sent": 0, "failed": 0}
         if not _anything_due(self.app.db, "emails", now_micros()):
             return counts
         with self.app.db.transaction() as conn:
-            due = _claim(conn, "emails", now_micros(), ", invoice_id, attempts")
+            due = _claim(conn, "emails", now_micros(), ", invoice_id, firing_id, recipient, attempts")
         config = self.app.config
         outbox = os.path.join(config.data_dir, "outbox")
-        for email_id, invoice_id, attempts in due:
-            with self.app.db.reader() as conn:
-                invoice = invoices_api.load_view(conn, invoice_id)
-                customer = lifecycle.bill_to(conn, invoice_id, invoice["customer_id"])
+        for email_id, invoice_id, firing_id, recipient, attempts in due:
             try:
-                message = mailer.invoice_message(invoice, customer, invoice_pdf(invoice, customer),
-                                                 mailer.sender_address(config.smtp))
+                message = self._message(invoice_id, firing_id, recipient)
                 where = mailer.deliver(message, config.smtp, outbox)
                 error = None
             except Exception as exc:  # SMTP down, disk full: try again later

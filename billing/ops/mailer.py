@@ -1,4 +1,5 @@
-"""E-mail for issued invoices: build the message (text body + PDF attachment)
+"""E-mail for issued invoices (text body + PDF attachment) and for alerts
+(text: a budget step or a customer's own rule reached): build the message
 and deliver it by SMTP, or, with no SMTP_HOST configured, drop it as an .eml
 file in an outbox folder (written atomically, so readers never see half a file)."""
 
@@ -63,6 +64,27 @@ def invoice_message(invoice, customer, pdf, sender):
     return message
 
 
+def alert_message(firing, customer, recipient, sender):
+    """An EmailMessage telling the customer an alert fired."""
+    titles = {"budget": f"{firing['percent']}% of your budget reached", "spend": "Spend alert",
+              "usage": "Usage alert"}
+    message = EmailMessage()
+    message["From"] = sender
+    message["To"] = recipient
+    message["Subject"] = f"{titles.get(firing['type'], 'Alert')} — {customer['name']}"
+    message["Date"] = format_datetime(clock.now())
+    message["Message-ID"] = make_msgid(domain="meterline.local")
+    message["X-Meterline-Alert"] = str(firing["id"])  # names the outbox file
+    rows = [f"Hello {customer['name']},", "", firing["message"], ""]
+    if firing.get("period_start") and firing.get("period_end"):
+        rows += [f"Billing period: {firing['period_start']} to {firing['period_end']}", ""]
+    rows += [f"Threshold: {firing['threshold']}{' ' + firing['currency'] if firing.get('currency') else ''}",
+             f"Now: {firing['value']}{' ' + firing['currency'] if firing.get('currency') else ''}", "",
+             "This alert fires once per billing period.", "", "Meterline billing", ""]
+    message.set_content("\n".join(rows), cte="quoted-printable")
+    return message
+
+
 def _send_smtp(message, smtp):
     port = int(smtp.get("SMTP_PORT") or 25)
     with smtplib.SMTP(smtp["SMTP_HOST"], port, timeout=10) as server:
@@ -79,7 +101,9 @@ def _send_smtp(message, smtp):
 def _write_outbox(message, outbox_dir):
     os.makedirs(outbox_dir, exist_ok=True)
     stamp = clock.now().strftime("%Y%m%dT%H%M%SZ")
-    number = re.sub(r"[^A-Za-z0-9._-]", "_", message.get("X-Meterline-Invoice") or "message")
+    name = message.get("X-Meterline-Invoice") or (f"alert-{message['X-Meterline-Alert']}"
+                                                   if message.get("X-Meterline-Alert") else "message")
+    number = re.sub(r"[^A-Za-z0-9._-]", "_", name)
     path = os.path.join(outbox_dir, f"{stamp}-{number}-{secrets.token_hex(4)}.eml")
     fd, temp = tempfile.mkstemp(prefix=".outgoing-", suffix=".tmp", dir=outbox_dir)
     try:

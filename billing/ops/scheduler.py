@@ -2,7 +2,8 @@
 BILLING_SCHEDULER_INTERVAL seconds, stops sessions past their resource's
 maximum duration, drafts the periods that ended, issues the drafts whose
 grace period has passed (to pending_approval when the customer requires
-approval), sends due webhooks and e-mails, and purges expired idempotency keys. Each run is recorded in the jobs table (`GET /v1/jobs`).
+approval), evaluates alerts (budgets, rules, spikes, storage quotas), sends due
+webhooks and e-mails, and purges expired idempotency keys. Each run is recorded in the jobs table (`GET /v1/jobs`).
 
 Runs never overlap inside the process (a second one is recorded as skipped),
 and each step is safe against any other writer anyway: the invoice run is one
@@ -14,7 +15,7 @@ import threading
 from datetime import timedelta
 
 from .. import clock, jsonutil
-from ..api import invoices, lifecycle, sessions
+from ..api import alert_eval, invoices, lifecycle, sessions
 from ..api.common import IDEMPOTENCY_HOURS, check_unknown_fields, decode_cursor, now_micros, page, page_limit
 from ..domain import times
 from ..errors import Conflict, FieldErrors
@@ -68,6 +69,7 @@ class Scheduler:
                 if created:
                     self.app.publish("invoice.created", {"invoice_ids": created})
                 details.update(self.issue_due())
+                details["alerts"] = alert_eval.evaluate(self.app)
                 if self.app.dispatcher.running():
                     self.app.dispatcher.wake()  # it sends on its own thread: a slow endpoint never holds a run
                     details["dispatcher"] = "woken"

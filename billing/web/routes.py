@@ -3,8 +3,8 @@
 Read it top to bottom; `None` as roles means no authentication at all.
 """
 
-from ..api import (analytics, audit_log, coupons, customers, estimates, events, exports, health, invoices, lifecycle,
-                   meters, objects, plans, recommendations, resources, revenue, sessions, subscriptions, usage, users,
+from ..api import (alerts, analytics, audit_log, coupons, customers, estimates, events, exports, health, invoices, lifecycle,
+                   meters, notifications, objects, plans, recommendations, resources, revenue, sessions, subscriptions, usage, users,
                    webhooks)
 from ..api.auth import (ADMIN_ONLY, ANY_SIGNED_IN, CUSTOMER_READ, EVENT_WRITE, OBJECT_WRITE, STAFF_READ,
                         STAFF_WRITE, USER_ADMINS, login, logout, me)
@@ -119,6 +119,17 @@ ROUTES = [
     ("GET", r"/v1/webhooks/" + WEBHOOK, webhooks.get, ADMIN_ONLY),
     ("DELETE", r"/v1/webhooks/" + WEBHOOK, webhooks.delete, ADMIN_ONLY),
     ("GET", r"/v1/webhooks/" + WEBHOOK + r"/deliveries", webhooks.deliveries, ADMIN_ONLY),
+    # alerts (§10): rules, budgets, firings; notifications (a customer sees its own)
+    ("POST", r"/v1/alerts", alerts.create, STAFF_WRITE),
+    ("GET", r"/v1/alerts", alerts.list_rules, CUSTOMER_READ),
+    ("GET", r"/v1/alerts/events", alerts.list_firings, CUSTOMER_READ),
+    ("GET", r"/v1/alerts/budgets", alerts.list_budgets, CUSTOMER_READ),
+    ("POST", r"/v1/alerts/evaluate", alerts.evaluate, STAFF_WRITE),
+    ("DELETE", r"/v1/alerts/" + ID.format("alert_id"), alerts.delete, STAFF_WRITE),
+    ("GET", r"/v1/notifications", notifications.list_notifications, CUSTOMER_READ),
+    ("POST", r"/v1/notifications/read-all", notifications.mark_all_read, CUSTOMER_READ),
+    ("POST", r"/v1/notifications/" + ID.format("notification_id") + r"/read", notifications.mark_read,
+     CUSTOMER_READ),
     ("GET", r"/v1/jobs", scheduler.list_jobs, STAFF_READ),
     ("POST", r"/v1/jobs/run", scheduler.run_now, ADMIN_ONLY),
     # events
