@@ -161,7 +161,7 @@ def stream(request):
 
 
 def _customer_of(data):
-    for key in ("session", "invoice"):
+    for key in ("session", "invoice", "alert"):
         item = data.get(key) if isinstance(data, dict) else None
         if isinstance(item, dict) and "customer_id" in item:
             return item["customer_id"]

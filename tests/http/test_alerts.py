@@ -429,3 +429,26 @@ def _user(admin, server, role, customer_id=None):
     login = server.client().post("/v1/auth/login", {"email": email, "password": "a-long-password-1"})
     assert login.status == 200, login
     return server.client(login.json["token"])
+
+
+def test_a_firing_appears_on_the_live_stream_of_staff_and_of_its_customer_only(admin, billed, server):
+    from tests.http.test_stream import Stream
+    other = _other(admin)
+    staff = Stream(server.port, admin.token)
+    mine = Stream(server.port, make_key(server, customer_id=billed["id"]))
+    theirs = Stream(server.port, make_key(server, customer_id=other["id"]))
+    try:
+        send(admin, billed["id"], 55, "2026-11-05T00:00:00Z")
+        assert evaluate(admin)["fired"] == 1
+        for stream in (staff, mine):
+            fired = stream.wait_for("alert.triggered")
+            assert (fired["alert"]["customer_id"], fired["alert"]["percent"]) == (billed["id"], 50)
+            stream.wait_for("notification.created")
+        send(admin, other["id"], 5, "2026-11-05T00:00:00Z")
+        assert evaluate(admin)["fired"] == 1
+        staff.wait_for("alert.triggered", lambda d: d["alert"]["customer_id"] == other["id"])
+        theirs.wait_for("alert.triggered")
+        assert [d["alert"]["customer_id"] for d in mine.of("alert.triggered")] == [billed["id"]]
+    finally:
+        for stream in (staff, mine, theirs):
+            stream.close()
