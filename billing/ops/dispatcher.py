@@ -103,7 +103,8 @@ class Dispatcher:
             return {"webhooks": self._webhooks(), "emails": self._emails()}
 
     def _webhooks(self):
-        counts = {"delivered": 0, "failed": 0, "gave_up": 0}
+        counts = {"delivered": 0, "failed": 0}
+        gave_up = 0
         if not _anything_due(self.app.db, "webhook_deliveries", now_micros()):
             return counts
         with self.app.db.transaction() as conn:
@@ -126,7 +127,7 @@ class Dispatcher:
                 else:
                     status, next_at = _failed_state(attempts + 1, now)
                     if status == "failed":
-                        counts["gave_up"] += 1
+                        gave_up += 1
                         notifications.create(conn, None, None, "webhook_failed", "Webhook delivery failed",
                                              f"Delivery {delivery_id} to {url} gave up after {attempts + 1}"
                                              f" attempts (last: {error or f'HTTP {code}'}).")
@@ -136,7 +137,7 @@ class Dispatcher:
                                  " next_attempt_at = CASE WHEN status = 'pending' THEN ? ELSE NULL END,"
                                  " last_status_code = ?, last_error = ? WHERE id = ?",
                                  (status, attempts + 1, next_at, code, error or f"HTTP {code}", delivery_id))
-        if counts["gave_up"]:
+        if gave_up:
             self.app.publish("notification.created", {"customer_id": None})  # staff only
         return counts
 
