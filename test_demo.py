@@ -22,6 +22,7 @@ import threading
 import time
 import urllib.error
 import urllib.request
+from datetime import datetime, timedelta, timezone
 from decimal import ROUND_HALF_UP, Decimal
 
 ROOT = os.path.dirname(os.path.abspath(__file__))
@@ -476,6 +477,7 @@ def lifecycle_story(api, invoices, acme, globex, umbrella):
 
     storage_story(api)
     platform_story(api)
+    alerts_story(api)
 
 
 def platform_story(api):
@@ -513,6 +515,59 @@ def platform_story(api):
                             "&group_by=customer")
     check(calls["value"] == sum(g["value"] for g in calls["data"][0]["groups"]),
           f"API calls in September over all customers: {calls['value']}, the sum of each customer's")
+
+
+def alerts_story(api):
+    step("A budget and alerts: 100.00 a month, told at 50%, 80% and 100%")
+    receiver = Receiver()
+    hook = api.call("POST", "/v1/webhooks", {"url": receiver.url, "events": ["alert.triggered"]}, expect=201)
+    api.call("POST", "/v1/plans", {"code": "alerts-usd", "name": "Per call", "currency": "USD", "base_fee": "0.00",
+                                   "charges": [{"meter": "api_calls", "model": "per_unit", "unit_price": "1.00"}]})
+    now = datetime.now(timezone.utc)
+    watched = api.call("POST", "/v1/customers", {"name": "Watchful Ltd", "email": "ops@watchful.example",
+                                                 "billing_email": "ap@watchful.example",
+                                                 "budget": {"monthly": "100.00", "alert_at_percent": [50, 80, 100]}})
+    api.call("POST", "/v1/subscriptions", {"customer_id": watched["id"], "plan": "alerts-usd",
+                                           "start": now.date().replace(day=1).isoformat()})
+    rule = api.call("POST", "/v1/alerts", {"name": "Heavy API use", "customer_id": watched["id"], "type": "usage",
+                                           "meter": "api_calls", "threshold": 200}, expect=201)
+    print(f"   budget {watched['budget']}; rule {rule['id']}: usage of {rule['meter']} over {rule['threshold']}")
+    bad = api.call("POST", "/v1/alerts", {"type": "spend", "threshold": "10.00"}, expect=400)
+    check(bad["error"]["details"][0]["field"] == "currency", "a spend alert for everyone must name its currency")
+
+    def use(calls, tag):
+        stamp = (now - timedelta(minutes=1)).strftime("%Y-%m-%dT%H:%M:%SZ")
+        api.call("POST", "/v1/events/batch", {"customer_id": watched["id"], "events": [
+            {"id": f"watch-{tag}", "meter": "api_calls", "quantity": calls, "timestamp": stamp}]})
+        return api.call("POST", "/v1/alerts/evaluate", {})
+
+    first = use(85, "a")
+    print(f"   85 calls this period (85.00 spent): {first}")
+    check(first["fired"] == 2, "the evaluation fires the 50% and 80% steps")
+    fired = api.call("GET", f"/v1/alerts/events?customer_id={watched['id']}")["data"]
+    table(["type", "step", "threshold", "value", "message"],
+          [(f["type"], f["percent"], f["threshold"], f["value"], f["message"][:60]) for f in fired])
+    again = use(10, "b")
+    print(f"   10 more (95.00): {again}")
+    check(again["fired"] == 0, "pushing further does not fire the same steps again (once per period, for sure)")
+    notes = api.call("GET", f"/v1/notifications?unread=true&customer_id={watched['id']}")
+    table(["notification", "title"], [(n["id"], n["title"]) for n in notes["data"]])
+    check(notes["unread_count"] == 2, "each firing left a notification")
+    received = receiver.wait_for(2)
+    check(len(received) == 2 and all(signed_correctly(hook["secret"], header, body) for header, body in received)
+          and {json.loads(body)["type"] for _, body in received} == {"alert.triggered"},
+          "each firing went out as a signed alert.triggered webhook")
+    outbox = os.path.join(DATA_DIR[0], "outbox")
+    deadline = time.monotonic() + 15
+    while time.monotonic() < deadline and len([n for n in os.listdir(outbox) if "alert" in n]) < 2:
+        time.sleep(0.05)
+    mails = sorted(n for n in os.listdir(outbox) if "alert" in n)
+    for name in mails:
+        print(f"   outbox/{name}")
+    check(len(mails) == 2, "and as an e-mail to the billing address, in the outbox")
+    last = use(110, "c")
+    print(f"   110 more (205.00): {last}")
+    check(last["fired"] == 2, "the 100% step and the usage rule (205 calls over 200) fire once each")
 
 
 SERVER_PID = [None]

@@ -33,6 +33,14 @@ def test_demo_flag_fills_an_empty_database(tmp_path):
         platform = [c for c in running.admin.get("/v1/customers").json["data"] if c["external_id"] == "platform"][0]
         advice = running.admin.get(f"/v1/analytics/recommendations?customer_id={platform['id']}").json["data"]
         assert [(r["type"], r["evidence"]["service"]) for r in advice] == [("scale_down", "checkout-api")]
+        # alerts: Acme's budget crossed at 50% and 80%, Hooli's spend rule, Initech's burst of calls today
+        fired = running.admin.get("/v1/alerts/events").json["data"]
+        by_external = {c["id"]: c["external_id"] for c in running.admin.get("/v1/customers?limit=100").json["data"]}
+        assert sorted((by_external[f["customer_id"]], f["type"], f["percent"]) for f in fired) == [
+            ("acme", "budget", 50), ("acme", "budget", 80), ("hooli", "spend", None), ("initech", "usage_spike", None)]
+        assert running.admin.get("/v1/notifications?unread=true").json["unread_count"] == 4
+        assert len(running.admin.get("/v1/alerts").json["data"]) == 2
+        assert running.admin.post("/v1/alerts/evaluate", {}).json["fired"] == 0  # each fires once
         customer_id, key = demo.collector_credentials(running.app)
         assert customer_id == platform["id"] and running.client(key).get("/v1/auth/me").json["role"] == "ingest"
         _, second = demo.collector_credentials(running.app)  # a new start revokes the previous key

@@ -138,8 +138,8 @@ def _usage_crossings(app, conn, customer, rules, zone):
         if value is not None and alerts.crossed(Decimal(value), threshold):
             found.append(Crossing(
                 f"rule:{rule['id']}", times.format_instant(start_at), "usage",
-                f"{customer['name']} has used {value} {meter.unit} of {meter.key} this period, over the"
-                f" {threshold} of the alert {_rule_name(rule)}.", str(threshold), str(value), rule_id=rule["id"],
+                f"{customer['name']}: {meter.key} reached {value} this period, over the {threshold} of the"
+                f" alert {_rule_name(rule)}.", str(threshold), str(value), rule_id=rule["id"],
                 meter=meter.key, period_start=start_us, period_end=end_us,
                 emails=rule["customer_id"] is not None))
     return found
@@ -160,13 +160,18 @@ def _spike_crossings(app, conn, customer, meter_ids, zone, minimum):
         values = [Decimal(w["value"] or 0) for w in entry["windows"]]
         average = alerts.spike(values[-1], values[:-1], minimum)
         if average is not None:
+            average = _quantity(average)
             found.append(Crossing(
                 f"spike:{meter.key}", today.isoformat(), "usage_spike",
-                f"{customer['name']} used {values[-1]} {meter.unit} of {meter.key} today ({today.isoformat()}),"
-                f" over {alerts.SPIKE_FACTOR}× its recent daily average of {average.normalize():f}.",
-                str(average.normalize()), str(values[-1]), meter=meter.key,
-                period_start=windows[-1][0], period_end=windows[-1][1]))
+                f"{customer['name']}: {meter.key} reached {values[-1]} today ({today.isoformat()}), over"
+                f" {alerts.SPIKE_FACTOR}× its recent daily average of {average}.", average, str(values[-1]),
+                meter=meter.key, period_start=windows[-1][0], period_end=windows[-1][1]))
     return found
+
+
+def _quantity(value):
+    """A Decimal shown as meters show quantities: at most 6 decimals, no trailing zeros."""
+    return f"{value.quantize(Decimal('0.000001')).normalize():f}"
 
 
 def _quota_crossings(app, conn, customer, zone):

@@ -74,7 +74,8 @@ def _usage_threshold(body, problems):
     return micros
 
 
-def _validate(app, conn, body):
+def check_rule(app, conn, body):
+    """The column values of a valid rule body; raises ValidationError."""
     problems = FieldErrors()
     check_unknown_fields(body, ("name", "customer_id", "type", "meter", "currency", "threshold"), problems)
     name = text_field(body, "name", problems, max_length=200)
@@ -121,13 +122,17 @@ def create(request):
     """POST /v1/alerts"""
     body = request.json()
     with request.app.db.transaction() as conn:
-        values = _validate(request.app, conn, body)
-        cur = conn.execute("INSERT INTO alert_rules (name, customer_id, type, meter, currency, threshold, created_at)"
-                           " VALUES (:name, :customer_id, :type, :meter, :currency, :threshold, :at)",
-                           {**values, "at": now_micros()})
-        row = named(conn, f"SELECT {COLUMNS} FROM alert_rules WHERE id = ?", (cur.lastrowid,)).fetchone()
+        values = check_rule(request.app, conn, body)
+        row = insert_rule(conn, values)
         audit(conn, request, "alert.create", "alert", row["id"], after=view(row))
     return created(view(row))
+
+
+def insert_rule(conn, values):
+    cur = conn.execute("INSERT INTO alert_rules (name, customer_id, type, meter, currency, threshold, created_at)"
+                       " VALUES (:name, :customer_id, :type, :meter, :currency, :threshold, :at)",
+                       {**values, "at": now_micros()})
+    return named(conn, f"SELECT {COLUMNS} FROM alert_rules WHERE id = ?", (cur.lastrowid,)).fetchone()
 
 
 def list_rules(request):

@@ -8,11 +8,12 @@ from decimal import Decimal
 from datetime import timedelta
 
 from .. import clock, jsonutil
-from ..api import auth, invoices, lifecycle, objects, selfmeter, sessions, storage
+from ..api import alert_eval, alerts, auth, estimates, invoices, lifecycle, objects, selfmeter, sessions, storage
+from ..api import customers as customers_api
 from ..api.events import Ingest, store_new, system_row
 from ..domain import money, plans, times
 from ..errors import FieldErrors
-from ..store.db import scalar
+from ..store.db import named, scalar
 
 METERS = [
     ("api_calls", "API calls", "call", "sum", None, ["region", "endpoint"]),
@@ -353,11 +354,13 @@ def fill(app, seed=7):
     collected = _platform(app, rng)
     drafted = _billing(app, now_us)
     states = _history(app)
+    fired = _alerts(app)
     summary = ", ".join(f"{n} {status.replace('_', ' ')}" for status, n in sorted(states.items()))
     return (f"Demo: {len(CUSTOMERS) + 2} customers, {len(METERS)} meters, {stored} events over {DAYS} days, "
             f"a week of collected CPU, memory, network and disk ({collected} events) for the platform team, "
             f"{len(RESOURCES)} resources with {sessions_made} sessions, a storage tenant with "
-            f"{len(TENANT_FILES)} files, {len(PLAN_PRICES) + 2} plans, {drafted} invoices ({summary}); users "
+            f"{len(TENANT_FILES)} files, {len(PLAN_PRICES) + 2} plans, {drafted} invoices ({summary}), "
+            f"{fired} alerts fired (budgets, a spend rule, a usage spike) with unread notifications; users "
             "finance@localhost / finance-demo-1, success@localhost / success-demo-1, viewer@localhost / "
             "viewer-demo-1, and tenant@localhost / tenant-demo-1 (the Nimbus Drive portal).")
 
@@ -410,3 +413,38 @@ def _history(app):
                 lifecycle.record_payment(conn, invoice_id, amount, "bank transfer", f"DEMO-{invoice_id:05d}", finance)
         return dict(conn.execute("SELECT status, count(*) FROM invoices GROUP BY status").fetchall())
 
+
+
+def _customer(conn, external_id):
+    return named(conn, f"SELECT {customers_api.COLUMNS} FROM customers WHERE external_id = ?",
+                 (external_id,)).fetchone()
+
+
+def _alerts(app):
+    """Budgets (Acme has spent 85% of its, so 50% and 80% fire; Globex a
+    third of its), a spend alert for Hooli under what it has spent, one for
+    large USD spend that nobody reaches, and a burst of Initech's API calls
+    just now (a usage spike); then one evaluation, as the scheduler would run
+    it: the firings and their unread notifications."""
+    with app.db.reader() as conn:
+        spend = {who: estimates.upcoming(app, conn, _customer(conn, who))[0].subtotal
+                 for who in ("acme", "globex", "hooli")}
+    with app.db.transaction() as conn:
+        for who, share in (("acme", 85), ("globex", 33)):
+            monthly = max(spend[who] * 100 // share, 100)
+            currency = _customer(conn, who)["currency"]
+            conn.execute("UPDATE customers SET budget = ? WHERE external_id = ?", (jsonutil.encode(
+                {"monthly": money.format_minor(monthly, currency), "alert_at_percent": [50, 80, 100]}), who))
+        hooli = _customer(conn, "hooli")
+        for body in ({"name": "Hooli spend watch", "customer_id": hooli["id"], "type": "spend",
+                      "threshold": money.format_minor(max(spend["hooli"] // 2, 100), "INR")},
+                     {"name": "Large USD invoice", "type": "spend", "currency": "USD", "threshold": "25000.00"}):
+            alerts.insert_rule(conn, alerts.check_rule(app, conn, body))
+    ingest = Ingest(app)
+    burst = ingest.row({"id": "demo-initech-burst", "customer": "initech", "meter": "api_calls",
+                        "quantity": 40000, "timestamp": times.format_instant(clock.now() - timedelta(seconds=1)),
+                        "properties": {"region": "eu", "endpoint": "/export"}})
+    ingest.problems.raise_if_any()
+    with app.db.transaction() as conn:
+        store_new(conn, [burst])
+    return alert_eval.evaluate(app)["fired"]
