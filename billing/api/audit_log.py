@@ -1,36 +1,98 @@
-"""The audit log (§9): every change, who made it, before and after."""
+"""The audit log (§9): every change, who made it, before and after.
+
+`GET /v1/audit-log` lists entries newest first, filtered by any of: `actor`
+(an actor label: `user:<id>`, `key:<id>` or `system`), `entity` (the object
+type, e.g. `user`) and `entity_id`, `action` (e.g. `user.update`), a time
+range `from`/`to` (RFC 3339 instants, or dates meaning 00:00 UTC; half-open
+`[from, to)`), and `since_id` (entries after that id). A malformed filter is
+a 400 naming it, never an empty list."""
+
+import re
 
 from .. import jsonutil
 from ..domain import times
+from ..errors import FieldErrors
 from .common import decode_cursor, int_arg, page, page_limit
+
+COLUMNS = "id, at, actor, role, action, entity, entity_id, before, after, request_id"
+ACTOR = re.compile(r"(user|key):[1-9][0-9]{0,18}|system")
+ENTITY = re.compile(r"[a-z][a-z0-9_]{0,63}")
+ACTION = re.compile(r"[a-z][a-z0-9_]{0,63}\.[a-z][a-z0-9_]{0,63}")
+ENTITY_ID_MAX = 200
 
 
 def view(row):
-    return {"id": row[0], "at": times.format_micros(row[1]), "actor": row[2], "role": row[3],
-            "action": row[4], "entity": row[5], "entity_id": row[6],
-            "before": jsonutil.decode(row[7]) if row[7] else None,
-            "after": jsonutil.decode(row[8]) if row[8] else None, "request_id": row[9]}
+    """An audit_log row (sqlite3.Row of COLUMNS) as JSON."""
+    return {"id": row["id"], "at": times.format_micros(row["at"]), "actor": row["actor"], "role": row["role"],
+            "action": row["action"], "entity": row["entity"], "entity_id": row["entity_id"],
+            "before": jsonutil.decode(row["before"]) if row["before"] else None,
+            "after": jsonutil.decode(row["after"]) if row["after"] else None, "request_id": row["request_id"]}
+
+
+def _text_filters(request, problems):
+    """The equality filters that were given: {column: value}."""
+    found = {}
+    checks = (("actor", ACTOR, "must be an actor like user:1, key:2 or system"),
+              ("entity", ENTITY, "must be an object type like user or api_key"),
+              ("action", ACTION, "must be an action like user.update"))
+    for name, pattern, message in checks:
+        value = request.arg(name)
+        if value in (None, ""):
+            continue
+        if pattern.fullmatch(value):
+            found[name] = value
+        else:
+            problems.add(name, message)
+    entity_id = request.arg("entity_id")
+    if entity_id not in (None, ""):
+        if len(entity_id) > ENTITY_ID_MAX or not entity_id.isprintable():
+            problems.add("entity_id", f"must be printable text of at most {ENTITY_ID_MAX} characters")
+        else:
+            found["entity_id"] = entity_id
+    return found
+
+
+def _time_range(request, problems):
+    """The `from` and `to` bounds in microseconds (None where not given)."""
+    bounds = {}
+    for name in ("from", "to"):
+        raw = request.arg(name)
+        if raw in (None, ""):
+            continue
+        try:
+            bounds[name] = times.to_micros(times.parse_bound(raw, times.UTC))
+        except times.TimeError as exc:
+            problems.add(name, str(exc))
+    start, end = bounds.get("from"), bounds.get("to")
+    if start is not None and end is not None and start >= end:
+        problems.add("to", "must be after from")
+    return start, end
+
+
+def _where(request):
+    """The WHERE clauses and parameters of the request's filters (400 on a bad one)."""
+    problems = FieldErrors()
+    equal = _text_filters(request, problems)
+    start, end = _time_range(request, problems)
+    cursor = decode_cursor(request)
+    since = int_arg(request, "since_id", minimum=0)
+    problems.raise_if_any()
+    where = [f"{column} = ?" for column in equal]
+    params = list(equal.values())
+    for clause, value in (("id < ?", cursor[0] if cursor else None), ("id > ?", since),
+                          ("at >= ?", start), ("at < ?", end)):
+        if value is not None:
+            where.append(clause)
+            params.append(value)
+    return where, params
 
 
 def list_entries(request):
-    """Newest first; filters: entity, entity_id, actor, action."""
+    """Newest first (ties on id), paged with next_cursor."""
     limit = page_limit(request)
-    cursor = decode_cursor(request)
-    where, params = [], []
-    if cursor:
-        where.append("id < ?")
-        params.append(cursor[0])
-    for name in ("entity", "entity_id", "actor", "action"):
-        value = request.arg(name)
-        if value:
-            where.append(f"{name} = ?")
-            params.append(value)
-    since = int_arg(request, "since_id", minimum=0)
-    if since is not None:
-        where.append("id > ?")
-        params.append(since)
-    sql = "SELECT id, at, actor, role, action, entity, entity_id, before, after, request_id FROM audit_log"
+    where, params = _where(request)
+    sql = f"SELECT {COLUMNS} FROM audit_log"
     if where:
         sql += " WHERE " + " AND ".join(where)
-    rows = request.app.db.query(sql + " ORDER BY id DESC LIMIT ?", (*params, limit + 1))
-    return page(rows, limit, view, lambda r: [r[0]])
+    rows = request.app.db.rows(sql + " ORDER BY id DESC LIMIT ?", (*params, limit + 1))
+    return page(rows, limit, view, lambda r: [r["id"]])
