@@ -22,6 +22,8 @@ import * as invoice from "./pages/invoice.js";
 import * as webhooks from "./pages/webhooks.js";
 import * as webhook from "./pages/webhook.js";
 import * as jobs from "./pages/jobs.js";
+import * as users from "./pages/users.js";
+import * as audit from "./pages/audit.js";
 import * as resources from "./pages/resources.js";
 import * as storage from "./pages/storage.js";
 import * as portal from "./pages/portal.js";
@@ -44,6 +46,8 @@ const ROUTES = [
   [/^#\/webhooks$/, webhooks, "webhooks"],
   [/^#\/webhooks\/(\d+)$/, webhook, "webhooks"],
   [/^#\/jobs$/, jobs, "jobs"],
+  [/^#\/users$/, users, "users"],
+  [/^#\/audit$/, audit, "audit"],
 ];
 const PORTAL_ROUTES = [
   [/^#\/portal$/, portal, "portal"],
