@@ -12,6 +12,7 @@ from .api.catalog import Catalog
 from .api.objects import Reservations
 from .api import selfmeter, storage
 from .api.meters import ensure_system_meters
+from .api.responses import JSON_TYPE, Response
 from .api.revenue_cache import BucketCache
 from .api.storage import StorageMeter
 from .api.common import IDEMPOTENCY_HOURS, now_micros
@@ -53,15 +54,6 @@ class Stats:
             self.requests += 1
 
 
-def _not_invoiced(conn, customer_id, ts):
-    row = conn.execute("SELECT id, number, status FROM invoices WHERE customer_id = ? AND period_start <= ?"
-                       " AND ? < period_end AND status IN ('pending_approval', 'issued', 'paid') LIMIT 1",
-                       (customer_id, ts, ts)).fetchone()
-    if row is not None:
-        raise Conflict(f"The event's period is on invoice {row[1] or row[0]} ({row[2].replace('_', ' ')}); "
-                       "it can no longer be retracted.")
-
-
 class App:
     def __init__(self, config, log_stream=None):
         self.config = config
@@ -85,8 +77,6 @@ class App:
         self._log_lock = threading.Lock()
         self._idempotency_locks = {}
         self._idempotency_guard = threading.Lock()
-        # What forbids an event retraction: its period's invoice has left draft.
-        self.retraction_checks = [_not_invoiced]
         self.lateness = Lateness(self.db)
         self.dispatcher = Dispatcher(self)
         self.scheduler = Scheduler(self)
@@ -141,7 +131,7 @@ class App:
 
     def _call(self, request, route, params):
         result = route.handler(request, **params)
-        return result if isinstance(result, http.Response) else http.Response(200, result)
+        return result if isinstance(result, Response) else Response(200, result)
 
     def _idempotent(self, request, route, params, key):
         if len(key) > 255:
@@ -168,9 +158,9 @@ class App:
         if row is not None:
             if row[0] != fingerprint:
                 raise Conflict("This Idempotency-Key was used with a different request.")
-            return http.Response(row[1], row[2], headers={"Idempotent-Replayed": "true"})
+            return Response(row[1], row[2], headers={"Idempotent-Replayed": "true"})
         response = self._call(request, route, params)
-        if 200 <= response.status < 300 and response.content_type == http.JSON_TYPE:
+        if 200 <= response.status < 300 and response.content_type == JSON_TYPE:
             with self.db.transaction() as conn:
                 conn.execute(
                     "INSERT OR REPLACE INTO idempotency_keys (actor, key, request_hash, status,"

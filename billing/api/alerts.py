@@ -13,7 +13,7 @@ from .. import errors, jsonutil
 from ..domain import money, quantities, times
 from ..errors import FieldErrors
 from ..store.db import named
-from ..web.http import created
+from .responses import created
 from . import alert_eval
 from .common import (audit, check_unknown_fields, decode_cursor, int_field, now_micros, page, page_limit, path_int,
                      text_field)

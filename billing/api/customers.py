@@ -6,7 +6,7 @@ import sqlite3
 from .. import jsonutil
 from ..domain import money, times
 from ..errors import Conflict, FieldErrors, NotFound
-from ..web.http import created
+from .responses import created
 from .common import (audit, bool_arg, check_unknown_fields, decode_cursor, now_micros, page,
                      page_limit, path_int, text_field, int_field, bool_field, valid_email)
 

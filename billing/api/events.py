@@ -13,7 +13,8 @@ from urllib.parse import unquote
 from .. import jsonutil
 from ..domain import quantities, times
 from ..errors import Conflict, FieldErrors, NotFound, ValidationError
-from ..web.http import Response, created
+from .responses import Response, created
+from . import invoices
 from .common import audit, decode_cursor, encode_cursor, int_arg, now_micros, page_limit, path_int
 
 MAX_BATCH = 10_000
@@ -369,8 +370,7 @@ def retract(request, customer_id, event_id):
         row = find_stored(conn, customer_id, event_id)
         if row is None:
             raise NotFound(f"Event {event_id!r} of customer {customer_id} not found.")
-        for check in app.retraction_checks:
-            check(conn, customer_id, row[4])  # raises Conflict once the period is invoiced
+        invoices.check_retractable(conn, customer_id, row[4])
         before = view(app, row)
         conn.execute(
             "INSERT INTO retracted_events (seq, customer_id, event_id, meter_id, ts, quantity,"

@@ -6,7 +6,7 @@ import io
 
 from .. import jsonutil
 from ..exports.pdf import invoice_pdf
-from ..web.http import Response
+from .responses import Response
 from . import invoices as invoices_api
 from . import lifecycle
 from . import usage as usage_api

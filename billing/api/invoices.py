@@ -6,14 +6,15 @@ from datetime import timedelta
 
 from .. import clock, jsonutil
 from ..domain import invoicing, money, times
-from ..errors import NotFound, ValidationError
-from . import adjustments
+from ..errors import Conflict, NotFound, ValidationError
+from . import adjustments, history
 from . import coupons as coupons_api
 from . import customers as customers_api
 from . import plans as plans_api
 from . import sessions as sessions_api
 from . import subscriptions as subscriptions_api
 from . import webhooks
+from ..store.db import named
 from .common import bool_arg, decode_cursor, int_arg, now_micros, one_or_404, page, page_limit, path_int
 
 FUTURE_TOLERANCE = timedelta(minutes=5)
@@ -149,7 +150,6 @@ def _insert(conn, customer_id, subscription_id, draft, start_at, end_at, start_d
 
 def run_as_of(app, conn, as_of, actor=None):
     """Create the drafts due as of `as_of` inside the caller's transaction; returns their ids."""
-    from . import lifecycle  # the history of each invoice starts with its creation
     existing = {(r[0], r[1]) for r in conn.execute(
         "SELECT subscription_id, period_start_date FROM invoices WHERE subscription_id IS NOT NULL")}
     carriers = {r[0] for r in conn.execute("SELECT DISTINCT customer_id FROM invoices"
@@ -244,7 +244,7 @@ def run_as_of(app, conn, as_of, actor=None):
         created.append(invoice_id)
     hooks = webhooks.subscribers(conn, "invoice.created")
     for invoice_id in created:
-        lifecycle.record(conn, invoice_id, "create", None, "draft", actor)
+        history.record(conn, invoice_id, "create", None, "draft", actor)
         webhooks.enqueue(conn, "invoice.created", lambda: {"invoice": load_view(conn, invoice_id)}, hooks)
     return created
 
@@ -380,3 +380,14 @@ def refresh_listed(app, rows):
         fresh = {r[0]: r for r in conn.execute(
             f"SELECT {COLUMNS} FROM invoices WHERE id IN ({','.join('?' * len(drafts))})", drafts)}
     return [fresh.get(r[0], r) for r in rows]
+
+
+def check_retractable(conn, customer_id, ts):
+    """An event may be retracted only while its period's invoice is a draft
+    (or there is none): Conflict once the invoice has left draft."""
+    row = named(conn, "SELECT id, number, status FROM invoices WHERE customer_id = ? AND period_start <= ?"
+                      " AND ? < period_end AND status IN ('pending_approval', 'issued', 'paid') LIMIT 1",
+                (customer_id, ts, ts)).fetchone()
+    if row is not None:
+        raise Conflict(f"The event's period is on invoice {row['number'] or row['id']}"
+                       f" ({row['status'].replace('_', ' ')}); it can no longer be retracted.")

@@ -18,29 +18,17 @@ from datetime import timedelta
 from .. import jsonutil
 from ..domain import money, times
 from ..errors import Conflict, FieldErrors, Forbidden
-from ..web.http import created
+from .responses import created
 from . import auth
 from . import coupons as coupons_api
 from . import invoices as invoices_api
 from . import sessions as sessions_api
 from . import webhooks
 from .common import check_unknown_fields, now_micros, path_int, text_field
+from .history import System, record
 
 NUMBER_FORMAT = "INV-{:06d}"
 MAX_COMMENT = 2000
-
-
-class System:
-    """The scheduler as an actor in invoice histories."""
-    label, name, role, user_id = "scheduler", "Scheduler", auth.SYSTEM, None
-
-
-def record(conn, invoice_id, action, from_status, to_status, actor, comment=None):
-    actor = actor or System
-    conn.execute("INSERT INTO invoice_actions (invoice_id, action, from_status, to_status, actor, actor_name,"
-                 " role, comment, created_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                 (invoice_id, action, from_status, to_status, actor.label, getattr(actor, "name", None) or None,
-                  actor.role, comment, now_micros()))
 
 
 def _conflict(invoice_id, status, action):

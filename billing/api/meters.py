@@ -8,7 +8,7 @@ from .. import jsonutil
 from ..domain import times
 from ..domain.aggregation import AGGREGATIONS
 from ..errors import Conflict, FieldErrors, NotFound
-from ..web.http import created
+from .responses import created
 from .common import audit, check_unknown_fields, decode_cursor, now_micros, page, page_limit, text_field
 
 KEY_PATTERN = re.compile(r"^[A-Za-z][A-Za-z0-9_.-]{0,63}$")

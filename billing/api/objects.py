@@ -14,7 +14,7 @@ from ..errors import (ApiError, Conflict, NotFound, PayloadTooLarge, QuotaExceed
                       ValidationError)
 from ..store.db import named
 from ..store.files import CHUNK
-from ..web.http import FileResponse, Response, created
+from .responses import FileResponse, Response, created
 from .common import audit, decode_cursor, encode_cursor, int_arg, now_micros, page_limit
 from .storage import stored_bytes
 

@@ -5,7 +5,7 @@ import sqlite3
 from .. import jsonutil
 from ..domain import money, plans, times
 from ..errors import Conflict, FieldErrors, NotFound
-from ..web.http import created
+from .responses import created
 from .common import audit, decode_cursor, now_micros, page, page_limit
 
 COLUMNS = ("id, code, name, description, currency, interval, base_fee, minimum_commitment,"

@@ -5,7 +5,7 @@ import sqlite3
 
 from ..domain import money, times
 from ..errors import Conflict, FieldErrors
-from ..web.http import created
+from .responses import created
 from .common import (MAX_ID, audit, check_unknown_fields, decode_cursor, now_micros, one_or_404, page, page_limit,
                      path_int, text_field)
 

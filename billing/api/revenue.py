@@ -13,7 +13,7 @@ from .. import clock, jsonutil
 from ..domain import money, times
 from ..errors import ValidationError
 from ..store.db import named, scalar
-from ..web.http import JSON_TYPE, Response
+from .responses import JSON_TYPE, Response
 from . import revenue_cache
 
 REVENUE = ("issued", "paid")

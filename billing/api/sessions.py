@@ -12,7 +12,7 @@ from decimal import Decimal
 
 from ..domain import money, times
 from ..errors import ApiError, Conflict, FieldErrors, ValidationError
-from ..web.http import created
+from .responses import created
 from . import resources as resources_api
 from .common import (audit, bool_arg, check_unknown_fields, decode_cursor, encode_cursor, int_arg, now_micros,
                      one_or_404, page, page_limit, path_int, text_field)

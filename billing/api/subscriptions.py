@@ -8,7 +8,7 @@ from .. import clock, jsonutil
 from ..domain import invoicing, money, periods, plans, times
 from ..domain.aggregation import aggregate
 from ..errors import Conflict, FieldErrors, NotFound, ValidationError
-from ..web.http import created
+from .responses import created
 from . import coupons as coupons_api
 from . import plans as plans_api
 from . import sessions as sessions_api

@@ -6,7 +6,7 @@ import sqlite3
 from ..domain import times
 from ..errors import Conflict, FieldErrors, Forbidden, NotFound
 from ..store.db import named
-from ..web.http import created
+from .responses import created
 from . import auth
 from .common import (MAX_ID, audit, check_unknown_fields, decode_cursor, now_micros, page, page_limit,
                      path_int, text_field, valid_email)

@@ -17,7 +17,7 @@ from urllib.parse import urlsplit
 from .. import jsonutil
 from ..domain import times
 from ..errors import FieldErrors, NotFound
-from ..web.http import created
+from .responses import created
 from .common import (audit, check_unknown_fields, decode_cursor, now_micros, one_or_404, page, page_limit, path_int,
                      text_field)
 

@@ -11,8 +11,8 @@ credits_applied = min(credit balance, total); amount_due = total − credits_app
 from dataclasses import dataclass, field
 from decimal import Decimal
 
-from ..jsonutil import decimal_text
 from . import money, rating
+from .quantities import plain
 
 HUNDRED = Decimal(100)
 
@@ -52,7 +52,7 @@ class InvoiceDraft:
 
 def _tiers_view(priced, currency):
     return [{"from": t.start, "to": t.end, "quantity": t.quantity, "unit_price": str(t.unit_price),
-             "flat_fee": decimal_text(t.flat_fee), "amount": decimal_text(t.amount)} for t in priced.tiers]
+             "flat_fee": plain(t.flat_fee), "amount": plain(t.amount)} for t in priced.tiers]
 
 
 def usage_line(charge, quantity, currency, meter_name=None, billed_days=0):
@@ -62,9 +62,9 @@ def usage_line(charge, quantity, currency, meter_name=None, billed_days=0):
         unit_price = f"{charge.package_price} per {charge.package_size}"
     description = f"{meter_name or charge.meter} ({charge.model.replace('_', ' ')})"
     if charge.free_units_per_day:
-        description += (f", {decimal_text(priced.free)} free ({decimal_text(charge.free_units_per_day)}/day"
+        description += (f", {plain(priced.free)} free ({plain(charge.free_units_per_day)}/day"
                         f" × {billed_days} days" +
-                        (f" + {decimal_text(charge.free_units)}" if charge.free_units else "") + ")")
+                        (f" + {plain(charge.free_units)}" if charge.free_units else "") + ")")
     if priced.minimum_applied:
         description += ", minimum charge"
     return {"type": "usage", "description": description, "meter": charge.meter, "quantity": priced.quantity,

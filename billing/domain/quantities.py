@@ -49,3 +49,9 @@ def from_micros(micros):
     # built from text, which Decimal takes exactly (arithmetic would round at 28 digits)
     sign = "-" if micros < 0 else ""
     return Decimal(f"{sign}{whole}.{fraction:06d}".rstrip("0"))
+
+
+def plain(value):
+    """A Decimal as plain text without exponent or trailing zeros: 1.50 -> '1.5'."""
+    text = format(value, "f")
+    return text.rstrip("0").rstrip(".") if "." in text else text

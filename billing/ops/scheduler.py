@@ -15,10 +15,11 @@ import threading
 from datetime import timedelta
 
 from .. import clock, jsonutil
-from ..api import alert_eval, invoices, lifecycle, sessions
-from ..api.common import IDEMPOTENCY_HOURS, check_unknown_fields, decode_cursor, now_micros, page, page_limit
+from ..api import alert_eval, invoices, jobs, lifecycle, sessions
+from ..api.common import IDEMPOTENCY_HOURS, now_micros
 from ..domain import times
-from ..errors import Conflict, FieldErrors
+from ..errors import Conflict
+from ..store.db import named
 
 
 
@@ -116,26 +117,5 @@ class Scheduler:
             cur = conn.execute("INSERT INTO jobs (name, started_at, finished_at, outcome, details)"
                                " VALUES ('billing', ?, ?, ?, ?)", (started, now_micros(), outcome,
                                                                    jsonutil.encode(details)))
-            return job_view(conn.execute("SELECT id, name, started_at, finished_at, outcome, details FROM jobs"
-                                         " WHERE id = ?", (cur.lastrowid,)).fetchone())
-
-
-def job_view(row):
-    return {"id": row[0], "name": row[1], "started_at": times.format_micros(row[2]),
-            "finished_at": times.format_micros(row[3]), "outcome": row[4], "details": jsonutil.decode(row[5])}
-
-
-def list_jobs(request):
-    limit = page_limit(request)
-    cursor = decode_cursor(request)
-    rows = request.app.db.query("SELECT id, name, started_at, finished_at, outcome, details FROM jobs"
-                                " WHERE id < ? ORDER BY id DESC LIMIT ?", (cursor[0] if cursor else 2 ** 62, limit + 1))
-    return page(rows, limit, job_view, lambda r: [r[0]])
-
-
-def run_now(request):
-    """Run the scheduler's work now (the dashboard's "Run now")."""
-    problems = FieldErrors()
-    check_unknown_fields(request.json(), (), problems)
-    problems.raise_if_any()
-    return request.app.scheduler.run_once(trigger=f"manual by {request.actor.label}")
+            return jobs.job_view(named(conn, f"SELECT {jobs.COLUMNS} FROM jobs WHERE id = ?",
+                                       (cur.lastrowid,)).fetchone())

@@ -16,10 +16,10 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from urllib.parse import parse_qs, urlsplit
 
 from .. import errors, jsonutil
+from ..api.responses import FileResponse, Response
 from ..errors import ApiError
 
 MAX_BODY_BYTES = 10 * 1024 * 1024
-JSON_TYPE = "application/json; charset=utf-8"
 SECURITY_HEADERS = {
     "X-Content-Type-Options": "nosniff",
     "X-Frame-Options": "DENY",
@@ -63,41 +63,6 @@ class Headers:
 
     def items(self):
         return self._items.items()
-
-
-class Response:
-    def __init__(self, status=200, body=None, content_type=JSON_TYPE, headers=None):
-        self.status = status
-        self.body = body
-        self.content_type = content_type
-        self.headers = dict(headers or {})
-
-    def payload(self):
-        if self.body is None:
-            return b""
-        if isinstance(self.body, bytes):
-            return self.body
-        if isinstance(self.body, str):
-            return self.body.encode("utf-8")
-        return jsonutil.encode(self.body).encode("utf-8")
-
-
-def created(body):
-    return Response(201, body)
-
-
-class FileResponse(Response):
-    """Bytes `offset … offset + length` of an open file, sent with
-    Content-Length (zero-copy where the OS allows); the file is closed after."""
-
-    def __init__(self, status, file, offset, length, content_type, headers=None):
-        super().__init__(status, None, content_type, headers)
-        self.file = file
-        self.offset = offset
-        self.length = length
-
-    def close(self):
-        self.file.close()
 
 
 UNAUTHENTICATED_DRAIN = 64 * 1024  # what is read and dropped of a refused upload without valid credentials

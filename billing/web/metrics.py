@@ -11,7 +11,7 @@ from .. import __version__
 from ..api import auth
 from ..store.db import named
 from . import prometheus
-from .http import Response
+from ..api.responses import Response
 
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 

@@ -3,12 +3,11 @@
 Read it top to bottom; `None` as roles means no authentication at all.
 """
 
-from ..api import (alerts, analytics, audit_log, coupons, customers, estimates, events, exports, health, invoices, lifecycle,
-                   meters, notifications, objects, plans, recommendations, resources, revenue, sessions, subscriptions, usage, users,
-                   webhooks)
+from ..api import (alerts, analytics, audit_log, coupons, customers, estimates, events, exports, health, invoices, jobs,
+                   lifecycle, meters, notifications, objects, plans, recommendations, resources, revenue, sessions,
+                   subscriptions, usage, users, webhooks)
 from ..api.auth import (ADMIN_ONLY, ANY_SIGNED_IN, CUSTOMER_READ, EVENT_WRITE, OBJECT_WRITE, STAFF_READ,
                         STAFF_WRITE, USER_ADMINS, login, logout, me)
-from ..ops import scheduler
 from . import metrics, static, stream
 from .http import streaming
 
@@ -130,8 +129,8 @@ ROUTES = [
     ("POST", r"/v1/notifications/read-all", notifications.mark_all_read, CUSTOMER_READ),
     ("POST", r"/v1/notifications/" + ID.format("notification_id") + r"/read", notifications.mark_read,
      CUSTOMER_READ),
-    ("GET", r"/v1/jobs", scheduler.list_jobs, STAFF_READ),
-    ("POST", r"/v1/jobs/run", scheduler.run_now, ADMIN_ONLY),
+    ("GET", r"/v1/jobs", jobs.list_jobs, STAFF_READ),
+    ("POST", r"/v1/jobs/run", jobs.run_now, ADMIN_ONLY),
     # events
     ("POST", r"/v1/events", events.ingest_one, EVENT_WRITE),
     ("POST", r"/v1/events/batch", events.ingest_batch, EVENT_WRITE),

@@ -4,7 +4,7 @@ import mimetypes
 import os
 
 from ..errors import NotFound
-from .http import Response
+from ..api.responses import Response
 
 STATIC_DIR = os.path.join(os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))),
                           "static")

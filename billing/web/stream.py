@@ -16,7 +16,7 @@ import time
 
 from .. import jsonutil
 from ..errors import ApiError
-from .http import Response
+from ..api.responses import Response
 
 QUEUE_SIZE = 1000
 WRITE_TIMEOUT = 10
