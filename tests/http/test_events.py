@@ -579,6 +579,14 @@ def test_retract_unknown_is_404(server, admin, ctx):
     assert event_count(server) == 1
 
 
+def test_retracting_twice_after_seq_reuse(admin):
+    admin.post("/v1/meters", {"key": "m", "name": "M", "aggregation": "sum"})
+    cid = admin.post("/v1/customers", {"name": "R", "email": "r@example.com"}).json["id"]
+    for event_id in ("e1", "e2"):
+        assert admin.post("/v1/events", {"id": event_id, "customer_id": cid, "meter": "m"}).status == 201
+        assert admin.delete(f"/v1/customers/{cid}/events/{event_id}").status == 200
+
+
 @pytest.mark.parametrize("role", ["finance", "viewer", "ingest", "customer"])
 def test_retract_needs_admin(server, admin, ctx, role):
     post_event(admin, id="e", customer_id=ctx["cid"], meter="api_calls")
