@@ -10,14 +10,11 @@ import pytest
 
 from billing import clock
 from tests.harness import RunningServer, make_key, temp_db
+from tests.helpers import iso
 from tests.http.helpers import (assert_error, assert_validation, create_customer, create_meter,
                                 event_count, list_all, post_event, post_raw)
 
 NOW = datetime(2030, 6, 15, 12, 0, 0, tzinfo=timezone.utc)
-
-
-def iso(instant):
-    return instant.astimezone(timezone.utc).strftime("%Y-%m-%dT%H:%M:%S") + "Z"
 
 
 @pytest.fixture
