@@ -24,6 +24,7 @@ from billing.collect import (MICRO, NS, Integral, Sample, build_events, cores_mi
                             parse_diskstats, parse_io, parse_meminfo, parse_net_dev, parse_pid_stat,
                             parse_proc_cgroup, parse_proc_stat, parse_status_rss, quantity, ratio_micros, rfc3339,
                             to_quantity, unknown_meters, window_quantities, window_start, window_start_ns)
+from tests.helpers import free_port, wait_for
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 ADMIN_KEY = "mk_collector_admin_key_0123456789"
@@ -380,12 +381,6 @@ def test_argument_errors(capsys):
 
 # ------------------------------------------------------------------ real processes
 
-def free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 class Server:
     """`python3 server.py` on a port and database of its own; stop and start again on the same ones."""
 
@@ -523,16 +518,6 @@ def run_collector(folder, *args, timeout=30):
                           capture_output=True, text=True, timeout=timeout)
 
 
-def wait_until(predicate, timeout, message):
-    deadline = time.monotonic() + timeout
-    while True:
-        value = predicate()
-        if value:
-            return value
-        assert time.monotonic() < deadline, message
-        time.sleep(0.1)
-
-
 @pytest.fixture(scope="module")
 def metered(tmp_path_factory):
     """One server with the five meters, for the tests that do not restart it."""
@@ -668,9 +653,9 @@ def test_pid_measurement_matches_what_the_process_used_and_its_exit_ends_the_col
         _, before, after, done_at = child.stdout.readline().split()
         used = float(after) - float(before)  # the child's own CPU for the burn and the writes
         # wait for a window that starts after the work ended: every earlier one is posted
-        wait_until(lambda: any(int(e["id"].rsplit("-", 1)[1]) > float(done_at) + 1
-                               for e in metered.events(customer, "cpu_core_seconds")),
-                   15, "no window after the work was posted")
+        wait_for(lambda: any(int(e["id"].rsplit("-", 1)[1]) > float(done_at) + 1
+                             for e in metered.events(customer, "cpu_core_seconds")),
+                 15, "no window after the work was posted", interval=0.1)
         measured = metered.usage(customer, "cpu_core_seconds", "burner", since)
         assert abs(measured - Decimal(str(used))) <= Decimal("0.2") * Decimal(str(used)), (measured, used)
         written = metered.usage(customer, "disk_bytes", "burner", since)
@@ -721,7 +706,7 @@ def test_outage_loses_nothing_and_counts_nothing_twice(tmp_path):
         collector = Collector(tmp_path, "--url", server.url, "--key", ADMIN_KEY, "--customer", customer,
                               "--service", "edge", "--host", "--interval", interval, "--spool", spool)
         collector.wait_for("collecting this host")
-        wait_until(lambda: len(server.events(customer, "cpu_core_seconds")) >= 1, 10, "no first window")
+        wait_for(lambda: len(server.events(customer, "cpu_core_seconds")) >= 1, 10, "no first window", interval=0.1)
         server.stop()
         # two intervals without a server: the windows wait in memory and in the spool
         time.sleep(2 * interval + 0.5)
@@ -729,10 +714,10 @@ def test_outage_loses_nothing_and_counts_nothing_twice(tmp_path):
         assert len({_window_of(e) for e in held}) >= 2, held
         assert "server unreachable" in collector.err
         server.start()
-        wait_until(lambda: not spool.exists(), 15, "the spool was not flushed")
+        wait_for(lambda: not spool.exists(), 15, "the spool was not flushed", interval=0.1)
         last_held = max(_window_of(e) for e in held)
-        wait_until(lambda: any(_window_of(e) > last_held + interval for e in server.events(customer)), 15,
-                   "no window after the outage")
+        wait_for(lambda: any(_window_of(e) > last_held + interval for e in server.events(customer)), 15,
+                 "no window after the outage", interval=0.1)
         assert collector.stop() == 0
         assert "reachable again" in collector.err
         events = server.events(customer)
@@ -772,7 +757,7 @@ def test_restarted_collector_sends_its_spool(metered, tmp_path):
     try:
         first.wait_for("collecting this host")
         assert "unreachable" in first.err
-        wait_until(lambda: spool.exists() and len(read_spool(spool)) >= 10, 10, "the spool did not fill")
+        wait_for(lambda: spool.exists() and len(read_spool(spool)) >= 10, 10, "the spool did not fill", interval=0.1)
     finally:
         assert first.stop() == 0
     held = read_spool(spool)

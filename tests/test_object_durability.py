@@ -14,7 +14,8 @@ import threading
 
 import pytest
 
-from tests.http.helpers import RawConnection, object_url, request_head, wait_for
+from tests.helpers import sha256, wait_for
+from tests.http.helpers import RawConnection, object_url, request_head
 from tests.test_server_process import start
 
 ADMIN_KEY = "mk_durable_objects_key_0123456789"
@@ -22,10 +23,6 @@ QUOTA = 24 * 1024 * 1024
 FLIGHT_SIZE = 512 * 1024
 
 pytestmark = pytest.mark.filterwarnings("ignore::ResourceWarning")
-
-
-def sha256(data):
-    return hashlib.sha256(data).hexdigest()
 
 
 class Api:

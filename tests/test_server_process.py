@@ -11,13 +11,9 @@ import urllib.request
 
 import pytest
 
+from tests.helpers import free_port
+
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-
-
-def free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def start(args, env_extra=None, cwd=ROOT):

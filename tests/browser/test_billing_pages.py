@@ -9,11 +9,12 @@ logged no console error, threw nothing, and broke no CSP rule.
 """
 
 import json
-from datetime import datetime, time, timedelta, timezone
+from datetime import datetime, timedelta, timezone
 
 import pytest
 
-from tests.browser.test_dashboard import browser, dashboard, iso  # noqa: F401  (the shared fixtures)
+from tests.browser.test_dashboard import browser, dashboard  # noqa: F401  (the shared fixtures)
+from tests.helpers import day_at
 
 PRO = {"code": "pro", "name": "Pro", "currency": "USD", "base_fee": "49.00",
        "charges": [
@@ -32,10 +33,6 @@ LAST_MONTH = {"subtotal": "171.00", "tax": "17.10", "total": "188.10", "credits_
 # This month so far: api_calls 3,000 → billable 2,000 × 0.002 = 4.00; seats none; base 49.00.
 # Subtotal 53.00, tax 5.30, total 58.30; credits 20.00 → amount due 38.30.
 UPCOMING = {"subtotal": "53.00", "tax": "5.30", "total": "58.30", "amount_due": "38.30"}
-
-
-def at(day, hour=0):
-    return iso(datetime.combine(day, time(hour), timezone.utc))
 
 
 @pytest.fixture
@@ -59,11 +56,11 @@ def billing(server):
     assert reply.status == 201, reply
     assert admin.post(f"/v1/customers/{acme}/credits", {"amount": "20.00", "reason": "Goodwill"}).status == 201
     events = [
-        {"id": "calls-1", "meter": "api_calls", "quantity": 5000, "timestamp": at(last_month + timedelta(days=1), 10)},
-        {"id": "calls-2", "meter": "api_calls", "quantity": 7000, "timestamp": at(last_month + timedelta(days=5), 9)},
-        {"id": "seats-1", "meter": "seats", "quantity": 12, "timestamp": at(last_month + timedelta(days=2), 8)},
-        {"id": "seats-2", "meter": "seats", "quantity": 4, "timestamp": at(last_month + timedelta(days=3), 8)},
-        {"id": "calls-now", "meter": "api_calls", "quantity": 3000, "timestamp": at(this_month)},
+        {"id": "calls-1", "meter": "api_calls", "quantity": 5000, "timestamp": day_at(last_month + timedelta(days=1), 10)},
+        {"id": "calls-2", "meter": "api_calls", "quantity": 7000, "timestamp": day_at(last_month + timedelta(days=5), 9)},
+        {"id": "seats-1", "meter": "seats", "quantity": 12, "timestamp": day_at(last_month + timedelta(days=2), 8)},
+        {"id": "seats-2", "meter": "seats", "quantity": 4, "timestamp": day_at(last_month + timedelta(days=3), 8)},
+        {"id": "calls-now", "meter": "api_calls", "quantity": 3000, "timestamp": day_at(this_month)},
     ]
     reply = admin.post("/v1/events/batch", {"customer_id": acme, "events": events})
     assert reply.status == 200 and reply.json["accepted"] == len(events), reply

@@ -19,6 +19,7 @@ import pytest
 from tests import tools
 from tests.browser.cdp import Browser, find_chromium
 from tests.harness import ADMIN_KEY, ADMIN_PASSWORD
+from tests.helpers import at, iso
 
 SHOTS_DIR = "/tmp/meterline-shots"
 INJECTION = "<img src=x onerror=alert(1)>"
@@ -34,10 +35,6 @@ window.addEventListener('securitypolicyviolation',
 window.addEventListener('error', (e) => window.__problems.push('error ' + e.message));
 window.addEventListener('unhandledrejection', (e) => window.__problems.push('rejection ' + e.reason));
 """
-
-
-def iso(moment):
-    return moment.astimezone(timezone.utc).replace(microsecond=0).isoformat().replace("+00:00", "Z")
 
 
 # -- fixtures -----------------------------------------------------------------
@@ -305,10 +302,6 @@ def event_rows(dashboard):
                         "time: tr.querySelector('time').getAttribute('datetime'), fresh: tr.classList.contains('new')}))")
 
 
-def parse_time(text):
-    return datetime.fromisoformat(text.replace("Z", "+00:00"))
-
-
 def test_events_newest_first_with_load_more_filters_and_auto_refresh(dashboard, seeded):
     dashboard.sign_in(hash_="#/events")
     dashboard.signed_in()
@@ -316,7 +309,7 @@ def test_events_newest_first_with_load_more_filters_and_auto_refresh(dashboard, 
     rows = event_rows(dashboard)
     assert rows[0]["id"] == "acme-0"
     dashboard.wait("document.querySelector('table.events td.customer a').textContent === 'Acme Corp'")
-    times = [parse_time(row["time"]) for row in rows]
+    times = [at(row["time"]) for row in rows]
     assert times == sorted(times, reverse=True)
 
     dashboard.wait("!document.querySelector('button.more').hidden")
@@ -324,7 +317,7 @@ def test_events_newest_first_with_load_more_filters_and_auto_refresh(dashboard, 
     dashboard.wait(f"document.querySelectorAll('table.events tbody tr[data-event]').length === {seeded['total_events']}")
     rows = event_rows(dashboard)
     assert len({row["id"] for row in rows}) == seeded["total_events"]
-    times = [parse_time(row["time"]) for row in rows]
+    times = [at(row["time"]) for row in rows]
     assert times == sorted(times, reverse=True)
     assert dashboard.js("document.querySelector('button.more').hidden")
     dashboard.shoot("06-events")

@@ -14,12 +14,13 @@ import json
 import os
 import re
 import threading
-from datetime import datetime, time, timedelta, timezone
+from datetime import datetime, timedelta, timezone
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 
-from tests.browser.test_dashboard import browser, dashboard, iso  # noqa: F401  (the shared fixtures)
+from tests.browser.test_dashboard import browser, dashboard  # noqa: F401  (the shared fixtures)
+from tests.helpers import day_at
 
 SHOTS = "/tmp/shots"
 PASSWORD = "workflow-password-1"
@@ -33,10 +34,6 @@ BASIC = {"code": "basic", "name": "Basic", "currency": "USD", "base_fee": "100.0
          "charges": [{"meter": "api_calls", "model": "per_unit", "unit_price": "0.01"}]}
 # Last month: 100.00 base + 5,000 calls × 0.01 = 150.00 for each customer (no tax, no credit).
 TOTAL = "150.00"
-
-
-def at(day, hour=0):
-    return iso(datetime.combine(day, time(hour), timezone.utc))
 
 
 @pytest.fixture
@@ -66,10 +63,10 @@ def workflow(server):
                                                  "start": last_month.isoformat()})
         assert reply.status == 201, reply
         events = [{"id": f"{key}-{n}", "meter": "api_calls", "quantity": 2500,
-                   "timestamp": at(last_month + timedelta(days=n + 1), 10)} for n in range(2)]
+                   "timestamp": day_at(last_month + timedelta(days=n + 1), 10)} for n in range(2)]
         reply = admin.post("/v1/events/batch", {"customer_id": customers[key], "events": events})
         assert reply.status == 200 and reply.json["accepted"] == 2, reply
-    reply = admin.post("/v1/invoices/run", {"as_of": at(this_month)})
+    reply = admin.post("/v1/invoices/run", {"as_of": day_at(this_month)})
     assert reply.status == 200 and reply.json["created"] == 2, reply
     invoices = {}
     for key, customer_id in customers.items():

@@ -26,9 +26,10 @@ from zoneinfo import ZoneInfo
 import pytest
 
 from billing import clock
-from tests.browser.test_dashboard import INJECTION, browser, dashboard, iso  # noqa: F401  (the shared fixtures)
+from tests.browser.test_dashboard import INJECTION, browser, dashboard  # noqa: F401  (the shared fixtures)
 from tests.browser.test_invoice_workflow import fits_the_screen, snap
 from tests.harness import make_key
+from tests.helpers import at, iso
 
 ZONE = "Asia/Tokyo"
 PASSWORD = "overview-password-1"
@@ -57,10 +58,6 @@ def month_start(day, back=0):
     return day.replace(year=month // 12, month=month % 12 + 1, day=1)
 
 
-def parse(text):
-    return datetime.fromisoformat(text.replace("Z", "+00:00"))
-
-
 @pytest.fixture
 def overview(server):
     admin = server.admin
@@ -87,7 +84,7 @@ def overview(server):
                     "timestamp": iso(now - timedelta(days=k, hours=1))} for k in range(RECENT_DAYS)]
         reply = admin.post("/v1/events/batch", {"customer_id": customer, "events": events})
         assert reply.status == 200 and reply.json["accepted"] == len(events), reply
-        posted += [parse(event["timestamp"]) for event in events]
+        posted += [at(event["timestamp"]) for event in events]
 
     reply = admin.post("/v1/invoices/run", {})
     assert reply.status == 200 and reply.json["created"] >= 10, reply
@@ -96,7 +93,7 @@ def overview(server):
                         key=lambda invoice: invoice["period_start"])
         for invoice in drafts[:-1] if key == "kaiju" else drafts:  # Kaiju's newest stays a draft
             # issued the day after its period ended (never later than now)
-            issued = min(parse(invoice["period_end"]) + timedelta(days=1, hours=3), now - timedelta(minutes=1))
+            issued = min(at(invoice["period_end"]) + timedelta(days=1, hours=3), now - timedelta(minutes=1))
             with clock.at(issued):
                 reply = admin.post(f"/v1/invoices/{invoice['id']}/finalize", {})
             assert reply.status == 200 and reply.json["status"] == "issued", reply
@@ -124,7 +121,7 @@ def revenue_by_month(invoices, zone=ZONE):
     for invoice in invoices:
         if invoice["status"] not in ("issued", "paid"):
             continue
-        month = parse(invoice["issued_at"]).astimezone(ZoneInfo(zone)).strftime("%Y-%m")
+        month = at(invoice["issued_at"]).astimezone(ZoneInfo(zone)).strftime("%Y-%m")
         per_month = months.setdefault(invoice["currency"], {})
         per_month[month] = add(per_month.get(month), invoice["total"])
     return months
@@ -267,7 +264,7 @@ def test_the_overview_is_the_admins_home_with_kpis_revenue_events_and_top_custom
     # Events per day: 30 local days, the total and each day's count as sent.
     days = dashboard.js("[...document.querySelectorAll('#events-per-day rect.bar')].map((bar) => [bar.dataset.day, +bar.dataset.count])")
     events = server.admin.get(f"/v1/analytics/events?timezone={ZONE}").json
-    start, end = parse(events["from"]), parse(events["to"])
+    start, end = at(events["from"]), at(events["to"])
     sent = [moment for moment in overview["events"] if start <= moment < end]
     assert len(days) == 30
     assert int(dashboard.js("document.querySelector('#events-total').dataset.total")) == events["total"] == len(sent)

@@ -4,10 +4,13 @@ import json
 import os
 import socket
 import sqlite3
-import time
+import subprocess
 from decimal import Decimal
 from urllib.parse import quote, urlencode
 
+from billing import clock
+from billing.domain import times
+from tests import tools
 from tests.harness import RunningServer, make_key, temp_db  # noqa: F401  (re-exported)
 
 JSON = {"Content-Type": "application/json"}
@@ -20,11 +23,21 @@ def unique(prefix="x"):
     return f"{prefix}{_counter[0]}"
 
 
+def pin(text):
+    """Freeze the clock at an RFC 3339 instant."""
+    clock.pin(times.parse_instant(text))
+
+
 def create_customer(client, **fields):
     body = {"name": "Acme", "email": f"{unique('c')}@example.com", **fields}
     reply = client.post("/v1/customers", body)
     assert reply.status == 201, reply
     return reply.json
+
+
+def make_customer(client, **fields):
+    """A new customer (create_customer); its id."""
+    return create_customer(client, **fields)["id"]
 
 
 def create_meter(client, key="api_calls", aggregation="sum", **fields):
@@ -231,6 +244,41 @@ def chunked(parts, trailers=None):
     return out + b"\r\n"
 
 
+# -- resources and sessions (§6) ---------------------------------------------
+
+RESOURCE = {"capacity": 5, "price_per_minute": "0.50", "currency": "USD"}
+
+
+def make_resource(client, template=RESOURCE, **fields):
+    """A new resource named "Room <n>": the fields of `template`, then `fields`."""
+    reply = client.post("/v1/resources", {**template, "name": unique("Room "), **fields})
+    assert reply.status == 201, reply
+    return reply.json
+
+
+def start(client, resource_id, customer_id, **extra):
+    """Start a session (the reply, whatever its status)."""
+    return client.post("/v1/sessions", {"resource_id": resource_id, "customer_id": customer_id, **extra})
+
+
+# -- invoices (§7) -----------------------------------------------------------
+
+def pdf_text(data, tmp_path):
+    """The text of a PDF as pdftotext -layout reads it (poppler-utils; tests/tools.py)."""
+    path = tmp_path / f"{unique('pdf')}.pdf"
+    path.write_bytes(data)
+    result = subprocess.run([tools.need("pdftotext", "poppler-utils"), "-layout", str(path), "-"], capture_output=True, timeout=30)
+    assert result.returncode == 0, result.stderr
+    return result.stdout.decode("utf-8")
+
+
+def finalize(client, invoice_id):
+    """Issue a draft invoice (it must succeed); the invoice."""
+    reply = client.post(f"/v1/invoices/{invoice_id}/finalize")
+    assert reply.status == 200, reply
+    return reply.json
+
+
 # -- objects (§8) ------------------------------------------------------------
 
 def storage_server(tmp_path, **env):
@@ -268,18 +316,6 @@ def stored_files(server):
 def temp_files(server):
     root = server.app.config.objects_dir if hasattr(server, "app") else server
     return sorted(os.listdir(os.path.join(root, "tmp")))
-
-
-def wait_for(condition, timeout=10, message="condition"):
-    """Poll `condition()` until it is true (returns its value) or fail after `timeout` s."""
-    deadline = time.monotonic() + timeout
-    while True:
-        value = condition()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {message}")
-        time.sleep(0.005)
 
 
 class WriteCounter:

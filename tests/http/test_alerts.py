@@ -6,7 +6,6 @@ import json
 import os
 import signal
 import threading
-from datetime import datetime
 from email import policy
 from email.parser import BytesParser
 
@@ -14,16 +13,12 @@ import pytest
 
 from billing import clock
 from tests.harness import RunningServer, make_key, temp_db
-from tests.http.helpers import assert_error, assert_validation, create_customer, create_meter, list_all, unique
+from tests.http.helpers import assert_error, assert_validation, create_customer, create_meter, list_all, pin, unique
 from tests.http.test_webhooks import Receiver, verify_signature
 
 PLAN = {"code": "calls", "name": "Calls", "currency": "USD", "base_fee": "0.00",
         "charges": [{"meter": "api_calls", "model": "per_unit", "unit_price": "1.00"}]}
 BUDGET = {"monthly": "100.00", "alert_at_percent": [50, 80, 100]}
-
-
-def pin(text):
-    clock.pin(datetime.fromisoformat(text.replace("Z", "+00:00")))
 
 
 def send(admin, customer_id, quantity, timestamp, meter="api_calls"):

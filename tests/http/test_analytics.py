@@ -2,7 +2,6 @@
 the answer shapes §10 gives, checked by hand. Money is per currency."""
 
 import sqlite3
-from datetime import datetime
 from decimal import Decimal
 
 import pytest
@@ -12,11 +11,8 @@ from billing.api import revenue as revenue_api, revenue_cache
 from billing.api.revenue_cache import BucketCache
 from billing.domain import times
 from billing.store import migrations
+from tests.helpers import at
 from tests.http.helpers import assert_validation, create_customer, create_meter
-
-
-def at(text):
-    return datetime.fromisoformat(text.replace("Z", "+00:00"))
 
 
 PLANS = {"USD": ("49.00", "0.01"), "JPY": ("5000", "1"), "KWD": ("15.000", "0.003")}

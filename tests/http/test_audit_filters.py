@@ -1,18 +1,14 @@
 """GET /v1/audit-log filters (§9): actor, object type and id, action, a time
 range, and paging that keeps them; a malformed filter is a §2 400 naming it."""
 
-from datetime import datetime, timezone
 from urllib.parse import urlencode
 
 import pytest
 
 from billing import clock
 from tests.harness import ADMIN_PASSWORD
+from tests.helpers import at
 from tests.http.helpers import assert_error, assert_validation, create_customer, list_all, make_key
-
-
-def at(text):
-    return datetime.fromisoformat(text.replace("Z", "+00:00")).astimezone(timezone.utc)
 
 
 def log(client, **filters):

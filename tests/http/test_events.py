@@ -10,14 +10,11 @@ import pytest
 
 from billing import clock
 from tests.harness import RunningServer, make_key, temp_db
+from tests.helpers import iso
 from tests.http.helpers import (assert_error, assert_validation, create_customer, create_meter,
                                 event_count, list_all, post_event, post_raw)
 
 NOW = datetime(2030, 6, 15, 12, 0, 0, tzinfo=timezone.utc)
-
-
-def iso(instant):
-    return instant.astimezone(timezone.utc).strftime("%Y-%m-%dT%H:%M:%S") + "Z"
 
 
 @pytest.fixture
@@ -577,6 +574,14 @@ def test_retract_unknown_is_404(server, admin, ctx):
     assert_error(admin.delete(f"/v1/customers/{ctx['other']}/events/e"), 404, "not_found")  # not theirs
     assert_error(admin.delete("/v1/customers/424242/events/e"), 404, "not_found")
     assert event_count(server) == 1
+
+
+def test_retracting_twice_after_seq_reuse(admin):
+    admin.post("/v1/meters", {"key": "m", "name": "M", "aggregation": "sum"})
+    cid = admin.post("/v1/customers", {"name": "R", "email": "r@example.com"}).json["id"]
+    for event_id in ("e1", "e2"):
+        assert admin.post("/v1/events", {"id": event_id, "customer_id": cid, "meter": "m"}).status == 201
+        assert admin.delete(f"/v1/customers/{cid}/events/{event_id}").status == 200
 
 
 @pytest.mark.parametrize("role", ["finance", "viewer", "ingest", "customer"])

@@ -3,16 +3,12 @@ a customer's usage as CSV (header row, RFC 4180, formula-safe)."""
 
 import csv
 import io
-import subprocess
 from decimal import Decimal
 
 import pytest
 
-from billing import clock
-from billing.domain import times
-from tests import tools
 from tests.harness import make_key
-from tests.http.helpers import assert_error, assert_validation, unique
+from tests.http.helpers import assert_error, assert_validation, finalize, pdf_text, pin, unique
 
 PLAN = {"code": "pro", "name": "Pro", "currency": "USD", "base_fee": "49.00",
         "charges": [{"meter": "api_calls", "model": "graduated",
@@ -22,10 +18,6 @@ INVOICE_HEADER = ["id", "number", "customer_id", "customer", "status", "payment_
                   "period_start", "period_end", "subtotal", "discount", "tax", "total", "credits_applied",
                   "amount_due", "amount_paid", "issued_at", "due_at"]
 USAGE_HEADER = ["meter", "aggregation", "unit", "from", "to", "group", "value"]
-
-
-def pin(text):
-    clock.pin(times.parse_instant(text))
 
 
 @pytest.fixture
@@ -56,20 +48,6 @@ def customer_with_draft(admin, name, timezone="UTC", tax_rate="0", calls=5000, s
     return cid, invoice_id
 
 
-def issue(admin, invoice_id):
-    reply = admin.post(f"/v1/invoices/{invoice_id}/finalize")
-    assert reply.status == 200, reply
-    return reply.json
-
-
-def pdf_text(data, tmp_path):
-    path = tmp_path / f"{unique('inv')}.pdf"
-    path.write_bytes(data)
-    result = subprocess.run([tools.need("pdftotext", "poppler-utils"), "-layout", str(path), "-"], capture_output=True, timeout=30)
-    assert result.returncode == 0, result.stderr
-    return result.stdout.decode("utf-8")
-
-
 def csv_value(value):
     """How the CSV writes a JSON field of the invoice."""
     if value is None:
@@ -92,7 +70,7 @@ def parse_csv(reply):
 
 def test_invoice_pdf_carries_every_line_and_total(server, admin, catalog, tmp_path):
     cid, invoice_id = customer_with_draft(admin, "Café Ünal GmbH", timezone="America/New_York", tax_rate="19")
-    invoice = issue(admin, invoice_id)
+    invoice = finalize(admin, invoice_id)
     assert invoice["total"] == "71.40"
     reply = admin.get(f"/v1/invoices/{invoice_id}.pdf")
     assert reply.status == 200, reply
@@ -139,7 +117,7 @@ def test_invoices_csv_rows_filters_and_quoting(server, admin, catalog):
     a, a_invoice = customer_with_draft(admin, tricky)
     _, b_invoice = customer_with_draft(admin, formula, calls=1000)
     _, c_invoice = customer_with_draft(admin, "@SUM(A1:A9)")
-    issued = issue(admin, a_invoice)
+    issued = finalize(admin, a_invoice)
     assert admin.post(f"/v1/invoices/{c_invoice}/void", {"reason": "test"}).status == 200
 
     rows = parse_csv(admin.get("/v1/invoices.csv"))

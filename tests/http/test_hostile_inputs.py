@@ -31,14 +31,10 @@ import pytest
 from billing import clock
 from billing.domain import times
 from tests.harness import ADMIN_KEY, RunningServer, temp_db
-from tests.http.helpers import raw_exchange
+from tests.http.helpers import pin, raw_exchange
 
 NOW = times.parse_instant("2025-10-20T12:00:00Z")
 JSON_CT = "application/json"
-
-
-def pin(text):
-    clock.pin(times.parse_instant(text))
 
 
 # -- the world ----------------------------------------------------------------------

@@ -29,6 +29,25 @@ def check_security_headers(headers):
         assert lower.get(name.lower()) == value, (name, headers)
 
 
+def exchange(port, raw, wait_for=2):
+    """Send raw bytes on a new connection; what came back once `wait_for`
+    responses have begun (or the server closed, or 5 s passed)."""
+    with socket.create_connection(("127.0.0.1", port), timeout=5) as s:
+        s.sendall(raw)
+        chunks = []
+        try:
+            while True:
+                data = s.recv(65536)
+                if not data:
+                    break
+                chunks.append(data)
+                if b"".join(chunks).count(b"HTTP/1.1 ") >= wait_for:
+                    break
+        except socket.timeout:
+            pass
+    return b"".join(chunks)
+
+
 # -- 404 / 405 ---------------------------------------------------------------------
 
 @pytest.mark.parametrize("path", ["/v1/nope", "/nope", "/v1/customers/1/nothing", "/v1/customers/abc"])
@@ -140,6 +159,17 @@ def test_400_bad_content_length(server, length):
     assert table_count(server, "customers") == 0
 
 
+def test_duplicate_content_length_and_transfer_encoding_are_refused(server):
+    answer = exchange(server.port, b"POST /v1/customers HTTP/1.1\r\nHost: x\r\nContent-Length: 2\r\n"
+                                   b"Content-Length: 3\r\nContent-Type: application/json\r\n\r\n{}", 1)
+    assert answer.startswith(b"HTTP/1.1 400")
+    answer = exchange(server.port, b"POST /v1/customers HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n"
+                                   b"Transfer-Encoding: identity\r\n\r\n", 1)
+    assert answer.startswith(b"HTTP/1.1 400") or answer.startswith(b"HTTP/1.1 411")
+    answer = exchange(server.port, b"POST /v1/customers HTTP/1.1\r\nHost: x\r\nContent-Length: +2\r\n\r\n{}", 1)
+    assert answer.startswith(b"HTTP/1.1 400")
+
+
 def test_400_invalid_utf8(server, admin):
     reply = post_raw(admin, "/v1/customers", b'{"name": "\xff\xfe", "email": "a@example.com"}')
     assert reply.status == 400, reply
@@ -183,6 +213,14 @@ def test_lone_surrogate_escape_is_400_not_500(server, admin, path, template):
     reply = post_raw(admin, path, template.replace("CID", str(cid)))
     assert reply.status == 400, reply
     assert event_count(server) == 0 and table_count(server, "customers") == before
+
+
+def test_raw_lone_surrogate_and_utf16_bodies_are_400(admin):
+    body = b'{"name": "\xed\xa0\x80", "email": "s@example.com"}'
+    assert admin.request("POST", "/v1/customers", raw=body, headers={"Content-Type": "application/json"}).status == 400
+    body16 = '{"name": "A", "email": "u@example.com"}'.encode("utf-16")
+    assert admin.request("POST", "/v1/customers", raw=body16, headers={"Content-Type": "application/json"}).status == 400
+    assert admin.get("/v1/customers").json["data"] == []
 
 
 @pytest.mark.parametrize("query", ["since_id=99999999999999999999999", "limit=99999999999999999999",
@@ -327,6 +365,14 @@ def test_401_with_body_keeps_connection_usable(server):
         conn.close()
 
 
+def test_a_get_body_is_never_read_as_a_second_request(server):
+    hidden = f"GET /v1/auth/me HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {ADMIN_KEY}\r\n\r\n".encode()
+    raw = (b"GET /health HTTP/1.1\r\nHost: x\r\nContent-Length: " + str(len(hidden)).encode() + b"\r\n\r\n"
+           + hidden + b"GET /health HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+    answer = exchange(server.port, raw, wait_for=3)
+    assert answer.count(b"HTTP/1.1 200") == 2 and b"api_key" not in answer
+
+
 # -- Idempotency-Key -----------------------------------------------------------------------
 
 def test_idempotency_key_replays_first_response(server, admin):
@@ -397,6 +443,12 @@ def test_failed_request_is_not_remembered(server, admin):
     assert good.status == 201, good
 
 
+def test_idempotency_locks_do_not_pile_up(server, admin):
+    for n in range(30):
+        admin.post("/v1/customers", {"name": f"I{n}", "email": f"i{n}@example.com"}, headers={"Idempotency-Key": f"k{n}"})
+    assert server.app._idempotency_locks == {}
+
+
 # -- 500s ----------------------------------------------------------------------------------
 
 def test_500_never_leaks_a_traceback(server, admin):
@@ -463,6 +515,13 @@ def test_head_and_unknown_methods(server, admin):
         assert response.status == 405 and response.getheader("X-Request-Id")
     finally:
         conn.close()
+
+
+def test_parse_errors_answer_in_the_json_shape(server):
+    answer = exchange(server.port, b"FOO /health HTTP/1.1\r\nHost: x\r\n\r\n", 1)
+    assert answer.startswith(b"HTTP/1.1 501") and b'"error"' in answer and b"X-Request-Id" in answer
+    answer = exchange(server.port, b"GET http://[x/health HTTP/1.1\r\nHost: x\r\n\r\n", 1)
+    assert answer.startswith(b"HTTP/1.1 400")
 
 
 def test_server_survives_garbage_on_the_socket(server):

@@ -5,27 +5,20 @@ backoff while the SMTP server is down."""
 import glob
 import os
 import sqlite3
-import subprocess
-from email import policy
-from email.parser import BytesParser
 
 import pytest
 
 from billing import clock
 from billing.domain import times
-from tests import tools
 from tests.harness import RunningServer, temp_db
+from tests.helpers import parse_email
 from tests.smtp_receiver import start_receiver, stop_receiver
-from tests.http.helpers import unique
+from tests.http.helpers import pdf_text, pin, unique
 
 ENV = {"BILLING_MAX_EVENT_AGE_DAYS": "0"}
 PLAN = {"code": "basic", "name": "Basic", "currency": "USD", "base_fee": "20.00",
         "charges": [{"meter": "api_calls", "model": "per_unit", "unit_price": "0.01"}]}
 T0 = "2025-10-02T12:00:00Z"
-
-
-def pin(text):
-    clock.pin(times.parse_instant(text))
 
 
 def setup_catalog(admin):
@@ -63,17 +56,6 @@ def email_rows(server):
 
 def outbox_files(server):
     return sorted(glob.glob(os.path.join(server.app.config.data_dir, "outbox", "*.eml")))
-
-
-def parse(data):
-    return BytesParser(policy=policy.default).parsebytes(data)
-
-
-def pdf_text(data, tmp_path):
-    path = tmp_path / f"{unique('att')}.pdf"
-    path.write_bytes(data)
-    return subprocess.run([tools.need("pdftotext", "poppler-utils"), "-layout", str(path), "-"], capture_output=True, check=True,
-                          timeout=30).stdout.decode("utf-8")
 
 
 def check_message(message, invoice, recipient, tmp_path):
@@ -140,7 +122,7 @@ def test_without_smtp_the_message_lands_in_the_outbox(server, admin, tmp_path):
     [path] = outbox_files(server)
     assert os.listdir(os.path.join(str(tmp_path), "outbox")) == [os.path.basename(path)]  # no temp file left
     with open(path, "rb") as handle:
-        message = parse(handle.read())
+        message = parse_email(handle.read())
     check_message(message, invoice, "ap@billing.example", tmp_path)
     assert "Billing Address Co" in message.get_body(preferencelist=("plain",)).get_content()
     [row] = email_rows(server)
@@ -156,7 +138,7 @@ def test_without_smtp_the_message_lands_in_the_outbox(server, admin, tmp_path):
     server.app.dispatcher.run_once()
     [new] = [p for p in outbox_files(server) if p != path]
     with open(new, "rb") as handle:
-        message = parse(handle.read())
+        message = parse_email(handle.read())
     check_message(message, second, body["email"], tmp_path)
     assert second["number"] != invoice["number"]
 
@@ -170,7 +152,7 @@ def test_with_smtp_the_message_goes_to_the_smtp_server(smtp, smtp_server, tmp_pa
     assert counts["emails"] == {"sent": 1, "failed": 0}
     [got] = receiver.messages
     assert got["from"] == "invoices@meterline.test" and got["rcpt"] == ["ap@billing.example"]
-    message = parse(got["data"])
+    message = parse_email(got["data"])
     assert message["From"] == "invoices@meterline.test"
     check_message(message, invoice, "ap@billing.example", tmp_path)
     assert outbox_files(server) == []
@@ -208,7 +190,7 @@ def test_smtp_down_stays_pending_and_is_retried_after_the_backoff(smtp, smtp_ser
     assert counts["emails"] == {"sent": 1, "failed": 0}
     [got] = receiver.messages
     assert got["rcpt"] == ["ap@billing.example"]
-    check_message(parse(got["data"]), invoice, "ap@billing.example", tmp_path)
+    check_message(parse_email(got["data"]), invoice, "ap@billing.example", tmp_path)
     [row] = email_rows(server)
     assert (row[2], row[3], row[4], row[5]) == ("sent", 2, None, None)
     assert outbox_files(server) == []

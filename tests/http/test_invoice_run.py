@@ -4,17 +4,12 @@ import threading
 
 import pytest
 
-from billing import clock
-from billing.domain import times
+from tests.http.helpers import pin
 
 PLAN = {"code": "pro", "name": "Pro", "currency": "USD", "base_fee": "49.00", "minimum_commitment": "100.00",
         "charges": [{"meter": "api_calls", "model": "graduated", "free_units": 1000,
                      "tiers": [{"up_to": 10000, "unit_price": "0.002"},
                                {"up_to": None, "unit_price": "0.001", "flat_fee": "5"}]}]}
-
-
-def pin(text):
-    clock.pin(times.parse_instant(text))
 
 
 @pytest.fixture

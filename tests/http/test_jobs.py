@@ -4,19 +4,13 @@ period or leave a gap in the numbers."""
 
 import threading
 
-from billing import clock
-from billing.domain import times
 from billing.ops.scheduler import Scheduler
 from tests.harness import make_key
-from tests.http.helpers import assert_error, list_all, unique
+from tests.http.helpers import assert_error, list_all, pin, unique
 
 PLAN = {"code": "basic", "name": "Basic", "currency": "USD", "base_fee": "20.00",
         "charges": [{"meter": "api_calls", "model": "per_unit", "unit_price": "0.01"}]}
 JOB_FIELDS = {"id", "name", "started_at", "finished_at", "outcome", "details"}
-
-
-def pin(text):
-    clock.pin(times.parse_instant(text))
 
 
 def customers(admin, count, start="2025-09-01"):

@@ -3,19 +3,13 @@ invoice, billed per (period, meter) as an adjustment on the next invoice."""
 
 import pytest
 
-from billing import clock
-from billing.domain import times
-from tests.http.helpers import assert_error
+from tests.http.helpers import assert_error, pin
 
 PLAN = {"code": "grad", "name": "Graduated", "currency": "USD",
         "charges": [{"meter": "api_calls", "model": "graduated",
                      "tiers": [{"up_to": 1000, "unit_price": "0.10"}, {"up_to": None, "unit_price": "0.05"}]}]}
 COMMIT = {"code": "commit", "name": "Commitment", "currency": "USD", "minimum_commitment": "100.00",
           "charges": [{"meter": "api_calls", "model": "per_unit", "unit_price": "1.00"}]}
-
-
-def pin(text):
-    clock.pin(times.parse_instant(text))
 
 
 def send(admin, cid, quantity, timestamp, event_id=None):

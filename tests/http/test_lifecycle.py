@@ -6,17 +6,11 @@ import threading
 
 import pytest
 
-from billing import clock
-from billing.domain import times
 from tests.harness import make_key
-from tests.http.helpers import assert_error, assert_validation, unique
+from tests.http.helpers import assert_error, assert_validation, pin, unique
 
 PLAN = {"code": "basic", "name": "Basic", "currency": "USD", "base_fee": "100.00",
         "charges": [{"meter": "api_calls", "model": "per_unit", "unit_price": "0.01"}]}
-
-
-def pin(text):
-    clock.pin(times.parse_instant(text))
 
 
 def user_token(server, role):

@@ -1,19 +1,15 @@
 """Objects (§8): tenants never reach each other's objects, keys are names and
 never paths, and staff act on a customer they name."""
 
-import hashlib
 import os
 from types import SimpleNamespace
 
 import pytest
 
 from tests.harness import ADMIN_KEY
+from tests.helpers import sha256
 from tests.http.helpers import (RawConnection, assert_error, create_customer, make_key, object_url, put_object,
                                 storage_server, stored_files, temp_files, unique)
-
-
-def sha256(data):
-    return hashlib.sha256(data).hexdigest()
 
 
 @pytest.fixture

@@ -2,7 +2,6 @@
 the body is read, reserved atomically against racing uploads, released when an
 upload fails or is cut off."""
 
-import hashlib
 import http.client
 import os
 import threading
@@ -10,14 +9,11 @@ from types import SimpleNamespace
 
 import pytest
 
+from tests.helpers import sha256, wait_for
 from tests.http.helpers import (RawConnection, assert_error, chunked, create_customer, make_key, object_url,
-                                put_object, request_head, storage_server, stored_files, temp_files, wait_for)
+                                put_object, request_head, storage_server, stored_files, temp_files)
 
 MAX_OBJECT = 8 * 1024 * 1024
-
-
-def sha256(data):
-    return hashlib.sha256(data).hexdigest()
 
 
 @pytest.fixture

@@ -19,16 +19,13 @@ import pytest
 
 from tests import tools
 from tests.harness import ADMIN_KEY
+from tests.helpers import sha256, wait_for
 from tests.http.helpers import (RawConnection, assert_error, chunked, create_customer, make_key, object_url,
-                                put_object, request_head, storage_server, stored_files, temp_files, wait_for)
+                                put_object, request_head, storage_server, stored_files, temp_files)
 
 MAX_OBJECT = 1024 * 1024  # BILLING_MAX_OBJECT_BYTES of these servers
 METADATA = {"key", "size", "content_type", "etag", "created_at", "updated_at"}
 RFC3339_UTC = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(\.\d{1,6})?Z$")
-
-
-def sha256(data):
-    return hashlib.sha256(data).hexdigest()
 
 
 @pytest.fixture

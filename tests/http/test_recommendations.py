@@ -1,16 +1,13 @@
 """Recommendations (§10): cheaper_plan, unused_commitment and scale_down,
 each recomputed here by hand from its evidence."""
 
-from datetime import datetime, timedelta, timezone
+from datetime import timedelta, timezone
 from decimal import Decimal
 
 from billing import clock
 from tests.harness import make_key
+from tests.helpers import at
 from tests.http.helpers import assert_error, assert_validation, create_customer, create_meter
-
-
-def at(text):
-    return datetime.fromisoformat(text.replace("Z", "+00:00"))
 
 
 def invoice_months(admin, customer_id, months):

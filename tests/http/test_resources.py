@@ -1,40 +1,22 @@
 """Resources (§6): CRUD, validation, unique names, deletion rules, lowered
 capacity, and who may do what (§9)."""
 
+from functools import partial
+
 import pytest
 
-from billing import clock
-from billing.domain import times
 from tests.harness import make_key
-from tests.http.helpers import assert_error, assert_validation, table_count, unique
+from tests.http import helpers
+from tests.http.helpers import assert_error, assert_validation, make_customer, pin, start, table_count, unique
 
 ROOM = {"name": "Room A", "description": "Big room", "capacity": 3, "price_per_minute": "0.50",
         "currency": "USD", "max_duration_minutes": 120}
-
-
-def pin(text):
-    clock.pin(times.parse_instant(text))
+make_resource = partial(helpers.make_resource, template=ROOM)  # the resources here start as ROOM
 
 
 @pytest.fixture(autouse=True)
 def _clock():
     pin("2025-09-15T09:00:00Z")
-
-
-def make_resource(client, **fields):
-    reply = client.post("/v1/resources", {**ROOM, "name": unique("Room "), **fields})
-    assert reply.status == 201, reply
-    return reply.json
-
-
-def make_customer(client, **fields):
-    reply = client.post("/v1/customers", {"name": "Acme", "email": f"{unique('c')}@example.com", **fields})
-    assert reply.status == 201, reply
-    return reply.json["id"]
-
-
-def start(client, resource_id, customer_id):
-    return client.post("/v1/sessions", {"resource_id": resource_id, "customer_id": customer_id})
 
 
 def test_create_read_list(admin):

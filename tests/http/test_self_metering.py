@@ -5,16 +5,12 @@ per request. The clock is pinned; nothing sleeps."""
 
 import sqlite3
 import threading
-from datetime import datetime
 from decimal import Decimal
 
 from billing import clock
 from tests.harness import make_key
+from tests.helpers import at
 from tests.http.helpers import WriteCounter, create_customer
-
-
-def at(text):
-    return datetime.fromisoformat(text.replace("Z", "+00:00"))
 
 
 def settle(server, n):

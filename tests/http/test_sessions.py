@@ -8,35 +8,14 @@ from decimal import Decimal
 import pytest
 
 from billing import clock
-from billing.domain import times
 from tests.harness import make_key
-from tests.http.helpers import assert_error, assert_validation, table_count, unique
-
-
-def pin(text):
-    clock.pin(times.parse_instant(text))
+from tests.http.helpers import (assert_error, assert_validation, make_customer, make_resource, pin, start,
+                                table_count)
 
 
 @pytest.fixture(autouse=True)
 def _clock():
     pin("2025-09-15T09:00:00Z")
-
-
-def make_resource(client, **fields):
-    body = {"name": unique("Room "), "capacity": 5, "price_per_minute": "0.50", "currency": "USD", **fields}
-    reply = client.post("/v1/resources", body)
-    assert reply.status == 201, reply
-    return reply.json
-
-
-def make_customer(client, **fields):
-    reply = client.post("/v1/customers", {"name": "Acme", "email": f"{unique('c')}@example.com", **fields})
-    assert reply.status == 201, reply
-    return reply.json["id"]
-
-
-def start(client, resource_id, customer_id, **extra):
-    return client.post("/v1/sessions", {"resource_id": resource_id, "customer_id": customer_id, **extra})
 
 
 def stop(client, session_id):

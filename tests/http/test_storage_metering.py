@@ -3,20 +3,16 @@ object request, storage_gb_days closed per local day by the scheduler (with
 catch-up) and counted live until then. The clock is pinned; nothing sleeps."""
 
 import sqlite3
-from datetime import datetime, timedelta, timezone
 from decimal import Decimal
 
 import pytest
 
 from billing import clock
 from tests.harness import make_key
+from tests.helpers import at
 from tests.http.helpers import WriteCounter, create_customer
 
 MB10 = 10 ** 7  # 10 MB objects: every figure below is 1/100 of the same figure for 1 GB
-
-
-def at(text):
-    return datetime.fromisoformat(text.replace("Z", "+00:00"))
 
 
 def put(client, key, size, customer_id=None, fill=b"\0"):

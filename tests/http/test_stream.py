@@ -10,24 +10,9 @@ from decimal import Decimal
 
 import pytest
 
-from billing import clock
-from billing.domain import times
 from tests.harness import ADMIN_PASSWORD, RunningServer, make_key, temp_db
-from tests.http.helpers import assert_error, unique
-
-
-def pin(text):
-    clock.pin(times.parse_instant(text))
-
-
-def wait_until(predicate, timeout=10.0, interval=0.02, message="condition"):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(interval)
-    raise AssertionError(f"timed out after {timeout} s waiting for {message}")
+from tests.helpers import wait_for as wait_until
+from tests.http.helpers import assert_error, make_customer, make_resource, pin
 
 
 class Stream:
@@ -120,19 +105,6 @@ def open_stream(server, streams, token, **kw):
     stream = Stream(server.port, token, **kw)
     streams.append(stream)
     return stream
-
-
-def make_resource(client, **fields):
-    body = {"name": unique("Room "), "capacity": 5, "price_per_minute": "0.50", "currency": "USD", **fields}
-    reply = client.post("/v1/resources", body)
-    assert reply.status == 201, reply
-    return reply.json
-
-
-def make_customer(client, **fields):
-    reply = client.post("/v1/customers", {"name": "Acme", "email": f"{unique('c')}@example.com", **fields})
-    assert reply.status == 201, reply
-    return reply.json["id"]
 
 
 def test_no_or_bad_token_is_401(server):

@@ -2,8 +2,7 @@
 
 import pytest
 
-from billing import clock
-from billing.domain import times
+from tests.http.helpers import pin
 
 PLAN = {"code": "pro", "name": "Pro", "currency": "USD", "base_fee": "49.00", "minimum_commitment": "100.00",
         "charges": [{"meter": "api_calls", "model": "graduated", "free_units": 1000,
@@ -18,10 +17,6 @@ def setup(admin):
     customer = admin.post("/v1/customers", {"name": "NY", "email": "ny@example.com",
                                             "timezone": "America/New_York", "tax_rate": "10"}).json
     return customer["id"]
-
-
-def pin(text):
-    clock.pin(times.parse_instant(text))
 
 
 def test_create_list_get_and_one_active(admin, setup):

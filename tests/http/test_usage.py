@@ -110,6 +110,12 @@ def test_month_windows_and_bad_window(admin):
     assert reply.status == 400 and reply.json["error"]["details"][0]["field"] == "window"
 
 
+def test_huge_window_ranges_are_refused_before_building(admin):
+    cid = admin.post("/v1/customers", {"name": "W", "email": "w@example.com"}).json["id"]
+    reply = admin.get(f"/v1/customers/{cid}/usage?from=1970-01-01&to=9998-01-01&window=hour")
+    assert reply.status == 400 and reply.json["error"]["details"][0]["field"] == "window"
+
+
 def test_group_by_and_filter(admin):
     cid = setup_customer(admin)
     meter(admin, "eu_calls", "sum", filter={"region": "eu"}, group_by=["tier"])

@@ -16,16 +16,12 @@ import pytest
 from billing import clock
 from billing.domain import times
 from tests.harness import RunningServer, make_key, temp_db
-from tests.http.helpers import assert_error, assert_validation, table_count, unique
+from tests.http.helpers import assert_error, assert_validation, finalize, pin, table_count, unique
 
 ENV = {"BILLING_MAX_EVENT_AGE_DAYS": "0"}
 PLAN = {"code": "basic", "name": "Basic", "currency": "USD", "base_fee": "20.00",
         "charges": [{"meter": "api_calls", "model": "per_unit", "unit_price": "0.01"}]}
 T0 = "2025-10-02T12:00:00Z"
-
-
-def pin(text):
-    clock.pin(times.parse_instant(text))
 
 
 def at(text, seconds=0):
@@ -140,12 +136,6 @@ def run_invoices(admin, as_of="2025-10-01T00:00:00Z"):
     reply = admin.post("/v1/invoices/run", {"as_of": as_of})
     assert reply.status == 200, reply
     return reply.json["invoice_ids"]
-
-
-def finalize(admin, invoice_id):
-    reply = admin.post(f"/v1/invoices/{invoice_id}/finalize")
-    assert reply.status == 200, reply
-    return reply.json
 
 
 def create_hook(admin, url, events=("*",)):

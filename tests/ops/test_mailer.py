@@ -5,12 +5,11 @@ import os
 import re
 import smtplib
 import socket
-from email import policy
-from email.parser import BytesParser
 
 import pytest
 
 from billing.ops import mailer
+from tests.helpers import parse_email
 from tests.smtp_receiver import start_receiver, stop_receiver
 
 PDF = b"%PDF-1.4\n%\xe2\xe3\xcf\xd3\n1 0 obj <<>> endobj\n.\n..leading dots\r\n%%EOF\n"
@@ -22,10 +21,6 @@ INVOICE = {
               {"description": "API calls (71,000)", "amount": "71.00"}],
 }
 CUSTOMER = {"name": "Acme Analytics", "email": "ops@acme.example", "billing_email": "billing@acme.example"}
-
-
-def parse(data):
-    return BytesParser(policy=policy.default).parsebytes(data)
 
 
 def the_pdf(message):
@@ -59,7 +54,7 @@ def test_outbox_writes_one_complete_eml(tmp_path):
     assert os.listdir(outbox) == [os.path.basename(path)]  # no temp files left behind
     assert re.fullmatch(r"\d{8}T\d{6}Z-INV-000001-[0-9a-f]{8}\.eml", os.path.basename(path))
     with open(path, "rb") as handle:
-        parsed = parse(handle.read())
+        parsed = parse_email(handle.read())
     assert parsed["From"] == "billing@meterline.local"
     assert parsed["To"] == "billing@acme.example"
     assert "INV-000001" in parsed["Subject"] and "95.50 USD" in parsed["Subject"]
@@ -84,7 +79,7 @@ def test_smtp_delivery_reaches_the_billing_address(tmp_path, receiver):
     got = server.messages[0]
     assert got["from"] == "invoices@example.com"
     assert got["rcpt"] == ["billing@acme.example"]
-    parsed = parse(got["data"])
+    parsed = parse_email(got["data"])
     assert parsed["Subject"] == message["Subject"]
     assert the_pdf(parsed).get_content() == PDF
     assert server.credentials == []
@@ -121,7 +116,7 @@ def test_non_ascii_name_and_no_billing_email(tmp_path):
 
     data = message.as_bytes()
     data.decode("ascii")  # headers and body are MIME-encoded, safe for any SMTP server
-    parsed = parse(data)
+    parsed = parse_email(data)
     assert parsed["To"] == "zoe@example.com"
     assert "Zoë Ünal" in parsed.get_body(preferencelist=("plain",)).get_content()
     assert "Due date" not in parsed.get_body(preferencelist=("plain",)).get_content()
