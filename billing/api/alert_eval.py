@@ -45,19 +45,20 @@ def _candidates(conn, marks, seq_high, audit_high):
         found.setdefault(row["customer_id"], set()).add(row["meter_id"])
     everyone = _changed_rules_reach_everyone(conn, marks["alerts_seen_audit"], audit_high)
     others = ["SELECT customer_id FROM sessions WHERE ended_at IS NULL OR ended_at >= :since",
-              "SELECT c.id FROM customers c WHERE EXISTS (SELECT 1 FROM objects o WHERE o.customer_id = c.id)",
-              "SELECT CAST(entity_id AS INTEGER) FROM audit_log WHERE id > :audit_low AND id <= :audit_high"
-              " AND entity = 'customer'",
+              "SELECT c.id AS customer_id FROM customers c"
+              " WHERE EXISTS (SELECT 1 FROM objects o WHERE o.customer_id = c.id)",
+              "SELECT CAST(entity_id AS INTEGER) AS customer_id FROM audit_log"
+              " WHERE id > :audit_low AND id <= :audit_high AND entity = 'customer'",
               "SELECT customer_id FROM alert_rules WHERE id IN (SELECT CAST(entity_id AS INTEGER) FROM audit_log"
               " WHERE id > :audit_low AND id <= :audit_high AND entity = 'alert')"]
     if everyone:
-        others.append("SELECT id FROM customers")
+        others.append("SELECT id AS customer_id FROM customers")
     params = {"since": marks["alerts_evaluated_at"], "audit_low": marks["alerts_seen_audit"],
               "audit_high": audit_high}
     for sql in others:
-        for (customer_id,) in conn.execute(sql, params):
-            if customer_id is not None:
-                found.setdefault(customer_id, set())
+        for row in named(conn, sql, params):
+            if row["customer_id"] is not None:
+                found.setdefault(row["customer_id"], set())
     return found
 
 
@@ -151,12 +152,13 @@ def _spike_crossings(app, conn, customer, meter_ids, zone, minimum):
     first = times.local_midnight(today - timedelta(days=SPIKE_HISTORY_DAYS), zone)
     end = times.local_midnight(today + timedelta(days=1), zone)
     windows = [(times.to_micros(a), times.to_micros(b)) for a, b in times.windows(first, end, "day", zone)]
+    today_start, today_end = windows[-1]
     found = []
     for meter_id in sorted(meter_ids):
         meter = app.catalog.meter_by_id(meter_id)
         if meter is None:
             continue
-        entry = usage.meter_usage(app, conn, meter, customer["id"], windows[0][0], windows[-1][1], windows)
+        entry = usage.meter_usage(app, conn, meter, customer["id"], times.to_micros(first), today_end, windows)
         values = [Decimal(w["value"] or 0) for w in entry["windows"]]
         average = alerts.spike(values[-1], values[:-1], minimum)
         if average is not None:
@@ -165,7 +167,7 @@ def _spike_crossings(app, conn, customer, meter_ids, zone, minimum):
                 f"spike:{meter.key}", today.isoformat(), "usage_spike",
                 f"{customer['name']}: {meter.key} reached {values[-1]} today ({today.isoformat()}), over"
                 f" {alerts.SPIKE_FACTOR}× its recent daily average of {average}.", average, str(values[-1]),
-                meter=meter.key, period_start=windows[-1][0], period_end=windows[-1][1]))
+                meter=meter.key, period_start=today_start, period_end=today_end))
     return found
 
 

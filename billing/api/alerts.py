@@ -15,11 +15,13 @@ from ..errors import FieldErrors
 from ..store.db import named
 from .responses import created
 from . import alert_eval
-from .common import (audit, check_unknown_fields, decode_cursor, int_field, now_micros, page, page_limit, path_int,
-                     text_field)
+from .common import (audit, check_unknown_fields, decode_cursor, int_field, now_micros, one_or_404, page, page_limit,
+                     path_int, text_field)
+from .rows import by_name, names
 
 TYPES = ("spend", "usage")
 COLUMNS = "id, name, customer_id, type, meter, currency, threshold, created_at"
+NAMES = names(COLUMNS)
 
 
 def view(row):
@@ -158,10 +160,8 @@ def delete(request, alert_id):
     problems.raise_if_any()
     alert_id = path_int(alert_id, "Alert")
     with request.app.db.transaction() as conn:
-        row = named(conn, f"SELECT {COLUMNS} FROM alert_rules WHERE id = ? AND deleted_at IS NULL",
-                    (alert_id,)).fetchone()
-        if row is None:
-            raise errors.NotFound(f"Alert {alert_id} not found.")
+        row = by_name(one_or_404(conn, f"SELECT {COLUMNS} FROM alert_rules WHERE id = ? AND deleted_at IS NULL",
+                                 (alert_id,), f"Alert {alert_id} not found."), NAMES)
         conn.execute("UPDATE alert_rules SET deleted_at = ? WHERE id = ?", (now_micros(), alert_id))
         audit(conn, request, "alert.delete", "alert", alert_id, before=view(row))
     return {"id": alert_id, "deleted": True}

@@ -4,18 +4,18 @@ time ends now, so hours still to come do not dilute today's figure — and
 usage of a meter over all customers. The overview and revenue are in
 `revenue`."""
 
-import bisect
 from datetime import timedelta
 from decimal import Decimal
 
 from .. import clock, jsonutil
 from ..domain import money, times
-from ..domain.aggregation import aggregate
+from ..domain.aggregation import GROUP, aggregate
 from ..errors import ValidationError
-from ..store.db import scalar
+from ..store.db import named, scalar
 from .common import int_arg
 from .revenue import choice_arg, range_args, zone_arg
 from .sessions import minutes
+from .usage import window_rows
 
 MAX_DAYS = 366
 PERCENT = Decimal("0.01")
@@ -59,47 +59,68 @@ def resources(request):
         days.append((day, times.to_micros(times.local_midnight(day, zone)),
                      times.to_micros(times.local_midnight(day + timedelta(days=1), zone))))
         day += timedelta(days=1)
-    start_us, end_us = days[0][1], days[-1][2]
+    start_us = times.to_micros(times.local_midnight(first, zone))
+    end_us = times.to_micros(times.local_midnight(last, zone))
     now_us = times.to_micros(clock.now())
+    resource_rows, by_resource = _resources_and_sessions(request.app.db, resource_id, start_us, end_us)
+    result, totals = [], {}
+    for resource in resource_rows:
+        entry, revenue = _resource_view(resource, by_resource.get(resource["id"], ()), days, now_us)
+        totals[resource["currency"]] = totals.get(resource["currency"], 0) + revenue
+        result.append(entry)
+    return {"from": first.isoformat(), "to": last.isoformat(), "timezone": zone_name, "resources": result,
+            "revenue": {c: money.format_minor(v, c) for c, v in sorted(totals.items())}}
+
+
+def _resources_and_sessions(db, resource_id, start_us, end_us):
+    """The live resources (one with `resource_id`) and {resource id: its sessions in the range}."""
     where = "deleted_at IS NULL" + (" AND id = ?" if resource_id else "")
-    with request.app.db.reader() as conn:
-        resource_rows = conn.execute(f"SELECT id, name, capacity, currency FROM resources WHERE {where} ORDER BY id",
-                                     (resource_id,) if resource_id else ()).fetchall()
-        sessions = conn.execute(
-            "SELECT resource_id, started_at, ended_at, cost FROM sessions WHERE started_at < ?"
+    with db.reader() as conn:
+        resource_rows = named(conn, f"SELECT id, name, capacity, currency FROM resources WHERE {where} ORDER BY id",
+                              (resource_id,) if resource_id else ()).fetchall()
+        sessions = named(
+            conn, "SELECT resource_id, started_at, ended_at, cost FROM sessions WHERE started_at < ?"
             " AND (ended_at IS NULL OR ended_at >= ?)"  # >=: a session ending at `from` bills in range
             + (" AND resource_id = ?" if resource_id else ""),
             (end_us, start_us, resource_id) if resource_id else (end_us, start_us)).fetchall()
     by_resource = {}
-    for row in sessions:
-        by_resource.setdefault(row[0], []).append(row)
-    result, totals = [], {}
-    for rid, name, capacity, currency in resource_rows:
-        entries = []
-        all_occupied = all_available = all_revenue = 0
-        for day, day_start, day_end in days:
-            occupied = revenue = 0
-            for _, started, ended, cost in by_resource.get(rid, ()):
-                end = ended if ended is not None else now_us
-                overlap = min(end, day_end) - max(started, day_start)
-                if overlap > 0:
-                    occupied += overlap // 1_000_000
-                if ended is not None and day_start <= ended < day_end:
-                    revenue += cost
-            # hours that have not come yet were not available
-            available = capacity * max(0, min(day_end, now_us) - day_start) // 1_000_000
-            all_occupied, all_available, all_revenue = all_occupied + occupied, all_available + available, \
-                all_revenue + revenue
-            entries.append({"date": day.isoformat(), "revenue": money.format_minor(revenue, currency),
-                            "occupied_minutes": minutes(occupied), "available_minutes": minutes(available),
-                            "utilization_percent": _percent(occupied, available)})
-        totals[currency] = totals.get(currency, 0) + all_revenue
-        result.append({"id": rid, "name": name, "capacity": capacity, "currency": currency,
-                       "revenue": money.format_minor(all_revenue, currency),
-                       "occupied_minutes": minutes(all_occupied), "available_minutes": minutes(all_available),
-                       "utilization_percent": _percent(all_occupied, all_available), "days": entries})
-    return {"from": first.isoformat(), "to": last.isoformat(), "timezone": zone_name, "resources": result,
-            "revenue": {c: money.format_minor(v, c) for c, v in sorted(totals.items())}}
+    for session in sessions:
+        by_resource.setdefault(session["resource_id"], []).append(session)
+    return resource_rows, by_resource
+
+
+def _occupancy(sessions, days, now_us):
+    """([occupied seconds], [revenue]) per day of a resource's sessions: a
+    session occupies its time up to its end (now while it runs) and bills on
+    the day it ended."""
+    occupied, revenue = [0] * len(days), [0] * len(days)
+    for session in sessions:
+        started, ended, cost = session["started_at"], session["ended_at"], session["cost"]
+        end = ended if ended is not None else now_us
+        for index, (_, day_start, day_end) in enumerate(days):
+            overlap = min(end, day_end) - max(started, day_start)
+            if overlap > 0:
+                occupied[index] += overlap // 1_000_000
+            if ended is not None and day_start <= ended < day_end:
+                revenue[index] += cost
+    return occupied, revenue
+
+
+def _resource_view(resource, sessions, days, now_us):
+    """(the resource's entry with its days, its revenue in minor units)."""
+    capacity, currency = resource["capacity"], resource["currency"]
+    occupied, revenue = _occupancy(sessions, days, now_us)
+    # hours that have not come yet were not available
+    available = [capacity * max(0, min(day_end, now_us) - day_start) // 1_000_000 for _, day_start, day_end in days]
+    entries = [{"date": day.isoformat(), "revenue": money.format_minor(day_revenue, currency),
+                "occupied_minutes": minutes(day_occupied), "available_minutes": minutes(day_available),
+                "utilization_percent": _percent(day_occupied, day_available)}
+               for (day, _, _), day_occupied, day_revenue, day_available in zip(days, occupied, revenue, available)]
+    all_occupied, all_available, all_revenue = sum(occupied), sum(available), sum(revenue)
+    return {"id": resource["id"], "name": resource["name"], "capacity": capacity, "currency": currency,
+            "revenue": money.format_minor(all_revenue, currency),
+            "occupied_minutes": minutes(all_occupied), "available_minutes": minutes(all_available),
+            "utilization_percent": _percent(all_occupied, all_available), "days": entries}, all_revenue
 
 
 # -- usage over all customers ------------------------------------------------------
@@ -136,7 +157,7 @@ def usage(request):
         raise ValidationError([{"field": "group_by", "message": f"must be customer or one of the meter's group_by "
                                                                 f"keys ({', '.join(meter.group_by) or 'none'})"}])
     start, end, windows = _recent_windows(request, zone, interval)
-    bounds = [(times.to_micros(a), times.to_micros(b)) for a, b in windows]
+    bounds = [(times.to_micros(a), times.to_micros(b)) for a, b in windows]  # consecutive, from start to end
     select = "SELECT ts, seq, value"
     params = []
     if group_by == "customer":
@@ -144,16 +165,11 @@ def usage(request):
     elif group_by:
         select += ", json_quote(json_extract(properties, ?))"
         params.append(f'$."{group_by}"')
-    with app.db.reader() as conn:
+    with app.db.reader() as conn:  # (ts, seq, value[, group]) tuples, read through aggregation's accessors
         rows = conn.execute(select + " FROM events WHERE meter_id = ? AND ts >= ? AND ts < ? AND matched = 1",
-                            (*params, meter.id, bounds[0][0], bounds[-1][1])).fetchall()
-    starts = [b[0] for b in bounds]
-    per_bucket = [[] for _ in bounds]
-    for row in rows:
-        ts, *_ = row
-        per_bucket[bisect.bisect_right(starts, ts) - 1].append(row)
+                            (*params, meter.id, times.to_micros(start), times.to_micros(end))).fetchall()
     data = []
-    for (bucket_start, bucket_end), bucket_rows in zip(bounds, per_bucket):
+    for (bucket_start, bucket_end), bucket_rows in zip(bounds, window_rows(rows, bounds)):
         entry = {"start": times.format_micros(bucket_start), "end": times.format_micros(bucket_end),
                  "value": aggregate(meter.aggregation, bucket_rows)}
         if group_by:
@@ -167,14 +183,13 @@ def usage(request):
 def _usage_groups(meter, group_by, rows):
     grouped = {}
     for row in rows:
-        *_, group = row  # (ts, seq, value, group)
-        grouped.setdefault(group, []).append(row)
+        grouped.setdefault(GROUP(row), []).append(row)
     if group_by == "customer":
-        return [{"group": {"customer_id": customer_id}, "value": aggregate(meter.aggregation, group_rows)}
-                for customer_id, group_rows in sorted(grouped.items())]
-    ordered = sorted(grouped.items(), key=lambda kv: (kv[0] in (None, "null"), kv[0] or ""))
+        return [{"group": {"customer_id": customer_id},
+                 "value": aggregate(meter.aggregation, grouped[customer_id])} for customer_id in sorted(grouped)]
+    ordered = sorted(grouped, key=lambda value: (value in (None, "null"), value or ""))
     return [{"group": {group_by: None if value in (None, "null") else jsonutil.decode(value)},
-             "value": aggregate(meter.aggregation, group_rows)} for value, group_rows in ordered]
+             "value": aggregate(meter.aggregation, grouped[value])} for value in ordered]
 
 
 def event_counts(request):

@@ -6,9 +6,11 @@ import sqlite3
 from .. import jsonutil
 from ..domain import money, times
 from ..errors import Conflict, FieldErrors, NotFound
+from ..store.db import scalar
 from .responses import created
-from .common import (audit, bool_arg, check_unknown_fields, decode_cursor, now_micros, page,
+from .common import (audit, bool_arg, check_unknown_fields, decode_cursor, now_micros, one_or_404, page,
                      page_limit, path_int, text_field, int_field, bool_field, valid_email)
+from .rows import by_name, names
 
 COLUMNS = ("id, external_id, name, email, timezone, currency, billing_email, billing_address,"
            " tax_rate, net_terms_days, requires_approval, csm_user_id, budget, storage_quota_bytes,"
@@ -16,35 +18,59 @@ COLUMNS = ("id, external_id, name, email, timezone, currency, billing_email, bil
 WRITABLE = ("external_id", "name", "email", "timezone", "currency", "billing_email",
             "billing_address", "tax_rate", "net_terms_days", "requires_approval", "csm_user_id",
             "budget", "storage_quota_bytes", "contract_start", "contract_end", "metadata")
+NAMES = names(COLUMNS)
 METADATA_MAX_BYTES = 4096
 
 
 def view(row):
     return {
-        "id": row[0], "external_id": row[1], "name": row[2], "email": row[3],
-        "timezone": row[4], "currency": row[5], "billing_email": row[6],
-        "billing_address": row[7], "tax_rate": row[8], "net_terms_days": row[9],
-        "requires_approval": bool(row[10]), "csm_user_id": row[11],
-        "budget": jsonutil.decode(row[12]) if row[12] else None,
-        "storage_quota_bytes": row[13], "contract_start": row[14], "contract_end": row[15],
-        "metadata": jsonutil.decode(row[16]) if row[16] else {}, "archived": bool(row[17]),
-        "created_at": times.format_micros(row[18]), "updated_at": times.format_micros(row[19]),
+        "id": row["id"], "external_id": row["external_id"], "name": row["name"], "email": row["email"],
+        "timezone": row["timezone"], "currency": row["currency"], "billing_email": row["billing_email"],
+        "billing_address": row["billing_address"], "tax_rate": row["tax_rate"],
+        "net_terms_days": row["net_terms_days"], "requires_approval": bool(row["requires_approval"]),
+        "csm_user_id": row["csm_user_id"],
+        "budget": jsonutil.decode(row["budget"]) if row["budget"] else None,
+        "storage_quota_bytes": row["storage_quota_bytes"], "contract_start": row["contract_start"],
+        "contract_end": row["contract_end"],
+        "metadata": jsonutil.decode(row["metadata"]) if row["metadata"] else {}, "archived": bool(row["archived"]),
+        "created_at": times.format_micros(row["created_at"]), "updated_at": times.format_micros(row["updated_at"]),
     }
 
 
 def load(db, customer_id):
-    """The customer row; raises NotFound."""
-    row = db.query_one(f"SELECT {COLUMNS} FROM customers WHERE id = ?", (customer_id,))
+    """The customer row (sqlite3.Row); raises NotFound."""
+    row = db.row(f"SELECT {COLUMNS} FROM customers WHERE id = ?", (customer_id,))
     if row is None:
         raise NotFound(f"Customer {customer_id} not found.")
     return row
 
 
+def _load_in(conn, customer_id):
+    """The customer row, read on `conn` (inside a transaction); raises NotFound."""
+    return by_name(one_or_404(conn, f"SELECT {COLUMNS} FROM customers WHERE id = ?", (customer_id,),
+                              f"Customer {customer_id} not found."), NAMES)
+
+
 def _validate(body, problems, currency_hint, creating, db):
-    """Checked, storable values for the fields present in `body`."""
+    """Checked, storable values for the fields present in `body` (problems
+    are recorded in the order of the fields below)."""
     values = {}
     allowed = set(WRITABLE) if creating else set(WRITABLE) | {"archived"}
     check_unknown_fields(body, allowed, problems)
+    _check_identity(body, values, problems, creating)
+    _check_locale(body, values, problems, creating)
+    _check_billing(body, values, problems, creating, db)
+    _check_contract(body, values, problems, creating)
+    if "budget" in body:
+        values["budget"] = _validate_budget(body["budget"], values.get("currency", currency_hint), problems)
+    if "archived" in body:
+        value = bool_field(body, "archived", problems)
+        values["archived"] = int(bool(value))
+    return values
+
+
+def _check_identity(body, values, problems, creating):
+    """external_id, name and e-mail."""
     if "external_id" in body:
         values["external_id"] = text_field(body, "external_id", problems, max_length=200)
     if creating or "name" in body:
@@ -54,6 +80,10 @@ def _validate(body, problems, currency_hint, creating, db):
         if email and not valid_email(email):
             problems.add("email", "is not a valid e-mail address")
         values["email"] = email
+
+
+def _check_locale(body, values, problems, creating):
+    """timezone and currency (defaults UTC and USD)."""
     if "timezone" in body or creating:
         tz = body.get("timezone", "UTC")
         try:
@@ -67,6 +97,11 @@ def _validate(body, problems, currency_hint, creating, db):
             problems.add("currency", f"unknown currency code {currency!r} (ISO 4217 expected)")
         else:
             values["currency"] = currency
+
+
+def _check_billing(body, values, problems, creating, db):
+    """Where and how invoices go: billing e-mail and address, tax, terms,
+    approval and the customer success manager."""
     if "billing_email" in body:
         value = text_field(body, "billing_email", problems, max_length=254)
         if value and not valid_email(value):
@@ -92,6 +127,10 @@ def _validate(body, problems, currency_hint, creating, db):
         if user_id is not None and not db.row("SELECT 1 FROM users WHERE id = ? AND role != 'customer'", (user_id,)):
             problems.add("csm_user_id", f"user {user_id} does not exist or is not a staff user")
         values["csm_user_id"] = user_id
+
+
+def _check_contract(body, values, problems, creating):
+    """Storage quota, contract dates and metadata."""
     if "storage_quota_bytes" in body:
         values["storage_quota_bytes"] = int_field(body, "storage_quota_bytes", problems, 0, 2 ** 62)
     for name in ("contract_start", "contract_end"):
@@ -111,12 +150,6 @@ def _validate(body, problems, currency_hint, creating, db):
             if len(text.encode()) > METADATA_MAX_BYTES:
                 problems.add("metadata", f"must be at most {METADATA_MAX_BYTES} bytes as JSON")
             values["metadata"] = text
-    if "budget" in body:
-        values["budget"] = _validate_budget(body["budget"], values.get("currency", currency_hint), problems)
-    if "archived" in body:
-        value = bool_field(body, "archived", problems)
-        values["archived"] = int(bool(value))
-    return values
 
 
 def _validate_budget(budget, currency, problems):
@@ -168,42 +201,42 @@ def create(request):
             cur = conn.execute(
                 f"INSERT INTO customers ({', '.join(columns)}) VALUES ({', '.join('?' * len(columns))})",
                 (*values.values(), now, now))
-            row = conn.execute(f"SELECT {COLUMNS} FROM customers WHERE id = ?", (cur.lastrowid,)).fetchone()
-            audit(conn, request, "customer.create", "customer", row[0], after=view(row))
+            row = _load_in(conn, cur.lastrowid)
+            audit(conn, request, "customer.create", "customer", row["id"], after=view(row))
     except sqlite3.IntegrityError as exc:
         raise _unique_conflict(exc, values) from None
     request.app.catalog.invalidate_customers()
     return created(view(row))
 
 
-def list_customers(request):
-    limit = page_limit(request)
-    cursor = decode_cursor(request)
-    where, params = ["id > ?"], [cursor[0] if cursor else 0]
-    if request.customer_scope is not None:
-        where.append("id = ?")
-        params.append(request.customer_scope)
+def _list_filters(request):
+    """WHERE clauses and parameters of the customer list filters (a
+    customer-scoped caller lists only its own customer)."""
+    where, params = [], []
+    own = request.customer_filter(None)
     archived = bool_arg(request, "archived")
-    if archived is not None:
-        where.append("archived = ?")
-        params.append(int(archived))
-    email = request.arg("email")
-    if email:
-        where.append("email = ?")
-        params.append(email)
-    external_id = request.arg("external_id")
-    if external_id:
-        where.append("external_id = ?")
-        params.append(external_id)
+    for clause, value in (("id = ?", own), ("archived = ?", None if archived is None else int(archived)),
+                          ("email = ?", request.arg("email") or None),
+                          ("external_id = ?", request.arg("external_id") or None)):
+        if value is not None:
+            where.append(clause)
+            params.append(value)
     search = request.arg("q")
     if search:
         where.append("(name LIKE ? ESCAPE '\\' OR email LIKE ? ESCAPE '\\')")
         pattern = "%" + search.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_") + "%"
         params += [pattern, pattern]
-    rows = request.app.db.query(
-        f"SELECT {COLUMNS} FROM customers WHERE {' AND '.join(where)} ORDER BY id LIMIT ?",
-        (*params, limit + 1))
-    return page(rows, limit, view, lambda r: [r[0]])
+    return where, params
+
+
+def list_customers(request):
+    limit = page_limit(request)
+    cursor = decode_cursor(request)
+    where, params = _list_filters(request)
+    rows = request.app.db.rows(
+        f"SELECT {COLUMNS} FROM customers WHERE {' AND '.join(['id > ?'] + where)} ORDER BY id LIMIT ?",
+        (cursor[0] if cursor else 0, *params, limit + 1))
+    return page(rows, limit, view, lambda row: [row["id"]])
 
 
 def get(request, customer_id):
@@ -218,38 +251,20 @@ def update(request, customer_id):
     body = request.json()
     current = load(db, customer_id)
     problems = FieldErrors()
-    values = _validate(body, problems, current[5], False, db)
-    if "budget" not in body and "currency" in values and current[12]:
+    values = _validate(body, problems, current["currency"], False, db)
+    if "budget" not in body and "currency" in values and current["budget"]:
         # re-check the stored budget against the new currency
-        _validate_budget(json.loads(current[12]), values["currency"], problems)
+        _validate_budget(json.loads(current["budget"]), values["currency"], problems)
     problems.raise_if_any()
     try:
         with db.transaction() as conn:
-            before = conn.execute(f"SELECT {COLUMNS} FROM customers WHERE id = ?", (customer_id,)).fetchone()
-            if before is None:
-                raise NotFound(f"Customer {customer_id} not found.")
-            changing = [k for k in ("timezone", "currency") if k in values and values[k] != before[4 if k == "timezone" else 5]]
-            if changing and has_active_subscription(conn, customer_id):
-                raise Conflict(f"Cannot change {' and '.join(changing)} while a subscription is active.")
-            # a session is either unbilled or on an invoice that left draft: either way it is
-            # billed by the local periods it ended in, and moving those could leave it between two
-            if changing and conn.execute("SELECT 1 FROM sessions WHERE customer_id = ? LIMIT 1",
-                                         (customer_id,)).fetchone():
-                raise Conflict(f"Cannot change {' and '.join(changing)} of a customer billed for sessions; "
-                               "create a new customer instead.")
-            # stored bytes are metered per local day: moving the days would bill some twice or never
-            if changing and conn.execute("SELECT 1 FROM storage_spans WHERE customer_id = ? LIMIT 1",
-                                         (customer_id,)).fetchone():
-                raise Conflict(f"Cannot change {' and '.join(changing)} of a customer billed for storage; "
-                               "create a new customer instead.")
-            if values.get("archived") and conn.execute("SELECT 1 FROM objects WHERE customer_id = ? LIMIT 1",
-                                                       (customer_id,)).fetchone():
-                raise Conflict(f"Customer {customer_id} stores objects; delete them before archiving it.")
+            before = _load_in(conn, customer_id)
+            _check_update_allowed(conn, customer_id, before, values)
             if values:
                 sets = ", ".join(f"{column} = ?" for column in values)
                 conn.execute(f"UPDATE customers SET {sets}, updated_at = ? WHERE id = ?",
                              (*values.values(), now_micros(), customer_id))
-            after = conn.execute(f"SELECT {COLUMNS} FROM customers WHERE id = ?", (customer_id,)).fetchone()
+            after = _load_in(conn, customer_id)
             audit(conn, request, "customer.update", "customer", customer_id, view(before), view(after))
     except sqlite3.IntegrityError as exc:
         raise _unique_conflict(exc, values) from None
@@ -257,9 +272,32 @@ def update(request, customer_id):
     return view(after)
 
 
+def _check_update_allowed(conn, customer_id, before, values):
+    """409 for a change the customer's billing history forbids."""
+    changing = [k for k in ("timezone", "currency") if k in values and values[k] != before[k]]
+    if changing and has_active_subscription(conn, customer_id):
+        raise Conflict(f"Cannot change {' and '.join(changing)} while a subscription is active.")
+    # a session is either unbilled or on an invoice that left draft: either way it is
+    # billed by the local periods it ended in, and moving those could leave it between two
+    if changing and _holds(conn, "sessions", customer_id):
+        raise Conflict(f"Cannot change {' and '.join(changing)} of a customer billed for sessions; "
+                       "create a new customer instead.")
+    # stored bytes are metered per local day: moving the days would bill some twice or never
+    if changing and _holds(conn, "storage_spans", customer_id):
+        raise Conflict(f"Cannot change {' and '.join(changing)} of a customer billed for storage; "
+                       "create a new customer instead.")
+    if values.get("archived") and _holds(conn, "objects", customer_id):
+        raise Conflict(f"Customer {customer_id} stores objects; delete them before archiving it.")
+
+
+def _holds(conn, table, customer_id):
+    """Whether `table` has a row of the customer."""
+    return scalar(conn, f"SELECT 1 FROM {table} WHERE customer_id = ? LIMIT 1", (customer_id,)) is not None
+
+
 def has_active_subscription(conn, customer_id):
-    return conn.execute("SELECT 1 FROM subscriptions WHERE customer_id = ? AND status = 'active' LIMIT 1",
-                        (customer_id,)).fetchone() is not None
+    return scalar(conn, "SELECT 1 FROM subscriptions WHERE customer_id = ? AND status = 'active' LIMIT 1",
+                  (customer_id,)) is not None
 
 
 REFERENCES = (
@@ -279,10 +317,8 @@ def delete(request, customer_id):
     customer_id = path_int(customer_id, "Customer")
     db = request.app.db
     with db.transaction() as conn:
-        row = conn.execute(f"SELECT {COLUMNS} FROM customers WHERE id = ?", (customer_id,)).fetchone()
-        if row is None:
-            raise NotFound(f"Customer {customer_id} not found.")
-        held = [name for name, sql in REFERENCES if conn.execute(sql, (customer_id,)).fetchone()]
+        row = _load_in(conn, customer_id)
+        held = [name for name, sql in REFERENCES if scalar(conn, sql, (customer_id,)) is not None]
         if held:
             raise Conflict(f"Customer {customer_id} has {' and '.join(held)}; archive it instead "
                            "(PATCH {\"archived\": true}).")

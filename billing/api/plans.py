@@ -5,20 +5,23 @@ import sqlite3
 from .. import jsonutil
 from ..domain import money, plans, times
 from ..errors import Conflict, FieldErrors, NotFound
+from ..store.db import named, scalar
 from .responses import created
-from .common import audit, decode_cursor, now_micros, page, page_limit
+from .common import audit, decode_cursor, now_micros, one_or_404, page, page_limit
+from .rows import by_name, names
 
 COLUMNS = ("id, code, name, description, currency, interval, base_fee, minimum_commitment,"
            " trial_days, charges, created_at, updated_at")
+NAMES = names(COLUMNS)
 
 
 def view(row):
-    currency = row[4]
-    return {"code": row[1], "name": row[2], "description": row[3], "currency": currency,
-            "interval": row[5], "base_fee": money.format_minor(row[6], currency),
-            "minimum_commitment": money.format_minor(row[7], currency), "trial_days": row[8],
-            "charges": _charges_view(jsonutil.decode(row[9])),
-            "created_at": times.format_micros(row[10]), "updated_at": times.format_micros(row[11])}
+    currency = row["currency"]
+    return {"code": row["code"], "name": row["name"], "description": row["description"], "currency": currency,
+            "interval": row["interval"], "base_fee": money.format_minor(row["base_fee"], currency),
+            "minimum_commitment": money.format_minor(row["minimum_commitment"], currency),
+            "trial_days": row["trial_days"], "charges": _charges_view(jsonutil.decode(row["charges"])),
+            "created_at": times.format_micros(row["created_at"]), "updated_at": times.format_micros(row["updated_at"])}
 
 
 def _charges_view(charges):
@@ -35,10 +38,15 @@ def _charges_view(charges):
 
 
 def find(db, code):
-    """The plan row by code, or None (also for a code that is not a string)."""
+    """The plan row (sqlite3.Row) by code, or None (also for a code that is not a string)."""
     if not isinstance(code, str):
         return None
-    return db.query_one(f"SELECT {COLUMNS} FROM plans WHERE code = ?", (code,))
+    return db.row(f"SELECT {COLUMNS} FROM plans WHERE code = ?", (code,))
+
+
+def by_id(conn, plan_id):
+    """The plan row (sqlite3.Row) by id, read on `conn`."""
+    return named(conn, f"SELECT {COLUMNS} FROM plans WHERE id = ?", (plan_id,)).fetchone()
 
 
 def load(db, code):
@@ -69,8 +77,8 @@ def create(request):
         with db.transaction() as conn:
             cur = conn.execute(f"INSERT INTO plans ({', '.join(columns)}) VALUES ({', '.join('?' * len(columns))})",
                                (*stored.values(), now, now))
-            row = conn.execute(f"SELECT {COLUMNS} FROM plans WHERE id = ?", (cur.lastrowid,)).fetchone()
-            audit(conn, request, "plan.create", "plan", row[1], after=view(row))
+            row = by_id(conn, cur.lastrowid)
+            audit(conn, request, "plan.create", "plan", row["code"], after=view(row))
     except sqlite3.IntegrityError:
         raise Conflict(f"A plan with code {values['code']!r} already exists.",
                        [{"field": "code", "message": "already exists"}]) from None
@@ -80,13 +88,19 @@ def create(request):
 def list_plans(request):
     limit = page_limit(request)
     cursor = decode_cursor(request, (str,))
-    rows = request.app.db.query(f"SELECT {COLUMNS} FROM plans WHERE code > ? ORDER BY code LIMIT ?",
-                                (cursor[0] if cursor else "", limit + 1))
-    return page(rows, limit, view, lambda r: [r[1]])
+    rows = request.app.db.rows(f"SELECT {COLUMNS} FROM plans WHERE code > ? ORDER BY code LIMIT ?",
+                               (cursor[0] if cursor else "", limit + 1))
+    return page(rows, limit, view, lambda row: [row["code"]])
 
 
 def get(request, code):
     return view(load(request.app.db, code))
+
+
+def _load_in(conn, code):
+    """The plan row by code, read on `conn` (inside a transaction); raises NotFound."""
+    return by_name(one_or_404(conn, f"SELECT {COLUMNS} FROM plans WHERE code = ?", (code,),
+                              f"Plan {code!r} not found."), NAMES)
 
 
 def update(request, code):
@@ -104,14 +118,12 @@ def update(request, code):
                 problems.add(name, f"{exc} in {values['currency']}")
     problems.raise_if_any()
     with db.transaction() as conn:
-        before_row = conn.execute(f"SELECT {COLUMNS} FROM plans WHERE code = ?", (code,)).fetchone()
-        if before_row is None:
-            raise NotFound(f"Plan {code!r} not found.")
+        before_row = _load_in(conn, code)
         before = view(before_row)
         pricing = [name for name in plans.PRICING_FIELDS if name in body and
                    _differs(name, values, before)]
-        if pricing and conn.execute("SELECT 1 FROM subscriptions WHERE plan_id = ? LIMIT 1",
-                                    (before_row[0],)).fetchone():
+        if pricing and scalar(conn, "SELECT 1 FROM subscriptions WHERE plan_id = ? LIMIT 1",
+                              (before_row["id"],)) is not None:
             raise Conflict(f"Plan {code!r} has subscriptions; its pricing ({', '.join(pricing)}) cannot "
                            "change. Create a new plan instead.")
         stored = _stored(values)
@@ -119,7 +131,7 @@ def update(request, code):
             sets = ", ".join(f"{column} = ?" for column in stored)
             conn.execute(f"UPDATE plans SET {sets}, updated_at = ? WHERE code = ?",
                          (*stored.values(), now_micros(), code))
-        after = view(conn.execute(f"SELECT {COLUMNS} FROM plans WHERE code = ?", (code,)).fetchone())
+        after = view(_load_in(conn, code))
         audit(conn, request, "plan.update", "plan", code, before, after)
     return after
 

@@ -21,7 +21,7 @@ from ..domain import invoicing, money, plans, times
 from ..errors import NotFound, ValidationError
 from ..store.db import named
 from .common import int_arg
-from .subscriptions import _usage_quantities
+from .subscriptions import usage_quantities
 
 CPU_USED, CPU_ALLOCATED = "cpu_core_seconds", "cpu_allocated_core_seconds"
 SCALE_DOWN_BELOW = Decimal("0.30")
@@ -56,7 +56,7 @@ def _invoiced_periods(conn, customer_id, limit):
 def _rate(app, conn, customer, plan, period):
     """The subtotal (minor units) of `plan` for the usage of an invoiced period."""
     charges = plans.to_charges(jsonutil.decode(plan["charges"]))
-    usage = _usage_quantities(app, conn, customer.id, charges, period["period_start"], period["period_end"])
+    usage = usage_quantities(app, conn, customer.id, charges, period["period_start"], period["period_end"])
     days = (times.parse_date(period["period_end_date"]) - times.parse_date(period["period_start_date"])).days
     draft = invoicing.build(plan["currency"], charges, usage, base_fee=plan["base_fee"],
                             minimum_commitment=plan["minimum_commitment"], billed_days=days)
@@ -67,7 +67,7 @@ def cheaper_plan(app, conn, customer):
     periods = _invoiced_periods(conn, customer.id, PERIODS_COMPARED)
     if not periods:
         return None
-    current = periods[0]["plan"]
+    current = periods[0]["plan"]  # the newest period's
     alternatives = named(conn, "SELECT code, currency, base_fee, minimum_commitment, charges FROM plans"
                                " WHERE currency = ? AND code != ? ORDER BY code", (customer.currency, current)).fetchall()
     if not alternatives:
@@ -158,7 +158,8 @@ def scale_down(app, conn, customer):
     if price is None:
         return []
     found = []
-    for service, hours in sorted(allocated.items(), key=lambda kv: str(kv[0])):
+    for service in sorted(allocated, key=str):
+        hours = allocated[service]
         if service is None or not hours:
             continue
         use = used.get(service, {})

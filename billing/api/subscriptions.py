@@ -7,18 +7,24 @@ from datetime import timedelta
 from .. import clock, jsonutil
 from ..domain import invoicing, money, periods, plans, times
 from ..domain.aggregation import aggregate
-from ..errors import Conflict, FieldErrors, NotFound, ValidationError
+from ..errors import Conflict, FieldErrors, ValidationError
+from ..store.db import named, scalar
 from .responses import created
 from . import coupons as coupons_api
+from . import customers as customers_api
 from . import plans as plans_api
 from . import sessions as sessions_api
-from .common import (audit, check_unknown_fields, decode_cursor, int_arg, now_micros, page, page_limit,
+from .common import (audit, check_unknown_fields, decode_cursor, int_arg, now_micros, one_or_404, page, page_limit,
                      path_int)
+from .rows import by_name, names
 
-COLUMNS = ("s.id, s.customer_id, p.code, s.status, s.start_date, s.end_date, s.billing_anchor,"
+# the order is the one callers that still read by position rely on; `plan` is the plan's code
+COLUMNS = ("s.id, s.customer_id, p.code AS plan, s.status, s.start_date, s.end_date, s.billing_anchor,"
            " s.anchor_date, s.overrides, s.coupon, s.created_at, s.updated_at, s.plan_id")
+NAMES = names(COLUMNS)
 FROM = "subscriptions s JOIN plans p ON p.id = s.plan_id"
 ANCHORS = ("calendar", "anniversary")
+CREATE_FIELDS = ("customer_id", "plan", "start", "billing_anchor", "overrides", "coupon")
 _ALLOWANCES = {"free_units", "free_units_per_day", "minimum_charge"}
 OVERRIDE_FIELDS = {"per_unit": _ALLOWANCES | {"unit_price"},
                    "graduated": _ALLOWANCES | {"tiers"},
@@ -27,16 +33,23 @@ OVERRIDE_FIELDS = {"per_unit": _ALLOWANCES | {"unit_price"},
 
 
 def view(row):
-    return {"id": row[0], "customer_id": row[1], "plan": row[2], "status": row[3], "start": row[4],
-            "end": row[5], "billing_anchor": row[6], "anchor_date": row[7],
-            "overrides": jsonutil.decode(row[8]), "coupon": row[9],
-            "created_at": times.format_micros(row[10]), "updated_at": times.format_micros(row[11])}
+    return {"id": row["id"], "customer_id": row["customer_id"], "plan": row["plan"], "status": row["status"],
+            "start": row["start_date"], "end": row["end_date"], "billing_anchor": row["billing_anchor"],
+            "anchor_date": row["anchor_date"], "overrides": jsonutil.decode(row["overrides"]),
+            "coupon": row["coupon"], "created_at": times.format_micros(row["created_at"]),
+            "updated_at": times.format_micros(row["updated_at"])}
 
 
 def _load(conn, subscription_id):
-    row = conn.execute(f"SELECT {COLUMNS} FROM {FROM} WHERE s.id = ?", (subscription_id,)).fetchone()
-    if row is None:
-        raise NotFound(f"Subscription {subscription_id} not found.")
+    return by_name(one_or_404(conn, f"SELECT {COLUMNS} FROM {FROM} WHERE s.id = ?", (subscription_id,),
+                              f"Subscription {subscription_id} not found."), NAMES)
+
+
+def _load_active(conn, subscription_id, action):
+    """The subscription row; 409 unless it is active (`action`: what only an active one can do)."""
+    row = _load(conn, subscription_id)
+    if row["status"] != "active":
+        raise Conflict(f"Subscription {subscription_id} is {row['status']}; only an active one can {action}.")
     return row
 
 
@@ -85,74 +98,100 @@ def _check_overrides(raw, charges, problems):
 def create(request):
     body = request.json()
     db = request.app.db
+    customer, plan_row, start, anchor, overrides, coupon = _check_new(request.app, body)
+    try:
+        with db.transaction() as conn:
+            _check_after_ended(conn, customer.id, start)
+            subscription_id = _insert(conn, customer.id, plan_row["id"], start.isoformat(), anchor,
+                                      start.isoformat(), overrides, coupon, now_micros())
+            row = _load(conn, subscription_id)
+            audit(conn, request, "subscription.create", "subscription", row["id"], after=view(row))
+    except sqlite3.IntegrityError:
+        raise Conflict(f"Customer {customer.id} already has an active subscription.") from None
+    return created(view(row))
+
+
+def _check_new(app, body):
+    """(customer, plan row, start day, anchor, overrides, coupon code) of a
+    new subscription; raises ValidationError."""
     problems = FieldErrors()
-    check_unknown_fields(body, ("customer_id", "plan", "start", "billing_anchor", "overrides", "coupon"),
-                         problems)
-    customer_id = body.get("customer_id")
-    customer = None
-    if isinstance(customer_id, bool) or not isinstance(customer_id, int):
-        problems.add("customer_id", "is required: a customer id")
-    else:
-        customer = request.app.catalog.customer(customer_id)
-        if customer is None:
-            problems.add("customer_id", f"unknown customer {customer_id}")
-        elif customer.archived:
-            problems.add("customer_id", f"customer {customer_id} is archived")
-    plan_row = None
-    code = body.get("plan")
-    if not isinstance(code, str):
-        problems.add("plan", "is required: a plan code")
-    else:
-        plan_row = plans_api.find(db, code)
-        if plan_row is None:
-            problems.add("plan", f"unknown plan {code!r}")
-    if customer and plan_row and plan_row[4] != customer.currency:
-        problems.add("plan", f"the plan is in {plan_row[4]} but the customer pays in {customer.currency}")
+    check_unknown_fields(body, CREATE_FIELDS, problems)
+    customer = _check_customer(app, body.get("customer_id"), problems)
+    plan_row = _check_plan(app.db, body.get("plan"), customer, problems)
     anchor = body.get("billing_anchor", "calendar")
     if anchor not in ANCHORS:
         problems.add("billing_anchor", "must be calendar or anniversary")
     coupon = body.get("coupon")
-    if coupon is not None:
-        coupon_row = db.query_one(f"SELECT {coupons_api.COLUMNS} FROM coupons WHERE code = ?", (coupon,)) \
-            if isinstance(coupon, str) else None
-        if coupon_row is None:
-            problems.add("coupon", f"unknown coupon {coupon!r}")
-        elif coupon_row[5] is not None and customer and coupon_row[5] != customer.currency:
-            problems.add("coupon", f"the coupon is in {coupon_row[5]} but the customer pays in {customer.currency}")
+    _check_coupon(app.db, coupon, customer, problems)
     zone = times.zone_or_error(customer.timezone) if customer else times.UTC
     start = _local_day(body["start"], zone, "start", problems) if body.get("start") is not None \
         else times.local_date(clock.now(), zone)
-    overrides = _check_overrides(body.get("overrides"), jsonutil.decode(plan_row[9]) if plan_row else [],
+    overrides = _check_overrides(body.get("overrides"), jsonutil.decode(plan_row["charges"]) if plan_row else [],
                                  problems)
     problems.raise_if_any()
-    now = now_micros()
-    try:
-        with db.transaction() as conn:
-            later = conn.execute("SELECT id, end_date FROM subscriptions WHERE customer_id = ? AND status != 'active'"
-                                 " AND (end_date IS NULL OR end_date > ?)",
-                                 (customer.id, start.isoformat())).fetchone()
-            if later is not None:
-                raise Conflict(f"Subscription {later[0]} of this customer runs until {later[1]}; "
-                               "start the new one on or after that day.")
-            cur = conn.execute(
-                "INSERT INTO subscriptions (customer_id, plan_id, status, start_date, billing_anchor, anchor_date,"
-                " overrides, coupon, created_at, updated_at) VALUES (?, ?, 'active', ?, ?, ?, ?, ?, ?, ?)",
-                (customer.id, plan_row[0], start.isoformat(), anchor, start.isoformat(),
-                 jsonutil.encode(overrides), coupon, now, now))
-            row = _load(conn, cur.lastrowid)
-            audit(conn, request, "subscription.create", "subscription", row[0], after=view(row))
-    except sqlite3.IntegrityError:
-        raise Conflict(f"Customer {customer.id} already has an active subscription.") from None
-    return created(view(row))
+    return customer, plan_row, start, anchor, overrides, coupon
+
+
+def _check_customer(app, customer_id, problems):
+    """The catalog's customer (also when archived, for the checks that follow), or None."""
+    if isinstance(customer_id, bool) or not isinstance(customer_id, int):
+        problems.add("customer_id", "is required: a customer id")
+        return None
+    customer = app.catalog.customer(customer_id)
+    if customer is None:
+        problems.add("customer_id", f"unknown customer {customer_id}")
+    elif customer.archived:
+        problems.add("customer_id", f"customer {customer_id} is archived")
+    return customer
+
+
+def _check_plan(db, code, customer, problems):
+    """The plan row by code, in the customer's currency, or None."""
+    if not isinstance(code, str):
+        problems.add("plan", "is required: a plan code")
+        return None
+    plan_row = plans_api.find(db, code)
+    if plan_row is None:
+        problems.add("plan", f"unknown plan {code!r}")
+    elif customer and plan_row["currency"] != customer.currency:
+        problems.add("plan", f"the plan is in {plan_row['currency']} but the customer pays in {customer.currency}")
+    return plan_row
+
+
+def _check_coupon(db, code, customer, problems):
+    """An existing coupon code, in the customer's currency when it has one."""
+    if code is None:
+        return
+    coupon = db.row("SELECT currency FROM coupons WHERE code = ?", (code,)) if isinstance(code, str) else None
+    if coupon is None:
+        problems.add("coupon", f"unknown coupon {code!r}")
+    elif coupon["currency"] is not None and customer and coupon["currency"] != customer.currency:
+        problems.add("coupon", f"the coupon is in {coupon['currency']} but the customer pays in {customer.currency}")
+
+
+def _check_after_ended(conn, customer_id, start):
+    """409 when a canceled subscription of the customer still runs on `start`."""
+    later = named(conn, "SELECT id, end_date FROM subscriptions WHERE customer_id = ? AND status != 'active'"
+                        " AND (end_date IS NULL OR end_date > ?)", (customer_id, start.isoformat())).fetchone()
+    if later is not None:
+        raise Conflict(f"Subscription {later['id']} of this customer runs until {later['end_date']}; "
+                       "start the new one on or after that day.")
+
+
+def _insert(conn, customer_id, plan_id, start_date, anchor, anchor_date, overrides, coupon, now):
+    """Store an active subscription; returns its id."""
+    return conn.execute(
+        "INSERT INTO subscriptions (customer_id, plan_id, status, start_date, billing_anchor, anchor_date,"
+        " overrides, coupon, created_at, updated_at) VALUES (?, ?, 'active', ?, ?, ?, ?, ?, ?, ?)",
+        (customer_id, plan_id, start_date, anchor, anchor_date, jsonutil.encode(overrides), coupon, now,
+         now)).lastrowid
 
 
 def list_subscriptions(request):
     limit = page_limit(request)
     cursor = decode_cursor(request)
     where, params = ["s.id > ?"], [cursor[0] if cursor else 0]
-    customer_id = int_arg(request, "customer_id", minimum=1)
-    if request.customer_scope is not None:
-        customer_id = request.customer_scope if customer_id in (None, request.customer_scope) else -1
+    customer_id = request.customer_filter(int_arg(request, "customer_id", minimum=1))
     if customer_id is not None:
         where.append("s.customer_id = ?")
         params.append(customer_id)
@@ -160,15 +199,15 @@ def list_subscriptions(request):
     if status:
         where.append("s.status = ?")
         params.append(status)
-    rows = request.app.db.query(f"SELECT {COLUMNS} FROM {FROM} WHERE {' AND '.join(where)} ORDER BY s.id LIMIT ?",
-                                (*params, limit + 1))
-    return page(rows, limit, view, lambda r: [r[0]])
+    rows = request.app.db.rows(f"SELECT {COLUMNS} FROM {FROM} WHERE {' AND '.join(where)} ORDER BY s.id LIMIT ?",
+                               (*params, limit + 1))
+    return page(rows, limit, view, lambda row: [row["id"]])
 
 
 def get(request, subscription_id):
     with request.app.db.reader() as conn:
         row = _load(conn, path_int(subscription_id, "Subscription"))
-    request.check_customer(row[1])
+    request.check_customer(row["customer_id"])
     return view(row)
 
 
@@ -184,19 +223,18 @@ def cancel(request, subscription_id):
     check_unknown_fields(body, ("at",), problems)
     subscription_id = path_int(subscription_id, "Subscription")
     with app.db.transaction() as conn:
-        row = _load(conn, subscription_id)
-        if row[3] != "active":
-            raise Conflict(f"Subscription {subscription_id} is {row[3]}; only an active one can be canceled.")
-        zone = _zone_of(app, row[1])
-        start = times.parse_date(row[4])
+        row = _load_active(conn, subscription_id, "be canceled")
+        zone = _zone_of(app, row["customer_id"])
+        start = times.parse_date(row["start_date"])
         if body.get("at") is not None:
             end = _local_day(body["at"], zone, "at", problems)
         else:
             today = times.local_date(clock.now(), zone)
-            end = periods.period_containing(max(today, start), row[6], times.parse_date(row[7]))[1]
+            _, end = periods.period_containing(max(today, start), row["billing_anchor"],
+                                               times.parse_date(row["anchor_date"]))
         problems.raise_if_any()
         if end < start:
-            raise ValidationError([{"field": "at", "message": f"must not be before the start ({row[4]})"}])
+            raise ValidationError([{"field": "at", "message": f"must not be before the start ({row['start_date']})"}])
         _check_not_invoiced(conn, subscription_id, end)
         conn.execute("UPDATE subscriptions SET status = 'canceled', end_date = ?, updated_at = ? WHERE id = ?",
                      (end.isoformat(), now_micros(), subscription_id))
@@ -207,8 +245,7 @@ def cancel(request, subscription_id):
 
 def _check_not_invoiced(conn, subscription_id, day):
     """409 when `day` falls before the end of a period that already has an invoice."""
-    last = conn.execute("SELECT max(period_end_date) FROM invoices WHERE subscription_id = ?",
-                        (subscription_id,)).fetchone()[0]
+    last = scalar(conn, "SELECT max(period_end_date) FROM invoices WHERE subscription_id = ?", (subscription_id,))
     if last is not None and day.isoformat() < last:
         raise Conflict(f"Subscription {subscription_id} is invoiced up to {last}; it cannot end or change earlier.")
 
@@ -229,28 +266,23 @@ def change_plan(request, subscription_id):
         problems.add("at", "is required: the date (or instant) the new plan starts")
     problems.raise_if_any()
     with app.db.transaction() as conn:
-        row = _load(conn, subscription_id)
-        if row[3] != "active":
-            raise Conflict(f"Subscription {subscription_id} is {row[3]}; only an active one can change plan.")
-        customer = app.catalog.customer(row[1])
-        if plan_row[4] != customer.currency:
-            raise ValidationError([{"field": "plan", "message":
-                                    f"the plan is in {plan_row[4]} but the customer pays in {customer.currency}"}])
-        zone = times.zone_or_error(customer.timezone)
-        day = _local_day(body["at"], zone, "at", problems)
-        overrides = _check_overrides(body.get("overrides"), jsonutil.decode(plan_row[9]), problems)
+        row = _load_active(conn, subscription_id, "change plan")
+        customer = app.catalog.customer(row["customer_id"])
+        if plan_row["currency"] != customer.currency:
+            raise ValidationError([{"field": "plan", "message": f"the plan is in {plan_row['currency']} but the "
+                                                                f"customer pays in {customer.currency}"}])
+        day = _local_day(body["at"], times.zone_or_error(customer.timezone), "at", problems)
+        overrides = _check_overrides(body.get("overrides"), jsonutil.decode(plan_row["charges"]), problems)
         problems.raise_if_any()
-        if day <= times.parse_date(row[4]):
-            raise ValidationError([{"field": "at", "message": f"must be after the start ({row[4]})"}])
+        if day <= times.parse_date(row["start_date"]):
+            raise ValidationError([{"field": "at", "message": f"must be after the start ({row['start_date']})"}])
         _check_not_invoiced(conn, subscription_id, day)
         now = now_micros()
         conn.execute("UPDATE subscriptions SET status = 'ended', end_date = ?, updated_at = ? WHERE id = ?",
                      (day.isoformat(), now, subscription_id))
-        cur = conn.execute(
-            "INSERT INTO subscriptions (customer_id, plan_id, status, start_date, billing_anchor, anchor_date,"
-            " overrides, coupon, created_at, updated_at) VALUES (?, ?, 'active', ?, ?, ?, ?, ?, ?, ?)",
-            (row[1], plan_row[0], day.isoformat(), row[6], row[7], jsonutil.encode(overrides), row[9], now, now))
-        new = _load(conn, cur.lastrowid)
+        new_id = _insert(conn, row["customer_id"], plan_row["id"], day.isoformat(), row["billing_anchor"],
+                         row["anchor_date"], overrides, row["coupon"], now)
+        new = _load(conn, new_id)
         audit(conn, request, "subscription.change_plan", "subscription", subscription_id, view(row), view(new))
     return {"previous": view(_load_reader(app, subscription_id)), "subscription": view(new)}
 
@@ -269,12 +301,14 @@ def _charges_with_overrides(plan_charges, overrides):
     return plans.to_charges(merged)
 
 
-def _usage_quantities(app, conn, customer_id, charges, start_us, end_us):
+def usage_quantities(app, conn, customer_id, charges, start_us, end_us):
+    """{meter key: quantity} of the charged meters over [start_us, end_us)."""
     usage = {}
     for charge in charges:
         meter = app.catalog.meter(charge.meter)
         if meter is None:
             continue
+        # (ts, seq, value) tuples, as aggregation reads them on the usage hot path
         rows = conn.execute("SELECT ts, seq, value FROM events WHERE customer_id = ? AND meter_id = ?"
                             " AND ts >= ? AND ts < ? AND matched = 1",
                             (customer_id, meter.id, start_us, end_us)).fetchall()
@@ -286,22 +320,24 @@ def _usage_quantities(app, conn, customer_id, charges, start_us, end_us):
 def billed_period(subscription_row, day):
     """(period_start, period_end, billed_start, billed_end): local dates of the
     regular period holding `day`, and that period clipped to the subscription."""
-    anchor, anchor_date = subscription_row[6], times.parse_date(subscription_row[7])
-    period_start, period_end = periods.period_containing(day, anchor, anchor_date)
-    start = times.parse_date(subscription_row[4])
-    end = times.parse_date(subscription_row[5]) if subscription_row[5] else None
+    sub = by_name(subscription_row, NAMES)
+    period_start, period_end = periods.period_containing(day, sub["billing_anchor"],
+                                                         times.parse_date(sub["anchor_date"]))
+    start = times.parse_date(sub["start_date"])
+    end = times.parse_date(sub["end_date"]) if sub["end_date"] else None
     return period_start, period_end, max(period_start, start), min(period_end, end) if end else period_end
 
 
 def billed_periods(subscription_row, until):
     """The billed periods of a subscription whose first day is before local date `until`."""
-    start = times.parse_date(subscription_row[4])
-    end = times.parse_date(subscription_row[5]) if subscription_row[5] else None
+    sub = by_name(subscription_row, NAMES)
+    start = times.parse_date(sub["start_date"])
+    end = times.parse_date(sub["end_date"]) if sub["end_date"] else None
     result, day = [], start
     while day < until and (end is None or day < end):
-        bounds = billed_period(subscription_row, day)
+        bounds = billed_period(sub, day)
         result.append(bounds)
-        day = bounds[3]
+        _, _, _, day = bounds
     return result
 
 
@@ -310,28 +346,28 @@ def rate_period(app, conn, subscription_row, plan_row, customer_row, day, extra_
     """The priced draft of the subscription period holding local `day`, with its
     UTC bounds: (draft, start_at, end_at). `extra_lines`: adjustment lines;
     `late_sessions`: also bill sessions of periods already invoiced; `taken`
-    collects the ids of the sessions billed."""
-    zone = times.zone_or_error(customer_row[4])
-    period_start, period_end, billed_start, billed_end = billed_period(subscription_row, day)
+    collects the ids of the sessions billed. The rows may be sqlite3.Row or
+    plain tuples of COLUMNS, plans.COLUMNS and customers.COLUMNS."""
+    sub, plan = by_name(subscription_row, NAMES), by_name(plan_row, plans_api.NAMES)
+    customer = by_name(customer_row, customers_api.NAMES)
+    zone = times.zone_or_error(customer["timezone"])
+    period_start, period_end, billed_start, billed_end = billed_period(sub, day)
     # the trial runs from the first day of the customer's subscription (the anchor a plan change keeps)
-    trial_end = times.parse_date(subscription_row[7]) + timedelta(days=plan_row[8])
+    trial_end = times.parse_date(sub["anchor_date"]) + timedelta(days=plan["trial_days"])
     active, days_in_period = periods.prorate_days(period_start, period_end, max(billed_start, trial_end), billed_end)
     start_at, end_at = periods.local_bounds(billed_start, billed_end, zone)
-    charges = _charges_with_overrides(jsonutil.decode(plan_row[9]), jsonutil.decode(subscription_row[8]))
-    usage = _usage_quantities(app, conn, customer_row[0], charges, times.to_micros(start_at),
-                              times.to_micros(end_at))
+    start_us, end_us = times.to_micros(start_at), times.to_micros(end_at)
+    charges = _charges_with_overrides(jsonutil.decode(plan["charges"]), jsonutil.decode(sub["overrides"]))
+    usage = usage_quantities(app, conn, customer["id"], charges, start_us, end_us)
     if resources:  # the invoice run says False for customers who never had a session
-        extra_lines = sessions_api.resource_lines(conn, customer_row[0], times.to_micros(start_at),
-                                                  times.to_micros(end_at), late_sessions, taken,
+        extra_lines = sessions_api.resource_lines(conn, customer["id"], start_us, end_us, late_sessions, taken,
                                                   billed_too) + list(extra_lines)
-    period_index = len(periods.periods_between(times.parse_date(subscription_row[7]), period_start,
-                                               subscription_row[6]))
-    draft = invoicing.build(plan_row[4], charges, usage, base_fee=plan_row[6], minimum_commitment=plan_row[7],
+    coupon = _split_coupon(conn, period_coupon(conn, sub, period_start), sub, period_start, period_end, billed_start)
+    draft = invoicing.build(plan["currency"], charges, usage, base_fee=plan["base_fee"],
+                            minimum_commitment=plan["minimum_commitment"],
                             proration=invoicing.Proration(active, days_in_period),
-                            tax_rate=money.parse_percent(customer_row[8]),
-                            coupon=_split_coupon(conn, _coupon(conn, subscription_row[9], period_index),
-                                                 subscription_row, period_start, period_end, billed_start),
-                            credit_balance=coupons_api.balance(conn, customer_row[0]),
+                            tax_rate=money.parse_percent(customer["tax_rate"]), coupon=coupon,
+                            credit_balance=coupons_api.balance(conn, customer["id"]),
                             extra_lines=extra_lines,
                             meter_names={m.key: m.name for m in app.catalog.meters().values()},
                             billed_days=(billed_end - billed_start).days)
@@ -339,11 +375,11 @@ def rate_period(app, conn, subscription_row, plan_row, customer_row, day, extra_
 
 
 def subscription_in_force(conn, customer_id, day):
-    """The subscription row covering local date `day`, or None."""
-    return conn.execute(
-        f"SELECT {COLUMNS} FROM {FROM} WHERE s.customer_id = ? AND s.start_date <= ?"
-        " AND (s.end_date IS NULL OR s.end_date > ?) ORDER BY s.start_date DESC LIMIT 1",
-        (customer_id, day.isoformat(), day.isoformat())).fetchone()
+    """The subscription row (sqlite3.Row) covering local date `day`, or None."""
+    return named(conn,
+                 f"SELECT {COLUMNS} FROM {FROM} WHERE s.customer_id = ? AND s.start_date <= ?"
+                 " AND (s.end_date IS NULL OR s.end_date > ?) ORDER BY s.start_date DESC LIMIT 1",
+                 (customer_id, day.isoformat(), day.isoformat())).fetchone()
 
 
 def current_period(app, customer_id, zone, now):
@@ -357,25 +393,29 @@ def current_period(app, customer_id, zone, now):
     return periods.local_bounds(billed_start, billed_end, zone)
 
 
-def _split_coupon(conn, coupon, subscription_row, period_start, period_end, billed_start):
+def _split_coupon(conn, coupon, sub, period_start, period_end, billed_start):
     """A fixed amount off is for the whole period: when a plan change splits the
     period between two subscriptions, the later part gets what the earlier did not."""
     if coupon is None or coupon.amount_off is None or billed_start <= period_start:
         return coupon
-    given = conn.execute(
-        "SELECT coalesce(sum(discount), 0) FROM invoices WHERE customer_id = ? AND subscription_id != ?"
-        " AND status != 'void' AND period_start_date >= ? AND period_end_date <= ?",
-        (subscription_row[1], subscription_row[0], period_start.isoformat(), period_end.isoformat())).fetchone()[0]
+    given = scalar(conn,
+                   "SELECT coalesce(sum(discount), 0) FROM invoices WHERE customer_id = ? AND subscription_id != ?"
+                   " AND status != 'void' AND period_start_date >= ? AND period_end_date <= ?",
+                   (sub["customer_id"], sub["id"], period_start.isoformat(), period_end.isoformat()))
     return invoicing.Coupon(amount_off=max(0, coupon.amount_off - given))
 
 
-def _coupon(conn, code, period_index):
-    """The subscription's coupon as invoicing.Coupon if it applies to that period."""
+def period_coupon(conn, sub, period_start):
+    """The subscription's coupon as invoicing.Coupon if it applies to its
+    period starting on `period_start`, else None."""
+    code = sub["coupon"]
     if not code:
         return None
+    period_index = len(periods.periods_between(times.parse_date(sub["anchor_date"]), period_start,
+                                               sub["billing_anchor"]))
     row = coupons_api.load(conn, code)
     if not coupons_api.applies(row, period_index):
         return None
-    if row[3] is not None:
-        return invoicing.Coupon(percent_off=money.parse_percent(row[3]))
-    return invoicing.Coupon(amount_off=row[4])
+    if row["percent_off"] is not None:
+        return invoicing.Coupon(percent_off=money.parse_percent(row["percent_off"]))
+    return invoicing.Coupon(amount_off=row["amount_off"])

@@ -5,7 +5,7 @@ import bisect
 
 from .. import clock, jsonutil
 from ..domain import times
-from ..domain.aggregation import aggregate
+from ..domain.aggregation import GROUP, TS, aggregate
 from ..errors import NotFound, ValidationError
 from . import subscriptions
 from .common import path_int
@@ -55,6 +55,7 @@ def meter_usage(app, conn, meter, customer_id, start_us, end_us, window_bounds=N
     if group_by:
         select += ", json_quote(json_extract(properties, ?))"
         params.append(f'$."{group_by}"')
+    # (ts, seq, value[, group]) tuples, read through aggregation's accessors (the usage hot path)
     rows = conn.execute(
         select + " FROM events WHERE customer_id = ? AND meter_id = ? AND ts >= ? AND ts < ?"
         " AND matched = 1", (*params, customer_id, meter.id, start_us, end_us)).fetchall()
@@ -62,32 +63,40 @@ def meter_usage(app, conn, meter, customer_id, start_us, end_us, window_bounds=N
     entry = {"meter": meter.key, "aggregation": meter.aggregation, "unit": meter.unit,
              "value": aggregate(meter.aggregation, rows)}
     if window_bounds is not None:
-        starts = [w[0] for w in window_bounds]
-        buckets = [[] for _ in window_bounds]
-        for r in rows:
-            buckets[bisect.bisect_right(starts, r[0]) - 1].append(r)
-        entry["windows"] = []
-        for (ws, we), bucket in zip(window_bounds, buckets):
-            window = {"start": times.format_micros(ws), "end": times.format_micros(we),
-                      "value": aggregate(meter.aggregation, bucket)}
-            if group_by:
-                window["groups"] = _groups(meter, bucket, group_by)
-            entry["windows"].append(window)
+        entry["windows"] = [_window(meter, window, bucket, group_by)
+                            for window, bucket in zip(window_bounds, window_rows(rows, window_bounds))]
     if group_by:
         entry["groups"] = _groups(meter, rows, group_by)
     return entry
 
 
+def window_rows(rows, window_bounds):
+    """The rows of each window (half-open [start, end) µs pairs, consecutive)."""
+    starts = [start for start, _ in window_bounds]
+    buckets = [[] for _ in window_bounds]
+    for row in rows:
+        buckets[bisect.bisect_right(starts, TS(row)) - 1].append(row)
+    return buckets
+
+
+def _window(meter, bounds, rows, group_by):
+    start, end = bounds
+    window = {"start": times.format_micros(start), "end": times.format_micros(end),
+              "value": aggregate(meter.aggregation, rows)}
+    if group_by:
+        window["groups"] = _groups(meter, rows, group_by)
+    return window
+
+
 def _groups(meter, rows, group_by):
     grouped = {}
-    for r in rows:
-        key = r[3]
+    for row in rows:
+        key = GROUP(row)
         if key == "null":
             key = None
-        grouped.setdefault(key, []).append(r)
-    ordered = sorted(grouped.items(), key=lambda kv: (kv[0] is None, kv[0] or ""))
-    return [{"group": _group_view(group_by, key), "value": aggregate(meter.aggregation, rs)}
-            for key, rs in ordered]
+        grouped.setdefault(key, []).append(row)
+    return [{"group": _group_view(group_by, key), "value": aggregate(meter.aggregation, grouped[key])}
+            for key in sorted(grouped, key=lambda key: (key is None, key or ""))]
 
 
 def get_usage(request, customer_id):
@@ -100,13 +109,7 @@ def get_usage(request, customer_id):
     zone = times.zone_or_error(customer.timezone)
     start, end = _bounds(request, zone, app, customer_id)
     meter_key = request.arg("meter")
-    meters = app.catalog.meters()
-    if meter_key:
-        if meter_key not in meters:
-            raise ValidationError([{"field": "meter", "message": f"unknown meter {meter_key!r}"}])
-        selected = [meters[meter_key]]
-    else:
-        selected = sorted(meters.values(), key=lambda m: m.key)
+    selected = _selected(app, meter_key)
     window = request.arg("window")
     if window is not None and window not in WINDOWS:
         raise ValidationError([{"field": "window", "message": "must be hour, day or month"}])
@@ -117,17 +120,7 @@ def get_usage(request, customer_id):
         if bad and (meter_key or len(bad) == len(selected)):
             raise ValidationError([{"field": "group_by", "message":
                                     f"{group_by!r} is not a declared group_by key of meter {', '.join(bad)}"}])
-    window_bounds = None
-    if window:
-        # bound the count before building anything (a month is at least 28 days)
-        span_hours = (end - start).total_seconds() / 3600
-        at_least = {"hour": span_hours - 2, "day": span_hours / 25 - 1, "month": span_hours / (31 * 24) - 1}[window]
-        if at_least > MAX_WINDOWS:
-            raise ValidationError([{"field": "window", "message": f"the range holds more than {MAX_WINDOWS:,} windows"}])
-        window_bounds = [(times.to_micros(a), times.to_micros(b))
-                         for a, b in times.windows(start, end, window, zone)]
-        if len(window_bounds) > MAX_WINDOWS:
-            raise ValidationError([{"field": "window", "message": f"the range holds more than {MAX_WINDOWS:,} windows"}])
+    window_bounds = _window_bounds(start, end, window, zone) if window else None
     start_us, end_us = times.to_micros(start), times.to_micros(end)
     with app.db.reader() as conn:
         usage = [meter_usage(app, conn, m, customer_id, start_us, end_us, window_bounds,
@@ -137,3 +130,25 @@ def get_usage(request, customer_id):
             "to": times.format_instant(end), "usage": usage}
 
 
+def _selected(app, meter_key):
+    """The meters asked for: the named one, else all of them by key."""
+    meters = app.catalog.meters()
+    if not meter_key:
+        return sorted(meters.values(), key=lambda m: m.key)
+    if meter_key not in meters:
+        raise ValidationError([{"field": "meter", "message": f"unknown meter {meter_key!r}"}])
+    return [meters[meter_key]]
+
+
+def _window_bounds(start, end, window, zone):
+    """The (start, end) µs of the local windows of the range, at most MAX_WINDOWS."""
+    too_many = ValidationError([{"field": "window", "message": f"the range holds more than {MAX_WINDOWS:,} windows"}])
+    # bound the count before building anything (a month is at least 28 days)
+    span_hours = (end - start).total_seconds() / 3600
+    at_least = {"hour": span_hours - 2, "day": span_hours / 25 - 1, "month": span_hours / (31 * 24) - 1}[window]
+    if at_least > MAX_WINDOWS:
+        raise too_many
+    window_bounds = [(times.to_micros(a), times.to_micros(b)) for a, b in times.windows(start, end, window, zone)]
+    if len(window_bounds) > MAX_WINDOWS:
+        raise too_many
+    return window_bounds

@@ -9,13 +9,14 @@ Proration counts local calendar days, never hours, so DST changes do not matter.
 """
 
 import calendar
-from datetime import date, timedelta
+from datetime import date
 
 from . import times
 
 
 def days_in_month(year, month):
-    return calendar.monthrange(year, month)[1]
+    _, days = calendar.monthrange(year, month)
+    return days
 
 
 def anniversary(start, months):
@@ -48,7 +49,7 @@ def periods_between(start, until, anchor):
     while day < until:
         period = period_containing(day, anchor, start)
         result.append(period)
-        day = period[1]
+        _, day = period
     return result
 
 
@@ -64,7 +65,3 @@ def prorate_days(period_start, period_end, active_start, active_end):
 def local_bounds(period_start, period_end, zone):
     """The UTC instants of the local midnights bounding the period."""
     return times.local_midnight(period_start, zone), times.local_midnight(period_end, zone)
-
-
-def next_day(day):
-    return day + timedelta(days=1)

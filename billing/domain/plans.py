@@ -121,11 +121,22 @@ def check_charge(raw, index, meters, problems, overrides=False):
 
 
 def check_plan(body, meters, problems, creating=True, current=None):
-    """Validate a plan body; returns the stored values (only those given on update)."""
+    """Validate a plan body; returns the stored values (only those given on
+    update). Problems are recorded in the order of the fields below."""
     values = {}
     for name in body:
         if name not in PLAN_FIELDS:
             problems.add(name, "is not a known field")
+    _check_names(body, values, problems, creating)
+    currency = _check_currency(body, values, problems, creating, current)
+    _check_terms(body, values, problems, creating, currency)
+    if creating or "charges" in body:
+        values["charges"] = _check_charges(body.get("charges", []), meters, problems)
+    return values
+
+
+def _check_names(body, values, problems, creating):
+    """code (fixed once created), name and description."""
     if creating:
         code = body.get("code")
         if not isinstance(code, str) or not CODE_PATTERN.match(code):
@@ -143,12 +154,21 @@ def check_plan(body, meters, problems, creating=True, current=None):
         if description is not None and (not isinstance(description, str) or len(description) > 2000):
             problems.add("description", "must be a string of at most 2000 characters")
         values["description"] = description
+
+
+def _check_currency(body, values, problems, creating, current):
+    """The plan's currency (None when invalid): given, else USD or the current one."""
     currency = body.get("currency", "USD" if creating else current["currency"])
     if creating or "currency" in body:
         if not money.is_currency(currency):
             problems.add("currency", f"unknown currency code {currency!r} (ISO 4217 expected)")
             currency = None
         values["currency"] = currency
+    return currency
+
+
+def _check_terms(body, values, problems, creating, currency):
+    """interval, base fee, minimum commitment and trial days."""
     if creating or "interval" in body:
         interval = body.get("interval", "month")
         if interval != "month":
@@ -170,20 +190,21 @@ def check_plan(body, meters, problems, creating=True, current=None):
         if isinstance(trial, bool) or not isinstance(trial, int) or not 0 <= trial <= 730:
             problems.add("trial_days", "must be an integer between 0 and 730")
         values["trial_days"] = trial
-    if creating or "charges" in body:
-        charges = body.get("charges", [])
-        if not isinstance(charges, list) or len(charges) > MAX_CHARGES:
-            problems.add("charges", f"must be a list of at most {MAX_CHARGES} charges")
-            charges = []
-        stored = [check_charge(c, i, meters, problems) for i, c in enumerate(charges)]
-        seen = set()
-        for i, charge in enumerate(stored):
-            if charge and charge["meter"] in seen:
-                problems.add(f"charges[{i}].meter", f"meter {charge['meter']!r} is charged twice")
-            if charge:
-                seen.add(charge["meter"])
-        values["charges"] = stored
-    return values
+
+
+def _check_charges(charges, meters, problems):
+    """The stored charges: each checked, no meter charged twice."""
+    if not isinstance(charges, list) or len(charges) > MAX_CHARGES:
+        problems.add("charges", f"must be a list of at most {MAX_CHARGES} charges")
+        charges = []
+    stored = [check_charge(c, i, meters, problems) for i, c in enumerate(charges)]
+    seen = set()
+    for i, charge in enumerate(stored):
+        if charge and charge["meter"] in seen:
+            problems.add(f"charges[{i}].meter", f"meter {charge['meter']!r} is charged twice")
+        if charge:
+            seen.add(charge["meter"])
+    return stored
 
 
 def to_charges(stored_charges):

@@ -3,7 +3,7 @@ Unix epoch (UTC) at rest; RFC 3339 with an explicit offset at the edges."""
 
 import re
 from datetime import date, datetime, time, timedelta, timezone
-from zoneinfo import ZoneInfo, ZoneInfoNotFoundError, available_timezones
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 UTC = timezone.utc
 EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
@@ -159,7 +159,3 @@ def windows(start, end, size, zone):
         result.append((max(cursor, start), min(nxt, end)))
         cursor = nxt
     return result
-
-
-def all_timezones():
-    return available_timezones()
