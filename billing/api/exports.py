@@ -7,6 +7,7 @@ import io
 from .. import jsonutil
 from ..exports.pdf import invoice_pdf
 from .responses import Response
+from . import invoice_rows
 from . import invoices as invoices_api
 from . import lifecycle
 from . import usage as usage_api
@@ -52,16 +53,11 @@ INVOICE_HEADER = ("id", "number", "customer_id", "customer", "status", "payment_
 
 def invoices_csv(request):
     """Every invoice matching the list filters (customer_id, status, period, overdue), newest first."""
-    where, params = invoices_api.list_filters(request)
-    sql = f"SELECT {invoices_api.COLUMNS} FROM invoices"
-    if where:
-        sql += " WHERE " + " AND ".join(where)
-    rows = invoices_api.refresh_listed(request.app,
-                                       request.app.db.query(sql + " ORDER BY id DESC LIMIT ?", (*params, MAX_CSV_ROWS)))
-    names = dict(request.app.db.query("SELECT id, name FROM customers"))
+    rows = invoices_api.refresh_listed(request.app, invoices_api.listed_rows(request, MAX_CSV_ROWS))
+    names = {row["id"]: row["name"] for row in request.app.db.rows("SELECT id, name FROM customers")}
     out = []
     for row in rows:
-        v = invoices_api.view(row)
+        v = invoice_rows.view(row)
         out.append((v["id"], v["number"] or "", v["customer_id"], _text(names.get(v["customer_id"], "")), v["status"],
                     v["payment_status"], "true" if v["overdue"] else "false", v["currency"],
                     v["period_start"], v["period_end"], v["subtotal"], v["discount"], v["tax"], v["total"],

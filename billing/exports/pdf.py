@@ -195,43 +195,69 @@ def invoice_pdf(invoice: dict, customer: dict, seller: str = "Meterline") -> byt
     number, currency = invoice.get("number"), _clean(invoice.get("currency") or "")
     title = f"Invoice {number}" if number else "Draft invoice"
     unit = f" ({currency})" if currency else ""
-    header = ("Description", "Quantity", "Unit price", "Amount" + unit)
     rows = [(line.get("description") or "", _quantity(line.get("quantity")), line.get("unit_price") or "",
              line.get("amount") or "") for line in invoice.get("lines") or ()]
-    # Numeric columns: as wide as their widest cell (within bounds), laid out from the right margin.
-    widths = [min(max([_width(header[c], SIZE, True)] + [_width(_clean(r[c]), SIZE) for r in rows] + [60_000]),
-                  110_000) for c in (1, 2, 3)]
-    rights = [X1 - widths[2] - widths[1] - 2 * GAP, X1 - widths[2] - GAP, X1]
-    desc_width = rights[0] - widths[0] - GAP - X0
+    table = _Table(("Description", "Quantity", "Unit price", "Amount" + unit), rows)
+    first = _Page()
+    pages = [first]
+    y = table.header(first, _first_page_header(first, invoice, customer, seller, title))
+    y = _table_rows(pages, table, y, title, seller)
+    _totals(pages, invoice, unit, y, title, seller)
+    for n, page in enumerate(pages, 1):
+        page.text(LEFT, FOOTER, _fit(f"{title} \u00b7 {seller}", 300_000, 8), 8, gray=True)
+        page.text(RIGHT, FOOTER, f"Page {n} of {len(pages)}", 8, gray=True, right=True)
+    return _document(pages, title)
 
-    pages = [_Page()]
-    page = pages[0]
 
-    def table_header(y):
+class _Table:
+    """The lines table's layout: numeric columns as wide as their widest cell
+    (within bounds), laid out from the right margin; the description takes the rest."""
+
+    def __init__(self, heads, rows):
+        self.heads, self.rows = heads, rows
+        self.widths = [min(max([_width(heads[c], SIZE, True)] + [_width(_clean(r[c]), SIZE) for r in rows]
+                               + [60_000]), 110_000) for c in (1, 2, 3)]
+        quantity, price, amount = self.widths
+        quantity_right = X1 - amount - price - 2 * GAP
+        self.rights = [quantity_right, X1 - amount - GAP, X1]
+        self.desc_width = quantity_right - quantity - GAP - X0
+
+    def header(self, page, y):
+        """Draw the column heads at baseline `y`; the first row's baseline."""
+        description, *numbers = self.heads
         page.band(y - 5, 17)
-        page.text(X0, y, header[0], bold=True)
-        for c in range(3):
-            page.text(rights[c], y, header[c + 1], bold=True, right=True)
+        page.text(X0, y, description, bold=True)
+        for right, head in zip(self.rights, numbers):
+            page.text(right, y, head, bold=True, right=True)
         return y - 19
 
-    y = table_header(_first_page_header(page, invoice, customer, seller, title))
-    for desc, *numbers in rows:
-        wrapped = _wrap(desc, desc_width, SIZE)
+
+def _table_rows(pages, table, y, title, seller):
+    """Draw the table's rows from baseline `y`, on new pages as needed; the baseline after them."""
+    page = pages[-1]
+    for desc, *numbers in table.rows:
+        wrapped = _wrap(desc, table.desc_width, SIZE)
         bottom = y - LEAD * (len(wrapped) - 1) - 6
         if bottom < BOTTOM:
             page = _Page()
             pages.append(page)
-            y = table_header(_continued_header(page, title, seller))
+            y = table.header(page, _continued_header(page, title, seller))
             bottom = y - LEAD * (len(wrapped) - 1) - 6
         for i, text in enumerate(wrapped):
             page.text(X0, y - LEAD * i, text)
-        for c, value in enumerate(numbers):
-            page.text(rights[c], y, _fit(value, widths[c], SIZE), right=True)
+        for right, width, value in zip(table.rights, table.widths, numbers):
+            page.text(right, y, _fit(value, width, SIZE), right=True)
         page.rule(bottom)
         y = bottom - 13
-    if not rows:
+    if not table.rows:
         page.text(X0, y, "No charges in this period.", gray=True)
         y -= 19
+    return y
+
+
+def _totals(pages, invoice, unit, y, title, seller):
+    """Draw the totals below baseline `y` (on a new page when they do not fit)."""
+    page = pages[-1]
     if y - 15 * len(TOTALS) - 10 < BOTTOM:
         page = _Page()
         pages.append(page)
@@ -246,10 +272,6 @@ def invoice_pdf(invoice: dict, customer: dict, seller: str = "Meterline") -> byt
         page.text(label_x, y, label + (unit if strong else ""), size, bold=strong)
         page.text(X1, y, _fit(invoice.get(key) or "", 120_000, size, strong), size, bold=strong, right=True)
         y -= 16 if strong else 15
-    for n, page in enumerate(pages, 1):
-        page.text(LEFT, FOOTER, _fit(f"{title} \u00b7 {seller}", 300_000, 8), 8, gray=True)
-        page.text(RIGHT, FOOTER, f"Page {n} of {len(pages)}", 8, gray=True, right=True)
-    return _document(pages, title)
 
 
 def _document(pages, title):
