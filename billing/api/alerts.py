@@ -15,8 +15,8 @@ from ..errors import FieldErrors
 from ..store.db import named
 from .responses import created
 from . import alert_eval
-from .common import (audit, check_unknown_fields, decode_cursor, int_field, now_micros, one_or_404, page, page_limit,
-                     path_int, text_field)
+from .common import (audit, check_unknown_fields, decode_cursor, int_arg, int_field, now_micros, one_or_404, page,
+                     page_limit, path_int, text_field)
 from .rows import by_name, names
 
 TYPES = ("spend", "usage")
@@ -141,8 +141,7 @@ def list_rules(request):
     """GET /v1/alerts?customer_id: rules (a customer sees its own)."""
     limit = page_limit(request)
     cursor = decode_cursor(request)
-    raw = request.arg("customer_id")
-    customer_id = request.customer_filter(path_int(raw, "Customer") if raw else None)
+    customer_id = request.customer_filter(int_arg(request, "customer_id", minimum=1))
     where, params = "deleted_at IS NULL AND id > ?", [cursor[0] if cursor else 0]
     if customer_id is not None:
         where += " AND customer_id = ?"
@@ -181,8 +180,7 @@ def list_firings(request):
     """GET /v1/alerts/events?customer_id&type&from&to: what fired, newest first."""
     limit = page_limit(request)
     cursor = decode_cursor(request)
-    raw = request.arg("customer_id")
-    customer_id = request.customer_filter(path_int(raw, "Customer") if raw else None)
+    customer_id = request.customer_filter(int_arg(request, "customer_id", minimum=1))
     where, params = ["1"], []
     for clause, value in (("customer_id = ?", customer_id), ("created_at >= ?", _time_arg(request, "from")),
                           ("created_at < ?", _time_arg(request, "to")), ("id < ?", cursor[0] if cursor else None)):
@@ -203,8 +201,7 @@ def list_budgets(request):
     """GET /v1/alerts/budgets?customer_id: the customers with a budget."""
     limit = page_limit(request)
     cursor = decode_cursor(request)
-    raw = request.arg("customer_id")
-    customer_id = request.customer_filter(path_int(raw, "Customer") if raw else None)
+    customer_id = request.customer_filter(int_arg(request, "customer_id", minimum=1))
     where, params = "budget IS NOT NULL AND archived = 0 AND id > ?", [cursor[0] if cursor else 0]
     if customer_id is not None:
         where += " AND id = ?"

@@ -11,7 +11,7 @@ sees the older ones unread; an API key reads them but has no read state
 from .. import errors
 from ..domain import times
 from ..store.db import named, scalar
-from .common import bool_arg, check_unknown_fields, decode_cursor, now_micros, page, page_limit, path_int
+from .common import bool_arg, check_unknown_fields, decode_cursor, int_arg, now_micros, page, page_limit, path_int
 
 COLUMNS = "n.id, n.customer_id, n.firing_id, n.kind, n.title, n.message, n.created_at"
 KINDS = ("alert", "webhook_failed")
@@ -58,8 +58,7 @@ def list_notifications(request):
     limit = page_limit(request)
     cursor = decode_cursor(request)
     unread = bool_arg(request, "unread")
-    customer_id = request.arg("customer_id")
-    where, params = _visible(request, path_int(customer_id, "Customer") if customer_id else None)
+    where, params = _visible(request, int_arg(request, "customer_id", minimum=1))
     reader = _reader(request)
     unread_sql = " AND r.read_at IS NULL" if reader is not None else ""
     sql, all_params = _select(request, where + (unread_sql if unread else "")

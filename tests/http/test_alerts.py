@@ -72,6 +72,8 @@ def test_rules_are_validated_and_a_bad_one_stores_nothing(admin, billed):
     for body, field in cases:
         assert_validation(admin.post("/v1/alerts", body), field)
     assert admin.get("/v1/alerts").json["data"] == []
+    for path in ("/v1/alerts", "/v1/alerts/events", "/v1/alerts/budgets", "/v1/notifications"):
+        assert_validation(admin.get(path + "?customer_id=abc"), "customer_id")
     rule = admin.post("/v1/alerts", {"type": "spend", "customer_id": billed["id"], "threshold": "20.00",
                                      "name": "Twenty"})
     assert rule.status == 201, rule
