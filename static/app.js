@@ -10,6 +10,7 @@
 import * as api from "./api.js";
 import { h } from "./dom.js";
 import * as live from "./live.js";
+import * as bell from "./notifications.js";
 import * as signIn from "./pages/signin.js";
 import * as overview from "./pages/overview.js";
 import * as customers from "./pages/customers.js";
@@ -24,6 +25,7 @@ import * as webhook from "./pages/webhook.js";
 import * as jobs from "./pages/jobs.js";
 import * as users from "./pages/users.js";
 import * as audit from "./pages/audit.js";
+import * as alerts from "./pages/alerts.js";
 import * as resources from "./pages/resources.js";
 import * as storage from "./pages/storage.js";
 import * as portal from "./pages/portal.js";
@@ -43,6 +45,7 @@ const ROUTES = [
   [/^#\/plans$/, plans, "plans"],
   [/^#\/meters$/, meters, "meters"],
   [/^#\/events$/, events, "events"],
+  [/^#\/alerts$/, alerts, "alerts"],
   [/^#\/webhooks$/, webhooks, "webhooks"],
   [/^#\/webhooks\/(\d+)$/, webhook, "webhooks"],
   [/^#\/jobs$/, jobs, "jobs"],
@@ -80,6 +83,7 @@ function leave() {
 function showSignIn(notice) {
   leave();
   live.stop(); // the stream belongs to the signed-in token
+  bell.stop();
   me = null;
   topbar.hidden = true;
   document.title = "Sign in · Meterline";
@@ -106,6 +110,7 @@ function showAccount() {
   for (const link of document.querySelectorAll("#nav a")) {
     link.hidden = tenant || (link.dataset.roles !== undefined && !link.dataset.roles.split(" ").includes(me.role));
   }
+  bell.start(me); // the notifications of this identity (once per sign-in)
   topbar.hidden = false;
 }
 

@@ -154,3 +154,41 @@ export function meterBar(value, max, title = "") {
   root.append(svg("rect", { class: "fill", x: 0, y: 0, width: (ratio * 100).toFixed(3), height: 10 }));
   return root;
 }
+
+/**
+ * Tick marks across a meterBar at `marks` ([{ value, title, reached }] on the
+ * bar's 0..max scale): thin lines that keep their width however the bar
+ * stretches (non-scaling stroke). A mark at or past max is the bar's end and
+ * draws no line.
+ */
+export function addTicks(bar, marks, max) {
+  for (const { value, title, reached } of marks) {
+    if (!(max > 0) || !(value > 0) || value >= max) continue;
+    const x = ((value / max) * 100).toFixed(3);
+    const line = svg("line", { class: `tick${reached ? " reached" : ""}`, x1: x, x2: x, y1: 0, y2: 10,
+      "vector-effect": "non-scaling-stroke", "data-value": value });
+    line.append(svg("title", {}, title));
+    bar.append(line);
+  }
+  return bar;
+}
+
+/**
+ * The labels of `marks` ([{ value, label }]) under a bar of the same width,
+ * each at its place: an SVG without a viewBox whose x are percentages, so the
+ * text keeps its shape at any width. Labels too close to the next one to the
+ * right are left out (the last always shows).
+ */
+export function scaleLabels(marks, max, minGap = 12) {
+  const root = svg("svg", { class: "bar-scale", "aria-hidden": "true", focusable: "false" });
+  let right = Infinity;
+  for (const { value, label } of [...marks].sort((a, b) => b.value - a.value)) {
+    if (!(max > 0) || !(value > 0)) continue;
+    const at = Math.min(100, (value / max) * 100);
+    if (right - at < minGap) continue;
+    right = at;
+    const anchor = at >= 96 ? "end" : at <= 4 ? "start" : "middle";
+    root.append(svg("text", { x: `${at.toFixed(3)}%`, y: 11, "text-anchor": anchor, "data-value": value }, label));
+  }
+  return root;
+}

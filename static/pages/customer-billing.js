@@ -3,7 +3,7 @@
    the customer's invoices. */
 
 import * as api from "../api.js";
-import { meterBar } from "../charts.js";
+import { addTicks, meterBar, scaleLabels } from "../charts.js";
 import { append, display, field, h, messageLine, showMessage, table, whileBusy } from "../dom.js";
 import { showApiError } from "../field-errors.js";
 import { invoiceBadges, invoiceTitle, localDate, money, percentOf, periodText, statusBadge } from "../format.js";
@@ -156,7 +156,9 @@ function subscribeForm(customer, latest, refresh) {
 
 /**
  * The budget bar (§3 `budget`): the upcoming invoice's subtotal, the spend
- * budget alerts watch, against the monthly budget; null without a budget.
+ * budget alerts watch, against the monthly budget, with a tick at each
+ * alert step (a scale to the largest step when one is past 100%); null
+ * without a budget. The percentage is worked out on the exact decimals.
  */
 export function budgetBar(invoice, customer) {
   const budget = customer.budget;
@@ -165,14 +167,21 @@ export function budgetBar(invoice, customer) {
   const shown = percent === null ? "—" : `${Math.floor(percent)}%`;
   const state = percent === null ? "ok" : percent >= 100 ? "full" : percent >= 80 ? "warn" : "ok";
   const title = `Spend ${money(invoice.subtotal, invoice.currency)} of the ${money(budget.monthly, invoice.currency)} monthly budget (${shown})`;
-  const bar = meterBar(Math.max(0, percent ?? 0), 100, title);
+  const stepValues = (budget.alert_at_percent || []).filter((step) => Number.isFinite(step));
+  const scale = Math.max(100, ...stepValues);
+  const bar = meterBar(Math.max(0, percent ?? 0), scale, title);
   bar.classList.add("budget-bar", state);
-  const steps = (budget.alert_at_percent || []).map((step) => `${step}%`);
+  addTicks(bar, stepValues.map((step) => ({
+    value: step, reached: percent !== null && percent >= step,
+    title: `Alert at ${step}% of the budget${percent !== null && percent >= step ? " (reached)" : ""}`,
+  })), scale);
+  const steps = stepValues.map((step) => `${step}%`);
   return h("div", { class: `budget ${state}`, "data-percent": percent },
     h("p", { class: "budget-text" }, "Spend ", h("strong", {}, money(invoice.subtotal, invoice.currency)),
       " of the ", h("strong", {}, money(budget.monthly, invoice.currency)), " monthly budget",
       h("span", { class: "muted" }, ` · ${shown}`)),
-    bar,
+    h("div", { class: "budget-gauge" }, bar,
+      stepValues.length ? scaleLabels(stepValues.map((step) => ({ value: step, label: `${step}%` })), scale) : null),
     steps.length ? h("p", { class: "muted budget-steps" }, `Alerts at ${steps.join(", ")} of the budget.`) : null);
 }
 

@@ -1,5 +1,6 @@
 /* Customer detail: the customer's fields, its billing (subscription,
-   upcoming invoice, credits, invoices: customer-billing.js), its
+   upcoming invoice with the budget bar, credits, invoices:
+   customer-billing.js), what its alerts fired (alert-list.js, live), its
    recommendations (recommendations.js), and day-by-day
    usage per meter as SVG charts plus one table (rows are days, columns are
    meters). */
@@ -9,6 +10,7 @@ import { display, field, h, messageLine, showMessage, timeElement } from "../dom
 import { addDays, localDate } from "../format.js";
 import { drawMeter } from "../usage-charts.js";
 import { recommendationsCard } from "../recommendations.js";
+import { customerAlertsCard } from "../alert-list.js";
 import { billingSections } from "./customer-billing.js";
 
 const DEFAULT_DAYS = 30;
@@ -28,13 +30,21 @@ export function render(main, { params, role }) {
     billing,
     usage);
 
+  let gone = false;
+  let alerts = null;
   api.get(`/v1/customers/${customerId}`).then((customer) => {
+    if (gone) return;
     heading.textContent = customer.name;
     document.title = `${customer.name} · Meterline`;
     details.append(...fieldRows(customer));
-    billing.append(billingSections(customer, role), recommendationsCard(customer.id));
+    alerts = customerAlertsCard(customer.id, { aside: h("a", { href: "#/alerts" }, "Alert rules →") });
+    billing.append(billingSections(customer, role), alerts, recommendationsCard(customer.id));
     usage.append(usageSection(customer));
   }).catch((error) => showMessage(status, `Could not load the customer: ${error.message}`, "error"));
+  return () => {
+    gone = true;
+    if (alerts) alerts.stop();
+  };
 }
 
 function fieldRows(customer) {

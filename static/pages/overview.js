@@ -1,7 +1,8 @@
 /* Overview (§10, §11): the staff home. The KPIs of /v1/analytics/overview
    (reloaded every 30 s; active sessions follow the live stream's `stats`),
    revenue per month over the last 12 months with a chart per currency,
-   events per day over the last 30 days, and the top customers by revenue.
+   events per day over the last 30 days, the open alerts (this month's
+   firings, the newest few, live) and the top customers by revenue.
 
    Money is always per currency: amounts of different currencies are never
    added, compared or drawn on one axis, and each is shown as the server's
@@ -12,6 +13,7 @@ import * as api from "../api.js";
 import { chart, meterBar } from "../charts.js";
 import { h, messageLine, showMessage } from "../dom.js";
 import { showApiError } from "../field-errors.js";
+import { browserZone, coalesce, customerNames, localTime, typeBadge } from "../alert-list.js";
 import { byteSize, compareMoney, digitsOf, localDate, percentOf, sumMoney } from "../format.js";
 import * as live from "../live.js";
 
@@ -20,6 +22,7 @@ export const ROLES = ["admin", "finance", "customer_success", "sales", "viewer"]
 export const HOME = "#/overview";
 const REFRESH_MS = 30_000;
 const TOP = 5;
+const OPEN_ALERTS = 8;
 const whole = new Intl.NumberFormat("en");
 
 // [field of the overview, label, kind, where to read more, what an empty amount means]
@@ -32,16 +35,8 @@ const KPIS = [
   ["events_today", "Events today", "count", "#/events"],
   ["active_sessions", "Active sessions", "count", "#/resources"],
   ["stored_bytes", "Stored data", "bytes", "#/storage"],
+  ["alerts_this_month", "Alerts this month", "count", "#/alerts"],
 ];
-
-/** The browser's IANA timezone ("Europe/Berlin"), UTC when it has none. */
-function browserZone() {
-  try {
-    return Intl.DateTimeFormat().resolvedOptions().timeZone || "UTC";
-  } catch {
-    return "UTC";
-  }
-}
 
 function isZoneError(error) {
   return error.status === 400 && (error.details || []).some((detail) => detail.field === "timezone");
@@ -60,14 +55,19 @@ export function render(main) {
     "Issued and paid invoices by the month they were issued, over the last 12 months; drafts and void invoices are not revenue.");
   const events = section("events-per-day", "Events per day", "Events stored over the last 30 days, all customers and meters.");
   const top = section("top-customers", "Top customers by revenue", "Over the last 12 months, per currency.");
+  const alerts = section("open-alerts", "Open alerts", "What fired this month, newest first.",
+    h("a", { href: "#/alerts", class: "all-alerts" }, "All alerts →"));
   main.append(
     h("div", { class: "page-head overview-head" }, h("h1", {}, "Overview"), zoneNote, updated),
     kpiStatus, kpis, revenue.element,
-    h("div", { class: "overview-grid" }, events.element, top.element));
+    h("div", { class: "overview-grid" }, events.element,
+      h("div", { class: "overview-side" }, alerts.element, top.element)));
 
   let gone = false;
   const drawn = { revenue: null, events: null }; // the answers, to draw again at a new width
   const names = new Map();
+  const alertNames = customerNames();
+  let alertsThisMonth = null;
 
   function showZone(fallbackFrom) {
     zoneNote.replaceChildren("Months and days in ", h("strong", {}, zone),
@@ -87,7 +87,8 @@ export function render(main) {
         figures = await api.get("/v1/analytics/overview", { timezone: zone });
       }
       if (gone) return;
-      for (const [key, , kind, , none] of KPIS) showKpi(kpis.querySelector(`[data-kpi=${key}]`), figures[key], kind, none);
+      for (const [key, , kind, , none] of KPIS) showKpi(kpis.querySelector(`[data-kpi=${key}]`), figures[key] ?? 0, kind, none);
+      alertsThisMonth = figures.alerts_this_month ?? null;
       updated.textContent = `Updated ${new Date().toLocaleTimeString()}`;
       showMessage(kpiStatus, "");
     } catch (error) {
@@ -117,6 +118,20 @@ export function render(main) {
     }
   }
 
+  /** This month's firings in the overview's timezone (the browser's, or UTC when the server does not know it). */
+  async function loadAlerts() {
+    const mine = (Number(alerts.body.dataset.loads) || 0) + 1;
+    alerts.body.dataset.loads = String(mine);
+    try {
+      const page = await api.get("/v1/alerts/events", { from: monthStart(zone).toISOString(), limit: OPEN_ALERTS });
+      if (gone || alerts.body.dataset.loads !== String(mine)) return;
+      drawAlerts(alerts.body, page, alertNames, alertsThisMonth);
+      showMessage(alerts.status, "");
+    } catch (error) {
+      if (!gone) showApiError(alerts.status, "Could not load the alerts", error);
+    }
+  }
+
   function nameOf(customerId) {
     if (!names.has(customerId)) {
       names.set(customerId, api.get(`/v1/customers/${customerId}`).then((customer) => customer.name, () => null));
@@ -140,8 +155,17 @@ export function render(main) {
 
   showZone(null);
   // The key figures first: they settle the timezone the charts then use.
-  loadKpis().then(() => { if (!gone) loadCharts(); });
-  const timer = setInterval(() => { if (!document.hidden) loadKpis(); }, REFRESH_MS);
+  loadKpis().then(() => {
+    if (gone) return;
+    loadCharts();
+    loadAlerts();
+  });
+  const timer = setInterval(() => {
+    if (!document.hidden) loadKpis().then(() => { if (!gone) loadAlerts(); });
+  }, REFRESH_MS);
+  const onFiring = coalesce(() => loadKpis().then(() => (gone ? null : loadAlerts())));
+  const stopAlerts = live.subscribe("alert.triggered", onFiring);
+  const stopPolling = live.fallback(onFiring);
   const stopStats = live.subscribe("stats", (stats) => {
     if (stats && Number.isInteger(stats.active_sessions)) {
       showKpi(kpis.querySelector("[data-kpi=active_sessions]"), stats.active_sessions, "count");
@@ -153,15 +177,17 @@ export function render(main) {
     clearTimeout(resizeTimer);
     window.removeEventListener("resize", onResize);
     stopStats();
+    stopAlerts();
+    stopPolling();
   };
 }
 
-/** A card with a heading, a note under it, a message line and a body to fill. */
-function section(id, title, note) {
+/** A card with a heading (and `aside` beside it), a note under it, a message line and a body to fill. */
+function section(id, title, note, aside = null) {
   const status = messageLine();
   const body = h("div", { class: "section-body" }, h("p", { class: "muted loading" }, "Loading…"));
   const element = h("section", { class: "card overview-section", id },
-    h("div", { class: "section-head" }, h("h2", {}, title)), h("p", { class: "muted section-note" }, note), status, body);
+    h("div", { class: "section-head" }, h("h2", {}, title), aside), h("p", { class: "muted section-note" }, note), status, body);
   return { element, status, body };
 }
 
@@ -311,4 +337,32 @@ function topRow({ customerId, amount }, currency, total, nameOf) {
     h("div", { class: "top-line" }, link,
       h("span", { class: "amount" }, `${amount} ${currency}`)),
     share ? h("div", { class: "share" }, share, h("span", { class: "muted share-text" }, `${percent}%`)) : null);
+}
+
+// -- open alerts -------------------------------------------------------------------
+
+/** The first instant of the current month in `zone`: the browser's own timezone, or UTC. */
+function monthStart(zone) {
+  const now = new Date();
+  if (zone === "UTC") return new Date(Date.UTC(now.getUTCFullYear(), now.getUTCMonth(), 1));
+  return new Date(now.getFullYear(), now.getMonth(), 1);
+}
+
+function drawAlerts(body, page, names, total) {
+  if (!page.data.length) {
+    body.replaceChildren(h("p", { class: "empty", id: "no-open-alerts" },
+      "Nothing fired this month. Budget steps, alert rules, spikes and storage quotas show up here."));
+    return;
+  }
+  const list = h("ol", { class: "open-alerts plain" }, page.data.map((firing) =>
+    h("li", { "data-id": firing.id, "data-type": firing.type, "data-customer-id": firing.customer_id },
+      h("div", { class: "open-alert-line" }, typeBadge(firing.type), names.link(firing.customer_id),
+        h("span", { class: "muted open-alert-time" }, localTime(firing.created_at))),
+      h("p", { class: "open-alert-message" }, firing.message))));
+  const more = page.next_cursor
+    ? h("p", { class: "muted open-alerts-more" }, total !== null ? `The latest ${page.data.length} of ${whole.format(total)} this month.`
+      : `The latest ${page.data.length}.`)
+    : null;
+  body.replaceChildren(list);
+  if (more) body.append(more);
 }

@@ -1,6 +1,7 @@
 /* The customer portal (§11): what a signed-in customer user sees, and all it
    sees. The open period's invoice with the budget bar, its invoices with
-   their PDFs, its files (files.js: upload, download, delete, the quota bar)
+   their PDFs, what its alerts fired (alert-list.js, live; the bell in the
+   top bar has its notifications), its files (files.js: upload, download, delete, the quota bar)
    and its usage per meter this period as SVG charts. Everything is read with
    the tenant's own token, so the server scopes every answer to it. */
 
@@ -11,6 +12,7 @@ import { filesPanel } from "../files.js";
 import { invoiceBadges, invoiceTitle, money, periodText } from "../format.js";
 import { drawMeter } from "../usage-charts.js";
 import { loadUpcoming } from "./customer-billing.js";
+import { customerAlertsCard } from "../alert-list.js";
 
 export const HOME = "#/portal";
 const RECENT_INVOICES = 24;
@@ -33,10 +35,11 @@ export function render(main, { me }) {
   const subtitle = h("p", { class: "muted portal-subtitle" });
   const upcoming = h("section", { class: "card", id: "upcoming-invoice" });
   const invoices = h("section", { class: "card", id: "portal-invoices" });
+  const alertsSlot = h("div", { class: "alerts-slot" });
   const filesSlot = h("div", { class: "files-slot" });
   const usage = h("section", { class: "portal-usage", id: "portal-usage" });
   main.append(h("div", { class: "page-head" }, heading, subtitle), status,
-    h("div", { class: "portal-grid" }, upcoming, invoices), filesSlot, usage);
+    h("div", { class: "portal-grid" }, upcoming, invoices), alertsSlot, filesSlot, usage);
   document.title = "Your account · Meterline";
   if (customerId === null) {
     showMessage(status, "This sign-in belongs to no customer.", "error");
@@ -44,6 +47,7 @@ export function render(main, { me }) {
   }
 
   let gone = false;
+  let alerts = null;
   const meters = metersByKey();
   const units = meters.then((found) => new Map([...found].map(([key, meter]) => [key, meter.unit])));
 
@@ -56,13 +60,18 @@ export function render(main, { me }) {
       loadUpcoming(upcoming, customer, units);
       loadUsage(usage, customer, meters);
     };
+    alerts = customerAlertsCard(customer.id, { id: "portal-alerts", own: true });
+    alertsSlot.replaceChildren(alerts);
     const files = filesPanel({ canWrite: true, onChange: refreshUsage });
     filesSlot.replaceChildren(files.element);
     loadInvoices(invoices, customer);
     refreshUsage();
   }).catch((error) => showMessage(status, `Could not load your account: ${error.message}`, "error"));
 
-  return () => { gone = true; };
+  return () => {
+    gone = true;
+    if (alerts) alerts.stop();
+  };
 }
 
 /** The tenant's invoices, newest first, each with its PDF. */

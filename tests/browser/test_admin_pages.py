@@ -25,7 +25,7 @@ from tests.harness import ADMIN_KEY
 
 ZONE = "Australia/Adelaide"  # +10:30 in March: local times differ from UTC by a non-whole hour
 OLD_CHANGE = datetime(2025, 3, 1, 10, 0, tzinfo=timezone.utc)  # 20:30 in Adelaide
-STAFF_NAV = ["Overview", "Customers", "Invoices", "Resources", "Storage", "Plans", "Meters", "Events"]
+STAFF_NAV = ["Overview", "Customers", "Invoices", "Resources", "Storage", "Plans", "Meters", "Events", "Alerts"]
 PASSWORD = "people-password-1"
 FINANCE = {"email": "fin@example.com", "name": "Fiona Finance", "role": "finance", "password": PASSWORD}
 VIEWER = {"email": "viewer@example.com", "name": "Vic Viewer", "role": "viewer", "password": PASSWORD}

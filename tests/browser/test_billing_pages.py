@@ -119,7 +119,7 @@ def test_plans_page_lists_plans_and_creates_a_graduated_plan_with_a_live_estimat
     dashboard.allowed_failures.update({("/v1/estimate", 400), ("/v1/plans", 400)})
     dashboard.sign_in(hash_="#/plans")
     dashboard.signed_in()
-    assert dashboard.texts("#nav a") == ["Overview", "Customers", "Invoices", "Resources", "Storage", "Plans", "Meters", "Events", "Webhooks", "Jobs", "Users", "Audit log"]
+    assert dashboard.texts("#nav a") == ["Overview", "Customers", "Invoices", "Resources", "Storage", "Plans", "Meters", "Events", "Alerts", "Webhooks", "Jobs", "Users", "Audit log"]
     dashboard.wait("!!document.querySelector('table.plans tr[data-code=pro]')")
     assert dashboard.texts("table.plans tr[data-code=pro] td")[:4] == ["pro", "ProUse as template", "USD", "49.00 USD"]
     assert dashboard.texts("table.plans tr[data-code=pro] .charges-summary li") == [
@@ -462,7 +462,7 @@ def test_a_viewer_reads_billing_but_cannot_change_it_and_a_customer_key_sees_its
     assert admin.post("/v1/users", viewer).status == 201
     dashboard.sign_in(email=viewer["email"], password=viewer["password"], hash_="#/plans")
     dashboard.wait("!document.querySelector('#topbar').hidden")
-    assert dashboard.texts("#nav a:not([hidden])") == ["Overview", "Customers", "Invoices", "Resources", "Storage", "Plans", "Meters", "Events", "Jobs", "Audit log"]
+    assert dashboard.texts("#nav a:not([hidden])") == ["Overview", "Customers", "Invoices", "Resources", "Storage", "Plans", "Meters", "Events", "Alerts", "Jobs", "Audit log"]
     dashboard.wait("document.querySelector('#plan-workbench > summary')?.textContent === 'Try a plan (what-if)'")
     assert dashboard.count("#plan-editor button[type=submit]") == 0
     dashboard.click("#plan-workbench > summary")

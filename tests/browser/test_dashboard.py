@@ -195,7 +195,7 @@ def test_sign_in_shows_the_error_then_lets_the_admin_in(dashboard):
     dashboard.click("#signin-form button[type=submit]")
     dashboard.signed_in()
     assert dashboard.js("sessionStorage.getItem('meterline.token').startsWith('ms_')")
-    assert dashboard.texts("#nav a") == ["Overview", "Customers", "Invoices", "Resources", "Storage", "Plans", "Meters", "Events", "Webhooks", "Jobs", "Users", "Audit log"]
+    assert dashboard.texts("#nav a") == ["Overview", "Customers", "Invoices", "Resources", "Storage", "Plans", "Meters", "Events", "Alerts", "Webhooks", "Jobs", "Users", "Audit log"]
     assert dashboard.js("location.hash || '#/overview'") == "#/overview"
     assert dashboard.text("#nav a[aria-current=page]") == "Overview"
     dashboard.assert_clean()

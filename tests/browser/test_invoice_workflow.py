@@ -467,7 +467,7 @@ def test_webhooks_page_shows_the_secret_once_lists_deliveries_and_deletes(dashbo
     server = dashboard.server
     sign_in_as(dashboard, "admin", "#/webhooks")
     assert dashboard.texts("#nav a:not([hidden])") == [
-        "Overview", "Customers", "Invoices", "Resources", "Storage", "Plans", "Meters", "Events", "Webhooks", "Jobs", "Users", "Audit log"]
+        "Overview", "Customers", "Invoices", "Resources", "Storage", "Plans", "Meters", "Events", "Alerts", "Webhooks", "Jobs", "Users", "Audit log"]
     assert dashboard.text("#nav a[aria-current=page]") == "Webhooks"
     dashboard.wait("document.querySelector('table.webhooks td.empty')?.textContent === 'No webhooks yet.'")
     assert dashboard.js("[...document.querySelectorAll('#create-webhook [name=events]')].filter((b) => b.disabled).length") == 4
@@ -587,7 +587,7 @@ def test_jobs_page_run_now_adds_a_row_and_only_admins_see_it(dashboard, workflow
 
     # A viewer reads the jobs but cannot run them, and has no webhooks.
     sign_in_as(dashboard, "viewer", "#/jobs")
-    assert dashboard.texts("#nav a:not([hidden])") == ["Overview", "Customers", "Invoices", "Resources", "Storage", "Plans", "Meters", "Events", "Jobs", "Audit log"]
+    assert dashboard.texts("#nav a:not([hidden])") == ["Overview", "Customers", "Invoices", "Resources", "Storage", "Plans", "Meters", "Events", "Alerts", "Jobs", "Audit log"]
     dashboard.wait("document.querySelectorAll('table.jobs tbody tr[data-id]').length === 2")
     assert dashboard.count("#run-now") == 0
     dashboard.go("#/webhooks")

@@ -295,7 +295,7 @@ def test_a_viewer_sees_the_overview_a_customer_user_its_portal_and_a_customer_ke
     sign_in(dashboard, VIEWER)
     overview_loaded(dashboard)
     assert dashboard.texts("#nav a:not([hidden])") == ["Overview", "Customers", "Invoices", "Resources", "Storage",
-                                                       "Plans", "Meters", "Events", "Jobs", "Audit log"]
+                                                       "Plans", "Meters", "Events", "Alerts", "Jobs", "Audit log"]
     expected = server.admin.get(f"/v1/analytics/overview?timezone={ZONE}").json
     assert kpis(dashboard)["outstanding"] == expected["outstanding"]
     assert list(revenue_chart(dashboard)) == ["JPY", "KWD", "USD"]
