@@ -6,6 +6,7 @@ import binascii
 from .. import clock, jsonutil
 from ..domain import times
 from ..errors import NotFound, ValidationError
+from ..store.db import named
 
 DEFAULT_LIMIT = 50
 MAX_LIMIT = 1000
@@ -103,8 +104,8 @@ def path_int(value, what):
 
 
 def one_or_404(conn, sql, params, message):
-    """The one row `sql` finds, or NotFound(message)."""
-    row = conn.execute(sql, params).fetchone()
+    """The one row `sql` finds (an sqlite3.Row: read it by column name), or NotFound(message)."""
+    row = named(conn, sql, params).fetchone()
     if row is None:
         raise NotFound(message)
     return row
