@@ -18,6 +18,11 @@ def now_micros():
     return times.to_micros(clock.now())
 
 
+def idempotency_horizon():
+    """The oldest `created_at` of an Idempotency-Key still answered (older ones are purged)."""
+    return now_micros() - IDEMPOTENCY_HOURS * 3600 * 1_000_000
+
+
 def page_limit(request):
     raw = request.arg("limit")
     if raw is None:

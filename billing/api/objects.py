@@ -12,7 +12,7 @@ from ..domain import objects as rules
 from ..domain import times
 from ..errors import (ApiError, Conflict, NotFound, PayloadTooLarge, QuotaExceeded, RangeNotSatisfiable,
                       ValidationError)
-from ..store.db import named
+from ..store.db import named, scalar
 from ..store.files import CHUNK
 from .responses import FileResponse, Response, created
 from .common import audit, decode_cursor, encode_cursor, int_arg, now_micros, page_limit
@@ -340,12 +340,12 @@ def _list(request):
                      (*params, limit + 1)).fetchall()
         totals = named(conn, "SELECT count(*) AS objects, coalesce(sum(size), 0) AS total FROM objects"
                        " WHERE customer_id = ?", (customer_id,)).fetchone()
-        quota = conn.execute("SELECT storage_quota_bytes FROM customers WHERE id = ?", (customer_id,)).fetchone()
+        quota = scalar(conn, "SELECT storage_quota_bytes FROM customers WHERE id = ?", (customer_id,))
     more = len(rows) > limit
     rows = rows[:limit]
     return {"customer_id": customer_id, "data": [view(r) for r in rows],
             "next_cursor": encode_cursor([rows[-1]["key"]]) if more and rows else None,
-            "object_count": totals["objects"], "total_bytes": totals["total"], "quota_bytes": quota[0]}
+            "object_count": totals["objects"], "total_bytes": totals["total"], "quota_bytes": quota}
 
 
 def storage_summary(request):
