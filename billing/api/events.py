@@ -21,7 +21,7 @@ from ..errors import Conflict, FieldErrors, NotFound, ValidationError
 from ..store.db import named, scalar
 from .responses import Response, created
 from . import invoices
-from .common import audit, decode_cursor, int_arg, now_micros, page, page_limit, path_int
+from .common import audit, decode_cursor, int_arg, now_micros, one_or_404, page, page_limit, path_int
 
 MAX_BATCH = 10_000
 MAX_PROPERTIES_BYTES = 4096
@@ -110,11 +110,13 @@ def _drop_stored(conn, fresh):
             fresh.pop((found["customer_id"], found["event_id"]), None)
 
 
+# unary + keeps the planner on the dedup index (not the per-customer usage index)
+_FIND_SQL = f"SELECT {EVENT_COLUMNS} FROM events WHERE id_hash = ? AND +customer_id = ? AND +event_id = ?"
+
+
 def find_stored(conn, customer_id, event_id):
     """The stored event (sqlite3.Row of EVENT_COLUMNS) with this id, or None."""
-    # unary + keeps the planner on the dedup index (not the per-customer usage index)
-    return named(conn, f"SELECT {EVENT_COLUMNS} FROM events WHERE id_hash = ? AND +customer_id = ?"
-                       " AND +event_id = ?", (id_hash(customer_id, event_id), customer_id, event_id)).fetchone()
+    return named(conn, _FIND_SQL, (id_hash(customer_id, event_id), customer_id, event_id)).fetchone()
 
 
 def _as_stored(row, seq, late):
@@ -433,9 +435,8 @@ def retract(request, customer_id, event_id):
     event_id = unquote(event_id)
     app = request.app
     with app.db.transaction() as conn:
-        row = find_stored(conn, customer_id, event_id)
-        if row is None:
-            raise NotFound(f"Event {event_id!r} of customer {customer_id} not found.")
+        row = one_or_404(conn, _FIND_SQL, (id_hash(customer_id, event_id), customer_id, event_id),
+                         f"Event {event_id!r} of customer {customer_id} not found.")
         invoices.check_retractable(conn, customer_id, row["ts"])
         before = view(app, row)
         conn.execute(
