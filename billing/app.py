@@ -15,13 +15,13 @@ from .api.meters import ensure_system_meters
 from .api.responses import JSON_TYPE, Response
 from .api.revenue_cache import BucketCache
 from .api.storage import StorageMeter
-from .api.common import IDEMPOTENCY_HOURS, now_micros
+from .api.common import idempotency_horizon, now_micros
 from .domain import times
 from .errors import Conflict, ValidationError
 from .ops.dispatcher import Dispatcher
 from .ops.flusher import Flusher
 from .ops.scheduler import Scheduler
-from .store.db import Database
+from .store.db import Database, scalar
 from .store.files import FileStore
 from .web import http
 from .web.metrics import Metrics
@@ -52,6 +52,15 @@ class Stats:
     def request_done(self):
         with self._lock:
             self.requests += 1
+
+
+class _KeyLock:
+    """The lock of one (actor, Idempotency-Key), and how many requests hold or wait for it."""
+    __slots__ = ("lock", "users")
+
+    def __init__(self):
+        self.lock = threading.Lock()
+        self.users = 0
 
 
 class App:
@@ -106,10 +115,11 @@ class App:
         self.bus.publish(event_type, data)
 
     def active_sessions(self, customer_id=None):
-        sql = "SELECT count(*) FROM sessions WHERE ended_at IS NULL"
+        sql, params = "SELECT count(*) FROM sessions WHERE ended_at IS NULL", ()
         if customer_id is not None:
-            return self.db.query_one(sql + " AND customer_id = ?", (customer_id,))[0]
-        return self.db.query_one(sql)[0]
+            sql, params = sql + " AND customer_id = ?", (customer_id,)
+        with self.db.reader() as conn:
+            return scalar(conn, sql, params)
 
     def close(self):
         self.bus.close()  # live streams end first
@@ -138,27 +148,26 @@ class App:
             raise ValidationError([{"field": "Idempotency-Key", "message": "must be at most 255 characters"}])
         actor = request.actor.label
         fingerprint = http.request_hash(request)
-        with self._idempotency_guard:  # [lock, users]: dropped only when nobody holds or waits
-            entry = self._idempotency_locks.setdefault((actor, key), [threading.Lock(), 0])
-            entry[1] += 1
+        with self._idempotency_guard:  # dropped only when nobody holds or waits
+            entry = self._idempotency_locks.setdefault((actor, key), _KeyLock())
+            entry.users += 1
         try:
-            with entry[0]:
+            with entry.lock:
                 return self._idempotent_locked(request, route, params, actor, key, fingerprint)
         finally:
             with self._idempotency_guard:
-                entry[1] -= 1
-                if entry[1] == 0:
+                entry.users -= 1
+                if entry.users == 0:
                     self._idempotency_locks.pop((actor, key), None)
 
     def _idempotent_locked(self, request, route, params, actor, key, fingerprint):
-        horizon = now_micros() - IDEMPOTENCY_HOURS * 3600 * 1_000_000
-        row = self.db.query_one(
+        row = self.db.row(
             "SELECT request_hash, status, response FROM idempotency_keys"
-            " WHERE actor = ? AND key = ? AND created_at >= ?", (actor, key, horizon))
+            " WHERE actor = ? AND key = ? AND created_at >= ?", (actor, key, idempotency_horizon()))
         if row is not None:
-            if row[0] != fingerprint:
+            if row["request_hash"] != fingerprint:
                 raise Conflict("This Idempotency-Key was used with a different request.")
-            return Response(row[1], row[2], headers={"Idempotent-Replayed": "true"})
+            return Response(row["status"], row["response"], headers={"Idempotent-Replayed": "true"})
         response = self._call(request, route, params)
         if 200 <= response.status < 300 and response.content_type == JSON_TYPE:
             with self.db.transaction() as conn:

@@ -128,8 +128,10 @@ class Authenticator:
         key = digest(token)
         now = time.monotonic()
         cached = self._cache.get(key)
-        if cached and cached[1] > now and (cached[2] is None or cached[2] > now_micros()):
-            return cached[0]
+        if cached:
+            actor, fresh_until, expires_us = cached
+            if fresh_until > now and (expires_us is None or expires_us > now_micros()):
+                return actor
         generation = self._generation
         actor, expires = self._lookup(token, key)
         if actor is None:
@@ -151,13 +153,13 @@ class Authenticator:
                 return None, None
             return Actor("user", row["id"], row["role"], row["customer_id"], row["name"], row["id"]), \
                 row["expires_at"]
-        row = self.db.query_one(
+        row = self.db.row(
             "SELECT id, role, customer_id, name FROM api_keys WHERE digest = ? AND revoked_at IS NULL",
             (key,))
         if row is None:
             return None, None
-        role = row[1] if row[2] is None else CUSTOMER
-        return Actor("key", row[0], role, row[2], row[3]), None
+        role = row["role"] if row["customer_id"] is None else CUSTOMER
+        return Actor("key", row["id"], role, row["customer_id"], row["name"]), None
 
     # -- login throttling ----------------------------------------------------
     WINDOW_SECONDS = 300
@@ -248,7 +250,7 @@ def me(request):
 def bootstrap(db, admin_key=None, admin_password=None):
     """On a new database: the admin user and an admin API key. Returns the
     secrets that were generated (to print once) or None if users exist."""
-    if db.query_one("SELECT 1 FROM users LIMIT 1"):
+    if db.row("SELECT 1 FROM users LIMIT 1"):
         return None
     password = admin_password or secrets.token_urlsafe(12)
     key = admin_key or new_secret(KEY_PREFIX)

@@ -30,6 +30,11 @@ class CustomerInfo:
     archived: bool
 
 
+def _meter_info(row):
+    return MeterInfo(row["id"], row["key"], row["name"], row["unit"], row["aggregation"], row["value_property"],
+                     json.loads(row["filter"]) if row["filter"] else None, tuple(json.loads(row["group_by"])))
+
+
 class Catalog:
     def __init__(self, db):
         self.db = db
@@ -56,11 +61,9 @@ class Catalog:
         meters = self._meters
         if meters is None:
             generation = self._generation
-            rows = self.db.query(
+            rows = self.db.rows(
                 "SELECT id, key, name, unit, aggregation, value_property, filter, group_by FROM meters")
-            meters = {r[1]: MeterInfo(r[0], r[1], r[2], r[3], r[4], r[5],
-                                      json.loads(r[6]) if r[6] else None, tuple(json.loads(r[7])))
-                      for r in rows}
+            meters = {r["key"]: _meter_info(r) for r in rows}
             with self._lock:
                 if self._generation == generation:
                     self._meters = meters
@@ -77,8 +80,9 @@ class Catalog:
 
     def _load_customers(self):
         generation = self._generation
-        rows = self.db.query("SELECT id, external_id, timezone, currency, archived FROM customers")
-        customers = {r[0]: CustomerInfo(r[0], r[1], r[2], r[3], bool(r[4])) for r in rows}
+        rows = self.db.rows("SELECT id, external_id, timezone, currency, archived FROM customers")
+        customers = {r["id"]: CustomerInfo(r["id"], r["external_id"], r["timezone"], r["currency"], bool(r["archived"]))
+                     for r in rows}
         external = {c.external_id: c for c in customers.values() if c.external_id is not None}
         with self._lock:
             if self._generation == generation:

@@ -6,6 +6,7 @@ import binascii
 from .. import clock, jsonutil
 from ..domain import times
 from ..errors import NotFound, ValidationError
+from ..store.db import named
 
 DEFAULT_LIMIT = 50
 MAX_LIMIT = 1000
@@ -15,6 +16,11 @@ IDEMPOTENCY_HOURS = 24  # how long an Idempotency-Key is answered from its first
 
 def now_micros():
     return times.to_micros(clock.now())
+
+
+def idempotency_horizon():
+    """The oldest `created_at` of an Idempotency-Key still answered (older ones are purged)."""
+    return now_micros() - IDEMPOTENCY_HOURS * 3600 * 1_000_000
 
 
 def page_limit(request):
@@ -103,8 +109,8 @@ def path_int(value, what):
 
 
 def one_or_404(conn, sql, params, message):
-    """The one row `sql` finds, or NotFound(message)."""
-    row = conn.execute(sql, params).fetchone()
+    """The one row `sql` finds (an sqlite3.Row: read it by column name), or NotFound(message)."""
+    row = named(conn, sql, params).fetchone()
     if row is None:
         raise NotFound(message)
     return row

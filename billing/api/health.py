@@ -6,7 +6,7 @@ from ..store import migrations
 
 def health(request):
     app = request.app
-    app.db.query_one("SELECT 1")
+    app.db.row("SELECT 1")
     with app.db.reader() as conn:
         version = migrations.current_version(conn)
     return {"status": "ok", "version": __version__, "schema_version": version}

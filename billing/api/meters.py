@@ -7,9 +7,10 @@ from decimal import Decimal
 from .. import jsonutil
 from ..domain import times
 from ..domain.aggregation import AGGREGATIONS
-from ..errors import Conflict, FieldErrors, NotFound
+from ..errors import Conflict, FieldErrors
+from ..store.db import named, scalar
 from .responses import created
-from .common import audit, check_unknown_fields, decode_cursor, now_micros, page, page_limit, text_field
+from .common import audit, check_unknown_fields, decode_cursor, now_micros, one_or_404, page, page_limit, text_field
 
 KEY_PATTERN = re.compile(r"^[A-Za-z][A-Za-z0-9_.-]{0,63}$")
 PROPERTY_PATTERN = re.compile(r"^[A-Za-z_][A-Za-z0-9_-]{0,63}$")
@@ -18,10 +19,12 @@ FIELDS = {"key", "name", "unit", "aggregation", "value_property", "filter", "gro
 
 
 def view(row):
-    return {"key": row[1], "name": row[2], "unit": row[3], "aggregation": row[4],
-            "value_property": row[5], "filter": jsonutil.decode(row[6]) if row[6] else None,
-            "group_by": jsonutil.decode(row[7]), "created_at": times.format_micros(row[8]),
-            "updated_at": times.format_micros(row[9])}
+    """A meters row (sqlite3.Row of COLUMNS) as JSON."""
+    return {"key": row["key"], "name": row["name"], "unit": row["unit"], "aggregation": row["aggregation"],
+            "value_property": row["value_property"],
+            "filter": jsonutil.decode(row["filter"]) if row["filter"] else None,
+            "group_by": jsonutil.decode(row["group_by"]), "created_at": times.format_micros(row["created_at"]),
+            "updated_at": times.format_micros(row["updated_at"])}
 
 
 def _is_scalar(value):
@@ -109,8 +112,8 @@ def create(request):
                 " created_at, updated_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
                 (values["key"], values["name"], values["unit"], values["aggregation"],
                  values["value_property"], values["filter"], values["group_by"], now, now))
-            row = conn.execute(f"SELECT {COLUMNS} FROM meters WHERE id = ?", (cur.lastrowid,)).fetchone()
-            audit(conn, request, "meter.create", "meter", row[1], after=view(row))
+            row = named(conn, f"SELECT {COLUMNS} FROM meters WHERE id = ?", (cur.lastrowid,)).fetchone()
+            audit(conn, request, "meter.create", "meter", row["key"], after=view(row))
     except sqlite3.IntegrityError:
         raise Conflict(f"A meter with key {values['key']!r} already exists.",
                        [{"field": "key", "message": "already exists"}]) from None
@@ -121,20 +124,33 @@ def create(request):
 def list_meters(request):
     limit = page_limit(request)
     cursor = decode_cursor(request, (str,))
-    rows = request.app.db.query(f"SELECT {COLUMNS} FROM meters WHERE key > ? ORDER BY key LIMIT ?",
-                                (cursor[0] if cursor else "", limit + 1))
-    return page(rows, limit, view, lambda r: [r[1]])
+    rows = request.app.db.rows(f"SELECT {COLUMNS} FROM meters WHERE key > ? ORDER BY key LIMIT ?",
+                               (cursor[0] if cursor else "", limit + 1))
+    return page(rows, limit, view, lambda r: [r["key"]])
 
 
-def _load(db, key):
-    row = db.query_one(f"SELECT {COLUMNS} FROM meters WHERE key = ?", (key,))
-    if row is None:
-        raise NotFound(f"Meter {key!r} not found.")
-    return row
+def _load(conn, key):
+    return one_or_404(conn, f"SELECT {COLUMNS} FROM meters WHERE key = ?", (key,), f"Meter {key!r} not found.")
 
 
 def get(request, key):
-    return view(_load(request.app.db, key))
+    with request.app.db.reader() as conn:
+        return view(_load(conn, key))
+
+
+def _frozen(values, before):
+    """What `values` would change of a meter that has events (only group_by keys may be added)."""
+    frozen = []
+    if "aggregation" in values and values["aggregation"] != before["aggregation"]:
+        frozen.append("aggregation")
+    if "value_property" in values and values["value_property"] != before["value_property"]:
+        frozen.append("value_property")
+    if "filter" in values and (jsonutil.decode(values["filter"]) if values["filter"] else None) \
+            != before["filter"]:
+        frozen.append("filter")
+    if "group_by" in values and not set(before["group_by"]) <= set(values["group_by"]):
+        frozen.append("group_by (keys can be added, not removed)")
+    return frozen
 
 
 def update(request, key):
@@ -144,38 +160,26 @@ def update(request, key):
         problems.add("key", "cannot be changed")
     values = _check(body, problems, False)
     db = request.app.db
-    current = view(_load(db, key))
+    with db.reader() as conn:
+        current = view(_load(conn, key))
     merged = {**current, **values}
     _check_combination(merged, problems)
     problems.raise_if_any()
     with db.transaction() as conn:
-        before_row = conn.execute(f"SELECT {COLUMNS} FROM meters WHERE key = ?", (key,)).fetchone()
-        if before_row is None:
-            raise NotFound(f"Meter {key!r} not found.")
+        before_row = _load(conn, key)
         before = view(before_row)
-        has_events = conn.execute("SELECT 1 FROM events WHERE meter_id = ? LIMIT 1",
-                                  (before_row[0],)).fetchone() is not None
-        if has_events:
-            frozen = []
-            if "aggregation" in values and values["aggregation"] != before["aggregation"]:
-                frozen.append("aggregation")
-            if "value_property" in values and values["value_property"] != before["value_property"]:
-                frozen.append("value_property")
-            if "filter" in values and (jsonutil.decode(values["filter"]) if values["filter"] else None) \
-                    != before["filter"]:
-                frozen.append("filter")
-            if "group_by" in values and not set(before["group_by"]) <= set(values["group_by"]):
-                frozen.append("group_by (keys can be added, not removed)")
-            if frozen:
-                raise Conflict(f"Meter {key!r} has events; cannot change {', '.join(frozen)}. "
-                               "Create a new meter instead.")
+        has_events = scalar(conn, "SELECT 1 FROM events WHERE meter_id = ? LIMIT 1", (before_row["id"],)) is not None
+        frozen = _frozen(values, before) if has_events else []
+        if frozen:
+            raise Conflict(f"Meter {key!r} has events; cannot change {', '.join(frozen)}. "
+                           "Create a new meter instead.")
         if "group_by" in values:
             values["group_by"] = jsonutil.encode(values["group_by"])
         if values:
             sets = ", ".join(f"{column} = ?" for column in values)
             conn.execute(f"UPDATE meters SET {sets}, updated_at = ? WHERE key = ?",
                          (*values.values(), now_micros(), key))
-        after = view(conn.execute(f"SELECT {COLUMNS} FROM meters WHERE key = ?", (key,)).fetchone())
+        after = view(_load(conn, key))
         audit(conn, request, "meter.update", "meter", key, before, after)
     request.app.catalog.invalidate_meters()
     return after

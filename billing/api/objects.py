@@ -12,13 +12,18 @@ from ..domain import objects as rules
 from ..domain import times
 from ..errors import (ApiError, Conflict, NotFound, PayloadTooLarge, QuotaExceeded, RangeNotSatisfiable,
                       ValidationError)
-from ..store.db import named
+from ..store.db import named, scalar
 from ..store.files import CHUNK
 from .responses import FileResponse, Response, created
-from .common import audit, decode_cursor, encode_cursor, int_arg, now_micros, page_limit
+from .common import audit, decode_cursor, int_arg, now_micros, one_or_404, page, page_limit
 from .storage import stored_bytes
 
 COLUMNS = "id, customer_id, key, size, content_type, etag, file, created_at, updated_at"
+
+
+def _load(conn, customer_id, key):
+    return one_or_404(conn, f"SELECT {COLUMNS} FROM objects WHERE customer_id = ? AND key = ?", (customer_id, key),
+                      "Object not found.")
 
 
 def view(row):
@@ -257,9 +262,8 @@ def _get(request, raw_key):
     customer_id = _tenant(request)
     key = _key(raw_key)
     for _ in range(3):  # a replace between the lookup and the open: look again
-        row = app.db.row(f"SELECT {COLUMNS} FROM objects WHERE customer_id = ? AND key = ?", (customer_id, key))
-        if row is None:
-            raise NotFound("Object not found.")
+        with app.db.reader() as conn:
+            row = _load(conn, customer_id, key)
         try:
             file = app.files.open(row["file"])
             break
@@ -299,10 +303,7 @@ def _delete(request, raw_key, call):
     customer_id = _tenant(request)
     key = _key(raw_key)
     with app.db.transaction() as conn:
-        row = named(conn, f"SELECT {COLUMNS} FROM objects WHERE customer_id = ? AND key = ?",
-                    (customer_id, key)).fetchone()
-        if row is None:
-            raise NotFound("Object not found.")
+        row = _load(conn, customer_id, key)
         conn.execute("DELETE FROM objects WHERE id = ?", (row["id"],))
         conn.execute("UPDATE storage_spans SET end_s = ? WHERE object_id = ? AND end_s IS NULL",
                      (now_micros() // 1_000_000, row["id"]))
@@ -340,12 +341,9 @@ def _list(request):
                      (*params, limit + 1)).fetchall()
         totals = named(conn, "SELECT count(*) AS objects, coalesce(sum(size), 0) AS total FROM objects"
                        " WHERE customer_id = ?", (customer_id,)).fetchone()
-        quota = conn.execute("SELECT storage_quota_bytes FROM customers WHERE id = ?", (customer_id,)).fetchone()
-    more = len(rows) > limit
-    rows = rows[:limit]
-    return {"customer_id": customer_id, "data": [view(r) for r in rows],
-            "next_cursor": encode_cursor([rows[-1]["key"]]) if more and rows else None,
-            "object_count": totals["objects"], "total_bytes": totals["total"], "quota_bytes": quota[0]}
+        quota = scalar(conn, "SELECT storage_quota_bytes FROM customers WHERE id = ?", (customer_id,))
+    return {"customer_id": customer_id, **page(rows, limit, view, lambda r: [r["key"]]),
+            "object_count": totals["objects"], "total_bytes": totals["total"], "quota_bytes": quota}
 
 
 def storage_summary(request):
@@ -357,8 +355,9 @@ def storage_summary(request):
         " coalesce(sum(o.size), 0) AS total_bytes FROM customers c LEFT JOIN objects o ON o.customer_id = c.id"
         " WHERE c.id > ? AND (o.id IS NOT NULL OR c.storage_quota_bytes IS NOT NULL)"
         " GROUP BY c.id ORDER BY c.id LIMIT ?", (cursor[0] if cursor else 0, limit + 1))
-    more = len(rows) > limit
-    rows = rows[:limit]
-    return {"data": [{"customer_id": r["id"], "name": r["name"], "email": r["email"], "objects": r["objects"],
-                      "total_bytes": r["total_bytes"], "quota_bytes": r["storage_quota_bytes"]} for r in rows],
-            "next_cursor": encode_cursor([rows[-1]["id"]]) if more and rows else None}
+    return page(rows, limit, _usage_view, lambda r: [r["id"]])
+
+
+def _usage_view(row):
+    return {"customer_id": row["id"], "name": row["name"], "email": row["email"], "objects": row["objects"],
+            "total_bytes": row["total_bytes"], "quota_bytes": row["storage_quota_bytes"]}

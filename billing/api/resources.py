@@ -5,6 +5,7 @@ import sqlite3
 
 from ..domain import money, times
 from ..errors import Conflict, FieldErrors
+from ..store.db import named, scalar
 from .responses import created
 from .common import (MAX_ID, audit, check_unknown_fields, decode_cursor, now_micros, one_or_404, page, page_limit,
                      path_int, text_field)
@@ -18,12 +19,14 @@ MAX_PRICE = 1_000_000
 
 
 def view(row, active=None):
-    item = {"id": row[0], "name": row[1], "description": row[2], "capacity": row[3],
-            "price_per_minute": row[4], "currency": row[5], "max_duration_minutes": row[6],
-            "created_at": times.format_micros(row[7]), "updated_at": times.format_micros(row[8])}
+    """A resources row (sqlite3.Row of COLUMNS) as JSON, with its use when `active` is given."""
+    item = {"id": row["id"], "name": row["name"], "description": row["description"], "capacity": row["capacity"],
+            "price_per_minute": row["price_per_minute"], "currency": row["currency"],
+            "max_duration_minutes": row["max_duration_minutes"],
+            "created_at": times.format_micros(row["created_at"]), "updated_at": times.format_micros(row["updated_at"])}
     if active is not None:
         item["active"] = active
-        item["available"] = max(0, row[3] - active)
+        item["available"] = max(0, row["capacity"] - active)
     return item
 
 
@@ -71,14 +74,18 @@ def _check(body, problems, full):
     return values
 
 
-def _load(conn, resource_id):
+def load(conn, resource_id):
+    """The resource (sqlite3.Row of COLUMNS), or 404 (also once deleted)."""
     return one_or_404(conn, f"SELECT {COLUMNS} FROM resources WHERE id = ? AND deleted_at IS NULL", (resource_id,),
                       f"Resource {resource_id} not found.")
 
 
 def active_count(conn, resource_id):
-    return conn.execute("SELECT count(*) FROM sessions WHERE resource_id = ? AND ended_at IS NULL",
-                        (resource_id,)).fetchone()[0]
+    return scalar(conn, "SELECT count(*) FROM sessions WHERE resource_id = ? AND ended_at IS NULL", (resource_id,))
+
+
+def _has_sessions(conn, resource_id):
+    return scalar(conn, "SELECT 1 FROM sessions WHERE resource_id = ? LIMIT 1", (resource_id,)) is not None
 
 
 def _name_taken(name):
@@ -98,8 +105,8 @@ def create(request):
                 " limit_set_at, created_at, updated_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
                 (values["name"], values["description"], values["capacity"], values["price_per_minute"],
                  values["currency"], values["max_duration_minutes"], stamp, stamp, stamp))
-            row = _load(conn, cur.lastrowid)
-            audit(conn, request, "resource.create", "resource", row[0], after=view(row))
+            row = load(conn, cur.lastrowid)
+            audit(conn, request, "resource.create", "resource", row["id"], after=view(row))
     except sqlite3.IntegrityError:
         raise _name_taken(values["name"]) from None
     request.app.publish("resource.created", {"resource": view(row, 0)})
@@ -110,17 +117,17 @@ def list_resources(request):
     limit = page_limit(request)
     cursor = decode_cursor(request)
     with request.app.db.reader() as conn:
-        rows = conn.execute(f"SELECT {COLUMNS} FROM resources WHERE deleted_at IS NULL AND id > ? ORDER BY id LIMIT ?",
-                            (cursor[0] if cursor else 0, limit + 1)).fetchall()
-        counts = dict(conn.execute("SELECT resource_id, count(*) FROM sessions WHERE ended_at IS NULL"
-                                   " GROUP BY resource_id").fetchall())
-    return page(rows, limit, lambda r: view(r, counts.get(r[0], 0)), lambda r: [r[0]])
+        rows = named(conn, f"SELECT {COLUMNS} FROM resources WHERE deleted_at IS NULL AND id > ? ORDER BY id LIMIT ?",
+                     (cursor[0] if cursor else 0, limit + 1)).fetchall()
+        counts = {r["resource_id"]: r["active"] for r in named(
+            conn, "SELECT resource_id, count(*) AS active FROM sessions WHERE ended_at IS NULL GROUP BY resource_id")}
+    return page(rows, limit, lambda r: view(r, counts.get(r["id"], 0)), lambda r: [r["id"]])
 
 
 def get(request, resource_id):
     with request.app.db.reader() as conn:
-        row = _load(conn, path_int(resource_id, "Resource"))
-        return view(row, active_count(conn, row[0]))
+        row = load(conn, path_int(resource_id, "Resource"))
+        return view(row, active_count(conn, row["id"]))
 
 
 def update(request, resource_id):
@@ -133,17 +140,17 @@ def update(request, resource_id):
     resource_id = path_int(resource_id, "Resource")
     try:
         with request.app.db.transaction() as conn:
-            before = _load(conn, resource_id)
-            if values.get("currency") not in (None, before[5]) and conn.execute(
-                    "SELECT 1 FROM sessions WHERE resource_id = ? LIMIT 1", (resource_id,)).fetchone():
-                raise Conflict(f"Resource {resource_id} has sessions in {before[5]}; its currency cannot change.")
-            if values.get("max_duration_minutes", before[6]) != before[6]:
+            before = load(conn, resource_id)
+            if values.get("currency") not in (None, before["currency"]) and _has_sessions(conn, resource_id):
+                raise Conflict(f"Resource {resource_id} has sessions in {before['currency']};"
+                               " its currency cannot change.")
+            if values.get("max_duration_minutes", before["max_duration_minutes"]) != before["max_duration_minutes"]:
                 values["limit_set_at"] = now_micros()  # when a limit starts to count for running sessions
             if values:
                 sets = ", ".join(f"{name} = ?" for name in values)
                 conn.execute(f"UPDATE resources SET {sets}, updated_at = ? WHERE id = ?",
                              (*values.values(), now_micros(), resource_id))
-            row = _load(conn, resource_id)
+            row = load(conn, resource_id)
             active = active_count(conn, resource_id)
             audit(conn, request, "resource.update", "resource", resource_id, view(before), view(row))
     except sqlite3.IntegrityError:
@@ -159,12 +166,12 @@ def delete(request, resource_id):
     problems.raise_if_any()
     resource_id = path_int(resource_id, "Resource")
     with request.app.db.transaction() as conn:
-        row = _load(conn, resource_id)
+        row = load(conn, resource_id)
         active = active_count(conn, resource_id)
         if active:
             raise Conflict(f"Resource {resource_id} has {active} active session{'s' if active > 1 else ''};"
                            " stop them first.", active=active)
-        if conn.execute("SELECT 1 FROM sessions WHERE resource_id = ? LIMIT 1", (resource_id,)).fetchone():
+        if _has_sessions(conn, resource_id):
             conn.execute("UPDATE resources SET deleted_at = ?, updated_at = ? WHERE id = ?",
                          (now_micros(), now_micros(), resource_id))
         else:

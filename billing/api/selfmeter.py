@@ -23,11 +23,24 @@ METERS = (
 MINUTE_US = 60 * 1_000_000
 
 
+class _Tally:
+    """Requests counted for one (customer, route, status class, minute), and their µs."""
+    __slots__ = ("requests", "micros")
+
+    def __init__(self):
+        self.requests = 0
+        self.micros = 0
+
+    def add(self, requests, micros):
+        self.requests += requests
+        self.micros += micros
+
+
 class RequestMeter:
     def __init__(self, app):
         self.app = app
         self._lock = threading.Lock()
-        self._counts = {}  # (customer, route, status class, minute µs) -> [requests, µs]
+        self._counts = {}  # (customer, route, status class, minute µs) -> _Tally
         self._boot = secrets.token_hex(4)  # event ids are unique per process start …
         self._flushes = 0                  # … and per flush
 
@@ -36,16 +49,14 @@ class RequestMeter:
         key = (customer_id, route or "(no route)", f"{status // 100}xx", now_micros() // MINUTE_US * MINUTE_US)
         micros = max(0, int(duration_ms * 1000))  # a measurement: whole microseconds
         with self._lock:
-            entry = self._counts.get(key)
-            if entry is None:
-                self._counts[key] = [1, micros]
-            else:
-                entry[0] += 1
-                entry[1] += micros
+            tally = self._counts.get(key)
+            if tally is None:
+                tally = self._counts[key] = _Tally()
+            tally.add(1, micros)
 
     def pending(self):
         with self._lock:
-            return sum(entry[0] for entry in self._counts.values())
+            return sum(tally.requests for tally in self._counts.values())
 
     def flush(self):
         """Write the counts gathered since the last flush; returns the requests written."""
@@ -59,7 +70,8 @@ class RequestMeter:
         ms_meter = self.app.catalog.meter(MS_METER)
         rows, written = [], 0
         received = now_micros()
-        for (customer_id, route, status, minute), (requests, micros) in counts.items():
+        for (customer_id, route, status, minute), tally in counts.items():
+            requests, micros = tally.requests, tally.micros
             customer = self.app.catalog.customer(customer_id)
             if customer is None or customer.archived:
                 continue
@@ -77,10 +89,8 @@ class RequestMeter:
                 self.app.db.submit(lambda conn: events_api.store_new(conn, rows, self.app.lateness.through))
             except Exception:
                 with self._lock:  # counted again by the next flush (new ids, nothing was stored)
-                    for key, (requests, micros) in counts.items():
-                        entry = self._counts.setdefault(key, [0, 0])
-                        entry[0] += requests
-                        entry[1] += micros
+                    for key, tally in counts.items():
+                        self._counts.setdefault(key, _Tally()).add(tally.requests, tally.micros)
                 raise
             self.app.stats.events_ingested(len(rows))
         return written

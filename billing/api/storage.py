@@ -17,12 +17,13 @@
 import threading
 import uuid
 from datetime import timedelta
+from typing import NamedTuple
 
 from .. import clock
 from ..domain import objects as rules
 from ..domain import times
 from . import events as events_api
-from ..store.db import scalar
+from ..store.db import named, scalar
 from .common import now_micros
 
 CALLS_METER = "storage_api_calls"
@@ -40,11 +41,18 @@ def _meter(app, key, aggregation):
     return meter if meter is not None and meter.aggregation == aggregation else None
 
 
+class _PendingCall(NamedTuple):
+    """An API call counted in memory, not yet written."""
+    customer_id: int
+    operation: str
+    ts_us: int
+
+
 class StorageMeter:
     def __init__(self, app):
         self.app = app
         self._lock = threading.Lock()
-        self._calls = []  # (customer_id, operation, ts_us) not yet written
+        self._calls = []  # _PendingCall
 
     # -- API calls ---------------------------------------------------------
     def call_row(self, customer_id, operation, ts_us=None):
@@ -65,7 +73,7 @@ class StorageMeter:
     def count(self, customer_id, operation):
         """Count a call that changed nothing; written by the next flush."""
         with self._lock:
-            self._calls.append((customer_id, operation, now_micros()))
+            self._calls.append(_PendingCall(customer_id, operation, now_micros()))
 
     def pending(self):
         with self._lock:
@@ -77,15 +85,16 @@ class StorageMeter:
             calls, self._calls = self._calls, []
         if not calls:
             return 0
-        archived = {c for c, _, _ in calls if (self.app.catalog.customer(c) or _Gone).archived}
-        rows = [row for row in (self.call_row(c, op, ts) for c, op, ts in calls if c not in archived)
-                if row is not None]
+        archived = {call.customer_id for call in calls
+                    if (self.app.catalog.customer(call.customer_id) or _Gone).archived}
+        calls = [call for call in calls if call.customer_id not in archived]
+        rows = [row for row in (self.call_row(*call) for call in calls) if row is not None]
         if rows:
             try:
                 self.app.db.submit(lambda conn: events_api.store_new(conn, rows, self.app.lateness.through))
             except Exception:
                 with self._lock:  # try again with the next flush
-                    self._calls[:0] = [c for c in calls if c[0] not in archived]
+                    self._calls[:0] = calls
                 raise
             self.app.stats.events_ingested(len(rows))
         return len(rows)
@@ -193,9 +202,9 @@ def _day_seconds(day, zone):
 
 def _spans(conn, customer_id, start_s, end_s):
     """(size, start_s, end_s) of the customer's stored versions overlapping the range."""
-    return [tuple(r) for r in conn.execute(
-        "SELECT size, start_s, end_s FROM storage_spans WHERE customer_id = ? AND start_s < ?"
-        " AND (end_s IS NULL OR end_s > ?)", (customer_id, end_s, start_s))]
+    return [(r["size"], r["start_s"], r["end_s"]) for r in named(
+        conn, "SELECT size, start_s, end_s FROM storage_spans WHERE customer_id = ? AND start_s < ?"
+              " AND (end_s IS NULL OR end_s > ?)", (customer_id, end_s, start_s))]
 
 
 def stored_bytes(conn, customer_id):

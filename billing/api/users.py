@@ -5,10 +5,10 @@ import sqlite3
 
 from ..domain import times
 from ..errors import Conflict, FieldErrors, Forbidden, NotFound
-from ..store.db import named
+from ..store.db import named, scalar
 from .responses import created
 from . import auth
-from .common import (MAX_ID, audit, check_unknown_fields, decode_cursor, now_micros, page, page_limit,
+from .common import (MAX_ID, audit, check_unknown_fields, decode_cursor, now_micros, one_or_404, page, page_limit,
                      path_int, text_field, valid_email)
 
 EMAIL_MAX = 254
@@ -146,7 +146,7 @@ def delete_user(request, user_id):
         raise Conflict("You cannot delete your own user.")
     with db.transaction() as conn:
         before = auth.user_view(_get_user(conn, request.actor, user_id))
-        in_use = conn.execute("SELECT 1 FROM customers WHERE csm_user_id = ? LIMIT 1", (user_id,)).fetchone()
+        in_use = scalar(conn, "SELECT 1 FROM customers WHERE csm_user_id = ? LIMIT 1", (user_id,))
         conn.execute("UPDATE auth_sessions SET revoked_at = ? WHERE user_id = ? AND revoked_at IS NULL",
                      (now_micros(), user_id))
         if in_use:
@@ -166,10 +166,16 @@ KEY_COLUMNS = "id, name, role, customer_id, prefix, created_at, created_by, revo
 
 
 def key_view(row):
-    return {"id": row[0], "name": row[1], "role": row[2] if row[3] is None else auth.CUSTOMER,
-            "customer_id": row[3], "prefix": row[4], "created_at": times.format_micros(row[5]),
-            "created_by": row[6], "revoked": row[7] is not None,
-            "revoked_at": times.format_micros(row[7])}
+    """An api_keys row (sqlite3.Row of KEY_COLUMNS) as JSON; a customer-scoped key has the role customer."""
+    return {"id": row["id"], "name": row["name"], "role": row["role"] if row["customer_id"] is None else auth.CUSTOMER,
+            "customer_id": row["customer_id"], "prefix": row["prefix"],
+            "created_at": times.format_micros(row["created_at"]), "created_by": row["created_by"],
+            "revoked": row["revoked_at"] is not None, "revoked_at": times.format_micros(row["revoked_at"])}
+
+
+def _load_key(conn, key_id):
+    return one_or_404(conn, f"SELECT {KEY_COLUMNS} FROM api_keys WHERE id = ?", (key_id,),
+                      f"API key {key_id} not found.")
 
 
 def create_key(request):
@@ -187,7 +193,7 @@ def create_key(request):
         problems.add("customer_id", "must be a customer id (a positive integer)")
     problems.raise_if_any()
     db = request.app.db
-    if customer_id is not None and not db.query_one("SELECT 1 FROM customers WHERE id = ?", (customer_id,)):
+    if customer_id is not None and not db.row("SELECT 1 FROM customers WHERE id = ?", (customer_id,)):
         raise FieldErrors.single("customer_id", f"customer {customer_id} does not exist")
     secret = auth.new_secret(auth.KEY_PREFIX)
     with db.transaction() as conn:
@@ -195,8 +201,8 @@ def create_key(request):
             "INSERT INTO api_keys (name, role, customer_id, prefix, digest, created_at, created_by)"
             " VALUES (?, ?, ?, ?, ?, ?, ?)",
             (name, role, customer_id, secret[:10], auth.digest(secret), now_micros(), request.actor.label))
-        row = conn.execute(f"SELECT {KEY_COLUMNS} FROM api_keys WHERE id = ?", (cur.lastrowid,)).fetchone()
-        audit(conn, request, "api_key.create", "api_key", row[0], after=key_view(row))
+        row = _load_key(conn, cur.lastrowid)
+        audit(conn, request, "api_key.create", "api_key", row["id"], after=key_view(row))
     view = key_view(row)
     view["key"] = secret  # shown this once
     return created(view)
@@ -205,23 +211,21 @@ def create_key(request):
 def list_keys(request):
     limit = page_limit(request)
     cursor = decode_cursor(request)
-    rows = request.app.db.query(
+    rows = request.app.db.rows(
         f"SELECT {KEY_COLUMNS} FROM api_keys WHERE id > ? ORDER BY id LIMIT ?",
         (cursor[0] if cursor else 0, limit + 1))
-    return page(rows, limit, key_view, lambda r: [r[0]])
+    return page(rows, limit, key_view, lambda r: [r["id"]])
 
 
 def revoke_key(request, key_id):
     key_id = path_int(key_id, "API key")
     db = request.app.db
     with db.transaction() as conn:
-        row = conn.execute(f"SELECT {KEY_COLUMNS} FROM api_keys WHERE id = ?", (key_id,)).fetchone()
-        if row is None:
-            raise NotFound(f"API key {key_id} not found.")
-        if row[7] is not None:
+        row = _load_key(conn, key_id)
+        if row["revoked_at"] is not None:
             raise Conflict(f"API key {key_id} is already revoked.")
         conn.execute("UPDATE api_keys SET revoked_at = ? WHERE id = ?", (now_micros(), key_id))
-        after = conn.execute(f"SELECT {KEY_COLUMNS} FROM api_keys WHERE id = ?", (key_id,)).fetchone()
+        after = _load_key(conn, key_id)
         audit(conn, request, "api_key.revoke", "api_key", key_id, key_view(row), key_view(after))
     request.app.auth.invalidate()
     return key_view(after)

@@ -16,7 +16,8 @@ from urllib.parse import urlsplit
 
 from .. import jsonutil
 from ..domain import times
-from ..errors import FieldErrors, NotFound
+from ..errors import FieldErrors
+from ..store.db import named
 from .responses import created
 from .common import (audit, check_unknown_fields, decode_cursor, now_micros, one_or_404, page, page_limit, path_int,
                      text_field)
@@ -27,6 +28,7 @@ FIRST_RETRY_SECONDS = 60
 COLUMNS = "id, url, events, description, created_at, deleted_at"
 DELIVERY_COLUMNS = ("id, webhook_id, event_id, event_type, status, attempts, next_attempt_at, last_status_code,"
                     " last_error, created_at, delivered_at, payload")
+ATTEMPT_COLUMNS = "attempted_at, status_code, response, error, duration_ms"
 
 
 def signature(secret, timestamp, body):
@@ -42,8 +44,8 @@ def retry_delay(attempts):
 
 def subscribers(conn, event_type):
     """Ids of the endpoints that want this event type."""
-    return [r[0] for r in conn.execute("SELECT id, events FROM webhooks WHERE deleted_at IS NULL")
-            if "*" in jsonutil.decode(r[1]) or event_type in jsonutil.decode(r[1])]
+    return [r["id"] for r in named(conn, "SELECT id, events FROM webhooks WHERE deleted_at IS NULL")
+            if "*" in jsonutil.decode(r["events"]) or event_type in jsonutil.decode(r["events"])]
 
 
 def enqueue(conn, event_type, data, hooks=None):
@@ -65,8 +67,9 @@ def enqueue(conn, event_type, data, hooks=None):
 
 
 def view(row, secret=None):
-    item = {"id": row[0], "url": row[1], "events": jsonutil.decode(row[2]), "description": row[3],
-            "created_at": times.format_micros(row[4])}
+    """A webhooks row (sqlite3.Row of COLUMNS) as JSON; the secret only when just made."""
+    item = {"id": row["id"], "url": row["url"], "events": jsonutil.decode(row["events"]),
+            "description": row["description"], "created_at": times.format_micros(row["created_at"])}
     if secret is not None:
         item["secret"] = secret
     return item
@@ -93,36 +96,40 @@ def _check_url(url, problems):
     return url.strip()
 
 
+def _check_events(events, problems):
+    """The event types an endpoint subscribes to, sorted and once each."""
+    if not isinstance(events, list) or not events or not all(isinstance(e, str) for e in events):
+        problems.add("events", f"must be a non-empty list of event types ({', '.join(EVENT_TYPES)}) or [\"*\"]")
+        return events
+    for event in events:
+        if event != "*" and event not in EVENT_TYPES:
+            problems.add("events", f"unknown event type {event!r}; known: {', '.join(EVENT_TYPES)}")
+    return sorted(set(events))
+
+
 def create(request):
     body = request.json()
     problems = FieldErrors()
     check_unknown_fields(body, ("url", "events", "description"), problems)
     url = _check_url(body.get("url"), problems)
-    events = body.get("events", ["*"])
-    if not isinstance(events, list) or not events or not all(isinstance(e, str) for e in events):
-        problems.add("events", f"must be a non-empty list of event types ({', '.join(EVENT_TYPES)}) or [\"*\"]")
-    else:
-        for event in events:
-            if event != "*" and event not in EVENT_TYPES:
-                problems.add("events", f"unknown event type {event!r}; known: {', '.join(EVENT_TYPES)}")
-        events = sorted(set(events))
+    events = _check_events(body.get("events", ["*"]), problems)
     description = text_field(body, "description", problems, max_length=500)
     problems.raise_if_any()
     secret = "whsec_" + secrets.token_hex(24)
     with request.app.db.transaction() as conn:
         cur = conn.execute("INSERT INTO webhooks (url, events, secret, description, created_at) VALUES (?, ?, ?, ?, ?)",
                            (url, jsonutil.encode(events), secret, description, now_micros()))
-        row = conn.execute(f"SELECT {COLUMNS} FROM webhooks WHERE id = ?", (cur.lastrowid,)).fetchone()
-        audit(conn, request, "webhook.create", "webhook", row[0], after=view(row))
+        row = _load(conn, cur.lastrowid)
+        audit(conn, request, "webhook.create", "webhook", row["id"], after=view(row))
     return created(view(row, secret))
 
 
 def list_webhooks(request):
     limit = page_limit(request)
     cursor = decode_cursor(request)
-    rows = request.app.db.query(f"SELECT {COLUMNS} FROM webhooks WHERE deleted_at IS NULL AND id > ?"
-                                " ORDER BY id LIMIT ?", (cursor[0] if cursor else 0, limit + 1))
-    return page(rows, limit, view, lambda r: [r[0]])
+    rows = request.app.db.rows(f"SELECT {COLUMNS} FROM webhooks WHERE deleted_at IS NULL AND id > ?"
+                               " ORDER BY id LIMIT ?", (cursor[0] if cursor else 0, limit + 1))
+    return page(rows, limit, view, lambda r: [r["id"]])
 
 
 def _load(conn, webhook_id):
@@ -152,12 +159,16 @@ def delete(request, webhook_id):
 
 
 def delivery_view(row, attempts):
-    return {"id": row[0], "webhook_id": row[1], "event_id": row[2], "event_type": row[3], "status": row[4],
-            "attempts": row[5], "next_attempt_at": times.format_micros(row[6]) if row[4] == "pending" else None,
-            "last_status_code": row[7], "last_error": row[8], "created_at": times.format_micros(row[9]),
-            "delivered_at": times.format_micros(row[10]), "payload": jsonutil.decode(row[11]),
-            "attempt_log": [{"at": times.format_micros(a[0]), "status_code": a[1], "response": a[2],
-                             "error": a[3], "duration_ms": a[4]} for a in attempts]}
+    """A delivery (sqlite3.Row of DELIVERY_COLUMNS) with its attempts (of ATTEMPT_COLUMNS) as JSON."""
+    return {"id": row["id"], "webhook_id": row["webhook_id"], "event_id": row["event_id"],
+            "event_type": row["event_type"], "status": row["status"], "attempts": row["attempts"],
+            "next_attempt_at": times.format_micros(row["next_attempt_at"]) if row["status"] == "pending" else None,
+            "last_status_code": row["last_status_code"], "last_error": row["last_error"],
+            "created_at": times.format_micros(row["created_at"]),
+            "delivered_at": times.format_micros(row["delivered_at"]), "payload": jsonutil.decode(row["payload"]),
+            "attempt_log": [{"at": times.format_micros(a["attempted_at"]), "status_code": a["status_code"],
+                             "response": a["response"], "error": a["error"], "duration_ms": a["duration_ms"]}
+                            for a in attempts]}
 
 
 def deliveries(request, webhook_id):
@@ -165,14 +176,12 @@ def deliveries(request, webhook_id):
     limit = page_limit(request)
     cursor = decode_cursor(request)
     with request.app.db.reader() as conn:
-        if conn.execute("SELECT 1 FROM webhooks WHERE id = ?", (webhook_id,)).fetchone() is None:
-            raise NotFound(f"Webhook {webhook_id} not found.")
-        rows = conn.execute(f"SELECT {DELIVERY_COLUMNS} FROM webhook_deliveries WHERE webhook_id = ? AND id < ?"
-                            " ORDER BY id DESC LIMIT ?", (webhook_id, cursor[0] if cursor else 2 ** 62,
-                                                          limit + 1)).fetchall()
-        attempts = {}
-        for row in rows[:limit]:
-            attempts[row[0]] = conn.execute(
-                "SELECT attempted_at, status_code, response, error, duration_ms FROM webhook_attempts"
-                " WHERE delivery_id = ? ORDER BY id", (row[0],)).fetchall()
-    return page(rows, limit, lambda r: delivery_view(r, attempts.get(r[0], [])), lambda r: [r[0]])
+        # a deleted endpoint's history stays readable
+        one_or_404(conn, "SELECT 1 FROM webhooks WHERE id = ?", (webhook_id,), f"Webhook {webhook_id} not found.")
+        rows = named(conn, f"SELECT {DELIVERY_COLUMNS} FROM webhook_deliveries WHERE webhook_id = ? AND id < ?"
+                           " ORDER BY id DESC LIMIT ?", (webhook_id, cursor[0] if cursor else 2 ** 62,
+                                                         limit + 1)).fetchall()
+        attempts = {row["id"]: named(conn, f"SELECT {ATTEMPT_COLUMNS} FROM webhook_attempts WHERE delivery_id = ?"
+                                           " ORDER BY id", (row["id"],)).fetchall()
+                    for row in rows[:limit]}
+    return page(rows, limit, lambda r: delivery_view(r, attempts.get(r["id"], [])), lambda r: [r["id"]])

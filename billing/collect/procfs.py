@@ -9,6 +9,12 @@ from decimal import ROUND_HALF_UP, Decimal
 
 from .constants import MICRO, SECTOR
 
+# proc(5) field numbers: /proc/<pid>/stat (1-based; the fields after the command
+# name start at 3), /proc/net/dev (0-based after "interface:"), /proc/diskstats (0-based)
+STAT_STATE, STAT_UTIME, STAT_STIME, STAT_STARTTIME = 3, 14, 15, 22
+NET_RX_BYTES, NET_TX_BYTES = 0, 8
+DISK_NAME, DISK_SECTORS_READ, DISK_SECTORS_WRITTEN = 2, 5, 9
+
 
 def parse_proc_stat(text):
     """Non-idle jiffies of all CPUs from /proc/stat's aggregate `cpu` line:
@@ -27,8 +33,11 @@ def parse_pid_stat(text):
     """/proc/<pid>/stat: {"state", "ticks" (utime + stime), "start" (starttime)}.
     The command name may hold spaces and parentheses: fields follow the last ')'."""
     rest = text[text.rindex(")") + 2:].split()
-    # rest[0] is field 3 (state); utime, stime are fields 14, 15; starttime is 22
-    return {"state": rest[0], "ticks": int(rest[11]) + int(rest[12]), "start": int(rest[19])}
+
+    def field(number):
+        return rest[number - STAT_STATE]
+    return {"state": field(STAT_STATE), "ticks": int(field(STAT_UTIME)) + int(field(STAT_STIME)),
+            "start": int(field(STAT_STARTTIME))}
 
 
 def _kv_lines(text):
@@ -45,7 +54,8 @@ def parse_status_rss(text):
     fields = _kv_lines(text).get("VmRSS")
     if not fields:
         return 0
-    return int(fields[0]) * (1024 if fields[1:2] == ["kB"] else 1)
+    number, unit = fields[0], fields[1:2]
+    return int(number) * (1024 if unit == ["kB"] else 1)
 
 
 def parse_meminfo(text):
@@ -74,7 +84,7 @@ def parse_net_dev(text):
         if not sep or name == "lo":
             continue
         fields = data.split()
-        counters[name] = int(fields[0]) + int(fields[8])
+        counters[name] = int(fields[NET_RX_BYTES]) + int(fields[NET_TX_BYTES])
     return counters
 
 
@@ -93,13 +103,13 @@ def parse_diskstats(text, whole_disks=None):
         fields = line.split()
         if len(fields) < 10:
             continue
-        name = fields[2]
+        name = fields[DISK_NAME]
         if whole_disks is not None:
             if name not in whole_disks:
                 continue
         elif _VIRTUAL_DISK.match(name) or _PARTITION.match(name):
             continue
-        counters[name] = (int(fields[5]) + int(fields[9])) * SECTOR
+        counters[name] = (int(fields[DISK_SECTORS_READ]) + int(fields[DISK_SECTORS_WRITTEN])) * SECTOR
     return counters
 
 
@@ -155,8 +165,10 @@ def cpu_cgroup_dirs(cgroup_text, mountinfo_text):
         fields, tail = left.split(), right.split()
         if len(fields) < 5 or len(tail) < 3:
             continue
-        root, mount = _unescape_mount(fields[3]), _unescape_mount(fields[4])
-        fstype, superopts = tail[0], tail[2].split(",")
+        _mount_id, _parent_id, _device, root, mount = fields[:5]
+        root, mount = _unescape_mount(root), _unescape_mount(mount)
+        fstype, _source, superopts = tail[:3]
+        superopts = superopts.split(",")
         if fstype == "cgroup2" and "" in paths:
             kind, path = "v2", paths[""]
         elif fstype == "cgroup" and "cpu" in superopts and "cpu" in paths:

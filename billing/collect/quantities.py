@@ -119,16 +119,17 @@ class Integral:
     """Trapezoid integral of a gauge over time, kept doubled in integers (value x ns x 2)."""
 
     def __init__(self):
-        self.last = None
+        self.last_ns = None  # the last point: its time and value
+        self.last_value = None
         self.doubled = 0
 
     def add(self, t_ns, value):
         if value is None:
             return
-        if self.last is not None and t_ns > self.last[0]:
-            self.doubled += (self.last[1] + value) * (t_ns - self.last[0])
-        if self.last is None or t_ns >= self.last[0]:
-            self.last = (t_ns, value)
+        if self.last_ns is not None and t_ns > self.last_ns:
+            self.doubled += (self.last_value + value) * (t_ns - self.last_ns)
+        if self.last_ns is None or t_ns >= self.last_ns:
+            self.last_ns, self.last_value = t_ns, value
 
     def take(self):
         """The doubled area since the last take (the last point stays the start)."""

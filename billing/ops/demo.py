@@ -10,7 +10,8 @@ from datetime import timedelta
 from .. import clock, jsonutil
 from ..api import alert_eval, alerts, auth, estimates, invoices, lifecycle, objects, selfmeter, sessions, storage
 from ..api import customers as customers_api
-from ..api.events import Ingest, store_new, system_row
+from ..api.events import Ingest, store_new
+from ..collect import GROUP_BY, METERS as COLLECTOR_METERS  # the collector's own meter definitions
 from ..domain import money, plans, times
 from ..errors import FieldErrors
 from ..store.db import named, scalar
@@ -72,8 +73,7 @@ def _resources(app, rng):
                 "INSERT INTO resources (name, description, capacity, price_per_minute, currency, max_duration_minutes,"
                 " created_at, updated_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
                 (name, description, capacity, price, currency, limit, now_us, now_us)).lastrowid
-            customer_ids = [conn.execute("SELECT id FROM customers WHERE external_id = ?", (u,)).fetchone()[0]
-                            for u in users]
+            customer_ids = [scalar(conn, "SELECT id FROM customers WHERE external_id = ?", (u,)) for u in users]
             for day in range(30, 0, -1):
                 free_at = [now - timedelta(days=day)] * capacity  # when each unit of capacity is free again
                 for _ in range(rng.randint(1, 2 * capacity)):
@@ -178,7 +178,6 @@ COLLECTOR_KEY_NAME = "demo collector"
 def _platform(app, rng):
     """The platform team on the compute plan, with the collector's meters and
     a week of hourly history (the checkout API is over-provisioned)."""
-    from ..collect import GROUP_BY, METERS as COLLECTOR_METERS  # the collector's own definitions
     now = clock.now()
     now_us = times.to_micros(now)
     meters = app.catalog.meters()
@@ -261,9 +260,10 @@ def _billing(app, now_us):
         conn.execute("INSERT INTO coupons (code, name, percent_off, duration, periods, created_at)"
                      " VALUES ('LAUNCH20', 'Launch 20% off', '20', 'repeating', 2, ?)", (now_us,))
         for n, (external_id, *_rest) in enumerate(CUSTOMERS):
-            customer_id, zone, currency = conn.execute(
-                "SELECT id, timezone, currency FROM customers WHERE external_id = ?", (external_id,)).fetchone()
-            local_today = times.local_date(clock.now(), times.zone_or_error(zone))
+            customer = named(conn, "SELECT id, timezone, currency FROM customers WHERE external_id = ?",
+                             (external_id,)).fetchone()
+            customer_id, currency = customer["id"], customer["currency"]
+            local_today = times.local_date(clock.now(), times.zone_or_error(customer["timezone"]))
             start = times.add_months(local_today.replace(day=1), -3)
             anchor = "anniversary" if external_id == "initech" else "calendar"
             if anchor == "anniversary":
@@ -304,11 +304,58 @@ def _catalog(db, now_us):
                      (auth.hash_password("viewer-demo-1"), now_us, now_us))
 
 
+def _usage(app, rng):
+    """Three months of the customers' usage (API calls, compute, active users,
+    storage), stored; returns how many events."""
+    ingest = Ingest(app)
+    ingest.oldest_us = None  # history older than the lateness limit is the point here
+    start = clock.now() - timedelta(days=DAYS)
+    rows = []
+    for external_id, *_, size in CUSTOMERS:
+        for day in range(DAYS + 1):
+            rows += _day_usage(ingest, rng, external_id, size, day, start + timedelta(days=day))
+    ingest.problems.raise_if_any()
+    with app.db.transaction() as conn:
+        stored = len(store_new(conn, rows))
+    app.stats.events_ingested(stored)
+    return stored
+
+
+def _day_usage(ingest, rng, external_id, size, day, moment):
+    """One customer's events of one day: every three hours its calls, compute
+    and active users, and the day's stored GB."""
+    rows = []
+    growth = 1 + day / DAYS
+    weekday = 0.55 if moment.weekday() >= 5 else 1.0
+    for hour in range(0, 24, 3):
+        ts = moment.replace(hour=hour, minute=rng.randrange(60), second=0, microsecond=0)
+        if ts > clock.now():
+            break
+        stamp = times.format_instant(ts)
+        calls = int(rng.randint(300, 900) * size * growth * weekday)
+        region = rng.choice(["eu", "us", "us", "ap"])
+        rows.append(ingest.row({"id": f"demo-{external_id}-calls-{day}-{hour}", "customer": external_id,
+                                "meter": "api_calls", "quantity": calls, "timestamp": stamp,
+                                "properties": {"region": region,
+                                               "endpoint": rng.choice(["/search", "/ingest", "/report"])}}))
+        rows.append(ingest.row({"id": f"demo-{external_id}-cpu-{day}-{hour}", "customer": external_id,
+                                "meter": "compute_seconds", "quantity": int(rng.randint(200, 1800) * size),
+                                "timestamp": stamp, "properties": {"region": region}}))
+        for n in range(int(3 * size) + 1):
+            rows.append(ingest.row({"id": f"demo-{external_id}-user-{day}-{hour}-{n}", "customer": external_id,
+                                    "meter": "active_users", "timestamp": stamp,
+                                    "properties": {"user_id": f"u{rng.randrange(int(40 * size) + 5)}"}}))
+    rows.append(ingest.row({"id": f"demo-{external_id}-gb-{day}", "customer": external_id,
+                            "meter": "storage_gb", "quantity": round(50 * size * growth),
+                            "timestamp": times.format_instant(min(moment, clock.now()))}))
+    return rows
+
+
 def fill(app, seed=7):
     """Create the demo company; returns a one-line summary."""
     db = app.db
     own = [meter[0] for meter in storage.METERS + selfmeter.METERS]  # the meters the server makes itself
-    if db.query_one("SELECT 1 FROM customers LIMIT 1") or db.query_one(
+    if db.row("SELECT 1 FROM customers LIMIT 1") or db.row(
             f"SELECT 1 FROM meters WHERE key NOT IN ({', '.join('?' * len(own))}) LIMIT 1", own):
         return "Demo: the database already has data; nothing added."
     rng = random.Random(seed)
@@ -316,39 +363,7 @@ def fill(app, seed=7):
     _catalog(db, now_us)
     app.catalog.invalidate_meters()
     app.catalog.invalidate_customers()
-    ingest = Ingest(app)
-    ingest.oldest_us = None  # history older than the lateness limit is the point here
-    start = clock.now() - timedelta(days=DAYS)
-    rows = []
-    for external_id, *_, size in CUSTOMERS:
-        for day in range(DAYS + 1):
-            moment = start + timedelta(days=day)
-            growth = 1 + day / DAYS
-            weekday = 0.55 if moment.weekday() >= 5 else 1.0
-            for hour in range(0, 24, 3):
-                ts = moment.replace(hour=hour, minute=rng.randrange(60), second=0, microsecond=0)
-                if ts > clock.now():
-                    break
-                stamp = times.format_instant(ts)
-                calls = int(rng.randint(300, 900) * size * growth * weekday)
-                region = rng.choice(["eu", "us", "us", "ap"])
-                rows.append(ingest.row({"id": f"demo-{external_id}-calls-{day}-{hour}", "customer": external_id,
-                                        "meter": "api_calls", "quantity": calls, "timestamp": stamp,
-                                        "properties": {"region": region, "endpoint": rng.choice(["/search", "/ingest", "/report"])}}))
-                rows.append(ingest.row({"id": f"demo-{external_id}-cpu-{day}-{hour}", "customer": external_id,
-                                        "meter": "compute_seconds", "quantity": int(rng.randint(200, 1800) * size),
-                                        "timestamp": stamp, "properties": {"region": region}}))
-                for n in range(int(3 * size) + 1):
-                    rows.append(ingest.row({"id": f"demo-{external_id}-user-{day}-{hour}-{n}", "customer": external_id,
-                                            "meter": "active_users", "timestamp": stamp,
-                                            "properties": {"user_id": f"u{rng.randrange(int(40 * size) + 5)}"}}))
-            rows.append(ingest.row({"id": f"demo-{external_id}-gb-{day}", "customer": external_id,
-                                    "meter": "storage_gb", "quantity": round(50 * size * growth),
-                                    "timestamp": times.format_instant(min(moment, clock.now()))}))
-    ingest.problems.raise_if_any()
-    with db.transaction() as conn:
-        stored = len(store_new(conn, rows))
-    app.stats.events_ingested(stored)
+    stored = _usage(app, rng)
     sessions_made = _resources(app, rng)
     _storage_tenant(app, rng)
     collected = _platform(app, rng)
@@ -372,46 +387,56 @@ def _history(app):
     drafts are left for the scheduler to issue once their grace has passed."""
     now = clock.now()
     with app.db.transaction() as conn:
-        stamp = times.to_micros(now)
-        cur = conn.execute("INSERT INTO users (email, name, role, password_hash, created_at, updated_at)"
-                           " VALUES ('success@localhost', 'Sam Success', 'customer_success', ?, ?, ?)",
-                           (auth.hash_password("success-demo-1"), stamp, stamp))
-        success = auth.Actor("user", cur.lastrowid, "customer_success", name="Sam Success", user_id=cur.lastrowid)
-        finance_id = conn.execute("SELECT id FROM users WHERE email = 'finance@localhost'").fetchone()[0]
-        finance = auth.Actor("user", finance_id, "finance", name="Fiona Finance", user_id=finance_id)
-        conn.execute("UPDATE customers SET requires_approval = 1, csm_user_id = ? WHERE external_id = 'stark'",
-                     (success.id,))
-        conn.execute("UPDATE customers SET net_terms_days = 14 WHERE external_id = 'initech'")
-        rows = conn.execute("SELECT i.id, i.period_end, c.external_id FROM invoices i JOIN customers c"
-                            " ON c.id = i.customer_id ORDER BY i.period_end, i.id").fetchall()
+        finance, success = _history_people(conn, times.to_micros(now))
+        invoices_ = named(conn, "SELECT i.id, i.period_end, c.external_id AS who FROM invoices i JOIN customers c"
+                                " ON c.id = i.customer_id ORDER BY i.period_end, i.id").fetchall()
         by_customer = {}
-        for invoice_id, _, who in rows:
-            by_customer.setdefault(who, []).append(invoice_id)
-        for invoice_id, period_end, who in rows:
-            mine = by_customer[who]
-            issue_at = times.from_micros(period_end) + timedelta(days=1)
-            if invoice_id == mine[-1] or issue_at > now:
-                continue  # the scheduler issues these
-            with clock.at(issue_at):
-                view = lifecycle.finalize_row(app, conn, invoice_id, finance)
-                if view["status"] == "pending_approval":
-                    view = lifecycle.issue(app, conn, invoice_id, success, "approve", "Usage checked with the customer")
-            if who == "umbrella" and invoice_id == mine[0]:
-                with clock.at(issue_at + timedelta(hours=3)):
-                    lifecycle.void_row(conn, invoice_id, "Sent to the wrong department", finance)
-                    new = lifecycle.reissue_row(app, conn, invoice_id, finance)
-                    view = lifecycle.finalize_row(app, conn, new["id"], finance)
-                    invoice_id = new["id"]
-            due = money.parse_amount(view["amount_due"], view["currency"])
-            if view["status"] != "issued" or not due:
-                continue
-            paid_at = issue_at + timedelta(days=10)
-            if paid_at > now:
-                continue
-            amount = due // 2 if who == "initech" and invoice_id == mine[-2] else due  # half paid, then overdue
-            with clock.at(paid_at):
-                lifecycle.record_payment(conn, invoice_id, amount, "bank transfer", f"DEMO-{invoice_id:05d}", finance)
-        return dict(conn.execute("SELECT status, count(*) FROM invoices GROUP BY status").fetchall())
+        for invoice in invoices_:
+            by_customer.setdefault(invoice["who"], []).append(invoice["id"])
+        for invoice in invoices_:
+            _replay(app, conn, invoice, by_customer[invoice["who"]], now, finance, success)
+        return {r["status"]: r["n"] for r in named(conn, "SELECT status, count(*) AS n FROM invoices GROUP BY status")}
+
+
+def _history_people(conn, stamp):
+    """(finance, customer success) actors; Stark needs approval from its CSM, Initech pays in 14 days."""
+    cur = conn.execute("INSERT INTO users (email, name, role, password_hash, created_at, updated_at)"
+                       " VALUES ('success@localhost', 'Sam Success', 'customer_success', ?, ?, ?)",
+                       (auth.hash_password("success-demo-1"), stamp, stamp))
+    success = auth.Actor("user", cur.lastrowid, "customer_success", name="Sam Success", user_id=cur.lastrowid)
+    finance_id = scalar(conn, "SELECT id FROM users WHERE email = 'finance@localhost'")
+    finance = auth.Actor("user", finance_id, "finance", name="Fiona Finance", user_id=finance_id)
+    conn.execute("UPDATE customers SET requires_approval = 1, csm_user_id = ? WHERE external_id = 'stark'",
+                 (success.id,))
+    conn.execute("UPDATE customers SET net_terms_days = 14 WHERE external_id = 'initech'")
+    return finance, success
+
+
+def _replay(app, conn, invoice, mine, now, finance, success):
+    """Issue one invoice the day after its period (Umbrella's first voided and
+    reissued), and record its payment ten days later. `mine`: the ids of the
+    customer's invoices, oldest first."""
+    invoice_id, who = invoice["id"], invoice["who"]
+    issue_at = times.from_micros(invoice["period_end"]) + timedelta(days=1)
+    if invoice_id == mine[-1] or issue_at > now:
+        return  # the scheduler issues these
+    with clock.at(issue_at):
+        view = lifecycle.finalize_row(app, conn, invoice_id, finance)
+        if view["status"] == "pending_approval":
+            view = lifecycle.issue(app, conn, invoice_id, success, "approve", "Usage checked with the customer")
+    if who == "umbrella" and invoice_id == mine[0]:
+        with clock.at(issue_at + timedelta(hours=3)):
+            lifecycle.void_row(conn, invoice_id, "Sent to the wrong department", finance)
+            new = lifecycle.reissue_row(app, conn, invoice_id, finance)
+            view = lifecycle.finalize_row(app, conn, new["id"], finance)
+            invoice_id = new["id"]
+    due = money.parse_amount(view["amount_due"], view["currency"])
+    paid_at = issue_at + timedelta(days=10)
+    if view["status"] != "issued" or not due or paid_at > now:
+        return
+    amount = due // 2 if who == "initech" and invoice_id == mine[-2] else due  # half paid, then overdue
+    with clock.at(paid_at):
+        lifecycle.record_payment(conn, invoice_id, amount, "bank transfer", f"DEMO-{invoice_id:05d}", finance)
 
 
 

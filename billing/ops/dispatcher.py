@@ -16,7 +16,8 @@ import urllib.error
 import urllib.request
 
 from .. import clock
-from ..api import alert_eval, notifications, webhooks
+from ..api import alert_eval, lifecycle, notifications, webhooks
+from ..api import invoices as invoices_api
 from ..api.common import now_micros
 from ..exports.pdf import invoice_pdf
 from ..store.db import named
@@ -42,16 +43,17 @@ _OPENER = urllib.request.build_opener(_NoRedirect)
 
 def _anything_due(db, table, now):
     """A read first: an idle round (the common case, once a second) never takes the writer."""
-    return db.query_one(f"SELECT 1 FROM {table} WHERE status = 'pending' AND next_attempt_at <= ? LIMIT 1",
-                        (now,)) is not None
+    return db.row(f"SELECT 1 FROM {table} WHERE status = 'pending' AND next_attempt_at <= ? LIMIT 1",
+                  (now,)) is not None
 
 
-def _claim(conn, table, now, extra_columns):
-    rows = conn.execute(f"SELECT id{extra_columns} FROM {table} WHERE status = 'pending' AND next_attempt_at <= ?"
-                        " ORDER BY next_attempt_at, id LIMIT ?", (now, BATCH)).fetchall()
+def _claim(conn, table, now, columns):
+    """The due rows of `table` (id and `columns`, by name), leased for LEASE_SECONDS."""
+    rows = named(conn, f"SELECT id, {columns} FROM {table} WHERE status = 'pending' AND next_attempt_at <= ?"
+                       " ORDER BY next_attempt_at, id LIMIT ?", (now, BATCH)).fetchall()
     if rows:
         conn.executemany(f"UPDATE {table} SET next_attempt_at = ? WHERE id = ?",
-                         [(now + LEASE_SECONDS * 1_000_000, r[0]) for r in rows])
+                         [(now + LEASE_SECONDS * 1_000_000, r["id"]) for r in rows])
     return rows
 
 
@@ -60,6 +62,30 @@ def _failed_state(attempts, now):
     if attempts >= webhooks.MAX_ATTEMPTS:
         return "failed", None
     return "pending", now + webhooks.retry_delay(attempts) * 1_000_000
+
+
+def _delivered(conn, delivery, code, now):
+    conn.execute("UPDATE webhook_deliveries SET status = 'delivered', attempts = ?, delivered_at = ?,"
+                 " next_attempt_at = NULL, last_status_code = ?, last_error = NULL WHERE id = ?",
+                 (delivery["attempts"] + 1, now, code, delivery["id"]))
+
+
+def _delivery_failed(conn, delivery, url, code, error, now):
+    """Record a failed attempt: retried later, or given up (a staff
+    notification); True when it gave up."""
+    attempts, delivery_id = delivery["attempts"] + 1, delivery["id"]
+    status, next_at = _failed_state(attempts, now)
+    if status == "failed":
+        notifications.create(conn, None, None, "webhook_failed", "Webhook delivery failed",
+                             f"Delivery {delivery_id} to {url} gave up after {attempts}"
+                             f" attempts (last: {error or f'HTTP {code}'}).")
+    # a delivery canceled meanwhile (its endpoint deleted) stays canceled
+    conn.execute("UPDATE webhook_deliveries SET"
+                 " status = CASE WHEN status = 'pending' THEN ? ELSE status END, attempts = ?,"
+                 " next_attempt_at = CASE WHEN status = 'pending' THEN ? ELSE NULL END,"
+                 " last_status_code = ?, last_error = ? WHERE id = ?",
+                 (status, attempts, next_at, code, error or f"HTTP {code}", delivery_id))
+    return status == "failed"
 
 
 class Dispatcher:
@@ -108,35 +134,23 @@ class Dispatcher:
         if not _anything_due(self.app.db, "webhook_deliveries", now_micros()):
             return counts
         with self.app.db.transaction() as conn:
-            due = _claim(conn, "webhook_deliveries", now_micros(), ", webhook_id, payload, attempts")
-            secrets = {r[0]: (r[1], r[2]) for r in conn.execute("SELECT id, url, secret FROM webhooks")}
-        for delivery_id, webhook_id, payload, attempts in due:
-            url, secret = secrets[webhook_id]
-            code, response, error, duration = self._post(url, secret, payload.encode("utf-8"))
+            due = _claim(conn, "webhook_deliveries", now_micros(), "webhook_id, payload, attempts")
+            endpoints = {r["id"]: r for r in named(conn, "SELECT id, url, secret FROM webhooks")}
+        for delivery in due:
+            endpoint = endpoints[delivery["webhook_id"]]
+            code, response, error, duration = self._post(endpoint["url"], endpoint["secret"],
+                                                         delivery["payload"].encode("utf-8"))
             ok = code is not None and 200 <= code < 300
             counts["delivered" if ok else "failed"] += 1
             now = now_micros()
             with self.app.db.transaction() as conn:
                 conn.execute("INSERT INTO webhook_attempts (delivery_id, attempted_at, status_code, response, error,"
                              " duration_ms) VALUES (?, ?, ?, ?, ?, ?)",
-                             (delivery_id, now, code, response, error, duration))
+                             (delivery["id"], now, code, response, error, duration))
                 if ok:
-                    conn.execute("UPDATE webhook_deliveries SET status = 'delivered', attempts = ?, delivered_at = ?,"
-                                 " next_attempt_at = NULL, last_status_code = ?, last_error = NULL WHERE id = ?",
-                                 (attempts + 1, now, code, delivery_id))
-                else:
-                    status, next_at = _failed_state(attempts + 1, now)
-                    if status == "failed":
-                        gave_up += 1
-                        notifications.create(conn, None, None, "webhook_failed", "Webhook delivery failed",
-                                             f"Delivery {delivery_id} to {url} gave up after {attempts + 1}"
-                                             f" attempts (last: {error or f'HTTP {code}'}).")
-                    # a delivery canceled meanwhile (its endpoint deleted) stays canceled
-                    conn.execute("UPDATE webhook_deliveries SET"
-                                 " status = CASE WHEN status = 'pending' THEN ? ELSE status END, attempts = ?,"
-                                 " next_attempt_at = CASE WHEN status = 'pending' THEN ? ELSE NULL END,"
-                                 " last_status_code = ?, last_error = ? WHERE id = ?",
-                                 (status, attempts + 1, next_at, code, error or f"HTTP {code}", delivery_id))
+                    _delivered(conn, delivery, code, now)
+                elif _delivery_failed(conn, delivery, endpoint["url"], code, error, now):
+                    gave_up += 1
         if gave_up:
             self.app.publish("notification.created", {"customer_id": None})  # staff only
         return counts
@@ -165,7 +179,6 @@ class Dispatcher:
 
     def _message(self, invoice_id, firing_id, recipient):
         """The e-mail of an issued invoice (with its PDF) or of an alert firing."""
-        from ..api import invoices as invoices_api, lifecycle
         sender = mailer.sender_address(self.app.config.smtp)
         with self.app.db.reader() as conn:
             if firing_id is not None:
@@ -183,28 +196,32 @@ class Dispatcher:
         if not _anything_due(self.app.db, "emails", now_micros()):
             return counts
         with self.app.db.transaction() as conn:
-            due = _claim(conn, "emails", now_micros(), ", invoice_id, firing_id, recipient, attempts")
+            due = _claim(conn, "emails", now_micros(), "invoice_id, firing_id, recipient, attempts")
         config = self.app.config
         outbox = os.path.join(config.data_dir, "outbox")
-        for email_id, invoice_id, firing_id, recipient, attempts in due:
+        for email in due:
             try:
-                message = self._message(invoice_id, firing_id, recipient)
+                message = self._message(email["invoice_id"], email["firing_id"], email["recipient"])
                 where = mailer.deliver(message, config.smtp, outbox)
                 error = None
             except Exception as exc:  # SMTP down, disk full: try again later
                 where, error = None, f"{type(exc).__name__}: {exc}"[:RESPONSE_EXCERPT]
+            counts["sent" if error is None else "failed"] += 1
             now = now_micros()
             with self.app.db.transaction() as conn:
-                if error is None:
-                    counts["sent"] += 1
-                    conn.execute("UPDATE emails SET status = 'sent', attempts = ?, sent_at = ?, delivered_to = ?,"
-                                 " next_attempt_at = NULL, last_error = NULL WHERE id = ?",
-                                 (attempts + 1, now, where, email_id))
-                else:
-                    counts["failed"] += 1
-                    status, next_at = _failed_state(attempts + 1, now)
-                    # an e-mail canceled meanwhile (its invoice voided) stays canceled
-                    conn.execute("UPDATE emails SET status = CASE WHEN status = 'pending' THEN ? ELSE status END,"
-                                 " attempts = ?, next_attempt_at = CASE WHEN status = 'pending' THEN ? ELSE NULL END,"
-                                 " last_error = ? WHERE id = ?", (status, attempts + 1, next_at, error, email_id))
+                _record_email(conn, email, where, error, now)
         return counts
+
+
+def _record_email(conn, email, where, error, now):
+    """The outcome of one attempt: sent (to `where`), or retried later, or given up."""
+    attempts = email["attempts"] + 1
+    if error is None:
+        conn.execute("UPDATE emails SET status = 'sent', attempts = ?, sent_at = ?, delivered_to = ?,"
+                     " next_attempt_at = NULL, last_error = NULL WHERE id = ?", (attempts, now, where, email["id"]))
+        return
+    status, next_at = _failed_state(attempts, now)
+    # an e-mail canceled meanwhile (its invoice voided) stays canceled
+    conn.execute("UPDATE emails SET status = CASE WHEN status = 'pending' THEN ? ELSE status END,"
+                 " attempts = ?, next_attempt_at = CASE WHEN status = 'pending' THEN ? ELSE NULL END,"
+                 " last_error = ? WHERE id = ?", (status, attempts, next_at, error, email["id"]))

@@ -16,7 +16,7 @@ from datetime import timedelta
 
 from .. import clock, jsonutil
 from ..api import alert_eval, invoices, jobs, lifecycle, sessions
-from ..api.common import IDEMPOTENCY_HOURS, now_micros
+from ..api.common import idempotency_horizon, now_micros
 from ..domain import times
 from ..errors import Conflict
 from ..store.db import named
@@ -77,9 +77,8 @@ class Scheduler:
                 else:
                     details.update(self.app.dispatcher.run_once())
                 with db.transaction() as conn:
-                    horizon = now_micros() - IDEMPOTENCY_HOURS * 3600 * 1_000_000
                     details["idempotency_keys_purged"] = conn.execute(
-                        "DELETE FROM idempotency_keys WHERE created_at < ?", (horizon,)).rowcount
+                        "DELETE FROM idempotency_keys WHERE created_at < ?", (idempotency_horizon(),)).rowcount
             except Exception as exc:
                 outcome = "error"
                 details["error"] = f"{type(exc).__name__}: {exc}"
@@ -94,7 +93,7 @@ class Scheduler:
         """Issue every draft (not on hold) whose period ended a grace period ago.
         Adjustment-only drafts wait a grace period from their creation."""
         cutoff = times.to_micros(clock.now() - timedelta(hours=self.app.config.grace_period_hours))
-        due = [r[0] for r in self.app.db.query(
+        due = [r["id"] for r in self.app.db.rows(
             "SELECT id FROM invoices WHERE status = 'draft' AND hold = 0 AND period_end <= ?"
             " AND (kind != 'adjustments' OR created_at <= ?) ORDER BY period_end, id", (cutoff, cutoff))]
         counts = {"issued": 0, "pending_approval": 0}

@@ -7,17 +7,17 @@ Handlers take `(request, **path_params)` and return data: a dict or list
 import hashlib
 import re
 import socket
-import sys
-import threading
 import time
 import traceback
 import uuid
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from urllib.parse import parse_qs, urlsplit
 
 from .. import errors, jsonutil
 from ..api.responses import FileResponse, Response
 from ..errors import ApiError
+from . import head
+from .connections import Server
 
 MAX_BODY_BYTES = 10 * 1024 * 1024
 SECURITY_HEADERS = {
@@ -34,35 +34,6 @@ SECURITY_BLOCK = "\r\n".join(f"{k}: {v}" for k, v in SECURITY_HEADERS.items())
 
 
 BODY_METHODS = ("POST", "PUT", "PATCH", "DELETE")
-
-
-class Headers:
-    """Request headers: case-insensitive `get`; repeated names keep the last
-    value and are listed in `duplicated` (framing headers must not repeat)."""
-
-    __slots__ = ("_items", "duplicated")
-
-    def __init__(self):
-        self._items = {}
-        self.duplicated = set()
-
-    def add(self, name, value):
-        key = name.lower()
-        if key in self._items:
-            self.duplicated.add(key)
-        self._items[key] = value
-
-    def get(self, name, default=None):
-        return self._items.get(name.lower(), default)
-
-    def __getitem__(self, name):
-        return self._items.get(name.lower())
-
-    def __contains__(self, name):
-        return name.lower() in self._items
-
-    def items(self):
-        return self._items.items()
 
 
 UNAUTHENTICATED_DRAIN = 64 * 1024  # what is read and dropped of a refused upload without valid credentials
@@ -232,7 +203,6 @@ class Request:
         self.request_id = request_id
         self.client = client
         self.actor = None
-        self.route = None
         self._json = None
 
     # -- body ------------------------------------------------------------
@@ -413,7 +383,6 @@ class Handler(BaseHTTPRequestHandler):
             request.body_stream = stream
             route, params = app.router.match(self.command, request.path)
             route_pattern = route.template
-            request.route = route
             response = app.handle(request, route, params)
         except Exception as exc:  # the one error path
             if not isinstance(exc, ApiError):
@@ -484,55 +453,9 @@ class Handler(BaseHTTPRequestHandler):
         if sent != response.length:  # the file shrank under us (it never should): end the connection
             self.close_connection = True
 
-    # -- request parsing ---------------------------------------------------
-    # BaseHTTPRequestHandler parses headers with the e-mail package, which costs
-    # more than the rest of a small request; this reads them into a plain dict.
-    MAX_HEADERS = 100
-    MAX_LINE = 65536
-
     def parse_request(self):
-        self.command = None
-        self.request_version = version = "HTTP/0.9"
-        self.close_connection = True
-        line = str(self.raw_requestline, "iso-8859-1").rstrip("\r\n")
-        self.requestline = line
-        words = line.split()
-        if len(words) != 3:
-            self.send_error(400, "Bad request line")
-            return False
-        command, path, version = words
-        if version not in ("HTTP/1.1", "HTTP/1.0"):
-            self.send_error(505, "HTTP version not supported")
-            return False
-        self.command, self.path, self.request_version = command, path, version
-        if path.startswith("//"):
-            self.path = "/" + path.lstrip("/")
-        headers = Headers()
-        for _ in range(self.MAX_HEADERS + 1):
-            raw = self.rfile.readline(self.MAX_LINE + 1)
-            if len(raw) > self.MAX_LINE:
-                self.send_error(431, "Header line too long")
-                return False
-            if raw in (b"\r\n", b"\n", b""):
-                break
-            if not raw.endswith(b"\r\n"):
-                self.send_error(400, "Header lines must end with CRLF")
-                return False
-            name, sep, value = str(raw, "iso-8859-1").partition(":")
-            if not sep or not name or name != name.strip() or " " in name or "\t" in name:
-                self.send_error(400, "Malformed header line")
-                return False
-            headers.add(name, value.strip())
-        else:
-            self.send_error(431, "Too many headers")
-            return False
-        self.headers = headers
-        connection = headers.get("Connection", "").lower()
-        if version == "HTTP/1.1":
-            self.close_connection = connection == "close"
-        else:
-            self.close_connection = connection != "keep-alive"
-        return True
+        """The request line and headers, read by `head.parse` (not the e-mail package)."""
+        return head.parse(self)
 
     def send_error(self, code, message=None, explain=None):
         """Errors found while parsing the request line or headers, in the one
@@ -548,49 +471,6 @@ class Handler(BaseHTTPRequestHandler):
             self._send(Response(code, body), uuid.uuid4().hex)
         except OSError:
             pass
-
-
-class Server(ThreadingHTTPServer):
-    """A thread per connection, at most MAX_CONNECTIONS at once: one more is
-    answered 503 at once, so idle or stalled clients cannot pile up threads."""
-    daemon_threads = True
-    allow_reuse_address = True
-    request_queue_size = 256
-    MAX_CONNECTIONS = 512
-    _BUSY_BODY = b'{"error":{"code":"service_unavailable","message":"Too many open connections; try again.","details":[]}}'
-    BUSY = (b"HTTP/1.1 503 Service Unavailable\r\nContent-Type: application/json\r\nRetry-After: 1\r\n"
-            b"Connection: close\r\nContent-Length: " + str(len(_BUSY_BODY)).encode() + b"\r\n\r\n" + _BUSY_BODY)
-
-    def __init__(self, *args, **kwargs):
-        self.slots = threading.BoundedSemaphore(self.MAX_CONNECTIONS)
-        super().__init__(*args, **kwargs)
-
-    def process_request(self, request, client_address):
-        if not self.slots.acquire(blocking=False):
-            try:
-                request.settimeout(1)
-                request.sendall(self.BUSY)
-            except OSError:
-                pass
-            self.shutdown_request(request)
-            return
-        try:
-            super().process_request(request, client_address)
-        except BaseException:
-            self.slots.release()
-            raise
-
-    def process_request_thread(self, request, client_address):
-        try:
-            super().process_request_thread(request, client_address)
-        finally:
-            self.slots.release()
-
-    def handle_error(self, request, client_address):
-        exc = sys.exc_info()[1]
-        if isinstance(exc, (ConnectionError, TimeoutError)):
-            return
-        super().handle_error(request, client_address)
 
 
 def make_server(app, host, port):

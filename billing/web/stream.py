@@ -15,7 +15,7 @@ import threading
 import time
 
 from .. import jsonutil
-from ..errors import ApiError
+from ..errors import ApiError, ServiceUnavailable
 from ..api.responses import Response
 
 QUEUE_SIZE = 1000
@@ -91,73 +91,97 @@ def frame(event_type, data, event_id=None):
     return f"{head}event: {event_type}\ndata: {text}\n\n".encode("utf-8")
 
 
+def _event_stream(headers):
+    return Response(200, None, content_type="text/event-stream; charset=utf-8", headers=headers)
+
+
 def stream(request):
     """GET /v1/stream: text/event-stream until the client leaves or the server stops."""
-    from ..errors import ServiceUnavailable
     app = request.app
     headers = {"Cache-Control": "no-store", "X-Accel-Buffering": "no"}
     if request.method == "HEAD":  # headers only: no subscription, no endless body after a HEAD answer
-        return Response(200, None, content_type="text/event-stream; charset=utf-8", headers=headers)
+        return _event_stream(headers)
     inbox = app.bus.subscribe()
     if inbox is None:
         raise ServiceUnavailable("The server is shutting down.")
     if inbox is False:
         raise ServiceUnavailable("Too many live streams are open; the dashboard falls back to polling.")
-    scope = request.customer_scope
-    authorization = request.headers.get("Authorization")
+    response = _event_stream(headers)
+    response.stream = _Stream(app, inbox, request.customer_scope, request.headers.get("Authorization")).run
+    return response
 
-    def run(handler):
+
+class _Stream:
+    """One client's stream: a hello, then a `stats` frame every TICK_SECONDS and
+    what the bus publishes (a customer-scoped caller: only what is its own)."""
+
+    def __init__(self, app, inbox, scope, authorization):
+        self.app = app
+        self.inbox = inbox
+        self.scope = scope
+        self.authorization = authorization
+        self.sent = 0
+        self.last_events = 0
+
+    def run(self, handler):
+        """Write frames to the handler's connection until the stream ends."""
         connection = handler.connection
         try:
             connection.settimeout(WRITE_TIMEOUT)
             connection.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         except OSError:
             pass
-        sent = 0
-        last_events = app.stats.events
-        next_tick = time.monotonic()
-        next_check = next_tick + AUTH_RECHECK_SECONDS
+        self.last_events = self.app.stats.events
         try:
-            hello = {"streams": app.bus.count()} if scope is None else {}
+            hello = {"streams": self.app.bus.count()} if self.scope is None else {}
             handler.wfile.write(b"retry: 3000\n\n" + frame("hello", hello))
-            while True:
-                now = time.monotonic()
-                if now >= next_check:  # a token signed out or revoked meanwhile ends the stream
-                    next_check = now + AUTH_RECHECK_SECONDS
-                    try:
-                        app.auth.resolve(authorization)
-                    except ApiError:
-                        return
-                if now >= next_tick:
-                    events = app.stats.events
-                    payload = {"active_sessions": app.active_sessions(scope)}
-                    if scope is None:  # the whole server's traffic is for staff only
-                        payload.update(events_per_second=events - last_events, events_total=events)
-                    last_events = events
-                    next_tick = now + TICK_SECONDS
-                    handler.wfile.write(frame("stats", payload))
-                try:
-                    item = inbox.get(timeout=max(0.0, next_tick - time.monotonic()))
-                except queue.Empty:
-                    continue
-                if item is _CLOSED:
-                    return
-                event_type, data = item
-                if scope is not None and _customer_of(data) != scope:
-                    continue  # a customer's key sees only what is its own
-                sent += 1
-                handler.wfile.write(frame(event_type, data, sent))
+            self._pump(handler.wfile)
         except (OSError, ValueError):
             return  # the client left, or stopped reading for WRITE_TIMEOUT seconds
         except ServiceUnavailable:
             return  # the database closed under a stats tick: the server is stopping
         finally:
-            app.bus.unsubscribe(inbox)
+            self.app.bus.unsubscribe(self.inbox)
             handler.close_connection = True
 
-    response = Response(200, None, content_type="text/event-stream; charset=utf-8", headers=headers)
-    response.stream = run
-    return response
+    def _pump(self, out):
+        next_tick = time.monotonic()
+        next_check = next_tick + AUTH_RECHECK_SECONDS
+        while True:
+            now = time.monotonic()
+            if now >= next_check:  # a token signed out or revoked meanwhile ends the stream
+                next_check = now + AUTH_RECHECK_SECONDS
+                if not self._signed_in():
+                    return
+            if now >= next_tick:
+                next_tick = now + TICK_SECONDS
+                out.write(frame("stats", self._stats()))
+            try:
+                item = self.inbox.get(timeout=max(0.0, next_tick - time.monotonic()))
+            except queue.Empty:
+                continue
+            if item is _CLOSED:
+                return
+            event_type, data = item
+            if self.scope is not None and _customer_of(data) != self.scope:
+                continue  # a customer's key sees only what is its own
+            self.sent += 1
+            out.write(frame(event_type, data, self.sent))
+
+    def _signed_in(self):
+        try:
+            self.app.auth.resolve(self.authorization)
+        except ApiError:
+            return False
+        return True
+
+    def _stats(self):
+        events = self.app.stats.events
+        payload = {"active_sessions": self.app.active_sessions(self.scope)}
+        if self.scope is None:  # the whole server's traffic is for staff only
+            payload.update(events_per_second=events - self.last_events, events_total=events)
+        self.last_events = events
+        return payload
 
 
 def _customer_of(data):

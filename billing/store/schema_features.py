@@ -1,0 +1,200 @@
+"""The migrations after the invoice lifecycle: resources and sessions,
+object storage and customer users, analytics, the revenue log, alerts.
+
+Append-only: a migration that shipped is never edited; a new one is a new
+list here, added to MIGRATIONS in migrations.py.
+"""
+
+# Capacity-limited resources and their sessions (§6), billed by the minute.
+V4_RESOURCES = [
+    """CREATE TABLE resources (
+        id INTEGER PRIMARY KEY AUTOINCREMENT,
+        name TEXT NOT NULL,
+        description TEXT,
+        capacity INTEGER NOT NULL CHECK (capacity >= 1),
+        price_per_minute TEXT NOT NULL,
+        currency TEXT NOT NULL,
+        max_duration_minutes INTEGER,
+        limit_set_at INTEGER,
+        created_at INTEGER NOT NULL,
+        updated_at INTEGER NOT NULL,
+        deleted_at INTEGER)""",
+    # a deleted resource keeps its sessions (they are billing records); its name is free again
+    "CREATE UNIQUE INDEX resources_name ON resources(name COLLATE NOCASE) WHERE deleted_at IS NULL",
+    """CREATE TABLE sessions (
+        id INTEGER PRIMARY KEY,
+        resource_id INTEGER NOT NULL REFERENCES resources(id),
+        customer_id INTEGER NOT NULL REFERENCES customers(id),
+        user TEXT,
+        started_at INTEGER NOT NULL,
+        ended_at INTEGER,
+        duration_seconds INTEGER,
+        price_per_minute TEXT NOT NULL,
+        currency TEXT NOT NULL,
+        cost INTEGER,
+        stopped_by TEXT,
+        auto_stopped INTEGER NOT NULL DEFAULT 0,
+        started_by TEXT NOT NULL,
+        invoice_id INTEGER REFERENCES invoices(id))""",
+    "CREATE INDEX sessions_active ON sessions(resource_id) WHERE ended_at IS NULL",
+    # stopped sessions not yet on an invoice that left draft: what the invoice run looks at
+    "CREATE INDEX sessions_unbilled ON sessions(customer_id, ended_at) WHERE invoice_id IS NULL AND ended_at IS NOT NULL",
+    # the sessions a draft's resource lines hold (rewritten with its lines); marked billed at issue
+    """CREATE TABLE invoice_sessions (
+        invoice_id INTEGER NOT NULL REFERENCES invoices(id),
+        session_id INTEGER NOT NULL REFERENCES sessions(id),
+        PRIMARY KEY (invoice_id, session_id)) WITHOUT ROWID""",
+    "CREATE INDEX sessions_customer_end ON sessions(customer_id, ended_at)",
+    "CREATE INDEX sessions_resource_end ON sessions(resource_id, ended_at)",
+    # invoices without a subscription: 'monthly' (resource lines of a calendar month)
+    # or 'adjustments' (late events of ended subscriptions)
+    "ALTER TABLE invoices ADD COLUMN kind TEXT NOT NULL DEFAULT 'subscription'",
+    "UPDATE invoices SET kind = 'adjustments' WHERE subscription_id IS NULL",
+    "CREATE UNIQUE INDEX invoices_one_per_month ON invoices(customer_id, period_start_date, revision)"
+    " WHERE kind = 'monthly'",
+]
+
+# Metered object storage (§8) and customer users (§9).
+V5_STORAGE = [
+    # a user with role 'customer' belongs to one customer and sees only its own data
+    "ALTER TABLE users ADD COLUMN customer_id INTEGER REFERENCES customers(id)",
+    # the current object of each (customer, key); `file` is a server-chosen name
+    # under <data dir>/objects/, never derived from the key
+    """CREATE TABLE objects (
+        id INTEGER PRIMARY KEY,
+        customer_id INTEGER NOT NULL REFERENCES customers(id),
+        key TEXT NOT NULL,
+        size INTEGER NOT NULL,
+        content_type TEXT NOT NULL,
+        etag TEXT NOT NULL,
+        file TEXT NOT NULL UNIQUE,
+        created_at INTEGER NOT NULL,
+        updated_at INTEGER NOT NULL)""",
+    "CREATE UNIQUE INDEX objects_key ON objects(customer_id, key)",
+    # stored bytes over time: one span per stored object version, in whole
+    # seconds, from the instant its upload completed to the instant it was
+    # deleted or replaced (NULL while stored); the GB-days integrate these
+    """CREATE TABLE storage_spans (
+        id INTEGER PRIMARY KEY,
+        customer_id INTEGER NOT NULL REFERENCES customers(id),
+        object_id INTEGER NOT NULL,
+        size INTEGER NOT NULL,
+        start_s INTEGER NOT NULL,
+        end_s INTEGER)""",
+    "CREATE INDEX storage_spans_customer ON storage_spans(customer_id, start_s)",
+    "CREATE INDEX storage_spans_open ON storage_spans(object_id) WHERE end_s IS NULL",
+    # the last local day whose storage_gb_days event is written, per customer
+    """CREATE TABLE storage_days (
+        customer_id INTEGER PRIMARY KEY REFERENCES customers(id),
+        closed_through TEXT NOT NULL)""",
+]
+
+# Analytics (§10): resource lines name their resource, so revenue groups by it.
+V6_ANALYTICS = [
+    "ALTER TABLE invoice_lines ADD COLUMN resource_id INTEGER",
+    # covering: revenue by issue date or by the customer's period, and the overview's
+    # receivables, are summed from these indexes without reading the invoice rows
+    "CREATE INDEX invoices_issued ON invoices(issued_at, status, currency, total, customer_id, subscription_id)"
+    " WHERE issued_at IS NOT NULL",
+    "CREATE INDEX invoices_period ON invoices(period_start_date, status, currency, total, customer_id,"
+    " subscription_id)",
+    "CREATE INDEX invoices_receivable ON invoices(currency, due_at, amount_due, amount_paid)"
+    " WHERE status = 'issued' AND payment_status != 'paid'",
+    # revenue is the issued and paid invoices, whose lines never change: this counter moves
+    # whenever an invoice enters or leaves that set, so a revenue answer can be kept until it does
+    "INSERT INTO counters (name, value) VALUES ('revenue_version', 0)",
+    """CREATE TRIGGER invoices_revenue_update AFTER UPDATE OF status ON invoices
+        WHEN (old.status IN ('issued', 'paid')) != (new.status IN ('issued', 'paid'))
+        BEGIN UPDATE counters SET value = value + 1 WHERE name = 'revenue_version'; END""",
+    """CREATE TRIGGER invoices_revenue_insert AFTER INSERT ON invoices
+        WHEN new.status IN ('issued', 'paid')
+        BEGIN UPDATE counters SET value = value + 1 WHERE name = 'revenue_version'; END""",
+]
+
+# Revenue answers kept per bucket: each move of revenue_version also logs the
+# invoice's issue instant and local period start under the new version, so a
+# reader knows which buckets a change touched (the last 1,000 versions are kept).
+_LOG_REVENUE_CHANGE = """
+    UPDATE counters SET value = value + 1 WHERE name = 'revenue_version';
+    INSERT INTO revenue_touched (version, issued_at, period_start_date)
+        VALUES ((SELECT value FROM counters WHERE name = 'revenue_version'), {issued_at}, {period});
+    DELETE FROM revenue_touched
+        WHERE version <= (SELECT value FROM counters WHERE name = 'revenue_version') - 1000;"""
+V7_REVENUE_LOG = [
+    """CREATE TABLE revenue_touched (
+        version INTEGER PRIMARY KEY,
+        issued_at INTEGER,
+        period_start_date TEXT)""",
+    "DROP TRIGGER invoices_revenue_update",
+    "DROP TRIGGER invoices_revenue_insert",
+    """CREATE TRIGGER invoices_revenue_update AFTER UPDATE OF status ON invoices
+        WHEN (old.status IN ('issued', 'paid')) != (new.status IN ('issued', 'paid'))
+        BEGIN""" + _LOG_REVENUE_CHANGE.format(issued_at="coalesce(new.issued_at, old.issued_at)",
+                                              period="coalesce(new.period_start_date, old.period_start_date)")
+    + " END",
+    """CREATE TRIGGER invoices_revenue_insert AFTER INSERT ON invoices
+        WHEN new.status IN ('issued', 'paid')
+        BEGIN""" + _LOG_REVENUE_CHANGE.format(issued_at="new.issued_at", period="new.period_start_date") + " END",
+]
+
+# Alerts and notifications (§10).
+V8_ALERTS = [
+    # rules: spend (threshold in minor units of `currency`) or usage of `meter`
+    # (threshold in millionths of the meter's unit); customer_id NULL: every customer
+    # (of `currency`, for spend)
+    """CREATE TABLE alert_rules (
+        id INTEGER PRIMARY KEY AUTOINCREMENT,
+        name TEXT,
+        customer_id INTEGER REFERENCES customers(id),
+        type TEXT NOT NULL CHECK (type IN ('spend', 'usage')),
+        meter TEXT,
+        currency TEXT,
+        threshold INTEGER NOT NULL CHECK (threshold > 0),
+        created_at INTEGER NOT NULL,
+        deleted_at INTEGER)""",
+    # one row per firing; `source` names what fired (rule:<id>, budget:<percent>,
+    # spike:<meter>, quota:<percent>) and `period` the billing period's start instant
+    # (a spike: its local date). The unique index is what makes a firing happen once,
+    # across threads, processes and restarts.
+    """CREATE TABLE alert_firings (
+        id INTEGER PRIMARY KEY,
+        customer_id INTEGER NOT NULL REFERENCES customers(id),
+        source TEXT NOT NULL,
+        period TEXT NOT NULL,
+        type TEXT NOT NULL,
+        rule_id INTEGER,
+        meter TEXT,
+        currency TEXT,
+        threshold TEXT NOT NULL,
+        value TEXT NOT NULL,
+        percent INTEGER,
+        period_start INTEGER,
+        period_end INTEGER,
+        message TEXT NOT NULL,
+        created_at INTEGER NOT NULL)""",
+    "CREATE UNIQUE INDEX alert_firings_once ON alert_firings(source, customer_id, period)",
+    "CREATE INDEX alert_firings_customer ON alert_firings(customer_id, created_at)",
+    "CREATE INDEX alert_firings_time ON alert_firings(created_at)",
+    # customer_id NULL: for staff only (a webhook delivery that gave up)
+    """CREATE TABLE notifications (
+        id INTEGER PRIMARY KEY,
+        customer_id INTEGER REFERENCES customers(id),
+        firing_id INTEGER REFERENCES alert_firings(id),
+        kind TEXT NOT NULL,
+        title TEXT NOT NULL,
+        message TEXT NOT NULL,
+        created_at INTEGER NOT NULL)""",
+    "CREATE INDEX notifications_customer ON notifications(customer_id, id)",
+    """CREATE TABLE notification_reads (
+        notification_id INTEGER NOT NULL REFERENCES notifications(id),
+        user_id INTEGER NOT NULL REFERENCES users(id),
+        read_at INTEGER NOT NULL,
+        PRIMARY KEY (notification_id, user_id)) WITHOUT ROWID""",
+    # an alert e-mail names its firing (an invoice e-mail its invoice)
+    "ALTER TABLE emails ADD COLUMN firing_id INTEGER REFERENCES alert_firings(id)",
+    # what the evaluation has looked at: events up to this seq, audit entries (budget
+    # changes, new rules) up to this id, and when it last ran (sessions that ended since)
+    "INSERT INTO counters (name, value) VALUES ('alerts_seen_seq', 0)",
+    "INSERT INTO counters (name, value) VALUES ('alerts_seen_audit', 0)",
+    "INSERT INTO counters (name, value) VALUES ('alerts_evaluated_at', 0)",
+]
