@@ -1,7 +1,5 @@
 """An invoice as stored (its row and its lines) and as JSON (§7)."""
 
-import sqlite3
-
 from .. import jsonutil
 from ..domain import money, times
 from ..store.db import named
@@ -16,17 +14,9 @@ AMOUNTS = ("subtotal", "discount", "tax", "total", "credits_applied", "amount_du
 OVERDUE_SQL = "(due_at IS NOT NULL AND due_at < ? AND payment_status != 'paid' AND status = 'issued')"
 
 
-def by_name(conn):
-    """A cursor on `conn` whose rows read by column name, for helpers that
-    take a connection and execute on it (one_or_404)."""
-    cursor = conn.cursor()
-    cursor.row_factory = sqlite3.Row
-    return cursor
-
-
 def load_row(conn, invoice_id):
     """The invoice's row (sqlite3.Row of COLUMNS), or NotFound."""
-    return one_or_404(by_name(conn), f"SELECT {COLUMNS} FROM invoices WHERE id = ?", (invoice_id,),
+    return one_or_404(conn, f"SELECT {COLUMNS} FROM invoices WHERE id = ?", (invoice_id,),
                       f"Invoice {invoice_id} not found.")
 
 

@@ -14,7 +14,7 @@ from ..errors import Conflict, ValidationError
 from ..store.db import named
 from .common import bool_arg, decode_cursor, int_arg, now_micros, one_or_404, page, page_limit, path_int
 from .drafts import carrier, refresh_draft  # noqa: F401  (carrier: for estimates)
-from .invoice_rows import COLUMNS, OVERDUE_SQL, by_name, load_view, view
+from .invoice_rows import COLUMNS, OVERDUE_SQL, load_view, view
 from .invoice_run import run_as_of
 
 FUTURE_TOLERANCE = timedelta(minutes=5)
@@ -60,7 +60,7 @@ def fresh_view(request, invoice_id):
     app = request.app
     invoice_id = path_int(invoice_id, "Invoice")
     with app.db.reader() as conn:
-        row = one_or_404(by_name(conn), "SELECT customer_id, status FROM invoices WHERE id = ?", (invoice_id,),
+        row = one_or_404(conn, "SELECT customer_id, status FROM invoices WHERE id = ?", (invoice_id,),
                          f"Invoice {invoice_id} not found.")
     request.check_customer(row["customer_id"])
     if row["status"] == "draft":
