@@ -89,8 +89,9 @@ class Crossing:
 def _spend_crossings(app, conn, customer, rules):
     """Budget steps and spend rules against the upcoming invoice's subtotal."""
     budget = jsonutil.decode(customer["budget"]) if customer["budget"] else None
-    spend_rules = [r for r in rules if r["type"] == "spend"
-                   and (r["customer_id"] == customer["id"] or r["currency"] == customer["currency"])]
+    spend_rules = [r for r in rules if r["type"] == "spend" and (
+        r["customer_id"] == customer["id"]  # its own rule
+        or (r["customer_id"] is None and r["currency"] == customer["currency"]))]  # a rule for every customer
     if budget is None and not spend_rules:
         return []
     draft, _, start_at, end_at = estimates.upcoming(app, conn, customer)

@@ -9,10 +9,11 @@ integer minor units; quantities as integer millionths.
 import sqlite3
 
 from .schema_core import V1_FOUNDATION, V2_PLANS, V3_LIFECYCLE
-from .schema_features import V4_RESOURCES, V5_STORAGE, V6_ANALYTICS, V7_REVENUE_LOG, V8_ALERTS
+from .schema_features import (V4_RESOURCES, V5_STORAGE, V6_ANALYTICS, V7_REVENUE_LOG, V8_ALERTS,
+                              V9_SUBSCRIPTION_LOOKUP)
 
 MIGRATIONS = [V1_FOUNDATION, V2_PLANS, V3_LIFECYCLE, V4_RESOURCES, V5_STORAGE, V6_ANALYTICS, V7_REVENUE_LOG,
-              V8_ALERTS]
+              V8_ALERTS, V9_SUBSCRIPTION_LOOKUP]
 
 
 class MigrationError(RuntimeError):

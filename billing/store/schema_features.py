@@ -198,3 +198,9 @@ V8_ALERTS = [
     "INSERT INTO counters (name, value) VALUES ('alerts_seen_audit', 0)",
     "INSERT INTO counters (name, value) VALUES ('alerts_evaluated_at', 0)",
 ]
+
+# A customer's subscription in force on a day (every rating and alert reads it)
+# is found by an index instead of a walk over every subscription.
+V9_SUBSCRIPTION_LOOKUP = [
+    "CREATE INDEX subscriptions_customer ON subscriptions(customer_id, start_date)",
+]

@@ -449,3 +449,21 @@ def test_a_firing_appears_on_the_live_stream_of_staff_and_of_its_customer_only(a
     finally:
         for stream in (staff, mine, theirs):
             stream.close()
+
+
+def test_a_customers_own_spend_rule_never_fires_for_another_customer(admin, billed):
+    """Both USD: the rule of one is not the rule of the other; a rule for
+    every USD customer is everyone's."""
+    other = _other(admin)
+    own = admin.post("/v1/alerts", {"type": "spend", "customer_id": other["id"], "threshold": "10.00"}).json
+    send(admin, billed["id"], 40, "2026-11-05T00:00:00Z")
+    send(admin, other["id"], 40, "2026-11-05T00:00:00Z")
+    evaluate(admin)
+    fired = [(f["customer_id"], f["rule_id"]) for f in firings(admin, type="spend")]
+    assert fired == [(other["id"], own["id"])]
+    everyone = admin.post("/v1/alerts", {"type": "spend", "currency": "USD", "threshold": "30.00"}).json
+    send(admin, billed["id"], 1, "2026-11-05T01:00:00Z")
+    send(admin, other["id"], 1, "2026-11-05T01:00:00Z")
+    evaluate(admin)
+    fired = sorted((f["customer_id"], f["rule_id"]) for f in firings(admin, type="spend"))
+    assert fired == sorted([(other["id"], own["id"]), (billed["id"], everyone["id"]), (other["id"], everyone["id"])])
