@@ -137,19 +137,25 @@ def insert_rule(conn, values):
     return named(conn, f"SELECT {COLUMNS} FROM alert_rules WHERE id = ?", (cur.lastrowid,)).fetchone()
 
 
-def list_rules(request):
-    """GET /v1/alerts?customer_id: rules (a customer sees its own)."""
+def _page_by_id(request, select, where, customer_column, to_item):
+    """One page of `select … WHERE where` in id order, narrowed to the
+    caller's customer (a customer sees its own; staff may pass customer_id)."""
     limit = page_limit(request)
     cursor = decode_cursor(request)
     customer_id = request.customer_filter(int_arg(request, "customer_id", minimum=1))
-    where, params = "deleted_at IS NULL AND id > ?", [cursor[0] if cursor else 0]
+    clauses, params = [where, "id > ?"], [cursor[0] if cursor else 0]
     if customer_id is not None:
-        where += " AND customer_id = ?"
+        clauses.append(f"{customer_column} = ?")
         params.append(customer_id)
     with request.app.db.reader() as conn:
-        rows = named(conn, f"SELECT {COLUMNS} FROM alert_rules WHERE {where} ORDER BY id LIMIT ?",
+        rows = named(conn, f"{select} WHERE {' AND '.join(clauses)} ORDER BY id LIMIT ?",
                      params + [limit + 1]).fetchall()
-    return page(rows, limit, view, lambda row: [row["id"]])
+    return page(rows, limit, to_item, lambda row: [row["id"]])
+
+
+def list_rules(request):
+    """GET /v1/alerts?customer_id: rules (a customer sees its own)."""
+    return _page_by_id(request, f"SELECT {COLUMNS} FROM alert_rules", "deleted_at IS NULL", "customer_id", view)
 
 
 def delete(request, alert_id):
@@ -199,17 +205,8 @@ def list_firings(request):
 
 def list_budgets(request):
     """GET /v1/alerts/budgets?customer_id: the customers with a budget."""
-    limit = page_limit(request)
-    cursor = decode_cursor(request)
-    customer_id = request.customer_filter(int_arg(request, "customer_id", minimum=1))
-    where, params = "budget IS NOT NULL AND archived = 0 AND id > ?", [cursor[0] if cursor else 0]
-    if customer_id is not None:
-        where += " AND id = ?"
-        params.append(customer_id)
-    with request.app.db.reader() as conn:
-        rows = named(conn, f"SELECT id, name, currency, budget FROM customers WHERE {where} ORDER BY id LIMIT ?",
-                     params + [limit + 1]).fetchall()
-    return page(rows, limit, _budget_view, lambda row: [row["id"]])
+    return _page_by_id(request, "SELECT id, name, currency, budget FROM customers",
+                       "budget IS NOT NULL AND archived = 0", "id", _budget_view)
 
 
 def _budget_view(row):
