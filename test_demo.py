@@ -26,7 +26,7 @@ from datetime import datetime, timedelta, timezone
 from decimal import ROUND_HALF_UP, Decimal
 
 ROOT = os.path.dirname(os.path.abspath(__file__))
-ADMIN_KEY = "mk_demo_story_key_0123456789"
+ADMIN_KEY = "mk_demo_story_key_0123456789abcdef0123"
 
 
 class StoryError(AssertionError):

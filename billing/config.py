@@ -1,5 +1,6 @@
 """Configuration from the environment and the command line, in one object."""
 
+import ipaddress
 import os
 from dataclasses import dataclass, field
 from decimal import Decimal, InvalidOperation
@@ -37,6 +38,41 @@ def _decimal_env(env, name, default):
     return value
 
 
+MIN_ADMIN_KEY = 32  # characters of BILLING_ADMIN_KEY at least
+
+
+def _proxies_env(env, name):
+    """BILLING_TRUSTED_PROXIES: addresses or networks, separated by commas."""
+    raw = env.get(name) or ""
+    networks = []
+    for part in raw.split(","):
+        part = part.strip()
+        if not part:
+            continue
+        try:
+            networks.append(ipaddress.ip_network(part, strict=False))
+        except ValueError:
+            raise ConfigError(f"{name}: {part!r} is not an IP address or network") from None
+    return tuple(networks)
+
+
+def _admin_key_env(env):
+    key = env.get("BILLING_ADMIN_KEY") or None
+    if key is not None and len(key) < MIN_ADMIN_KEY:
+        raise ConfigError(f"BILLING_ADMIN_KEY must be at least {MIN_ADMIN_KEY} characters "
+                          f"(got {len(key)}); a short key can be guessed")
+    return key
+
+
+def _smtp_tls_env(env):
+    raw = (env.get("SMTP_TLS") or "").strip().lower()
+    if raw in ("", "on", "true", "1", "yes", "starttls"):
+        return True
+    if raw in ("off", "false", "0", "no"):
+        return False
+    raise ConfigError(f"SMTP_TLS must be 'on' or 'off', got {raw!r}")
+
+
 @dataclass
 class Config:
     db_path: str = DEFAULT_DB
@@ -51,6 +87,9 @@ class Config:
     smtp: dict = field(default_factory=dict)
     log_requests: bool = True
     spike_min: Decimal = Decimal(10)  # a usage spike is at least this much (in the meter's unit)
+    rate_limit: int = 100  # requests per second of each customer credential (bursts of twice that)
+    trusted_proxies: tuple = ()  # ip_network objects whose X-Forwarded-For is believed
+    smtp_tls: bool = True  # STARTTLS required and the certificate verified (SMTP_TLS=off: plain)
 
     @classmethod
     def from_env(cls, env=None, db_path=None):
@@ -59,7 +98,7 @@ class Config:
         config = cls(
             db_path=db,
             data_dir=env.get("BILLING_DATA_DIR") or os.path.dirname(os.path.abspath(db)),
-            admin_key=env.get("BILLING_ADMIN_KEY") or None,
+            admin_key=_admin_key_env(env),
             admin_password=env.get("BILLING_ADMIN_PASSWORD") or None,
             max_event_age_days=_int_env(env, "BILLING_MAX_EVENT_AGE_DAYS", 90),
             grace_period_hours=_int_env(env, "BILLING_GRACE_PERIOD_HOURS", 24),
@@ -67,10 +106,18 @@ class Config:
             metrics_public=env.get("BILLING_METRICS_PUBLIC", "").strip().lower() in ("1", "true", "yes"),
             max_object_bytes=_int_env(env, "BILLING_MAX_OBJECT_BYTES", 100 * 1024 * 1024, minimum=1),
             spike_min=_decimal_env(env, "BILLING_SPIKE_MIN", Decimal(10)),
+            rate_limit=_int_env(env, "BILLING_RATE_LIMIT", 100, minimum=1),
+            trusted_proxies=_proxies_env(env, "BILLING_TRUSTED_PROXIES"),
+            smtp_tls=_smtp_tls_env(env),
             smtp={k: env[k] for k in ("SMTP_HOST", "SMTP_PORT", "SMTP_USER", "SMTP_PASSWORD",
                                       "SMTP_FROM") if env.get(k)},
         )
         return config
+
+    @property
+    def master_key_path(self):
+        """The file holding the key that wraps stored signing secrets (0600)."""
+        return os.path.join(self.data_dir, "master.key")
 
     @property
     def objects_dir(self):

@@ -85,11 +85,11 @@ def test_first_start_creates_data_and_prints_credentials(tmp_path):
 
 def test_environment_credentials_are_honoured(tmp_path):
     db = tmp_path / "billing.db"
-    proc, port, lines = start([], {"BILLING_DB": str(db), "BILLING_ADMIN_KEY": "mk_env_key_123456789",
+    proc, port, lines = start([], {"BILLING_DB": str(db), "BILLING_ADMIN_KEY": "mk_env_key_0123456789abcdef0123456789",
                                    "BILLING_ADMIN_PASSWORD": "env-password-1"})
     try:
         assert db.exists()
-        assert call(port, "GET", "/v1/auth/me", token="mk_env_key_123456789")[0] == 200
+        assert call(port, "GET", "/v1/auth/me", token="mk_env_key_0123456789abcdef0123456789")[0] == 200
         status, _ = call(port, "POST", "/v1/auth/login", {"email": "admin@localhost", "password": "env-password-1"})
         assert status == 200
     finally:
@@ -101,7 +101,7 @@ def test_environment_credentials_are_honoured(tmp_path):
 
 def test_acknowledged_events_survive_kill_9(tmp_path):
     db = tmp_path / "billing.db"
-    env = {"BILLING_DB": str(db), "BILLING_ADMIN_KEY": "mk_kill_key_123456789", "BILLING_MAX_EVENT_AGE_DAYS": "0"}
+    env = {"BILLING_DB": str(db), "BILLING_ADMIN_KEY": "mk_kill_key_0123456789abcdef0123456789", "BILLING_MAX_EVENT_AGE_DAYS": "0"}
     key = env["BILLING_ADMIN_KEY"]
     proc, port, _ = start([], env)
     try:
