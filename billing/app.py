@@ -6,7 +6,7 @@ import threading
 import time
 
 from . import clock, jsonutil
-from .api import auth
+from .api import auth, users, webhooks
 from .api.adjustments import Lateness
 from .api.catalog import Catalog
 from .api.objects import Reservations
@@ -23,6 +23,7 @@ from .ops.flusher import Flusher
 from .ops.scheduler import Scheduler
 from .store.db import Database, scalar
 from .store.files import FileStore
+from .store.secretbox import SecretBox, load_master_key
 from .web import http
 from .web.metrics import Metrics
 from .web.stream import Bus
@@ -63,10 +64,40 @@ class _KeyLock:
         self.users = 0
 
 
+# The fields of a handler's answer that hold a secret shown only once: never
+# stored for Idempotency-Key replays (a replay answers them as null).
+SECRET_FIELDS = {users.create_key: ("key",), webhooks.create: ("secret",), auth.login: ("token",)}
+
+
+def _without_secrets(route, response):
+    """The JSON text stored for replays: the response without its secret fields."""
+    fields = SECRET_FIELDS.get(route.handler)
+    if not fields:
+        return response.payload().decode("utf-8")
+    body = jsonutil.decode(response.payload())
+    if isinstance(body, dict):
+        body.update({name: None for name in fields if name in body})
+    return jsonutil.encode(body)
+
+
+def _replay_headers(route, stored):
+    headers = {"Idempotent-Replayed": "true"}
+    fields = SECRET_FIELDS.get(route.handler)
+    if fields:
+        body = jsonutil.decode(stored)
+        omitted = [name for name in fields if isinstance(body, dict) and name in body and body[name] is None]
+        if omitted:
+            headers["Secret-Omitted"] = ", ".join(omitted)
+    return headers
+
+
 class App:
     def __init__(self, config, log_stream=None):
         self.config = config
         self.db = Database(config.db_path)
+        # wraps webhook signing secrets; plain ones left by older versions are wrapped now
+        self.secrets = SecretBox(load_master_key(config.master_key_path))
+        webhooks.wrap_stored_secrets(self.db, self.secrets)
         self.catalog = Catalog(self.db)
         ensure_system_meters(self.db, storage.METERS + selfmeter.METERS)
         self.files = FileStore(config.objects_dir)
@@ -161,21 +192,29 @@ class App:
                     self._idempotency_locks.pop((actor, key), None)
 
     def _idempotent_locked(self, request, route, params, actor, key, fingerprint):
+        """Replay the stored answer of (actor, key), or act and store it.
+
+        Secrets are shown once: the stored answer has the handler's secret
+        fields (SECRET_FIELDS: a new API key's `key`, a webhook's `secret`, a
+        sign-in's `token`) set to null, so a replay answers the same status and
+        object with those fields null and a `Secret-Omitted` header naming
+        them. The request fingerprint is stored keyed with the master key, so
+        a body that held a password cannot be checked against guesses."""
+        keyed = "k1:" + self.secrets.fingerprint(fingerprint)
         row = self.db.row(
             "SELECT request_hash, status, response FROM idempotency_keys"
             " WHERE actor = ? AND key = ? AND created_at >= ?", (actor, key, idempotency_horizon()))
         if row is not None:
-            if row["request_hash"] != fingerprint:
+            if row["request_hash"] not in (keyed, fingerprint):  # the plain form: stored by older versions
                 raise Conflict("This Idempotency-Key was used with a different request.")
-            return Response(row["status"], row["response"], headers={"Idempotent-Replayed": "true"})
+            return Response(row["status"], row["response"], headers=_replay_headers(route, row["response"]))
         response = self._call(request, route, params)
         if 200 <= response.status < 300 and response.content_type == JSON_TYPE:
             with self.db.transaction() as conn:
                 conn.execute(
                     "INSERT OR REPLACE INTO idempotency_keys (actor, key, request_hash, status,"
                     " response, created_at) VALUES (?, ?, ?, ?, ?, ?)",
-                    (actor, key, fingerprint, response.status, response.payload().decode("utf-8"),
-                     now_micros()))
+                    (actor, key, keyed, response.status, _without_secrets(route, response), now_micros()))
         return response
 
     # -- logging -----------------------------------------------------------

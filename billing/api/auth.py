@@ -261,7 +261,7 @@ def bootstrap(db, admin_key=None, admin_password=None):
                      (hash_password(password), now, now))
         conn.execute("INSERT INTO api_keys (name, role, prefix, digest, created_at, created_by)"
                      " VALUES ('bootstrap admin key', 'admin', ?, ?, ?, 'system')",
-                     (key[:10], digest(key), now))
+                     (key[:8], digest(key), now))  # prefix: at most 8 characters
     return {"email": "admin@localhost",
             "password": None if admin_password else password,
             "api_key": None if admin_key else key}

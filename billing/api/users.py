@@ -168,7 +168,7 @@ KEY_COLUMNS = "id, name, role, customer_id, prefix, created_at, created_by, revo
 def key_view(row):
     """An api_keys row (sqlite3.Row of KEY_COLUMNS) as JSON; a customer-scoped key has the role customer."""
     return {"id": row["id"], "name": row["name"], "role": row["role"] if row["customer_id"] is None else auth.CUSTOMER,
-            "customer_id": row["customer_id"], "prefix": row["prefix"],
+            "customer_id": row["customer_id"], "prefix": row["prefix"][:8],
             "created_at": times.format_micros(row["created_at"]), "created_by": row["created_by"],
             "revoked": row["revoked_at"] is not None, "revoked_at": times.format_micros(row["revoked_at"])}
 
@@ -200,7 +200,7 @@ def create_key(request):
         cur = conn.execute(
             "INSERT INTO api_keys (name, role, customer_id, prefix, digest, created_at, created_by)"
             " VALUES (?, ?, ?, ?, ?, ?, ?)",
-            (name, role, customer_id, secret[:10], auth.digest(secret), now_micros(), request.actor.label))
+            (name, role, customer_id, secret[:8], auth.digest(secret), now_micros(), request.actor.label))
         row = _load_key(conn, cur.lastrowid)
         audit(conn, request, "api_key.create", "api_key", row["id"], after=key_view(row))
     view = key_view(row)

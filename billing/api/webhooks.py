@@ -5,8 +5,10 @@ exists exactly when the change was committed. The dispatcher
 (`billing.ops.dispatcher`) sends due deliveries, signed with
 `Meterline-Signature: t=<unix>,v1=<hex HMAC-SHA256(secret, "<t>.<body>")>`,
 and retries failures with exponential backoff from one minute, at most ten
-attempts. The signing secret is kept as is: the server must be able to sign
-with it (like any webhook sender); it is shown to the admin only once.
+attempts. The signing secret is shown to the admin only once. The server
+must be able to sign with it, so it cannot be kept as a digest: it is stored
+wrapped under the master key (`billing.store.secretbox`), and the database
+alone does not reveal it.
 """
 
 import hashlib
@@ -18,6 +20,7 @@ from .. import jsonutil
 from ..domain import times
 from ..errors import FieldErrors
 from ..store.db import named
+from ..store.secretbox import is_wrapped
 from .responses import created
 from .common import (audit, check_unknown_fields, decode_cursor, now_micros, one_or_404, page, page_limit, path_int,
                      text_field)
@@ -118,10 +121,27 @@ def create(request):
     secret = "whsec_" + secrets.token_hex(24)
     with request.app.db.transaction() as conn:
         cur = conn.execute("INSERT INTO webhooks (url, events, secret, description, created_at) VALUES (?, ?, ?, ?, ?)",
-                           (url, jsonutil.encode(events), secret, description, now_micros()))
+                           (url, jsonutil.encode(events), request.app.secrets.wrap(secret), description,
+                            now_micros()))
         row = _load(conn, cur.lastrowid)
         audit(conn, request, "webhook.create", "webhook", row["id"], after=view(row))
     return created(view(row, secret))
+
+
+def wrap_stored_secrets(db, box):
+    """Wrap the signing secrets stored in plain text by older versions (deleted
+    endpoints' too); the plain bytes are zeroed. Idempotent: wrapped ones are
+    left alone. Returns how many were wrapped."""
+    plain = [r for r in db.rows("SELECT id, secret FROM webhooks") if not is_wrapped(r["secret"])]
+    if not plain:
+        return 0
+
+    def wrap(conn):
+        conn.executemany("UPDATE webhooks SET secret = ? WHERE id = ? AND secret = ?",
+                         [(box.wrap(r["secret"]), r["id"], r["secret"]) for r in plain])
+
+    db.overwrite(wrap)
+    return len(plain)
 
 
 def list_webhooks(request):

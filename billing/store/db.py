@@ -71,16 +71,31 @@ class _Job:
         self.error = None
 
 
+def create_private(path):
+    """Make the database file's folder (0700) and the file itself (0600) when
+    missing, before SQLite opens it: SQLite gives the -wal and -shm files the
+    mode of the database file, so they are 0600 too. Existing ones are left
+    as they are."""
+    folder = os.path.dirname(os.path.abspath(path))
+    os.makedirs(folder, mode=0o700, exist_ok=True)
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    except FileExistsError:
+        return
+    os.close(fd)
+
+
 class Database:
     def __init__(self, path, readers=8, background=True):
         self.path = path
-        folder = os.path.dirname(os.path.abspath(path))
-        os.makedirs(folder, exist_ok=True)
+        create_private(path)
         self._writer = connect(path, writer=True)
         self._write_lock = threading.RLock()
         self._depth = 0
         self._owner = None
-        migrations.migrate(self._writer)
+        if migrations.migrate(self._writer):
+            # what a migration rewrote (a secret it scrubbed) leaves the WAL now
+            self._writer.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchone()
         self._readers = queue.LifoQueue()
         for _ in range(readers):
             self._readers.put(connect(path))
@@ -130,6 +145,21 @@ class Database:
                 raise
             if self.on_transaction is not None:
                 self.on_transaction(time.perf_counter() - began)
+
+    def overwrite(self, fn):
+        """Run `fn(conn)` in one write transaction whose replaced bytes are
+        zeroed (secure_delete), then checkpoint and truncate the WAL, so what
+        `fn` rewrote (a plain secret) is left neither in the database file nor
+        in the WAL. Returns fn's result."""
+        with self._write_lock:
+            with self.transaction() as conn:
+                conn.execute("PRAGMA secure_delete = ON")
+                try:
+                    result = fn(conn)
+                finally:
+                    conn.execute("PRAGMA secure_delete = OFF")
+            self._writer.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchone()
+        return result
 
     def submit(self, fn):
         """Run `fn(conn)` in the writer thread, grouped with other jobs into one

@@ -204,3 +204,24 @@ V8_ALERTS = [
 V9_SUBSCRIPTION_LOOKUP = [
     "CREATE INDEX subscriptions_customer ON subscriptions(customer_id, start_date)",
 ]
+
+# No secret at rest in plain text (§1). API key prefixes keep at most 8
+# characters ("mk_" and 5 of the secret); responses stored for Idempotency-Key
+# replays lose the secrets they held (an API key's `key`, a webhook's `secret`:
+# a replay answers them as null). secure_delete zeroes the bytes replaced.
+# Webhook signing secrets are wrapped under the master key at start (Python,
+# after the migrations: SQL cannot read the key file).
+V10_NO_PLAIN_SECRETS = [
+    "PRAGMA secure_delete = ON",
+    "UPDATE api_keys SET prefix = substr(prefix, 1, 8) WHERE length(prefix) > 8",
+    """UPDATE idempotency_keys SET response = json_set(response, '$.key', json('null'),
+        '$.prefix', substr(json_extract(response, '$.prefix'), 1, 8))
+        WHERE json_valid(response) AND json_type(response, '$.key') = 'text'
+        AND json_type(response, '$.prefix') = 'text' AND json_type(response, '$.revoked') IS NOT NULL""",
+    """UPDATE idempotency_keys SET response = json_set(response, '$.secret', json('null'))
+        WHERE json_valid(response) AND json_type(response, '$.secret') = 'text'
+        AND json_type(response, '$.url') = 'text' AND json_type(response, '$.events') = 'array'""",
+    "UPDATE idempotency_keys SET response = json_set(response, '$.token', json('null'))"
+    " WHERE json_valid(response) AND json_type(response, '$.token') = 'text'",
+    "PRAGMA secure_delete = OFF",
+]
