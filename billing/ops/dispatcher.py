@@ -208,9 +208,9 @@ class Dispatcher:
         for email in due:
             try:
                 message = self._message(email["invoice_id"], email["firing_id"], email["recipient"])
-                where = mailer.deliver(message, config.smtp, outbox)
+                where = mailer.deliver(message, config.smtp, outbox, tls=config.smtp_tls)
                 error = None
-            except Exception as exc:  # SMTP down, disk full: try again later
+            except Exception as exc:  # SMTP down or not secure, disk full: try again later
                 where, error = None, f"{type(exc).__name__}: {exc}"[:RESPONSE_EXCERPT]
             counts["sent" if error is None else "failed"] += 1
             now = now_micros()

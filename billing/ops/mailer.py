@@ -1,12 +1,19 @@
 """E-mail for issued invoices (text body + PDF attachment) and for alerts
 (text: a budget step or a customer's own rule reached): build the message
 and deliver it by SMTP, or, with no SMTP_HOST configured, drop it as an .eml
-file in an outbox folder (written atomically, so readers never see half a file)."""
+file in an outbox folder (written atomically, so readers never see half a file).
+
+SMTP is encrypted: the server must offer STARTTLS and show a certificate the
+system trusts for SMTP_HOST (ssl.create_default_context()); otherwise nothing
+is sent, the password least of all, and the error says why (the message is
+retried like any SMTP failure). SMTP_TLS=off allows a server without TLS
+(STARTTLS is still used, unverified, when offered)."""
 
 import os
 import re
 import secrets
 import smtplib
+import ssl
 import tempfile
 from datetime import date, timedelta
 from email.message import EmailMessage
@@ -85,17 +92,44 @@ def alert_message(firing, customer, recipient, sender):
     return message
 
 
-def _send_smtp(message, smtp):
-    port = int(smtp.get("SMTP_PORT") or 25)
-    with smtplib.SMTP(smtp["SMTP_HOST"], port, timeout=10) as server:
+TIMEOUT_SECONDS = 10
+
+
+class TLSRequired(smtplib.SMTPException):
+    """The SMTP server does not offer STARTTLS, and SMTP_TLS is on."""
+
+
+def _secure(server, host, tls):
+    """STARTTLS on the open session: required and verified when `tls`, else
+    used (unverified) only when offered."""
+    offered = server.has_extn("starttls")
+    if tls and not offered:
+        raise TLSRequired(f"the SMTP server {host} does not offer STARTTLS: nothing was sent (no password"
+                          " either); use a server with TLS, or set SMTP_TLS=off to allow plain SMTP")
+    if offered:
+        if tls:
+            server.starttls(context=ssl.create_default_context())
+        else:
+            server.starttls()  # smtplib's default: encrypted, the certificate not checked
         server.ehlo()
-        if server.has_extn("starttls"):
-            server.starttls()
-            server.ehlo()
+
+
+def _send_smtp(message, smtp, tls=True):
+    host, port = smtp["SMTP_HOST"], int(smtp.get("SMTP_PORT") or 25)
+    server = smtplib.SMTP(host, port, timeout=TIMEOUT_SECONDS)
+    try:
+        server.ehlo()
+        _secure(server, host, tls)
         if smtp.get("SMTP_USER"):
             server.login(smtp["SMTP_USER"], smtp.get("SMTP_PASSWORD") or "")
         server.send_message(message)
-        # leaving the block sends QUIT and closes the socket, on errors too
+    except BaseException:
+        server.close()  # no QUIT on a session that failed (it may be half-way into TLS)
+        raise
+    try:
+        server.quit()
+    except (smtplib.SMTPException, OSError):
+        server.close()  # the message was accepted; a lost goodbye changes nothing
 
 
 def _write_outbox(message, outbox_dir):
@@ -121,10 +155,11 @@ def _write_outbox(message, outbox_dir):
     return path
 
 
-def deliver(message, smtp, outbox_dir):
+def deliver(message, smtp, outbox_dir, tls=True):
     """Send by SMTP when SMTP_HOST is set (returns "smtp"; errors propagate so
-    the caller can retry), else write an .eml into outbox_dir (returns its path)."""
+    the caller can retry; `tls`: STARTTLS required and verified), else write
+    an .eml into outbox_dir (returns its path)."""
     if smtp.get("SMTP_HOST"):
-        _send_smtp(message, smtp)
+        _send_smtp(message, smtp, tls)
         return "smtp"
     return _write_outbox(message, outbox_dir)

@@ -93,12 +93,13 @@ def smtp():
 
 @pytest.fixture
 def smtp_server(tmp_path):
-    """A RunningServer factory with SMTP_HOST/SMTP_PORT set to `port`."""
+    """A RunningServer factory with SMTP_HOST/SMTP_PORT set to `port` (plain
+    SMTP: the test receiver has no TLS)."""
     running = []
 
     def start(port):
         server = RunningServer(temp_db(tmp_path), env={**ENV, "SMTP_HOST": "127.0.0.1", "SMTP_PORT": str(port),
-                                                       "SMTP_FROM": "invoices@meterline.test"})
+                                                       "SMTP_FROM": "invoices@meterline.test", "SMTP_TLS": "off"})
         running.append(server)
         return server
 

@@ -1,5 +1,7 @@
 """Invoice e-mail: the outbox .eml path and real SMTP delivery against a tiny
-in-test SMTP receiver (plain, with AUTH PLAIN, and unreachable)."""
+in-test SMTP receiver (plain, with AUTH PLAIN, and unreachable). The receiver
+speaks plain SMTP, so these send with TLS off (SMTP_TLS=off); TLS itself is
+tested in test_smtp_tls.py."""
 
 import os
 import re
@@ -73,7 +75,7 @@ def test_smtp_delivery_reaches_the_billing_address(tmp_path, receiver):
     server = receiver()
     outbox = tmp_path / "outbox"
     message = mailer.invoice_message(INVOICE, CUSTOMER, PDF, "invoices@example.com")
-    assert mailer.deliver(message, smtp_config(server), str(outbox)) == "smtp"
+    assert mailer.deliver(message, smtp_config(server), str(outbox), tls=False) == "smtp"
 
     assert len(server.messages) == 1
     got = server.messages[0]
@@ -90,7 +92,7 @@ def test_smtp_login_sends_the_configured_credentials(tmp_path, receiver):
     server = receiver(auth=True)
     message = mailer.invoice_message(INVOICE, CUSTOMER, PDF, "invoices@example.com")
     config = smtp_config(server, SMTP_USER="meter", SMTP_PASSWORD="s3cret pass")
-    assert mailer.deliver(message, config, str(tmp_path / "outbox")) == "smtp"
+    assert mailer.deliver(message, config, str(tmp_path / "outbox"), tls=False) == "smtp"
     assert server.credentials == [("meter", "s3cret pass")]
     assert len(server.messages) == 1
 
@@ -103,7 +105,7 @@ def test_unreachable_smtp_raises_and_writes_nothing(tmp_path):
     outbox = tmp_path / "outbox"
     message = mailer.invoice_message(INVOICE, CUSTOMER, PDF, "invoices@example.com")
     with pytest.raises((OSError, smtplib.SMTPException)):
-        mailer.deliver(message, {"SMTP_HOST": "127.0.0.1", "SMTP_PORT": str(port)}, str(outbox))
+        mailer.deliver(message, {"SMTP_HOST": "127.0.0.1", "SMTP_PORT": str(port)}, str(outbox), tls=False)
     assert not outbox.exists()
 
 
