@@ -63,10 +63,11 @@ def part_files(objects_dir):
 
 
 def object_files(objects_dir):
-    """Names of the stored object files (under the two-hex-digit folders)."""
+    """Names of the stored object files (under the two-hex-digit folders; not
+    the deleted ones waiting in the trash)."""
     found = set()
     for entry in os.scandir(objects_dir):
-        if entry.is_dir() and entry.name != "tmp":
+        if entry.is_dir() and entry.name not in ("tmp", "trash"):
             found |= {f.name for f in os.scandir(entry.path)}
         elif entry.is_file():
             found.add(entry.name)

@@ -196,7 +196,7 @@ def _put(request, raw_key, call):
             if not committed:
                 upload.discard()
     if replaced is not None:
-        app.files.remove(replaced)
+        app.files.retire(replaced)
     return created(view(row)) if replaced is None else view(row)
 
 
@@ -211,7 +211,7 @@ def store_bytes(app, customer_id, key, data, content_type=rules.DEFAULT_CONTENT_
         upload.discard()
         raise
     if replaced is not None:
-        app.files.remove(replaced)
+        app.files.retire(replaced)
     return view(row)
 
 
@@ -309,7 +309,7 @@ def _delete(request, raw_key, call):
                      (now_micros() // 1_000_000, row["id"]))
         call.record_in(conn)
         audit(conn, request, "object.delete", "object", f"{customer_id}/{key}", view(row), None)
-    app.files.remove(row["file"])
+    app.files.retire(row["file"])
     return view(row)
 
 

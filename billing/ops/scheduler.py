@@ -3,7 +3,8 @@ BILLING_SCHEDULER_INTERVAL seconds, stops sessions past their resource's
 maximum duration, drafts the periods that ended, issues the drafts whose
 grace period has passed (to pending_approval when the customer requires
 approval), evaluates alerts (budgets, rules, spikes, storage quotas), sends due
-webhooks and e-mails, and purges expired idempotency keys. Each run is recorded in the jobs table (`GET /v1/jobs`).
+webhooks and e-mails, and purges expired idempotency keys and the object files
+deleted more than the grace period ago. Each run is recorded in the jobs table (`GET /v1/jobs`).
 
 Runs never overlap inside the process (a second one is recorded as skipped),
 and each step is safe against any other writer anyway: the invoice run is one
@@ -79,6 +80,7 @@ class Scheduler:
                 with db.transaction() as conn:
                     details["idempotency_keys_purged"] = conn.execute(
                         "DELETE FROM idempotency_keys WHERE created_at < ?", (idempotency_horizon(),)).rowcount
+                details["object_files_purged"] = self.app.files.purge_trash()  # deleted past their grace
             except Exception as exc:
                 outcome = "error"
                 details["error"] = f"{type(exc).__name__}: {exc}"

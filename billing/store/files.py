@@ -5,21 +5,33 @@ goes), is fsynced, then renamed to `<2 hex>/<random>` — a server-chosen name,
 never derived from the key — before the database row that points to it is
 committed. So a reader never sees half an object: it opens the file its row
 names, and an open file stays readable even if it is replaced meanwhile.
-After a crash, `sweep()` at start removes temporary files and any file no row
-points to (renamed but never committed, or replaced but not yet removed).
+
+A deleted or replaced object's file is not removed at once: `retire()` moves
+it to `trash/<name>.<unix seconds of the deletion>`, and `purge_trash()` (the
+scheduler, and `sweep()` at start) removes it once `TRASH_GRACE_SECONDS` have
+passed. A backup that copied the database just before the deletion still
+finds the file there (`find()`). After a crash, `sweep()` at start removes
+temporary files and moves to the trash any file no row points to (renamed but
+never committed, or replaced but not yet moved).
 """
 
 import hashlib
 import os
 import secrets
 
+from .. import clock
+
 CHUNK = 256 * 1024
+TRASH = "trash"
+TRASH_GRACE_SECONDS = 3600  # a deleted object's file is kept this long (for backups in progress)
 
 
 class FileStore:
-    def __init__(self, root):
+    def __init__(self, root, grace_seconds=TRASH_GRACE_SECONDS):
         self.root = root
         self.tmp = os.path.join(root, "tmp")
+        self.trash = os.path.join(root, TRASH)  # made when a file first goes there
+        self.grace_seconds = grace_seconds
         os.makedirs(self.tmp, exist_ok=True)
 
     def path(self, name):
@@ -32,15 +44,43 @@ class FileStore:
         """The stored file for reading (FileNotFoundError if it is gone)."""
         return open(self.path(name), "rb")
 
-    def remove(self, name):
+    def retire(self, name):
+        """The object no longer points to this file: move it to the trash,
+        stamped with the deletion time; purge_trash() removes it after the grace."""
+        os.makedirs(self.trash, exist_ok=True)
+        stamp = int(clock.now().timestamp())
         try:
-            os.unlink(self.path(name))
+            os.rename(self.path(name), os.path.join(self.trash, f"{name}.{stamp}"))
         except FileNotFoundError:
             pass
 
+    def find(self, name):
+        """The path of a stored file, live or in the trash (None if it is gone)."""
+        return find_file(self.root, name)
+
+    def purge_trash(self):
+        """Remove the trashed files deleted at least the grace period ago;
+        returns how many were removed."""
+        try:
+            entries = list(os.scandir(self.trash))
+        except FileNotFoundError:
+            return 0
+        cutoff = int(clock.now().timestamp()) - self.grace_seconds
+        removed = 0
+        for entry in entries:
+            stamp = entry.name.rpartition(".")[2]
+            if not stamp.isdigit() or int(stamp) <= cutoff:  # a name not ours: nothing keeps it
+                try:
+                    os.unlink(entry.path)
+                    removed += 1
+                except (FileNotFoundError, IsADirectoryError, PermissionError):
+                    pass
+        return removed
+
     def sweep(self, referenced):
-        """Remove temporary files and files whose name is not in `referenced`
-        (a set); returns how many were removed."""
+        """At start: remove temporary files, move files whose name is not in
+        `referenced` (a set) to the trash, and purge the trash; returns how
+        many files were removed or moved."""
         removed = 0
         for entry in os.scandir(self.tmp):
             if entry.is_file():
@@ -51,9 +91,25 @@ class FileStore:
                 continue
             for entry in os.scandir(folder.path):
                 if entry.is_file() and entry.name not in referenced:
-                    os.unlink(entry.path)
+                    self.retire(entry.name)
                     removed += 1
-        return removed
+        return removed + self.purge_trash()
+
+
+def find_file(root, name):
+    """The path of the file `name` under the objects folder `root`, live or in
+    the trash (None if it is gone). Reads only: a backup calls it too."""
+    live = os.path.join(root, name[:2], name)
+    if os.path.exists(live):
+        return live
+    try:
+        entries = list(os.scandir(os.path.join(root, TRASH)))
+    except FileNotFoundError:
+        return None
+    for entry in entries:
+        if entry.name.rpartition(".")[0] == name:
+            return entry.path
+    return None
 
 
 def _fsync_dir(path):

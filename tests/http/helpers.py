@@ -301,11 +301,12 @@ def put_object(client, key, data, content_type=None, customer_id=None, headers=N
 
 
 def stored_files(server):
-    """{relative path: size} of the object files (not the temporary ones)."""
+    """{relative path: size} of the object files (not the temporary ones, nor
+    the deleted ones waiting in the trash)."""
     root = server.app.config.objects_dir if hasattr(server, "app") else server
     found = {}
     for folder, dirs, names in os.walk(root):
-        if os.path.relpath(folder, root).split(os.sep)[0] == "tmp":
+        if os.path.relpath(folder, root).split(os.sep)[0] in ("tmp", "trash"):
             continue
         for name in names:
             path = os.path.join(folder, name)
