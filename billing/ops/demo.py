@@ -238,7 +238,7 @@ def collector_credentials(app):
         conn.execute("UPDATE api_keys SET revoked_at = ? WHERE name = ? AND revoked_at IS NULL",
                      (now_us, COLLECTOR_KEY_NAME))
         conn.execute("INSERT INTO api_keys (name, role, prefix, digest, created_at, created_by)"
-                     " VALUES (?, 'ingest', ?, ?, ?, 'system')", (COLLECTOR_KEY_NAME, key[:10], auth.digest(key), now_us))
+                     " VALUES (?, 'ingest', ?, ?, ?, 'system')", (COLLECTOR_KEY_NAME, key[:8], auth.digest(key), now_us))
     app.auth.invalidate()
     return customer["id"], key
 
