@@ -375,6 +375,7 @@ def main():
     os.makedirs(ref_dir)
     os.environ["BILLING_DATA_DIR"] = data_dir  # read by the server subprocess only
     os.environ["BILLING_MAX_OBJECT_BYTES"] = str(256 * MiB)
+    os.environ["BILLING_RATE_LIMIT"] = "1000000"  # the clients use customer keys: throughput, not the limit
 
     log(f"temp dir {work}; {LARGE // MiB} MiB of random bytes per client")
     # one random buffer per client: a 64 MiB object is the whole buffer, the

@@ -106,9 +106,9 @@ class App:
         self.reservations = Reservations(self.db)
         self.storage = StorageMeter(self)
         self.requests = selfmeter.RequestMeter(self)
-        self.flusher = Flusher(self, [self.storage, self.requests])
+        self.auth = auth.Authenticator(self.db, config)
+        self.flusher = Flusher(self, [self.storage, self.requests, self.auth])  # auth: revoked keys' use
         self.revenue_parts = BucketCache()
-        self.auth = auth.Authenticator(self.db)
         self.router = http.Router(ROUTES)
         self.metrics = Metrics()
         self.stats = Stats(self.metrics)
@@ -163,8 +163,9 @@ class App:
     # -- the pipeline ------------------------------------------------------
     def handle(self, request, route, params):
         if route.roles is not None:
-            request.actor = self.auth.resolve(request.headers.get("Authorization"))
+            request.actor = self.auth.resolve(request.headers.get("Authorization"), request)
             auth.authorize(request.actor, route.roles)
+            self.auth.limit(request.actor)
         key = request.headers.get("Idempotency-Key")
         if key and request.method == "POST" and request.actor is not None:
             return self._idempotent(request, route, params, key)

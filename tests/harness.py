@@ -98,7 +98,9 @@ class RunningServer:
     """App + HTTP server on 127.0.0.1:<free port> in a background thread."""
 
     def __init__(self, db_path, env=None):
-        env = {"BILLING_ADMIN_KEY": ADMIN_KEY, "BILLING_ADMIN_PASSWORD": ADMIN_PASSWORD, **(env or {})}
+        # customer credentials are not rate-limited unless a test asks for it (BILLING_RATE_LIMIT)
+        env = {"BILLING_ADMIN_KEY": ADMIN_KEY, "BILLING_ADMIN_PASSWORD": ADMIN_PASSWORD,
+               "BILLING_RATE_LIMIT": "1000000", **(env or {})}
         config = Config.from_env(env, db_path=db_path)
         config.log_requests = False
         self.app = App(config)

@@ -1,11 +1,18 @@
 """The audit log (§9): every change, who made it, before and after.
 
 `GET /v1/audit-log` lists entries newest first, filtered by any of: `actor`
-(an actor label: `user:<id>`, `key:<id>` or `system`), `entity` (the object
+(an actor label: `user:<id>`, `key:<id>`, `system`, or `anonymous` for failed
+sign-ins, which have no user), `entity` (the object
 type, e.g. `user`) and `entity_id`, `action` (e.g. `user.update`), a time
 range `from`/`to` (RFC 3339 instants, or dates meaning 00:00 UTC; half-open
 `[from, to)`), and `since_id` (entries after that id). A malformed filter is
-a 400 naming it, never an empty list."""
+a 400 naming it, never an empty list.
+
+Besides the changes handlers record with `common.audit`, the sign-in path
+records here (`record`): `auth.login` (actor the user), `auth.login_failed`
+(actor `anonymous`, the e-mail tried and the client address in `after`) and
+`api_key.revoked_use` (actor the revoked key, at most once per key per
+minute). No entry ever holds a secret: no token, key, password or hash."""
 
 import re
 
@@ -15,7 +22,8 @@ from ..errors import FieldErrors
 from .common import decode_cursor, int_arg, page, page_limit
 
 COLUMNS = "id, at, actor, role, action, entity, entity_id, before, after, request_id"
-ACTOR = re.compile(r"(user|key):[1-9][0-9]{0,18}|system")
+ANONYMOUS = "anonymous"  # the actor of a failed sign-in
+ACTOR = re.compile(r"(user|key):[1-9][0-9]{0,18}|system|" + ANONYMOUS)
 ENTITY = re.compile(r"[a-z][a-z0-9_]{0,63}")
 ACTION = re.compile(r"[a-z][a-z0-9_]{0,63}\.[a-z][a-z0-9_]{0,63}")
 ENTITY_ID_MAX = 200
@@ -29,10 +37,20 @@ def view(row):
             "after": jsonutil.decode(row["after"]) if row["after"] else None, "request_id": row["request_id"]}
 
 
+def record(conn, *, at, actor, role, action, entity, entity_id, after, request_id):
+    """Write one entry with its own actor and instant (for the sign-in path,
+    where the request has no actor yet or the entry is written later)."""
+    conn.execute(
+        "INSERT INTO audit_log (at, actor, role, action, entity, entity_id, before, after, request_id)"
+        " VALUES (?, ?, ?, ?, ?, ?, NULL, ?, ?)",
+        (at, actor, role, action, entity, None if entity_id is None else str(entity_id),
+         None if after is None else jsonutil.encode(after), request_id))
+
+
 def _text_filters(request, problems):
     """The equality filters that were given: {column: value}."""
     found = {}
-    checks = (("actor", ACTOR, "must be an actor like user:1, key:2 or system"),
+    checks = (("actor", ACTOR, "must be an actor like user:1, key:2, system or anonymous"),
               ("entity", ENTITY, "must be an object type like user or api_key"),
               ("action", ACTION, "must be an action like user.update"))
     for name, pattern, message in checks:

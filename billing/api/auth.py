@@ -13,11 +13,12 @@ import hmac
 import secrets
 import threading
 import time
+from collections import OrderedDict
 from dataclasses import dataclass
 
-
 from ..domain import times
-from ..errors import Forbidden, RateLimited, Unauthenticated, ValidationError
+from ..errors import Forbidden, Unauthenticated, ValidationError
+from . import audit_log, ratelimit, throttle
 from .common import now_micros
 
 ADMIN, FINANCE, VIEWER, INGEST = "admin", "finance", "viewer", "ingest"
@@ -81,6 +82,14 @@ def verify_password(password, stored):
     return hmac.compare_digest(actual, expected)
 
 
+# What an unknown or disabled user's attempt is checked against, so it costs
+# the same scrypt run as a known user's: a random digest under the current
+# parameters, which no password produces (nothing to compute at start).
+DUMMY_HASH = "scrypt${}${}${}${}${}".format(
+    SCRYPT_N, SCRYPT_R, SCRYPT_P, base64.b64encode(secrets.token_bytes(16)).decode(),
+    base64.b64encode(secrets.token_bytes(32)).decode())
+
+
 def check_password_strength(password, problems, field="password"):
     if not isinstance(password, str):
         problems.add(field, "must be a string")
@@ -102,23 +111,41 @@ def digest(secret):
 
 class Authenticator:
     """Resolves bearer tokens to actors, with a small cache that every
-    revocation clears (one process, so the cache is never stale)."""
+    revocation clears (one process, so the cache is never stale). It also
+    holds the sign-in throttle, the customer rate limit, and the record of
+    revoked keys still in use (written by the background flusher, so a
+    request with a revoked key never waits for a write)."""
 
     CACHE_SECONDS = 30
+    REVOKED_USE_MICROS = 60 * 1_000_000  # a revoked key's use is recorded at most once a minute
+    MAX_PENDING = 10_000
 
-    def __init__(self, db):
+    def __init__(self, db, config=None):
         self.db = db
         self._cache = {}
         self._lock = threading.Lock()
-        self._failures = {}  # login throttling: key -> [timestamps]
         self._generation = 0  # a lookup started before a revocation is not cached
+        self.trusted_proxies = getattr(config, "trusted_proxies", ())
+        self.throttle = throttle.SignInThrottle()
+        self.limiter = ratelimit.RateLimiter(getattr(config, "rate_limit", 100))
+        self._revoked_seen = OrderedDict()  # key id -> when its use was last recorded, oldest first
+        self._revoked_pending = []  # audit entries for flush()
 
     def invalidate(self):
         with self._lock:
             self._generation += 1
             self._cache.clear()
 
-    def resolve(self, header):
+    def client_address(self, request):
+        """The client a request counts against (§9; throttle.client_address)."""
+        return throttle.client_address(request.client, request.headers.get("X-Forwarded-For"),
+                                       self.trusted_proxies)
+
+    def limit(self, actor):
+        """The §9 rate limit of customer credentials (429 past it)."""
+        self.limiter.check(actor)
+
+    def resolve(self, header, request=None):
         if not header:
             raise Unauthenticated()
         scheme, _, token = header.partition(" ")
@@ -133,7 +160,7 @@ class Authenticator:
             if fresh_until > now and (expires_us is None or expires_us > now_micros()):
                 return actor
         generation = self._generation
-        actor, expires = self._lookup(token, key)
+        actor, expires = self._lookup(token, key, request)
         if actor is None:
             raise Unauthenticated("The token is not valid (unknown, revoked or expired).")
         with self._lock:
@@ -143,7 +170,7 @@ class Authenticator:
                 self._cache[key] = (actor, now + self.CACHE_SECONDS, expires)
         return actor
 
-    def _lookup(self, token, key):
+    def _lookup(self, token, key, request):
         if token.startswith(TOKEN_PREFIX):
             row = self.db.row(
                 "SELECT s.expires_at, u.id, u.role, u.name, u.customer_id FROM auth_sessions s"
@@ -154,39 +181,46 @@ class Authenticator:
             return Actor("user", row["id"], row["role"], row["customer_id"], row["name"], row["id"]), \
                 row["expires_at"]
         row = self.db.row(
-            "SELECT id, role, customer_id, name FROM api_keys WHERE digest = ? AND revoked_at IS NULL",
-            (key,))
+            "SELECT id, role, customer_id, name, prefix, revoked_at FROM api_keys WHERE digest = ?", (key,))
         if row is None:
             return None, None
         role = row["role"] if row["customer_id"] is None else CUSTOMER
+        if row["revoked_at"] is not None:
+            self._note_revoked_use(row, role, request)
+            return None, None
         return Actor("key", row["id"], role, row["customer_id"], row["name"]), None
 
-    # -- login throttling ----------------------------------------------------
-    WINDOW_SECONDS = 300
-    MAX_FAILURES = 5
-
-    def reserve_attempt(self, email, client):
-        """Count a sign-in attempt (429 past the limit); a success clears the
-        e-mail's count. Check and count happen under one lock."""
-        now = time.monotonic()
-        keys = ((email or "").lower(), client)
+    # -- revoked keys still in use --------------------------------------------
+    def _note_revoked_use(self, row, role, request):
+        """Queue an `api_key.revoked_use` audit entry, at most one per key
+        per minute (whatever the number of requests) and at most
+        MAX_PENDING between two flushes."""
+        now = now_micros()
+        entry = {"at": now, "actor": f"key:{row['id']}", "role": role, "action": "api_key.revoked_use",
+                 "entity": "api_key", "entity_id": row["id"],
+                 "after": {"name": row["name"], "prefix": row["prefix"],
+                           "revoked_at": times.format_micros(row["revoked_at"]),
+                           "client": self.client_address(request) if request is not None else None},
+                 "request_id": request.request_id if request is not None else None}
         with self._lock:
-            if len(self._failures) > 10000:  # forget the quiet ones
-                self._failures = {k: v for k, v in self._failures.items()
-                                  if v and now - v[-1] < self.WINDOW_SECONDS}
-            for k in keys:
-                recent = [t for t in self._failures.get(k, ()) if now - t < self.WINDOW_SECONDS]
-                limit = self.MAX_FAILURES if k != client else self.MAX_FAILURES * 4
-                if len(recent) >= limit:
-                    retry = self.WINDOW_SECONDS - (now - recent[0])
-                    raise RateLimited("Too many failed sign-in attempts; try again later.", max(1, retry))
-                self._failures[k] = recent
-            for k in keys:
-                self._failures[k].append(now)
+            seen = self._revoked_seen
+            while seen and now - seen[next(iter(seen))] >= self.REVOKED_USE_MICROS:
+                seen.popitem(last=False)
+            if row["id"] in seen or len(self._revoked_pending) >= self.MAX_PENDING:
+                return
+            seen[row["id"]] = now
+            self._revoked_pending.append(entry)
 
-    def clear_failures(self, email):
+    def flush(self):
+        """Write the queued revoked-key entries (the flusher calls this every
+        few seconds and at stop); how many were written."""
         with self._lock:
-            self._failures.pop((email or "").lower(), None)
+            pending, self._revoked_pending = self._revoked_pending, []
+        if pending:
+            with self.db.transaction() as conn:
+                for entry in pending:
+                    audit_log.record(conn, **entry)
+        return len(pending)
 
 
 def authorize(actor, roles):
@@ -206,34 +240,68 @@ def user_view(row):
 USER_COLUMNS = "id, email, name, role, created_at, disabled, customer_id"
 
 
-def login(request):
+EMAIL_MAX = 254
+
+
+def _credentials(request):
     body = request.json()
     email, password = body.get("email"), body.get("password")
     if not isinstance(email, str) or not isinstance(password, str) or not email or not password:
         raise ValidationError([{"field": "email", "message": "email and password are required strings"}])
     email = email.strip().lower()  # one spelling for the throttle and the lookup
-    auth = request.app.auth
-    auth.reserve_attempt(email, request.client)  # counted before scrypt runs, so parallel guesses count too
-    row = request.app.db.row(f"SELECT {USER_COLUMNS}, password_hash FROM users WHERE email = ?", (email,))
-    if row is None or row["disabled"] or not verify_password(password, row["password_hash"]):
+    if len(email) > EMAIL_MAX:
+        raise ValidationError([{"field": "email", "message": f"must be at most {EMAIL_MAX} characters"}])
+    return email, password
+
+
+def login(request):
+    """Sign in: 429 while the (e-mail, address) or the address is throttled;
+    every attempt runs scrypt once (unknown and disabled users against
+    DUMMY_HASH), so the answer's timing does not tell which e-mails exist.
+    Successes and failures go to the audit log."""
+    email, password = _credentials(request)
+    app = request.app
+    address = app.auth.client_address(request)
+    ticket = app.auth.throttle.reserve(email, address)  # before scrypt runs, so parallel guesses count too
+    row = app.db.row(f"SELECT {USER_COLUMNS}, password_hash FROM users WHERE email = ?", (email,))
+    right = verify_password(password, row["password_hash"] if row is not None else DUMMY_HASH)
+    if row is None or row["disabled"] or not right:
+        reason = "unknown_user" if row is None else "disabled" if row["disabled"] else "wrong_password"
+        with app.db.transaction() as conn:
+            audit_log.record(conn, at=now_micros(), actor=audit_log.ANONYMOUS, role=None,
+                             action="auth.login_failed", entity="user", entity_id=row["id"] if row else None,
+                             after={"email": email, "client": address, "reason": reason},
+                             request_id=request.request_id)
         raise Unauthenticated("Wrong e-mail or password.")
-    auth.clear_failures(email)
+    app.auth.throttle.succeeded(ticket)
     token = new_secret(TOKEN_PREFIX)
-    expires = now_micros() + SESSION_HOURS * 3600 * 1_000_000
-    with request.app.db.transaction() as conn:
-        conn.execute("INSERT INTO auth_sessions (digest, user_id, created_at, expires_at)"
-                     " VALUES (?, ?, ?, ?)", (digest(token), row["id"], now_micros(), expires))
+    now = now_micros()
+    expires = now + SESSION_HOURS * 3600 * 1_000_000
+    with app.db.transaction() as conn:
+        cur = conn.execute("INSERT INTO auth_sessions (digest, user_id, created_at, expires_at)"
+                           " VALUES (?, ?, ?, ?)", (digest(token), row["id"], now, expires))
+        audit_log.record(conn, at=now, actor=f"user:{row['id']}", role=row["role"], action="auth.login",
+                         entity="user", entity_id=row["id"],
+                         after={"email": email, "client": address, "session_id": cur.lastrowid,
+                                "expires_at": times.format_micros(expires)},
+                         request_id=request.request_id)
     return {"token": token, "expires_at": times.format_micros(expires), "user": user_view(row)}
 
 
+def session_digest(request):
+    """The digest of the session token a signed-in user's request carries
+    (None for an API key)."""
+    if request.actor is None or request.actor.kind != "user":
+        return None
+    return digest(request.headers.get("Authorization", "").partition(" ")[2].strip())
+
+
 def logout(request):
-    header = request.headers.get("Authorization", "")
-    token = header.partition(" ")[2].strip()
     if request.actor.kind != "user":
         raise ValidationError([{"field": "Authorization", "message": "logout needs a session token, not an API key"}])
     with request.app.db.transaction() as conn:
         conn.execute("UPDATE auth_sessions SET revoked_at = ? WHERE digest = ? AND revoked_at IS NULL",
-                     (now_micros(), digest(token)))
+                     (now_micros(), session_digest(request)))
     request.app.auth.invalidate()
     return {"logged_out": True}
 

@@ -134,9 +134,21 @@ def update_user(request, user_id):
             conn.execute(f"UPDATE users SET {sets}, updated_at = ? WHERE id = ?",
                          (*changes.values(), now_micros(), user_id))
         after = auth.user_view(_get_user(conn, request.actor, user_id))
-        audit(conn, request, "user.update", "user", user_id, before, after)
+        logged = after
+        if "password" in body:
+            logged = {**after, "password_changed": True, "sessions_ended": _end_sessions(conn, request, user_id)}
+        audit(conn, request, "user.update", "user", user_id, before, logged)
     request.app.auth.invalidate()
     return after
+
+
+def _end_sessions(conn, request, user_id):
+    """A new password ends the user's sign-in sessions, all but the one
+    making the request when users change their own password (so the
+    dashboard that did it stays signed in). How many ended."""
+    keep = auth.session_digest(request) if request.actor.user_id == user_id else None
+    return conn.execute("UPDATE auth_sessions SET revoked_at = ? WHERE user_id = ? AND revoked_at IS NULL"
+                        " AND digest IS NOT ?", (now_micros(), user_id, keep)).rowcount
 
 
 def delete_user(request, user_id):

@@ -25,13 +25,13 @@ def admin_user_token(server):
 @pytest.fixture
 def history(server):
     """Changes at three known instants by two actors: the admin key (key:1)
-    and the admin user signed in (user:1)."""
+    and the admin user (user:1), who signs in at the second."""
     key_actor = f"key:{server.admin.get('/v1/auth/me').json['api_key']['id']}"
-    token, user_id = admin_user_token(server)
-    person = server.client(token)
     clock.pin(at("2025-03-01T09:00:00Z"))
     acme = create_customer(server.admin, name="Acme")
     clock.pin(at("2025-03-02T12:30:00Z"))
+    token, user_id = admin_user_token(server)  # the sign-in is in the log too
+    person = server.client(token)
     globex = create_customer(person, name="Globex")
     reply = person.patch(f"/v1/customers/{acme['id']}", {"name": "Acme Corp"})
     assert reply.status == 200, reply
@@ -50,7 +50,8 @@ def test_filters_by_actor(server, history):
         ("user.create", str(history["viewer"])), ("customer.create", str(history["acme"]))]
     by_user = log(server.admin, actor=history["user"])
     assert [(e["action"], e["entity_id"]) for e in by_user] == [
-        ("customer.update", str(history["acme"])), ("customer.create", str(history["globex"]))]
+        ("customer.update", str(history["acme"])), ("customer.create", str(history["globex"])),
+        ("auth.login", history["user"].split(":")[1])]
     assert all(e["actor"] == history["user"] and e["role"] == "admin" for e in by_user)
     assert log(server.admin, actor="user:999") == []
     assert log(server.admin, actor="system") == []
