@@ -4,8 +4,10 @@ exactly like the 404 for an object that does not exist."""
 
 import pytest
 
+from tests.helpers import wait_for
 from tests.http.helpers import (assert_error, basic_plan, key_client, make_resource, new_user, pin, september_drafts,
                                 sign_in, start)
+from tests.http.test_stream import open_stream, streams  # noqa: F401  (the fixture)
 
 PRO = {"code": "pro", "name": "Pro", "currency": "USD", "base_fee": "900.00",
        "charges": [{"meter": "api_calls", "model": "graduated",
@@ -114,3 +116,15 @@ def test_another_customers_object_is_not_found_like_a_missing_one(server, admin,
     for client in (two["key"], two["portal"]):
         for path, other_id in cases:
             _same_but_the_id(client, path, other_id, 987654)
+
+
+def test_the_customers_live_stream_leaves_out_staff_fields(server, admin, two, streams):
+    mine = two["mine"]
+    own = open_stream(server, streams, two["key"].token)
+    staff = open_stream(server, streams, admin.token)
+    wait_for(lambda: server.app.bus.count() == 2, message="two subscribers")
+    assert admin.post(f"/v1/invoices/{mine}/void", {"reason": "internal: wrong entity"}).status == 200
+    assert staff.wait_for("invoice.voided")["invoice"]["void_reason"] == "internal: wrong entity"
+    voided = own.wait_for("invoice.voided")["invoice"]
+    assert voided["id"] == mine and voided["status"] == "void"
+    assert not any(name in voided for name in INVOICE_STAFF_ONLY), voided
