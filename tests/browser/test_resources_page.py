@@ -121,11 +121,13 @@ def active_sessions(server, resource_id):
 
 
 def hold_streams(port, count):
-    """Open `count` live streams with raw sockets (and keep them open)."""
+    """Open `count` live streams with raw sockets (and keep them open), from
+    127.0.0.2: the browser's own connections come from 127.0.0.1, and one
+    address may hold at most 64 connections."""
     held = []
     try:
         for _ in range(count):
-            sock = socket.create_connection(("127.0.0.1", port), timeout=10)
+            sock = socket.create_connection(("127.0.0.1", port), timeout=10, source_address=("127.0.0.2", 0))
             held.append(sock)
             sock.sendall((f"GET /v1/stream HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nAccept: text/event-stream\r\n"
                           f"Authorization: Bearer {ADMIN_KEY}\r\n\r\n").encode())
