@@ -311,7 +311,11 @@ class Handler(BaseHTTPRequestHandler):
             return b""
         if headers.get("Expect", "").lower() == "100-continue" and self.request_version == "HTTP/1.1":
             self.wfile.write(b"HTTP/1.1 100 Continue\r\n\r\n")
-        body = self.rfile.read(length)
+        try:
+            body = self.rfile.read(length)
+        except OSError:  # the body stopped arriving (timeout) or the peer went away
+            self.close_connection = True
+            raise errors.BadRequest("The body did not arrive in time.") from None
         if len(body) != length:
             self.close_connection = True
             raise errors.BadRequest("The body ended before Content-Length bytes.")
