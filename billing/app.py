@@ -161,11 +161,17 @@ class App:
         self.db.close()
 
     # -- the pipeline ------------------------------------------------------
-    def handle(self, request, route, params):
+    def authenticate(self, request, route):
+        """Who asks, and whether they may: 401/403 for a route that needs
+        credentials, 429 for a customer credential past its rate. The web layer
+        calls it before reading any byte of the body."""
         if route.roles is not None:
             request.actor = self.auth.resolve(request.headers.get("Authorization"), request)
             auth.authorize(request.actor, route.roles)
             self.auth.limit(request.actor)
+
+    def handle(self, request, route, params):
+        """An authenticated request (`authenticate` came first) to its handler."""
         key = request.headers.get("Idempotency-Key")
         if key and request.method == "POST" and request.actor is not None:
             return self._idempotent(request, route, params, key)

@@ -1,4 +1,4 @@
-"""External programs some tests need (Chromium, poppler-utils, curl).
+"""External programs some tests need (Chromium, poppler-utils, curl, openssl).
 
 Outside CI a missing program skips the tests that need it, with a reason that
 names the Debian package to install, so a first run on a new machine is green
@@ -11,7 +11,7 @@ import shutil
 
 import pytest
 
-INSTALL_HINT = "apt-get install chromium poppler-utils curl"
+INSTALL_HINT = "apt-get install chromium poppler-utils curl openssl"
 
 
 def in_ci():

@@ -32,8 +32,8 @@ KEY_ROLES = USER_ROLES
 ADMIN_ONLY = (ADMIN,)
 STAFF_WRITE = (ADMIN, FINANCE)
 STAFF_READ = (ADMIN, FINANCE, CUSTOMER_SUCCESS, SALES, VIEWER)
-# who may approve or reject an invoice; the customer's csm_user_id may too,
-# whatever its role (checked by the handler)
+# who may approve or reject an invoice, by the role the user has at that moment
+# (a customer's csm_user_id must be one of them; checked by the handler)
 APPROVERS = (ADMIN, CUSTOMER_SUCCESS, SALES)
 CUSTOMER_READ = STAFF_READ + (CUSTOMER,)
 EVENT_WRITE = (ADMIN, INGEST, CUSTOMER)

@@ -184,7 +184,7 @@ def valid_email(value):
 
 def audit(conn, request, action, entity, entity_id, before=None, after=None):
     """Record a change in the audit log (inside the caller's transaction)."""
-    actor = request.actor
+    actor = request.actor if request is not None else None  # None: the scheduler
     conn.execute(
         "INSERT INTO audit_log (at, actor, role, action, entity, entity_id, before, after, request_id)"
         " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",

@@ -4,12 +4,13 @@ import json
 import sqlite3
 
 from .. import jsonutil
-from ..domain import money, times
-from ..errors import Conflict, FieldErrors, NotFound
+from ..domain import addresses, money, times
+from ..errors import Conflict, FieldErrors, Forbidden, NotFound
 from ..store.db import scalar
 from .responses import created
+from . import auth
 from .common import (audit, bool_arg, check_unknown_fields, decode_cursor, now_micros, one_or_404, page,
-                     page_limit, path_int, text_field, int_field, bool_field, valid_email)
+                     page_limit, path_int, text_field, int_field, bool_field)
 from .rows import by_name, names
 
 COLUMNS = ("id, external_id, name, email, timezone, currency, billing_email, billing_address,"
@@ -20,6 +21,8 @@ WRITABLE = ("external_id", "name", "email", "timezone", "currency", "billing_ema
             "budget", "storage_quota_bytes", "contract_start", "contract_end", "metadata")
 NAMES = names(COLUMNS)
 METADATA_MAX_BYTES = 4096
+# how invoices to the customer are approved and the staff's own notes: not shown to the customer (§9)
+STAFF_ONLY = ("requires_approval", "csm_user_id", "metadata")
 
 
 def view(row):
@@ -35,6 +38,15 @@ def view(row):
         "metadata": jsonutil.decode(row["metadata"]) if row["metadata"] else {}, "archived": bool(row["archived"]),
         "created_at": times.format_micros(row["created_at"]), "updated_at": times.format_micros(row["updated_at"]),
     }
+
+
+def view_for(request, row):
+    """The customer as the caller may see it: without the staff-only fields for the customer itself."""
+    shown = view(row)
+    if request.customer_scope is not None:
+        for name in STAFF_ONLY:
+            del shown[name]
+    return shown
 
 
 def load(db, customer_id):
@@ -76,10 +88,21 @@ def _check_identity(body, values, problems, creating):
     if creating or "name" in body:
         values["name"] = text_field(body, "name", problems, required=True, max_length=500)
     if creating or "email" in body:
-        email = text_field(body, "email", problems, required=True, max_length=254)
-        if email and not valid_email(email):
-            problems.add("email", "is not a valid e-mail address")
-        values["email"] = email
+        values["email"] = _address(body, "email", problems, required=True)
+
+
+def _address(body, name, problems, required=False):
+    """One e-mail address (invoices are sent to it): no lists, no line breaks."""
+    raw = body.get(name)
+    if isinstance(raw, str) and not raw.isprintable():  # a line break, even at the end, could add a header
+        problems.add(name, "must be one address, without spaces or line breaks")
+        return None
+    value = text_field(body, name, problems, required=required, max_length=addresses.MAX_ADDRESS)
+    wrong = addresses.problem(value) if value else None
+    if wrong:
+        problems.add(name, wrong)
+        return None
+    return value
 
 
 def _check_locale(body, values, problems, creating):
@@ -103,10 +126,7 @@ def _check_billing(body, values, problems, creating, db):
     """Where and how invoices go: billing e-mail and address, tax, terms,
     approval and the customer success manager."""
     if "billing_email" in body:
-        value = text_field(body, "billing_email", problems, max_length=254)
-        if value and not valid_email(value):
-            problems.add("billing_email", "is not a valid e-mail address")
-        values["billing_email"] = value
+        values["billing_email"] = _address(body, "billing_email", problems)
     if "billing_address" in body:
         values["billing_address"] = text_field(body, "billing_address", problems, max_length=2000)
     if "tax_rate" in body or creating:
@@ -123,10 +143,19 @@ def _check_billing(body, values, problems, creating, db):
     if "requires_approval" in body or creating:
         values["requires_approval"] = int(bool(bool_field(body, "requires_approval", problems)))
     if "csm_user_id" in body:
-        user_id = int_field(body, "csm_user_id", problems, minimum=1)
-        if user_id is not None and not db.row("SELECT 1 FROM users WHERE id = ? AND role != 'customer'", (user_id,)):
-            problems.add("csm_user_id", f"user {user_id} does not exist or is not a staff user")
-        values["csm_user_id"] = user_id
+        values["csm_user_id"] = _csm(body, problems, db)
+
+
+def _csm(body, problems, db):
+    """The customer success manager: an enabled user who may approve invoices."""
+    user_id = int_field(body, "csm_user_id", problems, minimum=1)
+    if user_id is None:
+        return None
+    user = db.row("SELECT role, disabled FROM users WHERE id = ?", (user_id,))
+    if user is None or user["disabled"] or user["role"] not in auth.APPROVERS:
+        problems.add("csm_user_id", f"user {user_id} is not an enabled customer success, sales or admin user")
+        return None
+    return user_id
 
 
 def _check_contract(body, values, problems, creating):
@@ -236,13 +265,13 @@ def list_customers(request):
     rows = request.app.db.rows(
         f"SELECT {COLUMNS} FROM customers WHERE {' AND '.join(['id > ?'] + where)} ORDER BY id LIMIT ?",
         (cursor[0] if cursor else 0, *params, limit + 1))
-    return page(rows, limit, view, lambda row: [row["id"]])
+    return page(rows, limit, lambda row: view_for(request, row), lambda row: [row["id"]])
 
 
 def get(request, customer_id):
     customer_id = path_int(customer_id, "Customer")
     request.check_customer(customer_id)
-    return view(load(request.app.db, customer_id))
+    return view_for(request, load(request.app.db, customer_id))
 
 
 def update(request, customer_id):
@@ -259,17 +288,29 @@ def update(request, customer_id):
     try:
         with db.transaction() as conn:
             before = _load_in(conn, customer_id)
+            _check_approval_change(request, before, values)
             _check_update_allowed(conn, customer_id, before, values)
             if values:
                 sets = ", ".join(f"{column} = ?" for column in values)
                 conn.execute(f"UPDATE customers SET {sets}, updated_at = ? WHERE id = ?",
                              (*values.values(), now_micros(), customer_id))
+            if values.get("requires_approval") and not before["requires_approval"]:
+                # stricter at once: the open drafts need approval too (turning it off never loosens a draft)
+                conn.execute("UPDATE invoices SET requires_approval = 1 WHERE customer_id = ? AND status = 'draft'",
+                             (customer_id,))
             after = _load_in(conn, customer_id)
             audit(conn, request, "customer.update", "customer", customer_id, view(before), view(after))
     except sqlite3.IntegrityError as exc:
         raise _unique_conflict(exc, values) from None
     request.app.catalog.invalidate_customers()
     return view(after)
+
+
+def _check_approval_change(request, before, values):
+    """Only an admin turns approval off: finance may make it stricter, never looser."""
+    turning_off = "requires_approval" in values and before["requires_approval"] and not values["requires_approval"]
+    if turning_off and request.actor.role != auth.ADMIN:
+        raise Forbidden("Only an admin may turn off a customer's invoice approval.")
 
 
 def _check_update_allowed(conn, customer_id, before, values):

@@ -1,6 +1,11 @@
 """Draft invoices (§7): rating them, storing them and their lines, and the
-draft that carries a customer's late-event adjustments. Drafts are re-rated
-lazily, so they reflect every stored event of their period."""
+draft that carries a customer's late-event adjustments.
+
+A draft always shows every stored event of its period: a read re-rates it in
+memory (`as_shown`, on a reader: reads never write), and an action — finalize,
+reject, reissue, the scheduler issuing it — re-rates and stores it
+(`refresh_draft`) in the action's transaction, with the same rating, so what
+is issued is what a read just showed."""
 
 from typing import NamedTuple
 
@@ -63,41 +68,76 @@ def rate(app, conn, customer, subscription, period_start_date, invoice_id=None, 
     return draft
 
 
+def rerate(app, conn, row):
+    """A stored draft (a row with its id, customer_id, subscription_id, kind and
+    period) rated from the events stored now: (draft, ids of the sessions it takes)."""
+    invoice_id, customer_id = row["id"], row["customer_id"]
+    subscription = None if row["subscription_id"] is None else rating_rows.subscription(conn, row["subscription_id"])
+    taken = []
+    draft = rate(app, conn, rating_rows.customer(conn, customer_id), subscription,
+                 times.parse_date(row["period_start_date"]), invoice_id,
+                 carries=carrier(conn, customer_id) == invoice_id, kind=row["kind"],
+                 bounds=(row["period_start"], row["period_end"]), taken=taken)
+    return draft, taken
+
+
 def refresh_draft(app, conn, invoice_id):
-    """Re-rate a draft from the events stored now (inside the caller's transaction)."""
-    row = named(conn, "SELECT status, subscription_id, customer_id, period_start_date, kind, period_start,"
+    """Re-rate a draft from the events stored now and store it (inside the caller's transaction)."""
+    row = named(conn, "SELECT id, status, subscription_id, customer_id, period_start_date, kind, period_start,"
                       " period_end FROM invoices WHERE id = ?", (invoice_id,)).fetchone()
     if row is None or row["status"] != "draft":
         return
-    customer_id = row["customer_id"]
-    subscription = None if row["subscription_id"] is None else rating_rows.subscription(conn, row["subscription_id"])
-    taken = []
-    draft = rate(app, conn, rating_rows.customer(conn, customer_id), subscription, times.parse_date(row["period_start_date"]),
-                 invoice_id, carries=carrier(conn, customer_id) == invoice_id, kind=row["kind"],
-                 bounds=(row["period_start"], row["period_end"]), taken=taken)
+    draft, taken = rerate(app, conn, row)
     sessions_api.store_taken(conn, invoice_id, taken)
     conn.execute("UPDATE invoices SET subtotal = ?, discount = ?, tax = ?, total = ?, credits_applied = ?,"
                  " amount_due = ?, updated_at = ? WHERE id = ?", (*_totals(draft), now_micros(), invoice_id))
     _store_lines(conn, invoice_id, draft, replace=True)
 
 
+def as_shown(app, conn, row):
+    """A draft's row re-rated for display, nothing written: (the row as a dict
+    with the current totals, its lines in their stored shape); any other
+    invoice's row as it is, and None for its lines (read them when needed)."""
+    if row["status"] != "draft":
+        return row, None
+    draft, _ = rerate(app, conn, row)
+    current = {name: row[name] for name in row.keys()}
+    current.update(zip(TOTALS, _totals(draft)))
+    return current, [_line_record(line) for line in draft.lines]
+
+
 # -- storing -----------------------------------------------------------------------
 
 def insert(conn, customer_id, subscription_id, draft, period, stamp, kind="subscription"):
-    """Store a new draft for `period` (a Period) with its lines; returns its id."""
+    """Store a new draft for `period` (a Period) with its lines; returns its id.
+    Whether it needs approval is the customer's setting now, kept on the draft."""
     cur = conn.execute(
         "INSERT INTO invoices (customer_id, subscription_id, status, currency, period_start, period_end,"
         " period_start_date, period_end_date, subtotal, discount, tax, total, credits_applied,"
-        " amount_due, created_at, updated_at, kind)"
-        " VALUES (?, ?, 'draft', ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+        " amount_due, created_at, updated_at, kind, requires_approval)"
+        " VALUES (?, ?, 'draft', ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?,"
+        " (SELECT requires_approval FROM customers WHERE id = ?))",
         (customer_id, subscription_id, draft.currency, times.to_micros(period.start_at),
-         times.to_micros(period.end_at), period.start_date, period.end_date, *_totals(draft), stamp, stamp, kind))
+         times.to_micros(period.end_at), period.start_date, period.end_date, *_totals(draft), stamp, stamp, kind,
+         customer_id))
     _store_lines(conn, cur.lastrowid, draft)
     return cur.lastrowid
 
 
+TOTALS = ("subtotal", "discount", "tax", "total", "credits_applied", "amount_due")
+
+
 def _totals(draft):
     return (draft.subtotal, draft.discount, draft.tax, draft.total, draft.credits_applied, draft.amount_due)
+
+
+def _line_record(line):
+    """A priced line as invoice_lines stores it (quantity and tiers as JSON text)."""
+    return {"type": line["type"], "description": line["description"], "meter": line["meter"],
+            "quantity": None if line["quantity"] is None else _number_text(line["quantity"]),
+            "unit_price": line["unit_price"], "amount": line["amount"], "tiers": jsonutil.encode(line["tiers"]),
+            "adjusts_subscription_id": line.get("adjusts_subscription_id"),
+            "adjusts_period": line.get("adjusts_period"), "resource_id": line.get("resource_id")}
 
 
 def _store_lines(conn, invoice_id, draft, replace=False):
@@ -106,11 +146,9 @@ def _store_lines(conn, invoice_id, draft, replace=False):
     conn.executemany(
         "INSERT INTO invoice_lines (invoice_id, position, type, description, meter, quantity, unit_price,"
         " amount, tiers, adjusts_subscription_id, adjusts_period, resource_id)"
-        " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-        [(invoice_id, i, line["type"], line["description"], line["meter"],
-          None if line["quantity"] is None else _number_text(line["quantity"]), line["unit_price"],
-          line["amount"], jsonutil.encode(line["tiers"]), line.get("adjusts_subscription_id"),
-          line.get("adjusts_period"), line.get("resource_id")) for i, line in enumerate(draft.lines)])
+        " VALUES (:invoice_id, :position, :type, :description, :meter, :quantity, :unit_price, :amount, :tiers,"
+        " :adjusts_subscription_id, :adjusts_period, :resource_id)",
+        [{"invoice_id": invoice_id, "position": i, **_line_record(line)} for i, line in enumerate(draft.lines)])
 
 
 def _number_text(value):

@@ -1,9 +1,12 @@
 """Estimates (§5): the live upcoming invoice of a customer's open period, and
-the what-if price of a plan for hypothetical usage."""
+the what-if price of a plan for hypothetical usage. A customer's own
+credential prices only the plans of its own subscriptions (§9: no other
+plan's internals); any other code answers 404 exactly as an unknown one."""
 
 from .. import clock, jsonutil
 from ..domain import invoicing, money, plans, quantities, times
-from ..errors import FieldErrors
+from ..errors import FieldErrors, NotFound
+from ..store.db import scalar
 from . import adjustments
 from . import coupons as coupons_api
 from . import customers as customers_api
@@ -69,7 +72,10 @@ def estimate(request):
     body = request.json()
     problems = FieldErrors()
     check_unknown_fields(body, ("plan", "usage", "customer_id"), problems)
-    plan = _plan(app, body.get("plan"), problems)
+    if request.customer_scope is not None:
+        plan = _own_plan(app, request.customer_scope, body.get("plan"), problems)
+    else:
+        plan = _plan(app, body.get("plan"), problems)
     usage = _usage(app, body.get("usage", {}), problems)
     customer_id = body.get("customer_id")
     customer_row = _customer(request, customer_id, plan, problems) if customer_id is not None else None
@@ -100,6 +106,20 @@ def _plan(app, raw_plan, problems):
         return plans.check_plan(inline, app.catalog.meters(), problems)
     problems.add("plan", "is required: a plan code or a plan object")
     return None
+
+
+def _own_plan(app, customer_id, raw_plan, problems):
+    """For a customer's credential: a plan of one of its subscriptions, by code;
+    NotFound, as for an unknown code, for any other."""
+    if not isinstance(raw_plan, str):
+        problems.add("plan", "must be the code of your subscription's plan")
+        return None
+    with app.db.reader() as conn:
+        subscribed = scalar(conn, "SELECT 1 FROM subscriptions s JOIN plans p ON p.id = s.plan_id"
+                                  " WHERE s.customer_id = ? AND p.code = ? LIMIT 1", (customer_id, raw_plan))
+    if subscribed is None:
+        raise NotFound(f"Plan {raw_plan!r} not found.")
+    return _plan(app, raw_plan, problems)
 
 
 def _usage(app, usage_raw, problems):

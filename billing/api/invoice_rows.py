@@ -2,13 +2,14 @@
 
 from .. import jsonutil
 from ..domain import money, times
+from ..errors import NotFound
 from ..store.db import named
 from .common import now_micros, one_or_404
 
 COLUMNS = ("id, number, customer_id, subscription_id, status, payment_status, currency, period_start,"
            " period_end, subtotal, discount, tax, total, credits_applied, amount_due, amount_paid,"
            " issued_at, due_at, created_at, period_start_date, period_end_date, hold, void_reason, voided_at,"
-           " revision, kind")
+           " revision, kind, requires_approval")
 LINE_COLUMNS = "type, description, meter, quantity, unit_price, amount, tiers"
 AMOUNTS = ("subtotal", "discount", "tax", "total", "credits_applied", "amount_due", "amount_paid")
 OVERDUE_SQL = "(due_at IS NOT NULL AND due_at < ? AND payment_status != 'paid' AND status = 'issued')"
@@ -18,6 +19,15 @@ def load_row(conn, invoice_id):
     """The invoice's row (sqlite3.Row of COLUMNS), or NotFound."""
     return one_or_404(conn, f"SELECT {COLUMNS} FROM invoices WHERE id = ?", (invoice_id,),
                       f"Invoice {invoice_id} not found.")
+
+
+def load_for(conn, request, invoice_id):
+    """The invoice's row as the caller may read it: NotFound, with the same
+    message, when it is missing or another customer's."""
+    row = named(conn, f"SELECT {COLUMNS} FROM invoices WHERE id = ?", (invoice_id,)).fetchone()
+    if row is None or request.customer_scope not in (None, row["customer_id"]):
+        raise NotFound(f"Invoice {invoice_id} not found.")
+    return row
 
 
 def load_lines(conn, invoice_id):
@@ -50,7 +60,8 @@ def view(row, lines=None):
                     "issued_at": times.format_micros(row["issued_at"]), "due_at": times.format_micros(row["due_at"]),
                     "created_at": times.format_micros(row["created_at"]), "revision": row["revision"],
                     "kind": row["kind"], "on_hold": bool(row["hold"]), "void_reason": row["void_reason"],
-                    "voided_at": times.format_micros(row["voided_at"])})
+                    "voided_at": times.format_micros(row["voided_at"]),
+                    "requires_approval": bool(row["requires_approval"])})
     if lines is not None:
         invoice["lines"] = [line_view(line, currency) for line in lines]
     return invoice

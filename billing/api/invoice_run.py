@@ -18,13 +18,15 @@ from .common import now_micros
 from .drafts import Period
 
 
-def run_as_of(app, conn, as_of, actor=None):
-    """Create the drafts due as of `as_of` inside the caller's transaction; returns their ids."""
+def run_as_of(app, conn, as_of, actor=None, request_id=None):
+    """Create the drafts due as of `as_of` inside the caller's transaction; returns their ids.
+    `actor` None: the scheduler."""
     run = _Run(app, conn, as_of)
     _subscription_periods(run)
     _monthly_resources(run)
     _late_adjustments(run)
     _announce(conn, run.created, actor)
+    history.audit_run(conn, actor, as_of, run.created, request_id)
     return run.created
 
 

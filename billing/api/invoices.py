@@ -1,5 +1,7 @@
-"""Invoices (§7): the invoice run over HTTP, and reading invoices (a draft is
-re-rated whenever it is read, so it reflects every stored event of its period).
+"""Invoices (§7): the invoice run over HTTP, and reading invoices. A draft is
+re-rated whenever it is read, in memory on a reader (§12: reads never
+write), so it shows every stored event of its period; it is stored again only
+by an action or the scheduler.
 
 The run itself is in invoice_run, rating and storing drafts in drafts, the
 row and its JSON in invoice_rows; `invoices.run_as_of`, `invoices.carrier`
@@ -12,15 +14,16 @@ from .. import clock
 from ..domain import times
 from ..errors import Conflict, ValidationError
 from ..store.db import named
-from .common import bool_arg, decode_cursor, int_arg, now_micros, one_or_404, page, page_limit, path_int
-from .drafts import carrier, refresh_draft  # noqa: F401  (carrier: for estimates)
-from .invoice_rows import COLUMNS, OVERDUE_SQL, load_view, view
+from .common import bool_arg, decode_cursor, int_arg, now_micros, page, page_limit, path_int
+from .drafts import as_shown, carrier  # noqa: F401  (carrier: for estimates)
+from .invoice_rows import COLUMNS, OVERDUE_SQL, load_for, load_lines, load_view, view  # noqa: F401  (load_view)
 from .invoice_run import run_as_of
 
 FUTURE_TOLERANCE = timedelta(minutes=5)
 STATUSES = ("draft", "pending_approval", "issued", "paid", "void")
 MAX_REFRESH = 200  # drafts re-rated by one list request
-STAFF_ONLY = ("on_hold", "void_reason")  # §9: a customer sees neither holds nor void reasons
+# §9: a customer sees neither holds, void reasons nor how its invoices are approved
+STAFF_ONLY = ("on_hold", "void_reason", "requires_approval")
 
 
 # -- the invoice run -----------------------------------------------------------
@@ -30,7 +33,7 @@ def run(request):
     app = request.app
     as_of = _as_of(request.json(), clock.now())
     with app.db.transaction() as conn:  # one writer: concurrent runs queue here and find the drafts made
-        created = run_as_of(app, conn, as_of, request.actor)
+        created = run_as_of(app, conn, as_of, request.actor, request.request_id)
     app.notify()
     if created:
         app.publish("invoice.created", {"invoice_ids": created})
@@ -56,19 +59,13 @@ def _as_of(body, now):
 # -- reading -------------------------------------------------------------------
 
 def fresh_view(request, invoice_id):
-    """The invoice as JSON, a draft re-rated first; 404 for another customer's key."""
+    """The invoice as JSON, a draft re-rated for display (nothing written); 404
+    for another customer's key, as for a missing invoice."""
     app = request.app
     invoice_id = path_int(invoice_id, "Invoice")
     with app.db.reader() as conn:
-        row = one_or_404(conn, "SELECT customer_id, status FROM invoices WHERE id = ?", (invoice_id,),
-                         f"Invoice {invoice_id} not found.")
-    request.check_customer(row["customer_id"])
-    if row["status"] == "draft":
-        with app.db.transaction() as conn:
-            refresh_draft(app, conn, invoice_id)
-            return load_view(conn, invoice_id)
-    with app.db.reader() as conn:
-        return load_view(conn, invoice_id)
+        row, lines = as_shown(app, conn, load_for(conn, request, invoice_id))
+        return view(row, load_lines(conn, invoice_id) if lines is None else lines)
 
 
 def for_caller(request, invoice):
@@ -138,17 +135,13 @@ def list_invoices(request):
 
 
 def refresh_listed(app, rows):
-    """Re-rate the drafts among listed rows (drafts reflect every stored event
-    whenever they are read); the rows as they are now."""
-    draft_ids = [row["id"] for row in rows if row["status"] == "draft"]
-    if not draft_ids or len(draft_ids) > MAX_REFRESH:
+    """The listed rows with their drafts re-rated for display (drafts reflect
+    every stored event whenever they are read); nothing is written."""
+    drafts = sum(1 for row in rows if row["status"] == "draft")
+    if not drafts or drafts > MAX_REFRESH:
         return rows
-    with app.db.transaction() as conn:
-        for invoice_id in draft_ids:
-            refresh_draft(app, conn, invoice_id)
-        fresh = {row["id"]: row for row in named(
-            conn, f"SELECT {COLUMNS} FROM invoices WHERE id IN ({','.join('?' * len(draft_ids))})", draft_ids)}
-    return [fresh.get(row["id"], row) for row in rows]
+    with app.db.reader() as conn:
+        return [as_shown(app, conn, row)[0] for row in rows]
 
 
 def check_retractable(conn, customer_id, ts):

@@ -6,6 +6,12 @@ and reissue, each recorded in the invoice's history.
       │                              └──reject──▶ draft (on hold)
       └──void◀── draft, pending_approval, issued with nothing paid ──reissue──▶ new draft
 
+Whether a draft needs approval is fixed on the invoice when it is drafted
+(from its customer's setting then; turning the setting on later also marks
+the open drafts), so no later change of the customer lets it skip approval.
+Who approves is checked as they are at that moment: a user's current role
+(read in the approving transaction), never a cached one.
+
 Every transition runs in one writer transaction that first reads the current
 status, so two racing requests can never both move the same invoice; any other
 transition answers 409 naming the status. Issuing takes the next number from a
@@ -27,7 +33,7 @@ from . import invoice_rows
 from . import sessions as sessions_api
 from . import webhooks
 from .common import check_unknown_fields, now_micros, path_int, text_field
-from .history import System, record
+from .history import System, audit_invoice, audit_payment, record, summary
 
 NUMBER_FORMAT = "INV-{:06d}"
 MAX_COMMENT = 2000
@@ -50,10 +56,8 @@ def _body(request, fields, required=(), other=()):
 
 
 def _locked(conn, request, invoice_id):
-    """The invoice row read inside the writer transaction (404 for other customers' keys)."""
-    row = invoice_rows.load_row(conn, invoice_id)
-    request.check_customer(row["customer_id"])
-    return row
+    """The invoice row read inside the writer transaction (404 for other customers' keys, as for a missing one)."""
+    return invoice_rows.load_for(conn, request, invoice_id)
 
 
 def customer_view(conn, customer_id):
@@ -69,8 +73,8 @@ def bill_to(conn, invoice_id, customer_id):
 
 
 def _customer(conn, customer_id):
-    return named(conn, "SELECT requires_approval, net_terms_days, csm_user_id, billing_email, email"
-                       " FROM customers WHERE id = ?", (customer_id,)).fetchone()
+    return named(conn, "SELECT net_terms_days, billing_email, email FROM customers WHERE id = ?",
+                 (customer_id,)).fetchone()
 
 
 def actor_label(actor):
@@ -79,10 +83,11 @@ def actor_label(actor):
 
 # -- issuing --------------------------------------------------------------------
 
-def issue(app, conn, invoice_id, actor, action="issue", comment=None):
+def issue(app, conn, invoice_id, actor, action="issue", comment=None, request_id=None):
     """Issue a draft or an approved invoice (inside the caller's transaction):
     number, dates, credits in issue order, webhooks and the e-mail."""
     row = invoice_rows.load_row(conn, invoice_id)
+    before = summary(invoice_rows.view(row))
     customer = _customer(conn, row["customer_id"])
     number = NUMBER_FORMAT.format(scalar(
         conn, "UPDATE counters SET value = value + 1 WHERE name = 'invoice_number' RETURNING value"))
@@ -107,6 +112,7 @@ def issue(app, conn, invoice_id, actor, action="issue", comment=None):
     recipient = customer["billing_email"] or customer["email"]
     conn.execute("INSERT INTO emails (invoice_id, recipient, status, next_attempt_at, created_at)"
                  " VALUES (?, ?, 'pending', ?, ?)", (invoice_id, recipient, issued_at, issued_at))
+    audit_invoice(conn, actor, action, invoice_id, before, summary(view), request_id)
     return view
 
 
@@ -124,24 +130,28 @@ def _take_credits(conn, row, number, actor, at):
     return credits
 
 
-def finalize_row(app, conn, invoice_id, actor, comment=None, automatic=False):
-    """draft → issued (or → pending_approval when the customer requires approval)."""
+def finalize_row(app, conn, invoice_id, actor, comment=None, automatic=False, request_id=None):
+    """draft → issued (or → pending_approval when the invoice requires approval),
+    re-rated first: it issues the figures a read of the draft shows."""
     row = invoice_rows.load_row(conn, invoice_id)
     if row["status"] != "draft":
         raise _conflict(invoice_id, row["status"], "finalized")
     if automatic and row["hold"]:
         raise Conflict(f"Invoice {invoice_id} is on hold; only a person finalizes it.")
     drafts.refresh_draft(app, conn, invoice_id)
-    if _customer(conn, row["customer_id"])["requires_approval"]:
+    action = "submit_for_approval" if automatic else "finalize"
+    if row["requires_approval"]:  # fixed on the invoice when drafted, whatever the customer says now
+        before = summary(invoice_rows.view(invoice_rows.load_row(conn, invoice_id)))
         conn.execute("UPDATE invoices SET status = 'pending_approval', hold = 0, updated_at = ? WHERE id = ?",
                      (now_micros(), invoice_id))
-        record(conn, invoice_id, "submit_for_approval" if automatic else "finalize", "draft", "pending_approval",
-               actor, comment)
+        record(conn, invoice_id, action, "draft", "pending_approval", actor, comment)
         # its lines are frozen for the approver: later events are late
         app.lateness.invoiced(row["customer_id"], row["period_end"])
         sessions_api.mark_billed(conn, invoice_id)  # and its sessions are taken
-        return invoice_rows.load_view(conn, invoice_id)
-    return issue(app, conn, invoice_id, actor, "issue" if automatic else "finalize", comment)
+        view = invoice_rows.load_view(conn, invoice_id)
+        audit_invoice(conn, actor, action, invoice_id, before, summary(view), request_id)
+        return view
+    return issue(app, conn, invoice_id, actor, "issue" if automatic else "finalize", comment, request_id)
 
 
 def _act(request, invoice_id, work, fields=("comment",), required=(), event=None):
@@ -160,23 +170,31 @@ def _act(request, invoice_id, work, fields=("comment",), required=(), event=None
 
 def finalize(request, invoice_id):
     return _act(request, invoice_id, lambda app, conn, row, values:
-                finalize_row(app, conn, row["id"], request.actor, values["comment"]))
+                finalize_row(app, conn, row["id"], request.actor, values["comment"], request_id=request.request_id))
 
 
-def _check_approver(conn, request, customer_id):
-    actor = request.actor
-    if actor.role in auth.APPROVERS:
-        return
-    csm = _customer(conn, customer_id)["csm_user_id"]
-    if csm is not None and actor.user_id == csm and actor.role != auth.FINANCE:  # who issues does not approve
-        return
-    raise Forbidden("Only customer success, sales, an admin or the customer's CSM (not finance) may approve or "
-                    "reject invoices.")
+def current_role(conn, actor):
+    """The actor's role as it is now, read in the caller's transaction (None
+    for a disabled user or a revoked key): a role changed a moment ago counts."""
+    if actor.kind == "user":
+        found = named(conn, "SELECT role FROM users WHERE id = ? AND disabled = 0", (actor.id,)).fetchone()
+    else:
+        found = named(conn, "SELECT role FROM api_keys WHERE id = ? AND revoked_at IS NULL AND customer_id IS NULL",
+                      (actor.id,)).fetchone()
+    return None if found is None else found["role"]
+
+
+def _check_approver(conn, actor):
+    """Customer success, sales and admins approve, as they are at this moment
+    (a customer's CSM is one of them: a CSM demoted or disabled no longer
+    approves); finance issues, so it never approves."""
+    if current_role(conn, actor) not in auth.APPROVERS:
+        raise Forbidden("Only customer success, sales or an admin may approve or reject invoices.")
 
 
 def _pending_approval(conn, request, row, action):
     """Check that the caller may approve and the invoice awaits approval."""
-    _check_approver(conn, request, row["customer_id"])
+    _check_approver(conn, request.actor)
     if row["status"] != "pending_approval":
         raise _conflict(row["id"], row["status"], action)
 
@@ -184,7 +202,7 @@ def _pending_approval(conn, request, row, action):
 def approve(request, invoice_id):
     def work(app, conn, row, values):
         _pending_approval(conn, request, row, "approved")
-        return issue(app, conn, row["id"], request.actor, "approve", values["comment"])
+        return issue(app, conn, row["id"], request.actor, "approve", values["comment"], request.request_id)
     return _act(request, invoice_id, work)
 
 
@@ -197,7 +215,10 @@ def reject(request, invoice_id):
         sessions_api.unmark_billed(conn, invoice_id)
         record(conn, invoice_id, "reject", "pending_approval", "draft", request.actor, values["comment"])
         drafts.refresh_draft(app, conn, invoice_id)
-        return invoice_rows.load_view(conn, invoice_id)
+        view = invoice_rows.load_view(conn, invoice_id)
+        audit_invoice(conn, request.actor, "reject", invoice_id, summary(invoice_rows.view(row)), summary(view),
+                      request.request_id)
+        return view
     return _act(request, invoice_id, work, required=("comment",), event="invoice.rejected")
 
 
@@ -220,7 +241,7 @@ def pay(request, invoice_id):
         row = _locked(conn, request, invoice_id)
         amount = _payment_amount(body, row["currency"])
         payment, view = record_payment(conn, invoice_id, amount, values["method"], values["reference"],
-                                       request.actor)
+                                       request.actor, request.request_id)
     app.notify()
     app.publish("invoice.paid" if view["status"] == "paid" else "invoice.payment", {"invoice": view})
     return created({"payment": payment, "invoice": view})
@@ -240,7 +261,7 @@ def _payment_amount(body, currency):
     return amount
 
 
-def record_payment(conn, invoice_id, amount, method, reference, actor):
+def record_payment(conn, invoice_id, amount, method, reference, actor, request_id=None):
     """Take a payment (minor units) on an issued invoice; returns (payment, invoice) as JSON."""
     row = invoice_rows.load_row(conn, invoice_id)
     if row["status"] != "issued":
@@ -266,6 +287,7 @@ def record_payment(conn, invoice_id, amount, method, reference, actor):
         webhooks.enqueue(conn, "invoice.paid", {"invoice": view})
     payment = payment_view(named(conn, f"SELECT {PAYMENT_COLUMNS} FROM payments WHERE id = ?",
                                  (cur.lastrowid,)).fetchone())
+    audit_payment(conn, actor, payment, summary(invoice_rows.view(row)), summary(view), request_id)
     return payment, view
 
 
@@ -275,18 +297,22 @@ def list_payments(request, invoice_id):
         _locked(conn, request, invoice_id)
         rows = named(conn, f"SELECT {PAYMENT_COLUMNS} FROM payments WHERE invoice_id = ? ORDER BY id",
                      (invoice_id,)).fetchall()
-    return {"data": [payment_view(r) for r in rows]}
+    payments = [payment_view(r) for r in rows]
+    if request.customer_scope is not None:  # who on the staff recorded it is not the customer's business
+        for payment in payments:
+            del payment["created_by"]
+    return {"data": payments}
 
 
 # -- void and reissue -----------------------------------------------------------
 
 def void(request, invoice_id):
     return _act(request, invoice_id, lambda app, conn, row, values:
-                void_row(conn, row["id"], values["reason"], request.actor),
+                void_row(conn, row["id"], values["reason"], request.actor, request.request_id),
                 fields=("reason",), required=("reason",), event="invoice.voided")
 
 
-def void_row(conn, invoice_id, reason, actor):
+def void_row(conn, invoice_id, reason, actor, request_id=None):
     row = invoice_rows.load_row(conn, invoice_id)
     # a payment was taken: correct it with a credit instead; `paid` with nothing paid
     # (settled by credits, or nothing due) can still be voided
@@ -304,6 +330,8 @@ def void_row(conn, invoice_id, reason, actor):
     record(conn, invoice_id, "void", row["status"], "void", actor, reason)
     view = invoice_rows.load_view(conn, invoice_id)
     webhooks.enqueue(conn, "invoice.voided", {"invoice": view})
+    audit_invoice(conn, actor, "void", invoice_id, summary(invoice_rows.view(row)),
+                  summary(view, void_reason=reason), request_id)
     return view
 
 
@@ -323,14 +351,17 @@ def _give_back_credits(conn, row, actor, at):
 def reissue(request, invoice_id):
     """A new draft (next revision) for the period of a void invoice."""
     return created(_act(request, invoice_id, lambda app, conn, row, values:
-                        reissue_row(app, conn, row["id"], request.actor, values["comment"]), event="invoice.created"))
+                        reissue_row(app, conn, row["id"], request.actor, values["comment"], request.request_id),
+                        event="invoice.created"))
 
 
 SAME_PERIOD = ("customer_id = ? AND period_start_date = ? AND coalesce(subscription_id, 0) = coalesce(?, 0)"
                " AND kind = ?")
 
 
-def reissue_row(app, conn, invoice_id, actor, comment=None):
+def reissue_row(app, conn, invoice_id, actor, comment=None, request_id=None):
+    """A new draft for a void invoice's period; it needs approval when the
+    void one did or its customer does now."""
     row = invoice_rows.load_row(conn, invoice_id)
     if row["status"] != "void":
         raise _conflict(invoice_id, row["status"], "reissued (only a void invoice can be)")
@@ -345,15 +376,19 @@ def reissue_row(app, conn, invoice_id, actor, comment=None):
     cur = conn.execute(
         "INSERT INTO invoices (customer_id, subscription_id, status, currency, period_start, period_end,"
         " period_start_date, period_end_date, subtotal, discount, tax, total, credits_applied, amount_due,"
-        " created_at, updated_at, revision, kind, hold) SELECT customer_id, subscription_id, 'draft', currency,"
-        " period_start, period_end, period_start_date, period_end_date, 0, 0, 0, 0, 0, 0, ?, ?, ?, kind,"
-        " kind != 'adjustments' FROM invoices WHERE id = ?", (stamp, stamp, revision, invoice_id))
+        " created_at, updated_at, revision, kind, hold, requires_approval) SELECT i.customer_id, i.subscription_id,"
+        " 'draft', i.currency, i.period_start, i.period_end, i.period_start_date, i.period_end_date, 0, 0, 0, 0, 0,"
+        " 0, ?, ?, ?, i.kind, i.kind != 'adjustments', max(i.requires_approval, c.requires_approval)"
+        " FROM invoices i JOIN customers c ON c.id = i.customer_id WHERE i.id = ?", (stamp, stamp, revision, invoice_id))
     new_id = cur.lastrowid
     drafts.refresh_draft(app, conn, new_id)
     record(conn, new_id, "reissue", None, "draft", actor, comment or f"replaces invoice {row['number'] or invoice_id}")
     record(conn, invoice_id, "reissued", "void", "void", actor, f"replaced by invoice {new_id}")
     view = invoice_rows.load_view(conn, new_id)
     webhooks.enqueue(conn, "invoice.created", {"invoice": view})
+    old = summary(invoice_rows.view(row))
+    audit_invoice(conn, actor, "reissue", invoice_id, old, old | {"reissued_as": new_id}, request_id)
+    audit_invoice(conn, actor, "create", new_id, None, summary(view, replaces=invoice_id), request_id)
     return view
 
 

@@ -11,7 +11,7 @@ subscription then, on a monthly invoice of the calendar month (local time).
 from decimal import Decimal
 
 from ..domain import money, times
-from ..errors import ApiError, Conflict, FieldErrors, ValidationError
+from ..errors import ApiError, Conflict, FieldErrors, NotFound, ValidationError
 from ..store.db import named, scalar
 from .responses import created
 from . import resources as resources_api
@@ -162,9 +162,11 @@ def stop_overdue(app):
 
 
 def get(request, session_id):
+    session_id = path_int(session_id, "Session")
     with request.app.db.reader() as conn:
-        row = _load(conn, path_int(session_id, "Session"))
-    request.check_customer(row["customer_id"])
+        row = _load(conn, session_id)
+    if request.customer_scope not in (None, row["customer_id"]):  # as for a missing one
+        raise NotFound(f"Session {session_id} not found.")
     return view(row)
 
 

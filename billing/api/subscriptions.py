@@ -7,7 +7,7 @@ from datetime import timedelta
 from .. import clock, jsonutil
 from ..domain import invoicing, money, periods, plans, times
 from ..domain.aggregation import aggregate
-from ..errors import Conflict, FieldErrors, ValidationError
+from ..errors import Conflict, FieldErrors, NotFound, ValidationError
 from ..store.db import named, scalar
 from .responses import created
 from . import coupons as coupons_api
@@ -205,9 +205,11 @@ def list_subscriptions(request):
 
 
 def get(request, subscription_id):
+    subscription_id = path_int(subscription_id, "Subscription")
     with request.app.db.reader() as conn:
-        row = _load(conn, path_int(subscription_id, "Subscription"))
-    request.check_customer(row["customer_id"])
+        row = _load(conn, subscription_id)
+    if request.customer_scope not in (None, row["customer_id"]):  # as for a missing one
+        raise NotFound(f"Subscription {subscription_id} not found.")
     return view(row)
 
 

@@ -408,6 +408,8 @@ def _history_people(conn, stamp):
     finance = auth.Actor("user", finance_id, "finance", name="Fiona Finance", user_id=finance_id)
     conn.execute("UPDATE customers SET requires_approval = 1, csm_user_id = ? WHERE external_id = 'stark'",
                  (success.id,))
+    conn.execute("UPDATE invoices SET requires_approval = 1 WHERE status = 'draft' AND customer_id ="
+                 " (SELECT id FROM customers WHERE external_id = 'stark')")  # as the API does when it is turned on
     conn.execute("UPDATE customers SET net_terms_days = 14 WHERE external_id = 'initech'")
     return finance, success
 

@@ -225,3 +225,13 @@ V10_NO_PLAIN_SECRETS = [
     " WHERE json_valid(response) AND json_type(response, '$.token') = 'text'",
     "PRAGMA secure_delete = OFF",
 ]
+
+# Whether an invoice needs approval is fixed on the invoice when it is drafted
+# (§7): finalize reads the invoice, so changing the customer afterwards cannot
+# let a draft skip its approval. Invoices made before take their customer's
+# setting as it is now.
+V11_INVOICE_APPROVAL = [
+    "ALTER TABLE invoices ADD COLUMN requires_approval INTEGER NOT NULL DEFAULT 0",
+    "UPDATE invoices SET requires_approval = (SELECT c.requires_approval FROM customers c"
+    " WHERE c.id = invoices.customer_id)",
+]

@@ -13,133 +13,18 @@ import uuid
 from http.server import BaseHTTPRequestHandler
 from urllib.parse import parse_qs, urlsplit
 
-from .. import errors, jsonutil
+from .. import errors
 from ..api.responses import FileResponse, Response
 from ..errors import ApiError
-from . import head
+from . import bodies, head
+from .bodies import MAX_BODY_BYTES, UNAUTHENTICATED_BODY, BodyStream  # noqa: F401  (the limits live there)
 from .connections import Server
+from .wire import SECURITY_BLOCK, SECURITY_HEADERS, SERVER_NAME  # noqa: F401
 
-MAX_BODY_BYTES = 10 * 1024 * 1024
-SECURITY_HEADERS = {
-    "X-Content-Type-Options": "nosniff",
-    "X-Frame-Options": "DENY",
-    "Referrer-Policy": "no-referrer",
-}
 HTML_CSP = ("default-src 'self'; img-src 'self' data:; style-src 'self'; script-src 'self'; "
             "connect-src 'self'; object-src 'none'; base-uri 'none'; frame-ancestors 'none'; "
             "form-action 'self'")
-
-
-SECURITY_BLOCK = "\r\n".join(f"{k}: {v}" for k, v in SECURITY_HEADERS.items())
-
-
-BODY_METHODS = ("POST", "PUT", "PATCH", "DELETE")
-
-
-UNAUTHENTICATED_DRAIN = 64 * 1024  # what is read and dropped of a refused upload without valid credentials
-
-
-class BodyError(ApiError):
-    status = 400
-    code = "bad_request"
-
-
-class BodyStream:
-    """The raw body of an upload, read as it arrives: `Content-Length` bytes or
-    `Transfer-Encoding: chunked`. `Expect: 100-continue` is answered only when
-    the handler starts reading, so a refused upload is answered before its
-    body is sent."""
-
-    def __init__(self, handler, length, chunked, expect_continue):
-        self._handler = handler
-        self._rfile = handler.rfile
-        self.length = length              # None when chunked
-        self._remaining = length or 0
-        self._chunked = chunked
-        self._chunk_left = 0
-        self._in_chunk = False
-        self.done = not chunked and not length
-        self._continue_pending = expect_continue and not self.done
-        self.received = 0
-
-    def _broken(self, message):
-        self._handler.close_connection = True
-        self.done = True
-        raise BodyError(message)
-
-    def read(self, n):
-        """Up to `n` bytes of the body; b"" at its end."""
-        if self.done:
-            return b""
-        if self._continue_pending:
-            self._continue_pending = False
-            self._handler.wfile.write(b"HTTP/1.1 100 Continue\r\n\r\n")
-        try:
-            data = self._read_chunked(n) if self._chunked else self._read_plain(n)
-        except (OSError, ValueError):
-            self._broken("The upload was cut off.")
-        self.received += len(data)
-        return data
-
-    def _read_plain(self, n):
-        data = self._rfile.read(min(n, self._remaining))
-        if not data:
-            self._broken("The body ended before Content-Length bytes.")
-        self._remaining -= len(data)
-        if self._remaining == 0:
-            self.done = True
-        return data
-
-    def _read_chunked(self, n):
-        rfile = self._rfile
-        if self._chunk_left == 0:
-            if self._in_chunk and rfile.read(2) != b"\r\n":
-                self._broken("Malformed chunked body: a chunk must end with CRLF.")
-            self._in_chunk = False
-            line = rfile.readline(1026)
-            size_text = line.split(b";", 1)[0].strip()
-            if not line.endswith(b"\n") or not size_text or len(size_text) > 16 or \
-                    any(c not in b"0123456789abcdefABCDEF" for c in size_text):
-                self._broken("Malformed chunked body: bad chunk size line.")
-            size = int(size_text, 16)
-            if size == 0:
-                for _ in range(64):  # trailer fields, then the empty line
-                    trailer = rfile.readline(8194)
-                    if trailer in (b"\r\n", b"\n"):
-                        self.done = True
-                        return b""
-                    if not trailer.endswith(b"\n"):
-                        break
-                self._broken("Malformed chunked body: bad trailer.")
-            self._chunk_left = size
-            self._in_chunk = True
-        data = rfile.read(min(n, self._chunk_left))
-        if not data:
-            self._broken("The chunked body ended early.")
-        self._chunk_left -= len(data)
-        return data
-
-    def can_drain(self, limit):
-        """Whether what is left can be read and dropped so the connection is
-        reusable: not when the client still waits for 100 Continue (it will
-        not send the body), nor when more than `limit` bytes are announced."""
-        if self.done:
-            return True
-        if self._continue_pending:
-            return False
-        if self._chunked:
-            return self.received < limit
-        return self._remaining <= limit
-
-    def drain(self, limit):
-        """Read and drop the rest (at most `limit` bytes); False when it could not."""
-        try:
-            while not self.done:
-                if self.received > limit or not self.read(64 * 1024):
-                    break
-        except ApiError:
-            return False
-        return self.done
+UNAUTHENTICATED_DRAIN = UNAUTHENTICATED_BODY  # what is read and dropped of a refused upload without valid credentials
 
 
 def streaming(handler):
@@ -182,13 +67,6 @@ class Router:
             raise errors.MethodNotAllowed(sorted(set(allowed)))
         raise errors.NotFound(f"No route for {path}.")
 
-    def raw_body_route(self, method, path):
-        """True when `method path` goes to a handler that streams its body."""
-        for route in self.routes:
-            if route.raw_body and route.method == method and route.regex.match(path):
-                return True
-        return False
-
 
 class Request:
     def __init__(self, app, method, target, headers, body, request_id, client):
@@ -203,6 +81,8 @@ class Request:
         self.request_id = request_id
         self.client = client
         self.actor = None
+        self.held = bodies.Held()  # what the body holds of the server's memory budgets
+        self.budget = None         # the budget decoded JSON is paid from
         self._json = None
 
     # -- body ------------------------------------------------------------
@@ -212,12 +92,7 @@ class Request:
             if not self.body:
                 self._json = {}
             else:
-                try:
-                    self._json = jsonutil.decode(self.body.decode("utf-8"))  # strict: no UTF-16, no lone surrogates
-                except jsonutil.JSONDecodeError as exc:
-                    raise errors.BadRequest(f"Malformed JSON body: {exc}") from None
-                except UnicodeDecodeError:
-                    raise errors.BadRequest("The body is not valid UTF-8.") from None
+                self._json = bodies.decode_json(self.body, self.held, self.budget)
             if not isinstance(self._json, dict):
                 raise errors.ValidationError([{"field": None, "message": "the body must be a JSON object"}])
         return self._json
@@ -264,8 +139,8 @@ def _error_response(exc, request_id):
 
 class Handler(BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"
-    timeout = 60  # seconds a stalled or idle connection may hold its thread
-    server_version = "Meterline"
+    timeout = 60  # seconds one read or write of a body may wait (the head has its own deadline)
+    server_version = SERVER_NAME
 
     def version_string(self):
         return self.server_version
@@ -273,10 +148,32 @@ class Handler(BaseHTTPRequestHandler):
 
     def setup(self):
         super().setup()
+        self.served = 0  # requests answered on this connection
+        self.body_pending = False
         try:
             self.connection.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         except OSError:
             pass
+
+    def handle_one_request(self):
+        """One request: a keep-alive connection waits at most `idle_timeout` for
+        its first byte, then the whole head must arrive within `head_timeout`."""
+        server, sock = self.server, self.connection
+        try:
+            if self.served:
+                server.deadlines.arm(sock, server.idle_timeout)
+                if not self.rfile.peek(1):  # closed by the client, or idle too long
+                    self.close_connection = True
+                    return
+            server.deadlines.arm(sock, server.head_timeout)
+            super().handle_one_request()
+        finally:
+            server.deadlines.disarm(sock)
+            self.served += 1
+
+    def head_late(self):
+        """The head is read (or given up on): stop its clock; True when it ran out."""
+        return self.server.deadlines.disarm(self.connection)
 
     def do_GET(self):
         self._dispatch()
@@ -286,127 +183,73 @@ class Handler(BaseHTTPRequestHandler):
     def log_message(self, format, *args):  # the app logs one JSON line itself
         pass
 
-    def _read_body(self):
-        """Read the body of any request, so no byte of it is left on the wire to
-        be taken for a next request; decide 411/413/400 from the headers first."""
-        headers = self.headers
-        if headers.duplicated & {"content-length", "transfer-encoding"}:
-            self.close_connection = True
-            raise errors.BadRequest("Content-Length or Transfer-Encoding is given more than once.")
-        if headers.get("Transfer-Encoding") is not None:
-            self.close_connection = True
-            raise errors.LengthRequired("Chunked (or any transfer-encoded) bodies are not accepted; "
-                                        "send Content-Length.")
-        raw_length = headers.get("Content-Length")
-        if raw_length is None or raw_length == "":
-            return b""
-        if not raw_length.isdigit() or not raw_length.isascii():
-            self.close_connection = True
-            raise errors.BadRequest("Content-Length must be a non-negative integer.")
-        length = int(raw_length)
-        if length > MAX_BODY_BYTES:
-            self.close_connection = True  # the body stays unread
-            raise errors.PayloadTooLarge(f"The body exceeds the {MAX_BODY_BYTES} byte limit.")
-        if length == 0:
-            return b""
-        if headers.get("Expect", "").lower() == "100-continue" and self.request_version == "HTTP/1.1":
-            self.wfile.write(b"HTTP/1.1 100 Continue\r\n\r\n")
-        try:
-            body = self.rfile.read(length)
-        except OSError:  # the body stopped arriving (timeout) or the peer went away
-            self.close_connection = True
-            raise errors.BadRequest("The body did not arrive in time.") from None
-        if len(body) != length:
-            self.close_connection = True
-            raise errors.BadRequest("The body ended before Content-Length bytes.")
-        if self.command in BODY_METHODS:
-            content_type = (headers.get("Content-Type") or "").split(";")[0].strip().lower()
-            if content_type != "application/json":
-                raise errors.UnsupportedMediaType("Send the body as Content-Type: application/json.")
-        return body
+    def _request_id(self):
+        request_id = self.headers.get("X-Request-Id") or uuid.uuid4().hex
+        return request_id if re.fullmatch(r"[A-Za-z0-9._-]{1,64}", request_id) else uuid.uuid4().hex
 
-    def _streams_body(self, app):
+    def _prepare(self, app, request_id):
+        """The request, matched and authenticated, with its body read (or a
+        stream for uploads): nothing of the body is read before the token is
+        checked, and without valid credentials at most UNAUTHENTICATED_BODY."""
+        self.body_pending = bodies.announced(self.headers)
         try:
-            path = urlsplit(self.path).path
+            request = Request(app, self.command, self.path, self.headers, b"", request_id, self.client_address[0])
         except ValueError:
-            return False
-        return app.router.raw_body_route(self.command, path)
-
-    def _body_stream(self, max_bytes):
-        """The body of an upload as a stream; 400/411/413 decided from the headers."""
-        headers = self.headers
-        if headers.duplicated & {"content-length", "transfer-encoding"}:
-            self.close_connection = True
-            raise errors.BadRequest("Content-Length or Transfer-Encoding is given more than once.")
-        encoding = headers.get("Transfer-Encoding")
-        raw_length = headers.get("Content-Length")
-        if encoding is not None:
-            self.close_connection = True  # until the body is read to its end
-            if raw_length is not None:
-                raise errors.BadRequest("Send Content-Length or Transfer-Encoding, not both.")
-            if encoding.strip().lower() != "chunked":
-                raise errors.LengthRequired("Only Transfer-Encoding: chunked is accepted; or send Content-Length.")
-            self.close_connection = headers.get("Connection", "").lower() == "close"
-            length, chunked = None, True
+            raise errors.BadRequest("The request target is not a valid URL.") from None
+        self.current = request
+        request.budget = self.server.decoded_budget
+        route, params = app.router.match(self.command, request.path)
+        self.route_pattern = route.template
+        length = None
+        if route.raw_body:  # 400/411/413 from its headers first, as before
+            request.body_stream = bodies.body_stream(self, app.config.max_object_bytes)
+            self.body_pending = False  # the stream drains or closes what it does not read
         else:
-            chunked = False
-            if raw_length is None or raw_length == "":
-                length = 0
-            elif not raw_length.isdigit() or not raw_length.isascii():
-                self.close_connection = True
-                raise errors.BadRequest("Content-Length must be a non-negative integer.")
-            else:
-                length = int(raw_length)
-            if length > max_bytes:
-                self.close_connection = True  # the body stays unread
-                raise errors.PayloadTooLarge(f"The object exceeds the {max_bytes} byte limit "
-                                             "(BILLING_MAX_OBJECT_BYTES).")
-        expect = headers.get("Expect", "").lower() == "100-continue" and self.request_version == "HTTP/1.1"
-        return BodyStream(self, length, chunked, expect)
+            length = bodies.body_length(self)  # 400/411 from the headers
+        app.authenticate(request, route)
+        if length is not None:
+            limit = MAX_BODY_BYTES if request.actor is not None else UNAUTHENTICATED_BODY
+            request.body = bodies.read_body(self, length, limit, request.held, self.server.raw_budget)
+            self.body_pending = False
+        return request, route, params
 
     def _dispatch(self):
         app = self.app
         started = time.perf_counter()
-        request_id = self.headers.get("X-Request-Id") or uuid.uuid4().hex
-        if not re.fullmatch(r"[A-Za-z0-9._-]{1,64}", request_id):
-            request_id = uuid.uuid4().hex
-        request = None
-        route_pattern = None
-        stream = None
+        request_id = self._request_id()
+        self.current = self.route_pattern = None
         try:
-            if self._streams_body(app):
-                stream = self._body_stream(app.config.max_object_bytes)
-                body = b""
-            else:
-                body = self._read_body()  # first, whatever the route: the wire is then clean
-            try:
-                request = Request(app, self.command, self.path, self.headers, body, request_id,
-                                  self.client_address[0])
-            except ValueError:
-                raise errors.BadRequest("The request target is not a valid URL.") from None
-            request.body_stream = stream
-            route, params = app.router.match(self.command, request.path)
-            route_pattern = route.template
-            response = app.handle(request, route, params)
+            response = app.handle(*self._prepare(app, request_id))
         except Exception as exc:  # the one error path
             if not isinstance(exc, ApiError):
                 app.log_exception(request_id, exc)
             response = _error_response(exc, request_id)
+        request = self.current
+        try:
+            self._answer(app, request, response, request_id)
+        finally:
+            if request is not None:
+                request.held.release()
+        app.log_request(self, request, self.route_pattern, response.status,
+                        (time.perf_counter() - started) * 1000, request_id)
+
+    def _answer(self, app, request, response, request_id):
+        """Send the response; what is left of the body is then drained or the connection closed."""
+        if self.body_pending:
+            self.close_connection = True  # refused before its body was read: the body stays unread
+        stream = request.body_stream if request is not None else None
         drain_limit = None
         if stream is not None and not stream.done:
             # a refused upload: read and drop the rest of its body, so the client (still
             # sending) reads the answer instead of a reset, and the connection can be
             # reused; or close when that is not possible or not worth it
-            signed_in = request is not None and request.actor is not None
-            drain_limit = app.config.max_object_bytes if signed_in else UNAUTHENTICATED_DRAIN
+            drain_limit = app.config.max_object_bytes if request.actor is not None else UNAUTHENTICATED_DRAIN
             if not stream.can_drain(drain_limit):
                 self.close_connection = True
                 drain_limit = None
         self._send(response, request_id)
         if drain_limit is not None and not stream.drain(drain_limit):  # also when the client asked to close
             self.close_connection = True
-        app.log_request(self, request, route_pattern, response.status,
-                        (time.perf_counter() - started) * 1000, request_id)
 
     def _send(self, response, request_id):
         """Write the status line, headers and body in one write (one syscall)."""
@@ -458,7 +301,8 @@ class Handler(BaseHTTPRequestHandler):
             self.close_connection = True
 
     def parse_request(self):
-        """The request line and headers, read by `head.parse` (not the e-mail package)."""
+        """The request line and headers, read by `head.parse` (not the e-mail package)
+        within the head deadline."""
         return head.parse(self)
 
     def send_error(self, code, message=None, explain=None):
@@ -480,6 +324,8 @@ class Handler(BaseHTTPRequestHandler):
 def make_server(app, host, port):
     handler = type("MeterlineHandler", (Handler,), {"app": app})
     server = Server((host, port), handler)
+    server.raw_budget = bodies.Budget(bodies.RAW_BUDGET, "request bodies")
+    server.decoded_budget = bodies.Budget(bodies.DECODED_BUDGET, "request bodies")
     return server
 
 

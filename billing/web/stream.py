@@ -16,6 +16,7 @@ import time
 
 from .. import jsonutil
 from ..errors import ApiError, ServiceUnavailable
+from ..api.invoices import STAFF_ONLY as INVOICE_STAFF_ONLY
 from ..api.responses import Response
 
 QUEUE_SIZE = 1000
@@ -163,8 +164,10 @@ class _Stream:
             if item is _CLOSED:
                 return
             event_type, data = item
-            if self.scope is not None and _customer_of(data) != self.scope:
-                continue  # a customer's key sees only what is its own
+            if self.scope is not None:
+                if _customer_of(data) != self.scope:
+                    continue  # a customer's key sees only what is its own
+                data = _for_customer(data)
             self.sent += 1
             out.write(frame(event_type, data, self.sent))
 
@@ -182,6 +185,14 @@ class _Stream:
             payload.update(events_per_second=events - self.last_events, events_total=events)
         self.last_events = events
         return payload
+
+
+def _for_customer(data):
+    """An event as its customer may see it: an invoice without the staff-only fields."""
+    invoice = data.get("invoice") if isinstance(data, dict) else None
+    if not isinstance(invoice, dict):
+        return data
+    return {**data, "invoice": {k: v for k, v in invoice.items() if k not in INVOICE_STAFF_ONLY}}
 
 
 def _customer_of(data):

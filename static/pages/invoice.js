@@ -109,7 +109,7 @@ function actionControls(invoice, customer, context) {
   const writer = WRITERS.includes(role);
   const isCsm = Boolean(me && me.kind === "user" && customer && customer.csm_user_id != null
     && customer.csm_user_id === me.user.id);
-  const approver = APPROVERS.includes(role) || isCsm;
+  const approver = APPROVERS.includes(role);  // a CSM approves by its role, like everyone
   const controls = [];
   const state = invoice.status;
 
@@ -120,8 +120,8 @@ function actionControls(invoice, customer, context) {
   }
   if (writer && state === "draft") controls.push(finalizeForm(invoice, customer, context));
   if (state === "pending_approval") {
-    if (approver) controls.push(approvalForm(invoice, context, isCsm && !APPROVERS.includes(role)));
-    else controls.push(h("p", { class: "note" }, "Waiting for approval by customer success, sales, an admin or the customer's CSM."));
+    if (approver) controls.push(approvalForm(invoice, context, isCsm));
+    else controls.push(h("p", { class: "note" }, "Waiting for approval by customer success, sales or an admin."));
   }
   if (writer && state === "issued") controls.push(paymentForm(invoice, context));
   const voidable = state === "draft" || state === "pending_approval" || (state === "issued" && isZero(invoice.amount_paid));
@@ -139,7 +139,7 @@ function actionControls(invoice, customer, context) {
 }
 
 function finalizeForm(invoice, customer, { run }) {
-  const approval = Boolean(customer && customer.requires_approval);
+  const approval = Boolean(invoice.requires_approval ?? (customer && customer.requires_approval));
   const comment = h("input", { name: "comment", maxlength: 2000, placeholder: "optional" });
   const form = h("form", { class: "action-form", id: "finalize-form" },
     h("h3", {}, approval ? "Issue (needs approval)" : "Issue"),

@@ -4,7 +4,7 @@
 Data goes in through the HTTP API; nothing is pinned: the subscriptions start
 on the first day of last month (UTC) and `POST /v1/invoices/run` with `as_of`
 the first of this month drafts last month. People sign in through the form in
-their roles (finance, customer success, a viewer who is a customer's CSM) and
+their roles (finance, customer success, a salesperson who is a customer's CSM) and
 click. Each test ends by checking that the page logged no console error,
 threw nothing, and broke no CSP rule. Screenshots go to /tmp/shots/ as well.
 """
@@ -27,7 +27,7 @@ PASSWORD = "workflow-password-1"
 PEOPLE = {
     "finance": {"email": "fin@example.com", "name": "Fiona Finance", "role": "finance"},
     "cs": {"email": "cs@example.com", "name": "Casey Success", "role": "customer_success"},
-    "csm": {"email": "csm@example.com", "name": "Cleo CSM", "role": "viewer"},
+    "csm": {"email": "csm@example.com", "name": "Cleo CSM", "role": "sales"},
     "viewer": {"email": "viewer@example.com", "name": "Vic Viewer", "role": "viewer"},
 }
 BASIC = {"code": "basic", "name": "Basic", "currency": "USD", "base_fee": "100.00",
@@ -38,7 +38,7 @@ TOTAL = "150.00"
 
 @pytest.fixture
 def workflow(server):
-    """Acme (requires approval, its CSM is the viewer Cleo) and Globex (no
+    """Acme (requires approval, its CSM is Cleo from sales) and Globex (no
     approval) on the Basic plan since the first of last month, usage last
     month, the invoice run done: one draft each. Users of each role."""
     admin = server.admin
@@ -308,7 +308,7 @@ def test_the_csm_rejects_back_to_draft_on_hold_then_finance_voids_and_reissues(d
     page = f"#/invoices/{invoice_id}"
     assert server.admin.post(f"/v1/invoices/{invoice_id}/finalize", {}).json["status"] == "pending_approval"
 
-    # A viewer may not approve; the viewer who is Acme's CSM may.
+    # A viewer may not approve; Acme's CSM may.
     sign_in_as(dashboard, "viewer", page)
     open_invoice(dashboard, invoice_id)
     assert dashboard.count("#approve, #reject, #finalize, #record-payment, #void-form") == 0
@@ -327,10 +327,10 @@ def test_the_csm_rejects_back_to_draft_on_hold_then_finance_voids_and_reissues(d
     dashboard.wait("document.querySelectorAll('.page-head .badges .badge').length === 2")
     assert badges(dashboard) == ["draft", "on hold"]
     assert header(dashboard)["status"] == "draft, on hold"
-    assert dashboard.count("#approve, #reject, #finalize") == 0  # a viewer CSM cannot issue
+    assert dashboard.count("#approve, #reject, #finalize") == 0  # a CSM from sales cannot issue
     assert shown_history(dashboard, server, invoice_id)[-2:] == [
         ("finalize", "bootstrap admin key", "admin", "draft → pending approval", "—"),
-        ("reject", "Cleo CSM", "viewer", "pending approval → draft", "Usage was double counted")]
+        ("reject", "Cleo CSM", "sales", "pending approval → draft", "Usage was double counted")]
     api = server.admin.get(f"/v1/invoices/{invoice_id}").json
     assert (api["status"], api["on_hold"]) == ("draft", True)
 

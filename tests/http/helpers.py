@@ -279,6 +279,64 @@ def finalize(client, invoice_id):
     return reply.json
 
 
+BASIC_PLAN = {"code": "basic", "name": "Basic", "currency": "USD", "base_fee": "100.00",
+              "charges": [{"meter": "api_calls", "model": "per_unit", "unit_price": "0.01"}]}
+
+
+def basic_plan(admin):
+    """The api_calls meter and the Basic plan (100.00 a month + 0.01 a call); the clock in September 2025."""
+    assert admin.post("/v1/meters", {"key": "api_calls", "name": "API calls", "aggregation": "sum"}).status == 201
+    assert admin.post("/v1/plans", BASIC_PLAN).status == 201
+    pin("2025-09-20T00:00:00Z")
+
+
+def september_drafts(admin, count=1, **customer_fields):
+    """`count` customers on Basic since September with 1,000 calls each; their
+    September drafts (100.00 + 10.00 = 110.00), the clock on 1 October."""
+    ids = []
+    for _ in range(count):
+        body = {"name": f"Cust {unique()}", "email": f"{unique('c')}@example.com", **customer_fields}
+        reply = admin.post("/v1/customers", body)
+        assert reply.status == 201, reply
+        cid = reply.json["id"]
+        assert admin.post("/v1/subscriptions", {"customer_id": cid, "plan": "basic", "start": "2025-09-01"}).status == 201
+        reply = admin.post("/v1/events/batch", {"customer_id": cid, "events": [
+            {"meter": "api_calls", "quantity": 1000, "timestamp": "2025-09-10T00:00:00Z"}]})
+        assert reply.status == 200
+    pin("2025-10-01T06:00:00Z")
+    created = admin.post("/v1/invoices/run", {"as_of": "2025-10-01T00:00:00Z"}).json["invoice_ids"]
+    assert len(created) == count
+    return created
+
+
+def new_user(server, role, **fields):
+    """A user of the role, created by the admin (password "correct horse"); its JSON."""
+    body = {"email": f"{role}-{unique()}@example.com", "name": f"{role} person", "role": role,
+            "password": "correct horse", **fields}
+    reply = server.admin.post("/v1/users", body)
+    assert reply.status == 201, reply
+    return reply.json
+
+
+def sign_in(server, user):
+    """A client signed in as the user (a users JSON)."""
+    login = server.client().post("/v1/auth/login", {"email": user["email"], "password": "correct horse"})
+    assert login.status == 200, login
+    return server.client(login.json["token"])
+
+
+def user_token(server, role):
+    """A signed-in user of the role (sign in again after moving the clock far:
+    sessions expire) and the user's id."""
+    user = new_user(server, role)
+    return sign_in(server, user), user["id"]
+
+
+def key_client(server, role=None, customer_id=None):
+    """A client with a new API key of the role (or of the customer)."""
+    return server.client(make_key(server, role=role, customer_id=customer_id))
+
+
 # -- objects (§8) ------------------------------------------------------------
 
 def storage_server(tmp_path, **env):

@@ -330,3 +330,35 @@ def test_list_filters(server, admin):
     assert [c["id"] for c in admin.get("/v1/customers?q=widg").json["data"]] == [a["id"]]
     assert [c["id"] for c in admin.get("/v1/customers?q=beta").json["data"]] == [b["id"]]
     assert admin.get("/v1/customers?q=%25").json["data"] == []  # LIKE wildcards are literal
+
+
+
+NOT_ONE_ADDRESS = [
+    "a@example.com,b@example.com", "a@example.com, b@example.com", "a@example.com;b@example.com",
+    "a,b@example.com", "Ann <a@example.com>", "<a@example.com>", '"a b"@example.com', "a@example.com b@example.com",
+    "a@example.com\r\nBcc: c@example.com", "a@example.com\nbcc:c@example.com", "a@example.com\r\n",
+    "\na@example.com", "a@example.com\t", "a@@example.com", "a@b@example.com", "a@example..com", "a@-example.com",
+    "a@example", ".a@example.com", "a..b@example.com", "a@exam_ple.com", "a@example.com\x00",
+    "a" * 65 + "@example.com", "a@" + "b" * 250 + ".com", "a@" + "b" * 64 + ".com", 7, ["a@example.com"],
+]
+
+
+@pytest.mark.parametrize("value", NOT_ONE_ADDRESS, ids=range(len(NOT_ONE_ADDRESS)))
+def test_billing_email_is_exactly_one_address(server, admin, value):
+    assert_validation(admin.post("/v1/customers", {"name": "A", "email": "a@example.com", "billing_email": value}),
+                      "billing_email")
+    assert count(server) == 0
+    if isinstance(value, str):  # the customer's own e-mail is a recipient too
+        assert_validation(admin.post("/v1/customers", {"name": "B", "email": value}), "email")
+        assert count(server) == 0
+    c = create_customer(admin, billing_email="ap@example.com")
+    assert_validation(admin.patch(f"/v1/customers/{c['id']}", {"billing_email": value}), "billing_email")
+    assert admin.get(f"/v1/customers/{c['id']}").json == c
+
+
+@pytest.mark.parametrize("value", ["ap+billing@example.co.uk", "o'brien@example.com", "AP@sub-domain.example",
+                                   "x" * 64 + "@example.com", "ops@localhost", "ap@exämple.de"])
+def test_billing_email_accepts_one_plain_address(server, admin, value):
+    c = create_customer(admin, billing_email=value)
+    assert c["billing_email"] == value
+    assert admin.patch(f"/v1/customers/{c['id']}", {"billing_email": None}).json["billing_email"] is None

@@ -6,50 +6,14 @@ import threading
 
 import pytest
 
-from tests.harness import make_key
-from tests.http.helpers import assert_error, assert_validation, pin, unique
-
-PLAN = {"code": "basic", "name": "Basic", "currency": "USD", "base_fee": "100.00",
-        "charges": [{"meter": "api_calls", "model": "per_unit", "unit_price": "0.01"}]}
-
-
-def user_token(server, role):
-    """A signed-in user of the role (sign in again after moving the clock far:
-    sessions expire) and the user's id."""
-    email = f"{role}-{unique()}@example.com"
-    reply = server.admin.post("/v1/users", {"email": email, "name": f"{role} person", "role": role,
-                                            "password": "correct horse"})
-    assert reply.status == 201, reply
-    login = server.client().post("/v1/auth/login", {"email": email, "password": "correct horse"})
-    return server.client(login.json["token"]), reply.json["id"]
-
-
-def key_client(server, role):
-    return server.client(make_key(server, role=role))
+from tests.http.helpers import (assert_error, assert_validation, basic_plan, key_client, new_user, pin, sign_in,
+                                user_token)
+from tests.http.helpers import september_drafts as drafts
 
 
 @pytest.fixture
 def setup(admin):
-    assert admin.post("/v1/meters", {"key": "api_calls", "name": "API calls", "aggregation": "sum"}).status == 201
-    assert admin.post("/v1/plans", PLAN).status == 201
-    pin("2025-09-20T00:00:00Z")
-
-
-def drafts(admin, count=1, **customer_fields):
-    """`count` customers on Basic since September with 1,000 calls each; their
-    September drafts (100.00 + 10.00 = 110.00)."""
-    ids = []
-    for _ in range(count):
-        body = {"name": f"Cust {unique()}", "email": f"{unique('c')}@example.com", **customer_fields}
-        cid = admin.post("/v1/customers", body).json["id"]
-        assert admin.post("/v1/subscriptions", {"customer_id": cid, "plan": "basic", "start": "2025-09-01"}).status == 201
-        reply = admin.post("/v1/events/batch", {"customer_id": cid, "events": [
-            {"meter": "api_calls", "quantity": 1000, "timestamp": "2025-09-10T00:00:00Z"}]})
-        assert reply.status == 200
-    pin("2025-10-01T06:00:00Z")
-    created = admin.post("/v1/invoices/run", {"as_of": "2025-10-01T00:00:00Z"}).json["invoice_ids"]
-    assert len(created) == count
-    return created
+    basic_plan(admin)
 
 
 def test_finalize_issues_with_number_dates_and_credits(server, admin, setup):
@@ -132,18 +96,14 @@ def test_approval_flow_with_roles_history_and_hold(server, admin, setup):
     assert [a["at"] for a in history] == sorted(a["at"] for a in history)
 
 
-def test_the_customers_csm_may_approve_whatever_the_role(server, admin, setup):
-    csm = server.admin.post("/v1/users", {"email": "csm@example.com", "name": "The CSM", "role": "viewer",
-                                          "password": "correct horse"}).json["id"]
-    (invoice_id,) = drafts(admin, 1, requires_approval=True, csm_user_id=csm)
-    viewer = server.client(server.client().post("/v1/auth/login", {"email": "csm@example.com",
-                                                                    "password": "correct horse"}).json["token"])
-    other_viewer, _ = user_token(server, "viewer")
+def test_the_customers_csm_approves_while_its_role_may(server, admin, setup):
+    csm = new_user(server, "customer_success")
+    (invoice_id,) = drafts(admin, 1, requires_approval=True, csm_user_id=csm["id"])
+    as_csm = sign_in(server, csm)
     assert admin.post(f"/v1/invoices/{invoice_id}/finalize", {}).json["status"] == "pending_approval"
-    assert_error(other_viewer.post(f"/v1/invoices/{invoice_id}/approve", {}), 403, "forbidden")
-    approved = viewer.post(f"/v1/invoices/{invoice_id}/approve", {"comment": "as CSM"})
+    approved = as_csm.post(f"/v1/invoices/{invoice_id}/approve", {"comment": "as CSM"})
     assert approved.status == 200 and approved.json["status"] == "issued"
-    assert admin.get(f"/v1/invoices/{invoice_id}/actions").json["data"][-1]["role"] == "viewer"
+    assert admin.get(f"/v1/invoices/{invoice_id}/actions").json["data"][-1]["role"] == "customer_success"
 
 
 def test_numbers_have_no_gaps_under_concurrent_issues(server, admin, setup):
@@ -324,9 +284,7 @@ def test_grace_period_is_configurable(tmp_path):
                                                     "BILLING_GRACE_PERIOD_HOURS": "0"})
     try:
         admin = running.admin
-        assert admin.post("/v1/meters", {"key": "api_calls", "name": "API calls", "aggregation": "sum"}).status == 201
-        assert admin.post("/v1/plans", PLAN).status == 201
-        pin("2025-09-20T00:00:00Z")
+        basic_plan(admin)
         (invoice_id,) = drafts(admin, 1)
         pin("2025-10-01T00:00:00Z")
         assert running.app.scheduler.issue_due()["issued"] == 1
@@ -361,13 +319,12 @@ def test_review_fixes_void_reissue_hold_and_ids(server, admin, setup):
     assert admin.post(f"/v1/invoices/{again['id']}/finalize", {}).json["status"] == "paid"  # a person may
 
 
-def test_finance_never_approves_even_as_the_csm(server, admin, setup):
-    fin = server.admin.post("/v1/users", {"email": "fin-csm@example.com", "name": "Fin CSM", "role": "finance",
-                                          "password": "correct horse"}).json["id"]
-    (invoice_id,) = drafts(admin, 1, requires_approval=True, csm_user_id=fin)
-    token = server.client().post("/v1/auth/login", {"email": "fin-csm@example.com",
-                                                   "password": "correct horse"}).json["token"]
-    finance = server.client(token)
+def test_finance_is_never_the_csm_and_never_approves(server, admin, setup):
+    fin = new_user(server, "finance")
+    reply = admin.post("/v1/customers", {"name": "Fin CSM", "email": "fin-csm@example.com", "csm_user_id": fin["id"]})
+    assert_validation(reply, "csm_user_id")
+    (invoice_id,) = drafts(admin, 1, requires_approval=True)
+    finance = sign_in(server, fin)
     assert finance.post(f"/v1/invoices/{invoice_id}/finalize", {}).json["status"] == "pending_approval"
     assert_error(finance.post(f"/v1/invoices/{invoice_id}/approve", {}), 403, "forbidden")
 

@@ -529,7 +529,7 @@ def test_a_100_mib_upload_streams_without_growing_the_server(tmp_path):
 
 
 def test_stored_file_names_never_derive_from_keys(srv, tenant):
-    keys = ["passwords-backup.txt", "docs/résumé.pdf", "deep/er/still-deeper/named-file.bin", "plain"]
+    keys = ["passwords-backup.txt", "docs/résumé.pdf", "deep/layer-two/still-deeper/named-file.bin", "plain"]
     for key in keys:
         assert put_object(tenant.client, key, key.encode() * 10).status == 201
     root = srv.app.config.objects_dir

@@ -141,6 +141,7 @@ def test_scoped_key_estimate_for_another_customer_is_404_either_way(server, admi
     from tests.harness import make_key
     scoped = server.client(make_key(server, customer_id=setup))
     other = admin.post("/v1/customers", {"name": "O", "email": "o@example.com"}).json["id"]
+    assert admin.post("/v1/subscriptions", {"customer_id": setup, "plan": "pro", "start": "2025-09-10"}).status == 201
     for customer_id in (other, 99999):
         assert scoped.post("/v1/estimate", {"plan": "pro", "customer_id": customer_id}).status == 404
     assert scoped.post("/v1/estimate", {"plan": "pro", "customer_id": setup}).status == 200

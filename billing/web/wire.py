@@ -1,0 +1,35 @@
+"""What every answer carries on the wire: the server name, the security
+headers, and a complete JSON error answer written without a handler (the
+connection limiter answers 503 before any thread is started)."""
+
+import email.utils
+import json
+import uuid
+
+SERVER_NAME = "Meterline"
+SECURITY_HEADERS = {
+    "X-Content-Type-Options": "nosniff",
+    "X-Frame-Options": "DENY",
+    "Referrer-Policy": "no-referrer",
+}
+SECURITY_BLOCK = "\r\n".join(f"{k}: {v}" for k, v in SECURITY_HEADERS.items())
+JSON_TYPE = "application/json; charset=utf-8"
+
+
+def request_id():
+    return uuid.uuid4().hex
+
+
+def error_answer(status, reason, code, message, headers=None):
+    """The bytes of a whole `status` answer in the one error shape, ending the
+    connection: Server, Date, the security headers, X-Request-Id, then
+    `headers`."""
+    rid = request_id()
+    body = json.dumps({"error": {"code": code, "message": message, "details": []}},
+                      separators=(",", ":")).encode()
+    lines = [f"HTTP/1.1 {status} {reason}", f"Server: {SERVER_NAME}",
+             f"Date: {email.utils.formatdate(usegmt=True)}", SECURITY_BLOCK, f"X-Request-Id: {rid}",
+             f"Content-Type: {JSON_TYPE}", f"Content-Length: {len(body)}", "Cache-Control: no-store"]
+    lines += [f"{name}: {value}" for name, value in (headers or {}).items()]
+    lines.append("Connection: close")
+    return ("\r\n".join(lines) + "\r\n\r\n").encode("latin-1") + body
