@@ -249,7 +249,11 @@ def read_body(handler, length, limit, held, budget):
         held.take(budget, length)
     if headers.get("Expect", "").lower() == "100-continue" and handler.request_version == "HTTP/1.1":
         handler.wfile.write(b"HTTP/1.1 100 Continue\r\n\r\n")
-    body = handler.rfile.read(length)
+    try:
+        body = handler.rfile.read(length)
+    except OSError:  # the body stopped arriving (timeout) or the peer went away
+        handler.close_connection = True
+        raise errors.BadRequest("The body did not arrive in time.") from None
     if len(body) != length:
         handler.close_connection = True
         raise errors.BadRequest("The body ended before Content-Length bytes.")
