@@ -19,6 +19,7 @@ from urllib.parse import unquote
 from .. import jsonutil
 from ..domain import quantities, times
 from ..errors import Conflict, FieldErrors, NotFound, ValidationError
+from ..store import rollups
 from ..store.db import named, scalar
 from .responses import Response, created
 from . import invoices
@@ -88,6 +89,7 @@ def store_new(conn, rows, invoiced_through=None):
     _check_customers_live(conn, {row[_CUSTOMER] for row in fresh.values()})
     _drop_stored(conn, fresh)
     new_rows = list(fresh.values())
+    before = rollups.last_seq(conn)
     late = [r for r in new_rows if r[_TS] < invoiced_through.get(r[_CUSTOMER], -1)] if invoiced_through else []
     if late:
         conn.executemany(INSERT_LATE_SQL, late)
@@ -95,6 +97,7 @@ def store_new(conn, rows, invoiced_through=None):
         conn.executemany(INSERT_SQL, [r for r in new_rows if id(r) not in late_ids])
     else:
         conn.executemany(INSERT_SQL, new_rows)
+    rollups.add_since(conn, before)  # in the same transaction as the events
     return new_rows
 
 
@@ -452,5 +455,6 @@ def retract(request, customer_id, event_id):
             (row["seq"], row["customer_id"], row["event_id"], row["meter_id"], row["ts"], row["quantity"],
              row["properties"], now_micros(), request.actor.label))
         conn.execute("DELETE FROM events WHERE seq = ?", (row["seq"],))
+        rollups.recompute_bucket(conn, row["customer_id"], row["meter_id"], row["ts"])
         audit(conn, request, "event.retract", "event", f"{customer_id}/{event_id}", before, None)
     return {"id": event_id, "customer_id": customer_id, "retracted": True}

@@ -8,6 +8,7 @@ from .. import jsonutil
 from ..domain import times
 from ..domain.aggregation import AGGREGATIONS
 from ..errors import Conflict, FieldErrors
+from ..store import rollups
 from ..store.db import named, scalar
 from .responses import created
 from .common import audit, check_unknown_fields, decode_cursor, now_micros, one_or_404, page, page_limit, text_field
@@ -173,12 +174,15 @@ def update(request, key):
         if frozen:
             raise Conflict(f"Meter {key!r} has events; cannot change {', '.join(frozen)}. "
                            "Create a new meter instead.")
+        regroup = has_events and "group_by" in values and values["group_by"] != before["group_by"]
         if "group_by" in values:
             values["group_by"] = jsonutil.encode(values["group_by"])
         if values:
             sets = ", ".join(f"{column} = ?" for column in values)
             conn.execute(f"UPDATE meters SET {sets}, updated_at = ? WHERE key = ?",
                          (*values.values(), now_micros(), key))
+        if regroup:
+            rollups.rebuild_meter(conn, before_row["id"])
         after = view(_load(conn, key))
         audit(conn, request, "meter.update", "meter", key, before, after)
     request.app.catalog.invalidate_meters()

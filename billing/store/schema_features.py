@@ -5,6 +5,8 @@ Append-only: a migration that shipped is never edited; a new one is a new
 list here, added to MIGRATIONS in migrations.py.
 """
 
+from .rollups import rebuild_all
+
 # Capacity-limited resources and their sessions (§6), billed by the minute.
 V4_RESOURCES = [
     """CREATE TABLE resources (
@@ -234,4 +236,33 @@ V11_INVOICE_APPROVAL = [
     "ALTER TABLE invoices ADD COLUMN requires_approval INTEGER NOT NULL DEFAULT 0",
     "UPDATE invoices SET requires_approval = (SELECT c.requires_approval FROM customers c"
     " WHERE c.id = invoices.customer_id)",
+]
+
+# Rollups (§13): matched events per (customer, meter, group, 15-minute bucket),
+# kept by every event insert and retraction (billing/store/rollups.py), built
+# here from the events already stored. The sum is total_hi · 10¹² + total_lo.
+V12_ROLLUPS = [
+    """CREATE TABLE rollups (
+        customer_id INTEGER NOT NULL,
+        meter_id INTEGER NOT NULL,
+        bucket INTEGER NOT NULL,
+        grp TEXT NOT NULL,
+        n INTEGER NOT NULL,
+        total_hi INTEGER NOT NULL,
+        total_lo INTEGER NOT NULL,
+        low INTEGER,
+        high INTEGER,
+        last_ts INTEGER NOT NULL,
+        last_seq INTEGER NOT NULL,
+        last_value,
+        PRIMARY KEY (customer_id, meter_id, bucket, grp)) WITHOUT ROWID""",
+    # the distinct values of unique_count meters, per bucket
+    """CREATE TABLE rollup_values (
+        customer_id INTEGER NOT NULL,
+        meter_id INTEGER NOT NULL,
+        bucket INTEGER NOT NULL,
+        grp TEXT NOT NULL,
+        value NOT NULL,
+        PRIMARY KEY (customer_id, meter_id, bucket, grp, value)) WITHOUT ROWID""",
+    rebuild_all,
 ]

@@ -1,0 +1,169 @@
+"""Rollups (§13): per (customer, meter, group, 15-minute bucket), kept in the
+transaction of every insert and retraction, equal to what a simple reference
+computes from the raw events — for random events of every aggregation, with
+filters, group_by keys, late and retracted events, huge quantities."""
+
+import json
+import random
+import sqlite3
+from decimal import Decimal
+
+from billing.store import migrations
+from tests.http.helpers import basic_plan, finalize, pin, september_drafts
+
+BUCKET = 15 * 60 * 1_000_000
+SPLIT = 10 ** 12
+MONTH_START_US = 1_756_684_800_000_000  # 2025-09-01T00:00:00Z
+TWO_MONTHS_US = 61 * 86_400 * 1_000_000
+
+METERS = [
+    {"key": "r_sum", "aggregation": "sum", "group_by": ["region"]},
+    {"key": "r_count", "aggregation": "count", "filter": {"tier": "hot"}},
+    {"key": "r_max", "aggregation": "max", "group_by": ["region", "zone"]},
+    {"key": "r_min", "aggregation": "min"},
+    {"key": "r_avg", "aggregation": "avg", "filter": {"tier": ["hot", "warm"]}, "group_by": ["zone"]},
+    {"key": "r_latest", "aggregation": "latest", "group_by": ["region"]},
+    {"key": "r_users", "aggregation": "unique_count", "value_property": "user", "group_by": ["region"]},
+    {"key": "r_bytes", "aggregation": "sum", "value_property": "bytes", "filter": {"tier": "hot"}},
+]
+REGIONS = ["eu", "us", "ap", 1, True, None, "é\"x"]
+
+
+def iso(us):
+    seconds, micros = divmod(us, 1_000_000)
+    from datetime import datetime, timezone
+    return datetime.fromtimestamp(seconds, timezone.utc).strftime("%Y-%m-%dT%H:%M:%S") + f".{micros:06d}Z"
+
+
+def random_quantity(rng):
+    return rng.choice([1, 0, Decimal("0.000001"), Decimal("2.5"), 10 ** 12, Decimal("999999999999.999999"),
+                       rng.randrange(0, 10 ** 6), Decimal(rng.randrange(0, 10 ** 12)) / 1000])
+
+
+def random_event(rng, cid, ids):
+    properties = {"tier": rng.choice(["hot", "warm", "cold"]), "user": rng.choice(["a", "b", "c", 7, False]),
+                  "bytes": rng.choice([0, 1, 10 ** 12, Decimal("0.5")])}
+    for name in ("region", "zone"):
+        value = rng.choice(REGIONS)
+        if value is not None:
+            properties[name] = value
+    # times on bucket edges, just before them, and anywhere
+    base = MONTH_START_US + rng.randrange(0, TWO_MONTHS_US // BUCKET) * BUCKET
+    ts = base + rng.choice([0, -1, 1, BUCKET - 1, rng.randrange(BUCKET)])
+    event = {"customer_id": cid, "meter": rng.choice(METERS)["key"], "quantity": random_quantity(rng),
+             "timestamp": iso(ts), "properties": properties}
+    if rng.random() < 0.7:
+        event["id"] = rng.choice(ids) if ids and rng.random() < 0.1 else f"e{rng.randrange(10 ** 9)}"
+        ids.append(event["id"])
+    return event
+
+
+def reference(db_path):
+    """{(customer, meter, bucket, grp as a dict): (n, sum, min, max, latest, distinct values)} from raw events."""
+    conn = sqlite3.connect(db_path)
+    conn.row_factory = sqlite3.Row
+    group_by = {r["id"]: json.loads(r["group_by"]) for r in conn.execute("SELECT id, group_by FROM meters")}
+    expected = {}
+    for row in conn.execute("SELECT seq, customer_id, meter_id, ts, value, properties FROM events WHERE matched = 1"):
+        group = {}
+        for key in group_by[row["meter_id"]]:
+            text = conn.execute("SELECT json_quote(json_extract(?, ?))",
+                                (row["properties"], f'$."{key}"')).fetchone()[0]
+            group[key] = json.loads(text)
+        bucket_key = (row["customer_id"], row["meter_id"], row["ts"] // BUCKET * BUCKET,
+                      json.dumps(group, sort_keys=True))
+        expected.setdefault(bucket_key, []).append((row["ts"], row["seq"], row["value"]))
+    conn.close()
+    result = {}
+    for key, rows in expected.items():
+        values = [v for _, _, v in rows]
+        latest = max(rows)[2]
+        if isinstance(values[0], str):
+            result[key] = (len(rows), 0, None, None, latest, sorted(set(values)))
+        else:
+            result[key] = (len(rows), sum(values), min(values), max(values), latest, [])
+    return result
+
+
+def stored(db_path):
+    conn = sqlite3.connect(db_path)
+    conn.row_factory = sqlite3.Row
+    distinct = {}
+    for row in conn.execute("SELECT * FROM rollup_values"):
+        key = (row["customer_id"], row["meter_id"], row["bucket"], json.dumps(json.loads(row["grp"]), sort_keys=True))
+        distinct.setdefault(key, []).append(row["value"])
+    result = {}
+    for row in conn.execute("SELECT * FROM rollups"):
+        assert 0 <= row["total_lo"] < SPLIT
+        key = (row["customer_id"], row["meter_id"], row["bucket"], json.dumps(json.loads(row["grp"]), sort_keys=True))
+        result[key] = (row["n"], row["total_hi"] * SPLIT + row["total_lo"], row["low"], row["high"],
+                       row["last_value"], sorted(distinct.pop(key, [])))
+    conn.close()
+    assert not distinct  # no counted values without their bucket
+    return result
+
+
+def make_meters(admin):
+    for meter in METERS:
+        assert admin.post("/v1/meters", {"name": meter["key"], **meter}).status == 201
+
+
+def test_rollups_equal_the_raw_events(server, admin):
+    """Random events of every aggregation (batches with duplicate ids, single
+    posts, events flagged late for an issued period, retractions, a group_by
+    key added afterwards): each bucket equals the reference, sums exact past 2⁶³."""
+    rng = random.Random(14)
+    basic_plan(admin)
+    (draft,) = september_drafts(admin, 1)
+    finalize(admin, draft)  # September of this customer is issued: its events are late now
+    late_cid = admin.get(f"/v1/invoices/{draft}").json["customer_id"]
+    pin("2025-11-01T00:00:00Z")
+    make_meters(admin)
+    cids = [late_cid] + [admin.post("/v1/customers", {"name": f"C{i}", "email": f"rollup{i}@example.com"}).json["id"]
+                         for i in range(3)]
+    ids = []
+    for _ in range(12):
+        batch = [random_event(rng, rng.choice(cids), ids) for _ in range(rng.randrange(1, 120))]
+        reply = admin.post("/v1/events/batch", {"events": batch})
+        assert reply.status == 200, reply
+    for _ in range(20):
+        assert admin.post("/v1/events", random_event(rng, rng.choice(cids), ids)).status in (200, 201)
+    # twenty events of 10^12 in one bucket: 2·10^19 µs, past SQLite's 64-bit integers
+    huge = [{"customer_id": cids[1], "meter": "r_sum", "quantity": 10 ** 12, "timestamp": "2025-10-05T10:07:00Z"}] * 20
+    assert admin.post("/v1/events/batch", {"events": huge}).status == 200
+    late = server.app.db.rows("SELECT count(*) AS n FROM events WHERE late = 1")[0]["n"]
+    assert late > 0
+    assert stored(server.app.config.db_path) == reference(server.app.config.db_path)
+
+    others = [r for r in server.app.db.rows("SELECT customer_id, event_id FROM events WHERE customer_id != ?"
+                                            " AND meter_id != (SELECT id FROM meters WHERE key = 'api_calls')",
+                                            (late_cid,))]
+    for row in rng.sample(others, 25):
+        reply = admin.delete(f"/v1/customers/{row['customer_id']}/events/{row['event_id']}")
+        assert reply.status == 200, reply
+    assert stored(server.app.config.db_path) == reference(server.app.config.db_path)
+
+    assert admin.patch("/v1/meters/r_sum", {"group_by": ["region", "zone"]}).status == 200
+    assert admin.patch("/v1/meters/r_min", {"group_by": ["tier"]}).status == 200
+    assert stored(server.app.config.db_path) == reference(server.app.config.db_path)
+
+
+def test_the_migration_builds_rollups_of_stored_events(tmp_path):
+    """A database from before rollups: the migration aggregates what it holds."""
+    path = str(tmp_path / "old.db")
+    conn = sqlite3.connect(path, isolation_level=None)
+    migrations.migrate(conn, migrations.MIGRATIONS[:11])
+    conn.execute("INSERT INTO customers (id, name, email, created_at, updated_at) VALUES (1, 'A', 'a@x', 0, 0)")
+    conn.execute("INSERT INTO meters (id, key, name, aggregation, group_by, created_at, updated_at)"
+                 " VALUES (1, 's', 's', 'sum', '[\"region\"]', 0, 0), (2, 'u', 'u', 'unique_count', '[]', 0, 0)")
+    rng = random.Random(7)
+    for seq in range(1, 3000):
+        meter = rng.choice([1, 2])
+        value = f'"{rng.choice("abc")}"' if meter == 2 else rng.choice([1, 10 ** 18, 5 * 10 ** 17])
+        conn.execute("INSERT INTO events (seq, customer_id, event_id, meter_id, ts, quantity, value, matched,"
+                     " properties, received_at, id_hash) VALUES (?, 1, ?, ?, ?, 1, ?, ?, ?, 0, ?)",
+                     (seq, f"e{seq}", meter, MONTH_START_US + rng.randrange(0, 40) * BUCKET // 3, value,
+                      rng.choice([1, 1, 0]), json.dumps({"region": rng.choice(["eu", "us"])}), seq))
+    assert migrations.migrate(conn) == [12]
+    conn.close()
+    assert stored(path) == reference(path)
