@@ -6,13 +6,14 @@ from datetime import timedelta
 
 from .. import clock, jsonutil
 from ..domain import invoicing, money, periods, plans, times
-from ..domain.aggregation import aggregate
+from ..domain.rollup import combined
 from ..errors import Conflict, FieldErrors, NotFound, ValidationError
 from ..store.db import named, scalar
 from .responses import created
 from . import coupons as coupons_api
 from . import customers as customers_api
 from . import plans as plans_api
+from . import rollups
 from . import sessions as sessions_api
 from .common import (audit, check_unknown_fields, decode_cursor, int_arg, now_micros, one_or_404, page, page_limit,
                      path_int)
@@ -310,12 +311,10 @@ def usage_quantities(app, conn, customer_id, charges, start_us, end_us):
         meter = app.catalog.meter(charge.meter)
         if meter is None:
             continue
-        # (ts, seq, value) tuples, as aggregation reads them on the usage hot path
-        rows = conn.execute("SELECT ts, seq, value FROM events WHERE customer_id = ? AND meter_id = ?"
-                            " AND ts >= ? AND ts < ? AND matched = 1",
-                            (customer_id, meter.id, start_us, end_us)).fetchall()
-        rows += app.storage.live_rows(conn, meter, customer_id, start_us, end_us)  # days not closed yet
-        usage[charge.meter] = aggregate(meter.aggregation, rows) or 0
+        # whole buckets from the rollups, cut ones from the raw events, storage days not closed yet live
+        found = rollups.pieces(conn, meter, customer_id, start_us, end_us)
+        found += rollups.live_pieces(app.storage.live_rows(conn, meter, customer_id, start_us, end_us), None)
+        usage[charge.meter] = combined(part for _, _, part in found).value(meter.aggregation) or 0
     return usage
 
 

@@ -5,9 +5,10 @@ import bisect
 
 from .. import clock, jsonutil
 from ..domain import times
-from ..domain.aggregation import GROUP, TS, aggregate
+from ..domain.aggregation import TS
+from ..domain.rollup import combined
 from ..errors import NotFound, ValidationError
-from . import subscriptions
+from . import rollups, subscriptions
 from .common import path_int
 
 WINDOWS = ("hour", "day", "month")
@@ -47,26 +48,25 @@ def _group_view(name, key):
 
 
 def meter_usage(app, conn, meter, customer_id, start_us, end_us, window_bounds=None, group_by=None):
-    """The §4 usage entry of one meter. Reads the matched events of the range
-    once and aggregates them exactly in Python integers; storage GB-days of
-    days not closed yet are added live."""
-    select = "SELECT ts, seq, value"
-    params = []
-    if group_by:
-        select += ", json_quote(json_extract(properties, ?))"
-        params.append(f'$."{group_by}"')
-    # (ts, seq, value[, group]) tuples, read through aggregation's accessors (the usage hot path)
-    rows = conn.execute(
-        select + " FROM events WHERE customer_id = ? AND meter_id = ? AND ts >= ? AND ts < ?"
-        " AND matched = 1", (*params, customer_id, meter.id, start_us, end_us)).fetchall()
-    rows += app.storage.live_rows(conn, meter, customer_id, start_us, end_us, with_group=bool(group_by))
+    """The §4 usage entry of one meter: whole 15-minute buckets from the
+    rollups, buckets cut by the range or a window boundary from the raw
+    events, combined exactly in Python integers; storage GB-days of days not
+    closed yet are added live."""
+    starts = [start for start, _ in window_bounds] if window_bounds else [start_us]
+    found = rollups.pieces(conn, meter, customer_id, start_us, end_us, starts[1:], group_by)
+    found += rollups.live_pieces(app.storage.live_rows(conn, meter, customer_id, start_us, end_us,
+                                                       with_group=bool(group_by)), group_by)
+    cells = {}  # (window index, group) → Partial
+    for ts, group, part in found:
+        key = (bisect.bisect_right(starts, ts) - 1, None if group == "null" else group)
+        cell = cells.get(key)
+        cells[key] = part if cell is None else cell.merge(part)
     entry = {"meter": meter.key, "aggregation": meter.aggregation, "unit": meter.unit,
-             "value": aggregate(meter.aggregation, rows)}
+             "value": combined(cells.values()).value(meter.aggregation)}
     if window_bounds is not None:
-        entry["windows"] = [_window(meter, window, bucket, group_by)
-                            for window, bucket in zip(window_bounds, window_rows(rows, window_bounds))]
+        entry["windows"] = [_window(meter, index, bounds, cells, group_by) for index, bounds in enumerate(window_bounds)]
     if group_by:
-        entry["groups"] = _groups(meter, rows, group_by)
+        entry["groups"] = _groups(meter, cells, group_by)
     return entry
 
 
@@ -79,23 +79,21 @@ def window_rows(rows, window_bounds):
     return buckets
 
 
-def _window(meter, bounds, rows, group_by):
+def _window(meter, index, bounds, cells, group_by):
     start, end = bounds
+    mine = {key: part for key, part in cells.items() if key[0] == index}
     window = {"start": times.format_micros(start), "end": times.format_micros(end),
-              "value": aggregate(meter.aggregation, rows)}
+              "value": combined(mine.values()).value(meter.aggregation)}
     if group_by:
-        window["groups"] = _groups(meter, rows, group_by)
+        window["groups"] = _groups(meter, mine, group_by)
     return window
 
 
-def _groups(meter, rows, group_by):
+def _groups(meter, cells, group_by):
     grouped = {}
-    for row in rows:
-        key = GROUP(row)
-        if key == "null":
-            key = None
-        grouped.setdefault(key, []).append(row)
-    return [{"group": _group_view(group_by, key), "value": aggregate(meter.aggregation, grouped[key])}
+    for (_, group), part in cells.items():
+        grouped.setdefault(group, []).append(part)
+    return [{"group": _group_view(group_by, key), "value": combined(grouped[key]).value(meter.aggregation)}
             for key in sorted(grouped, key=lambda key: (key is None, key or ""))]
 
 
