@@ -238,6 +238,16 @@ V11_INVOICE_APPROVAL = [
     " WHERE c.id = invoices.customer_id)",
 ]
 
+class _BuildRollups:
+    """A migration step in Python, named by a stable repr (the benches key cached databases by the schema's repr)."""
+
+    def __call__(self, conn):
+        rebuild_all(conn)
+
+    def __repr__(self):
+        return "rollups.rebuild_all"
+
+
 # Rollups (§13): matched events per (customer, meter, group, 15-minute bucket),
 # kept by every event insert and retraction (billing/store/rollups.py), built
 # here from the events already stored. The sum is total_hi · 10¹² + total_lo.
@@ -264,5 +274,5 @@ V12_ROLLUPS = [
         grp TEXT NOT NULL,
         value NOT NULL,
         PRIMARY KEY (customer_id, meter_id, bucket, grp, value)) WITHOUT ROWID""",
-    rebuild_all,
+    _BuildRollups(),
 ]
