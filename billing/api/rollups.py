@@ -1,18 +1,30 @@
 """Reading usage from the rollups (§13): whole 15-minute buckets come from
-the rollup tables, and only a bucket that a range edge or a window boundary
-cuts is read from the raw events, so a figure costs buckets, not events.
+the rollup tables, added up per window by SQLite, and only a bucket that a
+range edge or a window boundary cuts is read from the raw events, so a figure
+costs windows × groups (and the buckets SQLite adds), not events.
 
-`pieces` returns (ts, group, Partial) triples: one per rollup row (ts = its
-bucket) and one per raw event of a cut bucket. Every piece lies wholly inside
-one window, so callers place it by its ts.
+`pieces` returns (ts, group, Partial) triples: one per (window, group) of the
+rollups (ts = the window's start) and one per raw event of a cut bucket.
+Every piece lies wholly inside one window, so callers place it by its ts.
 """
 
 from ..domain.rollup import Partial
-from ..store.db import named
+from ..jsonutil import encode
 from ..store.rollups import BUCKET_US, SPLIT
 
-_BUCKETS = (" FROM rollups WHERE customer_id = ? AND meter_id = ? AND bucket >= ? AND bucket < ?")
-_VALUES = (" FROM rollup_values WHERE customer_id = ? AND meter_id = ? AND bucket >= ? AND bucket < ?")
+# the windows [lo, hi) as rows; the rollups of each, without the buckets a boundary cuts
+_WINDOWS = ("WITH w(lo, hi) AS MATERIALIZED (SELECT json_extract(value, '$[0]'), json_extract(value, '$[1]')"
+            " FROM json_each(?))")
+_JOIN = (" FROM w CROSS JOIN {table} r ON r.customer_id = ? AND r.meter_id = ? AND r.bucket >= w.lo"
+         " AND r.bucket < w.hi WHERE r.bucket NOT IN (SELECT value FROM json_each(?))")
+# sums of total_lo in two parts, so no sum leaves 64 bits whatever the number of buckets
+_SUMS = (_WINDOWS + " SELECT w.lo, {group} AS g, sum(r.n), sum(r.total_hi), sum(r.total_lo / 1000000),"
+         " sum(r.total_lo % 1000000), min(r.low), max(r.high)" + _JOIN + " GROUP BY w.lo, g")
+# the latest (ts, seq, value) of each window and group
+_LATEST = (_WINDOWS + " SELECT lo, g, last_ts, last_seq, last_value FROM (SELECT w.lo AS lo, {group} AS g,"
+           " r.last_ts, r.last_seq, r.last_value, row_number() OVER (PARTITION BY w.lo, {group}"
+           " ORDER BY r.last_ts DESC, r.last_seq DESC) AS k" + _JOIN + ") WHERE k = 1")
+_VALUES = _WINDOWS + " SELECT DISTINCT w.lo, {group} AS g, r.value" + _JOIN
 _RAW = " FROM events WHERE customer_id = ? AND meter_id = ? AND ts >= ? AND ts < ? AND matched = 1"
 
 
@@ -21,46 +33,49 @@ def cut_buckets(start_us, end_us, cuts=()):
     return {c - c % BUCKET_US for c in (start_us, end_us, *cuts) if c % BUCKET_US and start_us <= c <= end_us}
 
 
-def _group_select(group_by, column):
+def _group(group_by, column):
+    """The SQL of a piece's group (the JSON text of its value, as usage groups events) and its parameters."""
     if group_by:
-        return f", json_quote(json_extract({column}, ?)) AS g", (f'$."{group_by}"',)
-    return ", NULL AS g", ()
+        return f"json_quote(json_extract({column}, ?))", (f'$."{group_by}"',)
+    return "NULL", ()
 
 
-def _bucket_pieces(conn, meter, customer_id, low, high, cut, group_by):
-    select, params = _group_select(group_by, "grp")
-    params = (*params, customer_id, meter.id, low, high)
+def _bucket_pieces(conn, meter, customer_id, windows, cut, group_by):
+    group, group_params = _group(group_by, "r.grp")
+    where = (customer_id, meter.id, encode(sorted(cut)))
     if meter.aggregation == "unique_count":
-        merged = {}
-        for row in named(conn, "SELECT bucket, value" + select + _VALUES, params):
-            if row["bucket"] not in cut:
-                part = merged.setdefault((row["bucket"], row["g"]), Partial())
-                part.n += 1
-                part.values.add(row["value"])
-        return [(bucket, group, part) for (bucket, group), part in merged.items()]
-    pieces = []
-    for row in named(conn, "SELECT bucket, n, total_hi, total_lo, low, high, last_ts, last_seq, last_value"
-                           + select + _BUCKETS, params):
-        if row["bucket"] not in cut:
-            pieces.append((row["bucket"], row["g"], Partial(
-                row["n"], row["total_hi"] * SPLIT + row["total_lo"], row["low"], row["high"],
-                (row["last_ts"], row["last_seq"], row["last_value"]))))
-    return pieces
+        sql = _VALUES.format(group=group, table="rollup_values")
+        found = {}
+        for lo, grp, value in conn.execute(sql, (windows, *group_params, *where)):
+            found.setdefault((lo, grp), Partial()).values.add(value)
+        for part in found.values():
+            part.n = len(part.values)
+        return [(lo, grp, part) for (lo, grp), part in found.items()]
+    sql = _SUMS.format(group=group, table="rollups")
+    found = {(lo, grp): Partial(n, hi * SPLIT + (mid * 1_000_000 + lo_part), low, high)
+             for lo, grp, n, hi, mid, lo_part, low, high in conn.execute(sql, (windows, *group_params, *where))}
+    if meter.aggregation == "latest":
+        sql = _LATEST.format(group=group, table="rollups")
+        for lo, grp, ts, seq, value in conn.execute(sql, (windows, *group_params, *group_params, *where)):
+            found[(lo, grp)].last = (ts, seq, value)
+    return [(lo, grp, part) for (lo, grp), part in found.items()]
 
 
 def pieces(conn, meter, customer_id, start_us, end_us, cuts=(), group_by=None):
     """(ts, group JSON text or None, Partial) of the matched events of
     [start_us, end_us), whole where no boundary of `cuts` falls inside a bucket."""
     cut = cut_buckets(start_us, end_us, cuts)
-    found = _bucket_pieces(conn, meter, customer_id, start_us - start_us % BUCKET_US, end_us, cut, group_by)
-    select, group_params = _group_select(group_by, "properties")
+    bounds = [start_us, *cuts, end_us]
+    windows = encode([[lo, hi] for lo, hi in zip(bounds, bounds[1:])])
+    found = _bucket_pieces(conn, meter, customer_id, windows, cut, group_by)
+    select, group_params = _group(group_by, "properties")
     for bucket in sorted(cut):
         low, high = max(start_us, bucket), min(end_us, bucket + BUCKET_US)
         if low >= high:
             continue
-        for row in named(conn, "SELECT ts, seq, value" + select + _RAW,
-                         (*group_params, customer_id, meter.id, low, high)):
-            found.append((row["ts"], row["g"], Partial.of_event(row["ts"], row["seq"], row["value"])))
+        for ts, seq, value, grp in conn.execute(f"SELECT ts, seq, value, {select}" + _RAW,
+                                                (*group_params, customer_id, meter.id, low, high)):
+            found.append((ts, grp, Partial.of_event(ts, seq, value)))
     return found
 
 

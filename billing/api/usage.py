@@ -64,7 +64,11 @@ def meter_usage(app, conn, meter, customer_id, start_us, end_us, window_bounds=N
     entry = {"meter": meter.key, "aggregation": meter.aggregation, "unit": meter.unit,
              "value": combined(cells.values()).value(meter.aggregation)}
     if window_bounds is not None:
-        entry["windows"] = [_window(meter, index, bounds, cells, group_by) for index, bounds in enumerate(window_bounds)]
+        by_window = {}
+        for key, part in cells.items():
+            by_window.setdefault(key[0], {})[key] = part
+        entry["windows"] = [_window(meter, bounds, by_window.get(index, {}), group_by)
+                            for index, bounds in enumerate(window_bounds)]
     if group_by:
         entry["groups"] = _groups(meter, cells, group_by)
     return entry
@@ -79,9 +83,9 @@ def window_rows(rows, window_bounds):
     return buckets
 
 
-def _window(meter, index, bounds, cells, group_by):
+def _window(meter, bounds, mine, group_by):
+    """A window's entry from its cells ((window index, group) → Partial)."""
     start, end = bounds
-    mine = {key: part for key, part in cells.items() if key[0] == index}
     window = {"start": times.format_micros(start), "end": times.format_micros(end),
               "value": combined(mine.values()).value(meter.aggregation)}
     if group_by:
