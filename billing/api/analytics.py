@@ -4,18 +4,19 @@ time ends now, so hours still to come do not dilute today's figure — and
 usage of a meter over all customers. The overview and revenue are in
 `revenue`."""
 
+import bisect
 from datetime import timedelta
 from decimal import Decimal
 
 from .. import clock, jsonutil
 from ..domain import money, times
-from ..domain.aggregation import GROUP, aggregate
+from ..domain.rollup import combined
 from ..errors import ValidationError
 from ..store.db import named, scalar
+from . import rollups
 from .common import int_arg
 from .revenue import choice_arg, range_args, zone_arg
 from .sessions import minutes
-from .usage import window_rows
 
 MAX_DAYS = 366
 PERCENT = Decimal("0.01")
@@ -157,39 +158,36 @@ def usage(request):
         raise ValidationError([{"field": "group_by", "message": f"must be customer or one of the meter's group_by "
                                                                 f"keys ({', '.join(meter.group_by) or 'none'})"}])
     start, end, windows = _recent_windows(request, zone, interval)
-    bounds = [(times.to_micros(a), times.to_micros(b)) for a, b in windows]  # consecutive, from start to end
-    select = "SELECT ts, seq, value"
-    params = []
-    if group_by == "customer":
-        select += ", customer_id"
-    elif group_by:
-        select += ", json_quote(json_extract(properties, ?))"
-        params.append(f'$."{group_by}"')
-    with app.db.reader() as conn:  # (ts, seq, value[, group]) tuples, read through aggregation's accessors
-        rows = conn.execute(select + " FROM events WHERE meter_id = ? AND ts >= ? AND ts < ? AND matched = 1",
-                            (*params, meter.id, times.to_micros(start), times.to_micros(end))).fetchall()
+    starts = [times.to_micros(a) for a, _ in windows]  # consecutive, from start to end
+    with app.db.reader() as conn:  # whole buckets from the rollups, cut ones from the raw events
+        found = rollups.pieces(conn, meter, None, times.to_micros(start), times.to_micros(end), starts[1:],
+                               rollups.BY_CUSTOMER if group_by == "customer" else group_by)
+    cells = {}  # window index → {group: Partial}
+    for ts, group, part in found:
+        window = cells.setdefault(bisect.bisect_right(starts, ts) - 1, {})
+        window[group] = part.merge(window[group]) if group in window else part
     data = []
-    for (bucket_start, bucket_end), bucket_rows in zip(bounds, window_rows(rows, bounds)):
-        entry = {"start": times.format_micros(bucket_start), "end": times.format_micros(bucket_end),
-                 "value": aggregate(meter.aggregation, bucket_rows)}
+    for index, (a, b) in enumerate(windows):
+        mine = cells.get(index, {})
+        entry = {"start": times.format_micros(times.to_micros(a)), "end": times.format_micros(times.to_micros(b)),
+                 "value": combined(mine.values()).value(meter.aggregation)}
         if group_by:
-            entry["groups"] = _usage_groups(meter, group_by, bucket_rows)
+            entry["groups"] = _usage_groups(meter, group_by, mine)
         data.append(entry)
+    total = combined(part for window in cells.values() for part in window.values())
     return {"meter": meter.key, "aggregation": meter.aggregation, "unit": meter.unit,
             "from": times.format_instant(start), "to": times.format_instant(end), "interval": interval,
-            "timezone": zone_name, "group_by": group_by, "value": aggregate(meter.aggregation, rows), "data": data}
+            "timezone": zone_name, "group_by": group_by, "value": total.value(meter.aggregation), "data": data}
 
 
-def _usage_groups(meter, group_by, rows):
-    grouped = {}
-    for row in rows:
-        grouped.setdefault(GROUP(row), []).append(row)
+def _usage_groups(meter, group_by, parts):
+    """The groups of one window ({group: Partial})."""
     if group_by == "customer":
-        return [{"group": {"customer_id": customer_id},
-                 "value": aggregate(meter.aggregation, grouped[customer_id])} for customer_id in sorted(grouped)]
-    ordered = sorted(grouped, key=lambda value: (value in (None, "null"), value or ""))
+        return [{"group": {"customer_id": customer_id}, "value": parts[customer_id].value(meter.aggregation)}
+                for customer_id in sorted(parts)]
+    ordered = sorted(parts, key=lambda value: (value in (None, "null"), value or ""))
     return [{"group": {group_by: None if value in (None, "null") else jsonutil.decode(value)},
-             "value": aggregate(meter.aggregation, grouped[value])} for value in ordered]
+             "value": parts[value].value(meter.aggregation)} for value in ordered]
 
 
 def event_counts(request):

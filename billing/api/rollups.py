@@ -17,15 +17,20 @@ _WINDOWS = ("WITH w(lo, hi) AS MATERIALIZED (SELECT json_extract(value, '$[0]'),
             " FROM json_each(?))")
 _JOIN = (" FROM w CROSS JOIN {table} r ON r.customer_id = ? AND r.meter_id = ? AND r.bucket >= w.lo"
          " AND r.bucket < w.hi WHERE r.bucket NOT IN (SELECT value FROM json_each(?))")
+# every customer (analytics): one index range per (window, customer)
+_JOIN_ALL = (" FROM w CROSS JOIN customers c CROSS JOIN {table} r ON r.customer_id = c.id AND r.meter_id = ?"
+             " AND r.bucket >= w.lo AND r.bucket < w.hi WHERE r.bucket NOT IN (SELECT value FROM json_each(?))")
 # sums of total_lo in two parts, so no sum leaves 64 bits whatever the number of buckets
 _SUMS = (_WINDOWS + " SELECT w.lo, {group} AS g, sum(r.n), sum(r.total_hi), sum(r.total_lo / 1000000),"
-         " sum(r.total_lo % 1000000), min(r.low), max(r.high)" + _JOIN + " GROUP BY w.lo, g")
+         " sum(r.total_lo % 1000000), min(r.low), max(r.high){join} GROUP BY w.lo, g")
 # the latest (ts, seq, value) of each window and group
 _LATEST = (_WINDOWS + " SELECT lo, g, last_ts, last_seq, last_value FROM (SELECT w.lo AS lo, {group} AS g,"
            " r.last_ts, r.last_seq, r.last_value, row_number() OVER (PARTITION BY w.lo, {group}"
-           " ORDER BY r.last_ts DESC, r.last_seq DESC) AS k" + _JOIN + ") WHERE k = 1")
-_VALUES = _WINDOWS + " SELECT DISTINCT w.lo, {group} AS g, r.value" + _JOIN
+           " ORDER BY r.last_ts DESC, r.last_seq DESC) AS k{join}) WHERE k = 1")
+_VALUES = _WINDOWS + " SELECT DISTINCT w.lo, {group} AS g, r.value{join}"
 _RAW = " FROM events WHERE customer_id = ? AND meter_id = ? AND ts >= ? AND ts < ? AND matched = 1"
+_RAW_ALL = " FROM events WHERE meter_id = ? AND ts >= ? AND ts < ? AND matched = 1"
+BY_CUSTOMER = object()  # group_by: the customer (analytics), not a property
 
 
 def cut_buckets(start_us, end_us, cuts=()):
@@ -33,48 +38,59 @@ def cut_buckets(start_us, end_us, cuts=()):
     return {c - c % BUCKET_US for c in (start_us, end_us, *cuts) if c % BUCKET_US and start_us <= c <= end_us}
 
 
-def _group(group_by, column):
-    """The SQL of a piece's group (the JSON text of its value, as usage groups events) and its parameters."""
+def _group(group_by, rollup):
+    """The SQL of a piece's group (the customer id, or the JSON text of a
+    property's value, as usage groups events) and its parameters."""
+    prefix = "r." if rollup else ""
+    if group_by is BY_CUSTOMER:
+        return prefix + "customer_id", ()
     if group_by:
-        return f"json_quote(json_extract({column}, ?))", (f'$."{group_by}"',)
+        return f"json_quote(json_extract({'r.grp' if rollup else 'properties'}, ?))", (f'$."{group_by}"',)
     return "NULL", ()
 
 
+def _sql(template, group, table, customer_id):
+    return template.replace("{join}", _JOIN if customer_id is not None else _JOIN_ALL).format(group=group, table=table)
+
+
 def _bucket_pieces(conn, meter, customer_id, windows, cut, group_by):
-    group, group_params = _group(group_by, "r.grp")
-    where = (customer_id, meter.id, encode(sorted(cut)))
+    group, group_params = _group(group_by, True)
+    where = (*(() if customer_id is None else (customer_id,)), meter.id, encode(sorted(cut)))
     if meter.aggregation == "unique_count":
-        sql = _VALUES.format(group=group, table="rollup_values")
+        sql = _sql(_VALUES, group, "rollup_values", customer_id)
         found = {}
         for lo, grp, value in conn.execute(sql, (windows, *group_params, *where)):
             found.setdefault((lo, grp), Partial()).values.add(value)
         for part in found.values():
             part.n = len(part.values)
         return [(lo, grp, part) for (lo, grp), part in found.items()]
-    sql = _SUMS.format(group=group, table="rollups")
+    sql = _sql(_SUMS, group, "rollups", customer_id)
     found = {(lo, grp): Partial(n, hi * SPLIT + (mid * 1_000_000 + lo_part), low, high)
              for lo, grp, n, hi, mid, lo_part, low, high in conn.execute(sql, (windows, *group_params, *where))}
     if meter.aggregation == "latest":
-        sql = _LATEST.format(group=group, table="rollups")
+        sql = _sql(_LATEST, group, "rollups", customer_id)
         for lo, grp, ts, seq, value in conn.execute(sql, (windows, *group_params, *group_params, *where)):
             found[(lo, grp)].last = (ts, seq, value)
     return [(lo, grp, part) for (lo, grp), part in found.items()]
 
 
 def pieces(conn, meter, customer_id, start_us, end_us, cuts=(), group_by=None):
-    """(ts, group JSON text or None, Partial) of the matched events of
-    [start_us, end_us), whole where no boundary of `cuts` falls inside a bucket."""
+    """(ts, group or None, Partial) of the matched events of [start_us, end_us)
+    of one customer (of all with `customer_id` None), whole where no boundary
+    of `cuts` falls inside a bucket. The group is the JSON text of the
+    `group_by` property's value, or with BY_CUSTOMER the customer id."""
     cut = cut_buckets(start_us, end_us, cuts)
     bounds = [start_us, *cuts, end_us]
     windows = encode([[lo, hi] for lo, hi in zip(bounds, bounds[1:])])
     found = _bucket_pieces(conn, meter, customer_id, windows, cut, group_by)
-    select, group_params = _group(group_by, "properties")
+    select, group_params = _group(group_by, False)
+    raw, whose = (_RAW, (customer_id,)) if customer_id is not None else (_RAW_ALL, ())
     for bucket in sorted(cut):
         low, high = max(start_us, bucket), min(end_us, bucket + BUCKET_US)
         if low >= high:
             continue
-        for ts, seq, value, grp in conn.execute(f"SELECT ts, seq, value, {select}" + _RAW,
-                                                (*group_params, customer_id, meter.id, low, high)):
+        for ts, seq, value, grp in conn.execute(f"SELECT ts, seq, value, {select}" + raw,
+                                                (*group_params, *whose, meter.id, low, high)):
             found.append((ts, grp, Partial.of_event(ts, seq, value)))
     return found
 

@@ -5,7 +5,6 @@ import bisect
 
 from .. import clock, jsonutil
 from ..domain import times
-from ..domain.aggregation import TS
 from ..domain.rollup import combined
 from ..errors import NotFound, ValidationError
 from . import rollups, subscriptions
@@ -72,15 +71,6 @@ def meter_usage(app, conn, meter, customer_id, start_us, end_us, window_bounds=N
     if group_by:
         entry["groups"] = _groups(meter, cells, group_by)
     return entry
-
-
-def window_rows(rows, window_bounds):
-    """The rows of each window (half-open [start, end) µs pairs, consecutive)."""
-    starts = [start for start, _ in window_bounds]
-    buckets = [[] for _ in window_bounds]
-    for row in rows:
-        buckets[bisect.bisect_right(starts, TS(row)) - 1].append(row)
-    return buckets
 
 
 def _window(meter, bounds, mine, group_by):
