@@ -31,7 +31,7 @@ from . import webhooks
 from .common import now_micros
 from .drafts import Period
 
-CHUNK = 100  # drafts rated, then written in one writer transaction (a few ms of writing)
+CHUNK = 50  # drafts rated, then written in one writer transaction (a few ms of writing)
 
 _locks = weakref.WeakKeyDictionary()  # Database → the lock its runs take turns on
 _locks_guard = threading.Lock()
