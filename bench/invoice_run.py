@@ -29,6 +29,11 @@ What it does:
            One timed POST /v1/invoices/run with as_of = the latest local end of
            the billed month over the customers' timezones; must create 10,000
            drafts. Then a second timed run that must create 0.
+  stalls   While run 1 runs, one keep-alive client thread POSTs single events
+           (now, outside the billed month) one after another and records each
+           request's latency: the longest wait and p99 during the run, and the
+           same for as long again before it with nothing else running (the
+           baseline). SPEC §12: no request waits more than 250 ms for the writer.
   check    Some invoices by hand through GET /v1/invoices/{id}: usage recomputed
            by SQL over the local period bounds computed here with zoneinfo, and
            every line, subtotal, discount, tax, total, credits_applied and
@@ -466,6 +471,83 @@ def get_exact(conn, path):
     return resp.status, json.loads(resp.read(), parse_float=Decimal)
 
 
+class StallProbe:
+    """A client thread POSTing single events (keep-alive) one after another,
+    each request's latency recorded, until stopped."""
+
+    def __init__(self, port, customer_ids, seed):
+        self.port, self.customer_ids = port, customer_ids
+        self.rng = random.Random(seed)
+        self.latencies, self.errors = [], []
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._loop, daemon=True)
+
+    def __enter__(self):
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc):
+        self._stop.set()
+        self._thread.join()
+
+    def _body(self):
+        ts = datetime.now(UTC) - timedelta(seconds=self.rng.randint(1, 600))
+        return json.dumps({"id": f"stall-{self.rng.getrandbits(64):016x}",
+                           "customer_id": self.rng.choice(self.customer_ids), "meter": METERS[0][0],
+                           "quantity": 1, "timestamp": ts.strftime("%Y-%m-%dT%H:%M:%S.%f")[:-3] + "Z"}).encode()
+
+    def _loop(self):
+        conn = http.client.HTTPConnection("127.0.0.1", self.port, timeout=120)
+        headers = {"Authorization": f"Bearer {ADMIN_KEY}", "Content-Type": "application/json"}
+        try:
+            while not self._stop.is_set():
+                body = self._body()
+                t = time.perf_counter()
+                conn.request("POST", "/v1/events", body, headers)
+                resp = conn.getresponse()
+                payload = resp.read()
+                self.latencies.append(time.perf_counter() - t)
+                if resp.status not in (200, 201, 202):
+                    self.errors.append(f"HTTP {resp.status} {payload[:200]!r}")
+        finally:
+            conn.close()
+
+    def summary(self):
+        """(requests, longest ms, p99 ms, errors)."""
+        ms = sorted(x * 1000 for x in self.latencies)
+        p99 = ms[min(len(ms) - 1, int(round(0.99 * (len(ms) - 1))))] if ms else float("nan")
+        return {"requests": len(ms), "max_ms": ms[-1] if ms else float("nan"), "p99_ms": p99,
+                "errors": len(self.errors)}
+
+
+def writer_transactions(port):
+    """{upper bound (text): cumulative count} of the server's write transactions
+    (the meterline_writer_transaction_seconds histogram of GET /metrics)."""
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=60)
+    conn.request("GET", "/metrics", headers={"Authorization": f"Bearer {ADMIN_KEY}"})
+    text = conn.getresponse().read().decode()
+    conn.close()
+    found = {}
+    for line in text.splitlines():
+        if line.startswith("meterline_writer_transaction_seconds_bucket{"):
+            bound = line.split('le="', 1)[1].split('"', 1)[0]
+            found[bound] = int(float(line.rsplit(" ", 1)[1]))
+    return found
+
+
+def longest_writer_transactions(before, after):
+    """Write transactions between two scrapes, by the histogram's buckets:
+    [(upper bound, count in that bucket)] from 50 ms up, empty buckets left out."""
+    bounds = [b for b in after if b == "+Inf" or float(b) >= 0.05]
+    out, below = [], after.get("0.025", 0) - before.get("0.025", 0)
+    for bound in bounds:
+        cumulative = after[bound] - before.get(bound, 0)
+        if cumulative - below:
+            out.append((bound, cumulative - below))
+        below = cumulative
+    return out, below
+
+
 def timed_run(server, as_of):
     conn = http.client.HTTPConnection("127.0.0.1", server.port, timeout=3600)
     cpu = server.cpu_seconds()
@@ -485,8 +567,15 @@ def phase_run(db_path, meta, work_dir, month_start, month_end, as_of_text, sampl
         server = ServerProcess(copy, os.path.join(work_dir, "server-invoice-run.log"))
         try:
             result["rss_idle_mb"] = server.status()["VmRSS"] / 1024
-            log(f"run 1: POST /v1/invoices/run as_of={as_of_text}")
-            wall, cpu, body = timed_run(server, as_of_text)
+            log(f"run 1: POST /v1/invoices/run as_of={as_of_text}, a client POSTing single events meanwhile")
+            histogram = writer_transactions(server.port)
+            with StallProbe(server.port, meta["customer_ids"], 11) as during:
+                wall, cpu, body = timed_run(server, as_of_text)
+            result["writer_run"] = longest_writer_transactions(histogram, writer_transactions(server.port))
+            result["stalls_run"] = during.summary()
+            with StallProbe(server.port, meta["customer_ids"], 12) as quiet:
+                time.sleep(wall)  # the baseline: as long again with nothing else running
+            result["stalls_quiet"] = quiet.summary()
             result.update(first_wall=wall, first_cpu=cpu, first_created=body["created"])
             log(f"run 1: created {body['created']:,} in {wall:.2f} s")
             after_first = server.status()
@@ -549,7 +638,7 @@ def phase_profile(db_path, meta, work_dir, as_of, top, skip_grouped=False):
                         if profile:
                             profile.enable()
                         try:
-                            created = invoices_api.run_as_of(app, conn, as_of)
+                            created = invoices_api.run_as_of(app, as_of)  # inside this transaction
                         finally:
                             if profile:
                                 profile.disable()
@@ -714,7 +803,7 @@ def main(argv=None):
     if "run" in results:
         r = results["run"]
         ok = (r["first_created"] == CUSTOMERS and r["second_created"] == 0 and r["all"]["usage_lines_wrong"] == 0
-              and r["all"]["invoices"] == CUSTOMERS)
+              and r["all"]["invoices"] == CUSTOMERS and not r["stalls_run"]["errors"])
     return 0 if ok else 1
 
 
@@ -732,6 +821,14 @@ def report(r):
         out.append(f"run 1: created {x['first_created']:,} drafts in {x['first_wall']:.2f} s = "
                    f"{x['first_created'] / x['first_wall']:,.0f} invoices/s  (server CPU {x['first_cpu']:.2f} s)"
                    f"   bar: <= 10 s")
+        for name, what in (("stalls_run", "during run 1"), ("stalls_quiet", "no run (baseline)")):
+            st = x[name]
+            out.append(f"single-event POST {what}: {st['requests']:,} requests, longest {st['max_ms']:.0f} ms,"
+                       f" p99 {st['p99_ms']:.0f} ms, {st['errors']} errors"
+                       + ("   bar: longest <= 250 ms" if name == "stalls_run" else ""))
+        buckets, total = x["writer_run"]
+        out.append(f"write transactions during run 1: {total:,}; above 25 ms, by bucket: "
+                   + (", ".join(f"<= {b} s: {n}" for b, n in buckets) or "none"))
         out.append(f"run 2: created {x['second_created']:,} in {x['second_wall']:.2f} s  "
                    f"(server CPU {x['second_cpu']:.2f} s)")
         out.append(f"server RSS: idle {x['rss_idle_mb']:.0f} MB, after run 1 {x['rss_after_first_mb']:.0f} MB, "

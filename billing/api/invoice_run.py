@@ -4,9 +4,23 @@ sessions of customers without a subscription; late adjustments of customers
 with no draft to carry them — then record and announce the drafts made.
 
 The first draft a customer gets in a run carries its late-event adjustments
-(and late sessions) unless it already has a draft not on hold that does."""
+(and late sessions) unless it already has a draft not on hold that does.
 
+No stalls (§12): the run never holds the writer for long. It rates a chunk
+of drafts on a reader (the reads are most of its work), then writes that
+chunk in one short writer transaction, and so on. Inside that transaction
+each draft's place is checked again — no invoice for its subscription period
+(or month) yet, the customer's carrier draft as the rating assumed — so a
+concurrent run, the scheduler or a lifecycle action never doubles a period; a
+draft whose assumptions changed is rated again there. Events stored after a
+draft was rated are not lost: a draft is re-rated on every read and at
+finalize. Runs in one process take turns (a lock), so one of them drafts all
+the periods that are due and the others find them drafted."""
+
+import threading
+import weakref
 from datetime import timedelta
+from typing import NamedTuple
 
 from ..domain import times
 from ..store.db import named, scalar
@@ -17,68 +31,165 @@ from . import webhooks
 from .common import now_micros
 from .drafts import Period
 
+CHUNK = 50  # drafts rated, then written in one writer transaction (a few ms of writing)
 
-def run_as_of(app, conn, as_of, actor=None, request_id=None):
-    """Create the drafts due as of `as_of` inside the caller's transaction; returns their ids.
-    `actor` None: the scheduler."""
-    run = _Run(app, conn, as_of)
+_locks = weakref.WeakKeyDictionary()  # Database → the lock its runs take turns on
+_locks_guard = threading.Lock()
+
+
+def run_as_of(app, as_of, actor=None, request_id=None, between_chunks=None, chunk=CHUNK):
+    """Create the drafts due as of `as_of`, `chunk` drafts per writer
+    transaction; returns their ids. `actor` None: the scheduler. Inside a
+    caller's transaction it all happens in that transaction.
+    `between_chunks(created)`, when given, is called after each chunk is
+    committed, with the ids created so far."""
+    run = _Run(app, as_of, actor, between_chunks, chunk)
+    if app.db.in_transaction():  # the writer is already ours: nothing to take turns on
+        return _run(run, request_id)
+    with _lock_of(app.db):
+        return _run(run, request_id)
+
+
+def _lock_of(db):
+    with _locks_guard:
+        return _locks.setdefault(db, threading.Lock())
+
+
+def _run(run, request_id):
+    run.start()
     _subscription_periods(run)
     _monthly_resources(run)
     _late_adjustments(run)
-    _announce(conn, run.created, actor)
-    history.audit_run(conn, actor, as_of, run.created, request_id)
+    with run.app.db.transaction() as conn:
+        history.audit_run(conn, run.actor, run.as_of, run.created, request_id)
     return run.created
+
+
+class _Task(NamedTuple):
+    """One draft to make: its customer, kind, slot (the subscription period's
+    or month's first local day) and what rating it needs."""
+    customer_id: int
+    kind: str
+    subscription_id: object
+    slot: str
+    args: tuple
 
 
 class _Run:
     """What one run knows while it drafts: the customers whose adjustments are
     late or already carried, the customer rows read so far, the drafts made."""
 
-    def __init__(self, app, conn, as_of):
-        self.app, self.conn, self.as_of = app, conn, as_of
-        self.stamp = now_micros()
-        self.carriers = {r["customer_id"] for r in named(
-            conn, "SELECT DISTINCT customer_id FROM invoices WHERE status = 'draft' AND hold = 0")}
-        self.late = adjustments.late_customers(conn) | sessions_api.late_customers(conn)
-        self._customers = {}
-        self.created = []
+    def __init__(self, app, as_of, actor, between_chunks, chunk):
+        self.app, self.as_of, self.actor = app, as_of, actor
+        self.between_chunks, self.chunk = between_chunks, chunk
+        self.carriers, self.late, self._customers, self.created = set(), set(), {}, []
+        self.stamp = None
 
-    def customer(self, customer_id):
+    def start(self):
+        """What the run reads first, once it is this run's turn."""
+        self.stamp = now_micros()
+        with self.app.db.reader() as conn:
+            self.carriers = {r["customer_id"] for r in named(
+                conn, "SELECT DISTINCT customer_id FROM invoices WHERE status = 'draft' AND hold = 0")}
+            self.late = adjustments.late_customers(conn) | sessions_api.late_customers(conn)
+
+    def customer(self, conn, customer_id):
         found = self._customers.get(customer_id)
         if found is None:
-            found = self._customers[customer_id] = rating_rows.customer(self.conn, customer_id)
+            found = self._customers[customer_id] = rating_rows.customer(conn, customer_id)
         return found
 
     def carries(self, customer_id):
         """Whether the customer's next draft carries its late adjustments."""
         return customer_id in self.late and customer_id not in self.carriers
 
-    def store(self, customer_id, subscription_id, draft, period, taken, kind="subscription"):
-        invoice_id = drafts.insert(self.conn, customer_id, subscription_id, draft, period, self.stamp, kind)
-        sessions_api.store_taken(self.conn, invoice_id, taken)
-        self.created.append(invoice_id)
-        self.carriers.add(customer_id)
+    def carries_now(self, conn, customer_id):
+        """The same, as the writer sees it now."""
+        return customer_id in self.late and drafts.carrier(conn, customer_id) is None
+
+    def drafted(self, ids):
+        self.created += ids
+        if self.between_chunks is not None:
+            self.between_chunks(list(self.created))
+
+
+def _in_chunks(run, tasks, rate):
+    """Rate each chunk of tasks on a reader (`rate(run, conn, task, carries)`
+    → (draft, period, taken) or None for nothing to draft), then write it in
+    one writer transaction."""
+    for first in range(0, len(tasks), run.chunk):
+        rated = []
+        with run.app.db.reader() as conn:
+            if not conn.in_transaction:
+                conn.execute("BEGIN")  # one snapshot for the chunk; the reader rolls it back
+            for task in tasks[first:first + run.chunk]:
+                carries = run.carries(task.customer_id)
+                made = rate(run, conn, task, carries)
+                if made is not None:
+                    run.carriers.add(task.customer_id)
+                    rated.append((task, carries, made))
+        if rated:
+            run.drafted(_write_chunk(run, rated, rate))
+
+
+def _write_chunk(run, rated, rate):
+    """Store the rated drafts whose place is still free; ids of those stored."""
+    ids = []
+    with run.app.db.transaction() as conn:
+        hooks = webhooks.subscribers(conn, "invoice.created")
+        for task, carries, made in rated:
+            if _taken(conn, task):
+                continue  # drafted meanwhile by someone else
+            if run.carries_now(conn, task.customer_id) != carries:  # its carrier changed meanwhile
+                made = rate(run, conn, task, not carries)
+                if made is None:
+                    continue
+            ids.append(_store(run, conn, task, made, hooks))
+    return ids
+
+
+def _taken(conn, task):
+    """Whether the task's place holds an invoice now (any revision, any status)."""
+    if task.kind == "subscription":
+        return scalar(conn, "SELECT 1 FROM invoices WHERE subscription_id = ? AND period_start_date = ?",
+                      (task.subscription_id, task.slot)) is not None
+    if task.kind == "monthly":
+        return scalar(conn, "SELECT 1 FROM invoices WHERE customer_id = ? AND kind = 'monthly'"
+                            " AND period_start_date = ?", (task.customer_id, task.slot)) is not None
+    return drafts.carrier(conn, task.customer_id) is not None  # adjustments: a draft carries them now
+
+
+def _store(run, conn, task, made, hooks):
+    draft, period, taken = made
+    invoice_id = drafts.insert(conn, task.customer_id, task.subscription_id, draft, period, run.stamp, task.kind)
+    sessions_api.store_taken(conn, invoice_id, taken)
+    history.record(conn, invoice_id, "create", None, "draft", run.actor)
+    webhooks.enqueue(conn, "invoice.created", lambda: {"invoice": invoice_rows.load_view(conn, invoice_id)}, hooks)
+    return invoice_id
 
 
 # -- subscription periods ------------------------------------------------------------
 
 def _subscription_periods(run):
-    conn = run.conn
-    existing = {(r["subscription_id"], r["period_start_date"]) for r in named(
-        conn, "SELECT subscription_id, period_start_date FROM invoices WHERE subscription_id IS NOT NULL")}
-    with_sessions = {r["customer_id"] for r in named(
-        conn, "SELECT DISTINCT customer_id FROM sessions WHERE invoice_id IS NULL AND ended_at IS NOT NULL")}
-    plans = rating_rows.plans(conn)
-    for sub in rating_rows.subscriptions(conn):
-        for billed_start, billed_end in _due_periods(run, sub, existing):
-            _draft_period(run, sub, plans[sub["plan_id"]], billed_start, billed_end,
-                          resources=sub["customer_id"] in with_sessions)
+    tasks = []
+    with run.app.db.reader() as conn:
+        existing = {(r["subscription_id"], r["period_start_date"]) for r in named(
+            conn, "SELECT subscription_id, period_start_date FROM invoices WHERE subscription_id IS NOT NULL")}
+        with_sessions = {r["customer_id"] for r in named(
+            conn, "SELECT DISTINCT customer_id FROM sessions WHERE invoice_id IS NULL AND ended_at IS NOT NULL")}
+        plans = rating_rows.plans(conn)
+        for sub in rating_rows.subscriptions(conn):
+            for billed_start, billed_end in _due_periods(run, conn, sub, existing):
+                tasks.append(_Task(sub["customer_id"], "subscription", sub["id"], billed_start.isoformat(),
+                                   (sub, plans[sub["plan_id"]], billed_start, billed_end,
+                                    sub["customer_id"] in with_sessions)))
+    _in_chunks(run, tasks, _rate_period)
 
 
-def _due_periods(run, sub, existing):
+def _due_periods(run, conn, sub, existing):
     """(first local day, end) of the subscription's periods that ended by
     `as_of` and have no invoice yet."""
-    zone = times.zone_or_error(run.customer(sub["customer_id"])["timezone"])
+    zone = times.zone_or_error(run.customer(conn, sub["customer_id"])["timezone"])
     until = times.local_date(run.as_of, zone) + timedelta(days=1)
     for _, _, billed_start, billed_end in subscriptions_api.billed_periods(sub, until):
         if (sub["id"], billed_start.isoformat()) in existing:
@@ -88,65 +199,66 @@ def _due_periods(run, sub, existing):
         yield billed_start, billed_end
 
 
-def _draft_period(run, sub, plan, billed_start, billed_end, resources):
-    customer_id = sub["customer_id"]
-    carries = run.carries(customer_id)
-    extra = adjustments.pending(run.app, run.conn, customer_id) if carries else ()
+def _rate_period(run, conn, task, carries):
+    sub, plan, billed_start, billed_end, resources = task.args
+    customer_id = task.customer_id
+    extra = adjustments.pending(run.app, conn, customer_id) if carries else ()
     taken = []
-    draft, start_at, end_at = subscriptions_api.rate_period(run.app, run.conn, sub, plan, run.customer(customer_id),
+    draft, start_at, end_at = subscriptions_api.rate_period(run.app, conn, sub, plan, run.customer(conn, customer_id),
                                                             billed_start, extra_lines=extra, resources=resources,
                                                             late_sessions=carries, taken=taken)
-    period = Period(start_at, end_at, billed_start.isoformat(), billed_end.isoformat())
-    run.store(customer_id, sub["id"], draft, period, taken)
+    return draft, Period(start_at, end_at, billed_start.isoformat(), billed_end.isoformat()), taken
 
 
 # -- §6: monthly invoices for the resource sessions of customers without a subscription --
 
 def _monthly_resources(run):
-    months, zones = sessions_api.months_to_invoice(run.conn, run.as_of)
-    for customer_id, starts in sorted(months.items()):
-        for month in starts:
-            _draft_month(run, customer_id, month, zones[customer_id])
+    with run.app.db.reader() as conn:
+        months, zones = sessions_api.months_to_invoice(conn, run.as_of)
+    tasks = [_Task(customer_id, "monthly", None, month.isoformat(), (month, zones[customer_id]))
+             for customer_id, starts in sorted(months.items()) for month in starts]
+    _in_chunks(run, tasks, _rate_month)
 
 
-def _draft_month(run, customer_id, month, zone):
+def _rate_month(run, conn, task, carries):
+    month, zone = task.args
+    customer_id = task.customer_id
     start_at, end_at = sessions_api.month_bounds(month, zone)
-    carries = run.carries(customer_id)
     taken = []
-    lines = sessions_api.uncovered_lines(run.conn, customer_id, zone, times.to_micros(start_at),
+    lines = sessions_api.uncovered_lines(conn, customer_id, zone, times.to_micros(start_at),
                                          times.to_micros(end_at), late=carries, taken=taken)
     if not lines:
-        return
+        return None
     if carries:
-        lines += adjustments.pending(run.app, run.conn, customer_id)
-    draft = drafts.build_plain(run.conn, run.customer(customer_id), lines)
-    period = Period(start_at, end_at, month.isoformat(), times.add_months(month, 1).isoformat())
-    run.store(customer_id, None, draft, period, taken, kind="monthly")
+        lines += adjustments.pending(run.app, conn, customer_id)
+    draft = drafts.build_plain(conn, run.customer(conn, customer_id), lines)
+    return draft, Period(start_at, end_at, month.isoformat(), times.add_months(month, 1).isoformat()), taken
 
 
 # -- late adjustments of customers with no draft to carry them and no subscription in force --
 
 def _late_adjustments(run):
-    voided = {r["customer_id"] for r in named(  # a voided adjustment invoice comes back only by reissue
-        run.conn, "SELECT customer_id FROM invoices i WHERE kind = 'adjustments' AND status = 'void'"
+    with run.app.db.reader() as conn:
+        voided = {r["customer_id"] for r in named(  # a voided adjustment invoice comes back only by reissue
+            conn, "SELECT customer_id FROM invoices i WHERE kind = 'adjustments' AND status = 'void'"
                   " AND id = (SELECT max(id) FROM invoices j WHERE j.customer_id = i.customer_id"
                   " AND j.kind = 'adjustments')")}
-    for customer_id in sorted(run.late - run.carriers - voided):
-        _draft_adjustments(run, customer_id)
+    tasks = [_Task(customer_id, "adjustments", None, "", ()) for customer_id in sorted(run.late - run.carriers - voided)]
+    _in_chunks(run, tasks, _rate_adjustments)
 
 
-def _draft_adjustments(run, customer_id):
-    customer = run.customer(customer_id)
+def _rate_adjustments(run, conn, task, carries):
+    customer_id = task.customer_id
+    customer = run.customer(conn, customer_id)
     zone = times.zone_or_error(customer["timezone"])
-    if subscriptions_api.subscription_in_force(run.conn, customer_id, times.local_date(run.as_of, zone)):
-        return  # the next period's draft will carry them
+    if not carries or subscriptions_api.subscription_in_force(conn, customer_id, times.local_date(run.as_of, zone)):
+        return None  # the next period's draft will carry them
     taken = []
-    lines = sessions_api.late_lines(run.conn, customer_id, taken) + adjustments.pending(run.app, run.conn, customer_id)
+    lines = sessions_api.late_lines(conn, customer_id, taken) + adjustments.pending(run.app, conn, customer_id)
     if not lines:
-        return
-    draft = drafts.build_plain(run.conn, customer, lines)
-    run.store(customer_id, None, draft, _adjustments_period(run.conn, customer_id, lines, zone), taken,
-              kind="adjustments")
+        return None
+    draft = drafts.build_plain(conn, customer, lines)
+    return draft, _adjustments_period(conn, customer_id, lines, zone), taken
 
 
 def _adjustments_period(conn, customer_id, lines, zone):
@@ -167,12 +279,3 @@ def _adjustments_period(conn, customer_id, lines, zone):
     start_at, end_at = times.from_micros(span["first_start"]), times.from_micros(span["last_end"])
     return Period(start_at, end_at, times.local_date(start_at, zone).isoformat(),
                   times.local_date(end_at, zone).isoformat())
-
-
-# -- record and announce -------------------------------------------------------------------
-
-def _announce(conn, created, actor):
-    hooks = webhooks.subscribers(conn, "invoice.created")
-    for invoice_id in created:
-        history.record(conn, invoice_id, "create", None, "draft", actor)
-        webhooks.enqueue(conn, "invoice.created", lambda: {"invoice": invoice_rows.load_view(conn, invoice_id)}, hooks)

@@ -280,7 +280,7 @@ def _billing(app, now_us):
                              (customer_id, now_us))
         if conn.execute("SELECT 1 FROM customers WHERE external_id = 'hooli'").fetchone():
             conn.execute("UPDATE customers SET tax_rate = '18' WHERE external_id = 'hooli'")
-        return len(invoices.run_as_of(app, conn, clock.now()))
+        return len(invoices.run_as_of(app, clock.now()))  # inside this transaction
 
 
 def _catalog(db, now_us):

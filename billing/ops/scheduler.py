@@ -7,9 +7,10 @@ webhooks and e-mails, and purges expired idempotency keys and the object files
 deleted more than the grace period ago. Each run is recorded in the jobs table (`GET /v1/jobs`).
 
 Runs never overlap inside the process (a second one is recorded as skipped),
-and each step is safe against any other writer anyway: the invoice run is one
-transaction over a unique index, and each issue re-reads the invoice's status
-inside its own transaction.
+and each step is safe against any other writer anyway: the invoice run checks
+each draft's period again in the short transaction that writes it (over a
+unique index), and each issue re-reads the invoice's status inside its own
+transaction.
 """
 
 import threading
@@ -65,8 +66,7 @@ class Scheduler:
                 written = self.app.flusher.flush()
                 details["storage_calls_written"] = written.get("StorageMeter", 0)
                 details["requests_written"] = written.get("RequestMeter", 0)
-                with db.transaction() as conn:
-                    created = invoices.run_as_of(self.app, conn, clock.now())
+                created = invoices.run_as_of(self.app, clock.now())  # in short chunks
                 details["drafts_created"] = len(created)
                 if created:
                     self.app.publish("invoice.created", {"invoice_ids": created})
