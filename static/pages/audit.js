@@ -18,6 +18,11 @@ const OBJECT_PAGES = { customer: "#/customers/", webhook: "#/webhooks/", invoice
 const HEADINGS = ["Time", "Actor", "Action", "Object", "Change"];
 const IGNORED = new Set(["updated_at"]); // bookkeeping, not a change anyone made
 const MAX_CHANGES = 3;
+// entries that record an event rather than a created object: what they say when they have no "before"
+const EVENTS = {
+  "auth.login": "signed in", "auth.login_failed": "failed sign-in", "api_key.revoked_use": "used after revocation",
+  "invoice_run.run": "invoice run", "payment.create": "payment recorded",
+};
 const SHORT = 60;
 
 const pad = (number, size = 2) => String(number).padStart(size, "0");
@@ -211,6 +216,7 @@ export function summary(entry) {
   const { before, after } = entry;
   const isObject = (value) => value && typeof value === "object" && !Array.isArray(value);
   if (!before && !after) return "—";
+  if (!before && EVENTS[entry.action]) return `${EVENTS[entry.action]}${title(after, entry.entity)}`;
   if (!before) return `created${title(after, entry.entity)}`;
   if (!after) return `deleted${title(before, entry.entity)}`;
   if (!isObject(before) || !isObject(after)) return `${shortValue(before)} → ${shortValue(after)}`;

@@ -466,6 +466,8 @@ def check_the_table(dashboard, history):
     update = rows[f"user.update:{history['vera']}"]
     assert (update["actor"], update["actor_name"], update["change"]) == ("user:1", "admin@localhost", "role: viewer → finance")
     assert rows[f"user.create:{history['vera']}"]["change"] == "created “vera@example.com”"
+    sign_in = next(row for row in audit_rows(dashboard) if row["action"] == "auth.login")
+    assert (sign_in["actor"], sign_in["change"]) == ("user:1", "signed in “admin@localhost”")
     assert rows[f"api_key.create:{history['key']}"]["change"] == "created “CI ingest”"
     assert rows[f"api_key.revoke:{history['key']}"]["change"].startswith("revoked: false → true; revoked_at: — → ")
     dashboard.click("table.audit tr[data-action='user.update'] details.audit-details > summary")
