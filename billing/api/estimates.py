@@ -36,7 +36,7 @@ def upcoming_invoice(request, customer_id):
     request.check_customer(customer_id)
     app = request.app
     customer_row = customers_api.load(app.db, customer_id)
-    with app.db.reader() as conn:
+    with app.db.snapshot() as conn:
         draft, subscription_id, start_at, end_at = upcoming(app, conn, customer_row)
     return invoice_view(draft, customer_id, subscription_id, start_at, end_at)
 

@@ -62,7 +62,7 @@ def fresh_view(request, invoice_id):
     for another customer's key, as for a missing invoice."""
     app = request.app
     invoice_id = path_int(invoice_id, "Invoice")
-    with app.db.reader() as conn:
+    with app.db.snapshot() as conn:
         row, lines = as_shown(app, conn, load_for(conn, request, invoice_id))
         return view(row, load_lines(conn, invoice_id) if lines is None else lines)
 
@@ -139,7 +139,7 @@ def refresh_listed(app, rows):
     drafts = sum(1 for row in rows if row["status"] == "draft")
     if not drafts or drafts > MAX_REFRESH:
         return rows
-    with app.db.reader() as conn:
+    with app.db.snapshot() as conn:
         return [as_shown(app, conn, row)[0] for row in rows]
 
 

@@ -252,6 +252,16 @@ class Database:
                     conn.execute("ROLLBACK")
                 self._readers.put(conn)
 
+    @contextlib.contextmanager
+    def snapshot(self):
+        """A reader whose reads all see one instant: a read transaction, so a
+        figure made of several queries (a draft re-rated for display) never
+        mixes states. Inside the caller's own write transaction, that one."""
+        with self.reader() as conn:
+            if not conn.in_transaction:
+                conn.execute("BEGIN")  # deferred: the snapshot is taken at the first read
+            yield conn  # reader() rolls the read transaction back when it is returned
+
     def rows(self, sql, params=()):
         """All rows as sqlite3.Row (read by column name)."""
         with self.reader() as conn:
