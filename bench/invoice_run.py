@@ -72,7 +72,7 @@ from ingest import ADMIN_KEY, ServerProcess, api, copy_db, log, remove_db  # noq
 
 from billing.api.events import id_hash  # noqa: E402  (the server's own dedup key)
 from billing.domain import rating  # noqa: E402
-from billing.store import migrations  # noqa: E402
+from billing.store import migrations, rollups  # noqa: E402
 
 CUSTOMERS = 10_000
 UTC = timezone.utc
@@ -163,7 +163,7 @@ def cache_paths(cache_dir, events, history, month_start):
     schema = hashlib.sha256(repr(migrations.MIGRATIONS).encode()).hexdigest()[:10]
     catalogue = hashlib.sha256(json.dumps([METERS, PLANS, COUPON, ZONES, TAX_RATE, CREDIT, CUSTOMERS])
                                .encode()).hexdigest()[:8]
-    base = os.path.join(cache_dir, f"invoice-{month_start:%Y-%m}-{events}e-{history}h-{schema}-{catalogue}")
+    base = os.path.join(cache_dir, f"invoice-{month_start:%Y-%m}-{events}e-{history}h-{schema}-{catalogue}-rollups")
     return base + ".db", base + ".json"
 
 
@@ -321,6 +321,11 @@ def build(cache_dir, events, history, month_start, month_end, rebuild=False):
         t = time.perf_counter()
         db.execute(sql)
         log(f"build: index {name} built in {time.perf_counter() - t:.1f} s")
+    t = time.perf_counter()
+    db.execute("BEGIN")
+    rollups.rebuild_all(db)  # the rollups of the bulk-loaded events, as the migration builds them
+    db.execute("COMMIT")
+    log(f"build: rollups built in {time.perf_counter() - t:.1f} s")
     db.execute("PRAGMA journal_mode = WAL")
     total = db.execute("SELECT count(*) FROM events").fetchone()[0]
     out_of_window = db.execute("SELECT count(*) FROM events WHERE ts >= ?", (inside[1],)).fetchone()[0]
