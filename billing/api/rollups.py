@@ -74,15 +74,46 @@ def _bucket_pieces(conn, meter, customer_id, windows, cut, group_by):
     return [(lo, grp, part) for (lo, grp), part in found.items()]
 
 
+# one customer's whole buckets of one range, no windows and no groups (the invoice run's case):
+# [first whole bucket, first bucket past the last whole one), an index range with nothing to exclude
+_RANGE = (" FROM rollups WHERE customer_id = ? AND meter_id = ? AND bucket >= ? AND bucket < ?")
+_RANGE_SUMS = ("SELECT sum(n), sum(total_hi), sum(total_lo / 1000000), sum(total_lo % 1000000), min(low), max(high)"
+               + _RANGE)
+_RANGE_LATEST = "SELECT last_ts, last_seq, last_value" + _RANGE + " ORDER BY last_ts DESC, last_seq DESC LIMIT 1"
+
+
+def whole_buckets(start_us, end_us):
+    """[first, past) of the buckets lying wholly inside [start_us, end_us)."""
+    return -(-start_us // BUCKET_US) * BUCKET_US, end_us - end_us % BUCKET_US
+
+
+def _range_pieces(conn, meter, customer_id, start_us, end_us):
+    """The whole buckets of one customer's range as one piece (none when empty)."""
+    first, past = whole_buckets(start_us, end_us)
+    if first >= past:
+        return []
+    where = (customer_id, meter.id, first, past)
+    n, hi, mid, lo_part, low, high = conn.execute(_RANGE_SUMS, where).fetchone()
+    if not n:
+        return []
+    part = Partial(n, hi * SPLIT + (mid * 1_000_000 + lo_part), low, high)
+    if meter.aggregation == "latest":
+        part.last = tuple(conn.execute(_RANGE_LATEST, where).fetchone())
+    return [(start_us, None, part)]
+
+
 def pieces(conn, meter, customer_id, start_us, end_us, cuts=(), group_by=None):
     """(ts, group or None, Partial) of the matched events of [start_us, end_us)
     of one customer (of all with `customer_id` None), whole where no boundary
     of `cuts` falls inside a bucket. The group is the JSON text of the
     `group_by` property's value, or with BY_CUSTOMER the customer id."""
     cut = cut_buckets(start_us, end_us, cuts)
-    bounds = [start_us, *cuts, end_us]
-    windows = encode([[lo, hi] for lo, hi in zip(bounds, bounds[1:])])
-    found = _bucket_pieces(conn, meter, customer_id, windows, cut, group_by)
+    if not cuts and group_by is None and customer_id is not None and meter.aggregation != "unique_count":
+        found = _range_pieces(conn, meter, customer_id, start_us, end_us)
+    else:
+        bounds = [start_us, *cuts, end_us]
+        windows = encode([[lo, hi] for lo, hi in zip(bounds, bounds[1:])])
+        found = _bucket_pieces(conn, meter, customer_id, windows, cut, group_by)
     select, group_params = _group(group_by, False)
     raw, whose = (_RAW, (customer_id,)) if customer_id is not None else (_RAW_ALL, ())
     for bucket in sorted(cut):
