@@ -825,7 +825,7 @@ def report(r):
         out.append("")
         out.append(f"run 1: created {x['first_created']:,} drafts in {x['first_wall']:.2f} s = "
                    f"{x['first_created'] / x['first_wall']:,.0f} invoices/s  (server CPU {x['first_cpu']:.2f} s)"
-                   f"   bar: <= 10 s")
+                   f"   bar: <= 3 s (§12)")
         for name, what in (("stalls_run", "during run 1"), ("stalls_quiet", "no run (baseline)")):
             st = x[name]
             out.append(f"single-event POST {what}: {st['requests']:,} requests, longest {st['max_ms']:.0f} ms,"
