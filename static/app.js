@@ -87,7 +87,7 @@ function showSignIn(notice) {
   me = null;
   topbar.hidden = true;
   document.title = "Sign in · Meterline";
-  signIn.render(main, { notice, onSignedIn });
+  return signIn.render(main, { notice, onSignedIn });
 }
 
 function onSignedIn(identity) {
@@ -167,7 +167,7 @@ async function signOut() {
   // Forget the token and leave the page first: what the page still has in
   // flight then answers into nothing instead of replacing the notice below.
   api.clearToken();
-  showSignIn("Signing out…");
+  const page = showSignIn("Signing out…");
   let notice = "You are signed out.";
   if (wasSession && bearer) {
     try {
@@ -176,7 +176,8 @@ async function signOut() {
       notice = `Signed out here, but the server said: ${error.message}`;
     }
   }
-  if (!api.token()) showSignIn(notice); // unless someone signed in meanwhile
+  // unless someone signed in meanwhile: the notice changes, the forms (and what is typed in them) stay
+  if (!api.token()) page.notice(notice);
 }
 
 live.bindIndicator(document.getElementById("live-status"));

@@ -52,4 +52,7 @@ export function render(main, { notice, onSignedIn }) {
     passwordForm,
     h("details", { class: "key-option" }, h("summary", {}, "Use an API key instead"), keyForm)));
   passwordForm.querySelector("input").focus();
+  // a later word for this page (e.g. how signing out ended) without drawing the forms again,
+  // so nothing typed meanwhile is lost
+  return { notice: (text, kind = "info") => showMessage(message, text, kind) };
 }

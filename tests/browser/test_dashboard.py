@@ -363,9 +363,40 @@ def test_html_in_a_customer_name_renders_as_text(dashboard, seeded):
     dashboard.assert_clean()
 
 
+# what the home page and the bell ask for as they load: a request still in flight
+# when its session is signed out may be refused (401) — the token was just revoked
+IN_FLIGHT_AT_SIGN_OUT = ("/v1/analytics/overview", "/v1/analytics/revenue", "/v1/analytics/events",
+                         "/v1/alerts/events", "/v1/notifications")
+
+
+def allow_refusals_in_flight(dashboard):
+    dashboard.allowed_failures.update((path, 401) for path in IN_FLIGHT_AT_SIGN_OUT)
+
+
+def test_what_is_typed_while_signing_out_is_kept(dashboard, seeded):
+    """The sign-in forms appear at once on sign-out; when the server's answer
+    to the logout comes later, only the notice changes: a key typed meanwhile
+    stays, and the key form stays open. (The logout answer is held back 1.5 s
+    in the page, so the order is certain.)"""
+    dashboard.sign_in()
+    dashboard.signed_in()
+    allow_refusals_in_flight(dashboard)
+    dashboard.js("(() => { const real = window.fetch; window.fetch = (url, init) => String(url).includes('/v1/auth/logout')"
+                 " ? new Promise((done) => setTimeout(() => done(real(url, init)), 1500)) : real(url, init); })()")
+    dashboard.click("#sign-out")
+    dashboard.wait("document.querySelector('main .message')?.textContent.includes('Signing out')")
+    dashboard.click("details.key-option > summary")
+    dashboard.fill("#key-form [name=key]", "mk_typed_while_signing_out")
+    dashboard.wait("document.querySelector('main .message')?.textContent.includes('signed out')")
+    assert dashboard.js("document.querySelector('#key-form [name=key]').value") == "mk_typed_while_signing_out"
+    assert dashboard.js("document.querySelector('details.key-option').open")
+    dashboard.assert_clean()
+
+
 def test_sign_out_revokes_the_session_and_api_keys_can_sign_in(dashboard, seeded):
     dashboard.sign_in()
     dashboard.signed_in()
+    allow_refusals_in_flight(dashboard)
     token = dashboard.js("sessionStorage.getItem('meterline.token')")
     dashboard.click("#sign-out")
     dashboard.wait("document.querySelector('main .message')?.textContent.includes('signed out')")
