@@ -87,7 +87,8 @@ def _add(conn, where, params):
 
 def last_seq(conn):
     """The highest event seq stored (0 without events): call before inserting, then `add_since`."""
-    return conn.execute("SELECT coalesce(max(seq), 0) FROM events").fetchone()[0]
+    (highest,) = conn.execute("SELECT coalesce(max(seq), 0) AS highest FROM events").fetchone()
+    return highest
 
 
 def add_since(conn, seq):
