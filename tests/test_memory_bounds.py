@@ -9,13 +9,13 @@ largest real body, an event batch of MAX_BATCH events, is still accepted."""
 
 import os
 import signal
-import socket
 import threading
 
 import pytest
 
 from billing.api.events import MAX_BATCH
 from billing.web import bodies
+from tests.http.helpers import raw_exchange
 from tests.test_server_process import start
 
 KEY = "mk_memory_key_0123456789abcdef0123456789"
@@ -32,15 +32,8 @@ def numbers(size):
 def post(port, path, body, answers):
     head = (f"POST {path} HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {KEY}\r\n"
             f"Content-Type: application/json\r\nContent-Length: {len(body)}\r\n\r\n").encode()
-    with socket.create_connection(("127.0.0.1", port), timeout=120) as sock:
-        sock.sendall(head + body)
-        answer = b""
-        while b"\r\n" not in answer:
-            chunk = sock.recv(4096)
-            if not chunk:
-                break
-            answer += chunk
-    answers.append(int(answer.split()[1]))
+    status, _, _ = raw_exchange(port, head + body, timeout=120, read_body=False)
+    answers.append(status)
 
 
 def all_at_once(port, requests):
