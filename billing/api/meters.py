@@ -181,8 +181,8 @@ def update(request, key):
             sets = ", ".join(f"{column} = ?" for column in values)
             conn.execute(f"UPDATE meters SET {sets}, updated_at = ? WHERE key = ?",
                          (*values.values(), now_micros(), key))
-        if regroup:
-            rollups.rebuild_meter(conn, before_row["id"])
+        if regroup:  # regrouped by the scheduler in short transactions (§12); readers stay exact meanwhile
+            rollups.start_regroup(conn, before_row["id"], before["group_by"])
         after = view(_load(conn, key))
         audit(conn, request, "meter.update", "meter", key, before, after)
     request.app.catalog.invalidate_meters()

@@ -6,11 +6,17 @@ costs windows × groups (and the buckets SQLite adds), not events.
 `pieces` returns (ts, group, Partial) triples: one per (window, group) of the
 rollups (ts = the window's start) and one per raw event of a cut bucket.
 Every piece lies wholly inside one window, so callers place it by its ts.
+
+While a meter's rollups are regrouped for a group_by key it gained
+(`store.rollups.regroup`), figures grouped by that key come from the raw
+events alone (`_raw_pieces`); every other figure reads the rollups as ever.
 """
+
+import bisect
 
 from ..domain.rollup import Partial
 from ..jsonutil import encode
-from ..store.rollups import BUCKET_US, SPLIT
+from ..store.rollups import BUCKET_US, SPLIT, holds_key
 
 # the windows [lo, hi) as rows; the rollups of each, without the buckets a boundary cuts
 _WINDOWS = ("WITH w(lo, hi) AS MATERIALIZED (SELECT json_extract(value, '$[0]'), json_extract(value, '$[1]')"
@@ -107,6 +113,8 @@ def pieces(conn, meter, customer_id, start_us, end_us, cuts=(), group_by=None):
     of one customer (of all with `customer_id` None), whole where no boundary
     of `cuts` falls inside a bucket. The group is the JSON text of the
     `group_by` property's value, or with BY_CUSTOMER the customer id."""
+    if isinstance(group_by, str) and not holds_key(conn, meter.id, group_by):
+        return _raw_pieces(conn, meter, customer_id, start_us, end_us, cuts, group_by)
     cut = cut_buckets(start_us, end_us, cuts)
     if not cuts and group_by is None and customer_id is not None and meter.aggregation != "unique_count":
         found = _range_pieces(conn, meter, customer_id, start_us, end_us)
@@ -124,6 +132,20 @@ def pieces(conn, meter, customer_id, start_us, end_us, cuts=(), group_by=None):
                                                 (*group_params, *whose, meter.id, low, high)):
             found.append((ts, grp, Partial.of_event(ts, seq, value)))
     return found
+
+
+def _raw_pieces(conn, meter, customer_id, start_us, end_us, cuts, group_by):
+    """The pieces of `pieces` from the raw events alone, one per (window, group)."""
+    starts = [start_us, *cuts]
+    select, group_params = _group(group_by, False)
+    raw, whose = (_RAW, (customer_id,)) if customer_id is not None else (_RAW_ALL, ())
+    found = {}
+    for ts, seq, value, grp in conn.execute(f"SELECT ts, seq, value, {select}" + raw,
+                                            (*group_params, *whose, meter.id, start_us, end_us)):
+        key = (starts[bisect.bisect_right(starts, ts) - 1], grp)
+        part = found.get(key)
+        found[key] = Partial.of_event(ts, seq, value) if part is None else part.merge(Partial.of_event(ts, seq, value))
+    return [(start, grp, part) for (start, grp), part in found.items()]
 
 
 def live_pieces(rows, group_by):

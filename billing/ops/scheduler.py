@@ -3,14 +3,17 @@ BILLING_SCHEDULER_INTERVAL seconds, stops sessions past their resource's
 maximum duration, drafts the periods that ended, issues the drafts whose
 grace period has passed (to pending_approval when the customer requires
 approval), evaluates alerts (budgets, rules, spikes, storage quotas), sends due
-webhooks and e-mails, and purges expired idempotency keys and the object files
-deleted more than the grace period ago. Each run is recorded in the jobs table (`GET /v1/jobs`).
+webhooks and e-mails, purges expired idempotency keys and the object files
+deleted more than the grace period ago, and regroups the rollups of a meter
+that gained a group_by key (`store.rollups.regroup`). Each run is recorded in
+the jobs table (`GET /v1/jobs`).
 
 Runs never overlap inside the process (a second one is recorded as skipped),
 and each step is safe against any other writer anyway: the invoice run checks
 each draft's period again in the short transaction that writes it (over a
-unique index), and each issue re-reads the invoice's status inside its own
-transaction.
+unique index), each issue re-reads the invoice's status inside its own
+transaction, and each regroup chunk checks its place in its own. No step
+holds the writer for long (§12): each writes in short transactions.
 """
 
 import threading
@@ -21,6 +24,7 @@ from ..api import alert_eval, invoices, jobs, lifecycle, sessions
 from ..api.common import idempotency_horizon, now_micros
 from ..domain import times
 from ..errors import Conflict
+from ..store import rollups
 from ..store.db import named
 
 
@@ -81,6 +85,8 @@ class Scheduler:
                     details["idempotency_keys_purged"] = conn.execute(
                         "DELETE FROM idempotency_keys WHERE created_at < ?", (idempotency_horizon(),)).rowcount
                 details["object_files_purged"] = self.app.files.purge_trash()  # deleted past their grace
+                # last: a meter that gained a group_by key, regrouped in short transactions (stops with the server)
+                details["regroup_chunks"] = rollups.regroup(db, stop=self._stop.is_set)
             except Exception as exc:
                 outcome = "error"
                 details["error"] = f"{type(exc).__name__}: {exc}"

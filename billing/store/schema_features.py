@@ -276,3 +276,19 @@ V12_ROLLUPS = [
         PRIMARY KEY (customer_id, meter_id, bucket, grp, value)) WITHOUT ROWID""",
     _BuildRollups(),
 ]
+
+# Regrouping without stalls (§12, §13): a group_by key added to a meter that
+# has events marks the meter here, and the scheduler regroups its rollups in
+# short writer transactions (billing/store/rollups.py, `regroup`). `keys` are
+# the group_by keys every rollup row of the meter holds meanwhile (the keys
+# before the change); (customer_id, bucket) is how far the regroup has come;
+# `generation` grows with each change, so a chunk planned before one is not
+# counted as done after it.
+V13_REGROUPS = [
+    """CREATE TABLE rollup_regroups (
+        meter_id INTEGER PRIMARY KEY REFERENCES meters(id),
+        keys TEXT NOT NULL,
+        generation INTEGER NOT NULL,
+        customer_id INTEGER NOT NULL,
+        bucket INTEGER NOT NULL)""",
+]
