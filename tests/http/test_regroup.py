@@ -182,14 +182,56 @@ def test_no_transaction_of_a_regroup_changes_more_than_its_chunk(server, admin):
     with _rows_per_transaction(db) as counts:
         assert admin.patch("/v1/meters/users", {"group_by": ["region"]}).status == 200
         patch = list(counts)
+        assert max(patch) <= 3  # the meter, its regroup mark, the audit entry
         halves = []
         assert rollups.regroup(db, chunk=CHUNK, stop=lambda: len(halves) >= 10,
                                between_chunks=lambda: halves.append(1)) == 10
         assert _regrouping(db_path)  # stopped: the place is kept
         rest = rollups.regroup(db, chunk=CHUNK)
-    assert max(patch) <= 3  # the meter, its regroup mark, the audit entry
     regroup = counts[len(patch):]
     assert len(regroup) == 10 + rest and rest > 3000 // CHUNK // 2
     assert max(regroup) <= 4 * CHUNK + 1, max(regroup)
     assert sum(regroup) > 3000  # every event regrouped
     assert _regrouping(db_path) == set() and stored(db_path) == reference(db_path)
+
+
+def _place(db_path):
+    """The bucket the regroup of the only meter regrouping has reached (None: finished)."""
+    conn = sqlite3.connect(db_path)
+    try:
+        found = conn.execute("SELECT bucket FROM rollup_regroups").fetchall()
+        return found[0][0] if found else None
+    finally:
+        conn.close()
+
+
+def _events_between(db_path, low, high):
+    conn = sqlite3.connect(db_path)
+    try:
+        (count,) = conn.execute("SELECT count(*) FROM events WHERE ts >= ? AND ts < ?", (low, high)).fetchone()
+        return count
+    finally:
+        conn.close()
+
+
+def test_a_bucket_fuller_than_a_chunk_is_regrouped_alone(server, admin):
+    """One customer's bucket holding more events than a chunk is the smallest
+    unit: it takes a transaction of its own, and the ranges around it hold at
+    most a chunk of events each."""
+    pin("2025-11-25T00:00:00Z")
+    assert admin.post("/v1/meters", {"key": "r_max", "name": "Calls", "aggregation": "max"}).status == 201
+    cid = _customers(admin)[0]
+    full = [{"customer_id": cid, "meter": "r_max", "quantity": n, "timestamp": iso(HOT[5] + n),
+             "properties": {"route": f"/r{n % 3}"}} for n in range(3 * CHUNK)]
+    around = [{"customer_id": cid, "meter": "r_max", "quantity": n, "timestamp": iso(HOT[(n % 10) * 4]),
+               "properties": {"route": f"/r{n % 5}"}} for n in range(2 * CHUNK)]
+    assert admin.post("/v1/events/batch", {"events": full + around}).status == 200
+    assert admin.patch("/v1/meters/r_max", {"group_by": ["route"]}).status == 200
+    db_path = server.app.config.db_path
+    places = [rollups.FIRST]
+    assert rollups.regroup(server.app.db, chunk=CHUNK, between_chunks=lambda: places.append(_place(db_path))) == 4
+    places[-1] = rollups.PAST
+    chunks = [_events_between(db_path, low, high) for low, high in zip(places, places[1:])]
+    assert chunks == [16, 3 * CHUNK, CHUNK, 24] and places[2] - places[1] == rollups.BUCKET_US
+    assert stored(db_path) == reference(db_path)
+    check_usage(admin, db_path, cid, "r_max", "from=2025-09-01&to=2025-11-25&window=day", "route")
