@@ -27,6 +27,7 @@ from .common import now_micros
 QUOTA_PERCENTS = (80, 100)
 SPIKE_HISTORY_DAYS = alerts.SPIKE_DAYS
 CUSTOMER_BATCH = 500  # customers read per query
+FIRINGS_PER_TRANSACTION = 20  # each: its firing, notification, e-mail and one delivery per subscribed webhook
 
 
 # -- who to look at ------------------------------------------------------------------
@@ -258,9 +259,9 @@ def _title(crossing, customer):
 
 def evaluate(app):
     """Evaluate every customer whose figures may have moved; returns counts.
-    Reads happen outside the writer; each customer's new firings take one
-    short write transaction, and only when something crossed that is not
-    recorded yet."""
+    Reads happen outside the writer; each customer's new firings are written
+    in short transactions of at most FIRINGS_PER_TRANSACTION firings, and only
+    when something crossed that is not recorded yet."""
     started = now_micros()
     with app.db.reader() as conn:
         conn.execute("BEGIN")
@@ -302,11 +303,12 @@ def _evaluate_one(app, customer, rules, meter_ids):
     if not fresh:
         return 0
     fired = []
-    with app.db.transaction() as conn:
-        for crossing in fresh:
-            view = record(conn, customer, crossing)
-            if view is not None:
-                fired.append(view)
+    for first in range(0, len(fresh), FIRINGS_PER_TRANSACTION):  # many rules: short transactions all the same
+        with app.db.transaction() as conn:
+            for crossing in fresh[first:first + FIRINGS_PER_TRANSACTION]:
+                view = record(conn, customer, crossing)
+                if view is not None:
+                    fired.append(view)
     for view in fired:
         app.publish("alert.triggered", {"alert": view})
         app.publish("notification.created", {"customer_id": view["customer_id"]})

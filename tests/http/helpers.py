@@ -1,5 +1,6 @@
 """Shared helpers for the HTTP tests: fixtures data, raw requests, DB peeks."""
 
+import contextlib
 import json
 import os
 import socket
@@ -395,4 +396,30 @@ class WriteCounter:
 
     def __exit__(self, *exc):
         self.db.transaction, self.db.submit = self._saved
+        return False
+
+
+class RowsPerTransaction:
+    """`with RowsPerTransaction(server) as counts:` records how many rows
+    (inserted, updated, deleted) each writer transaction the server commits
+    inside the block changes — grouped ingest jobs included."""
+
+    def __init__(self, server):
+        self.db = server.app.db
+        self.counts = []
+
+    def __enter__(self):
+        plain = self._plain = self.db.transaction
+
+        @contextlib.contextmanager
+        def counted():
+            with plain() as conn:
+                before = conn.total_changes
+                yield conn
+                self.counts.append(conn.total_changes - before)
+        self.db.transaction = counted
+        return self.counts
+
+    def __exit__(self, *exc):
+        self.db.transaction = self._plain
         return False

@@ -4,13 +4,12 @@ bounded number of rows, while events keep arriving, and every usage figure
 (with and without group_by, in windows, across customers) equals the raw
 events before, during and after."""
 
-import contextlib
 import random
 import sqlite3
 import threading
 
 from billing.store import rollups
-from tests.http.helpers import pin
+from tests.http.helpers import RowsPerTransaction, pin
 from tests.http.test_rollups import (HOT, METERS, ZONES, check_analytics, check_usage, iso, make_meters,
                                      random_bound, random_event, reference, stored)
 
@@ -147,24 +146,6 @@ def test_usage_stays_exact_while_meters_are_regrouped_under_ingest(server, admin
     _check_some(admin, db_path, rng, cids, group_by, 20)
 
 
-@contextlib.contextmanager
-def _rows_per_transaction(db):
-    """Record the rows each writer transaction changes (inserted, updated, deleted)."""
-    counts, plain = [], db.transaction
-
-    @contextlib.contextmanager
-    def counted():
-        with plain() as conn:
-            before = conn.total_changes
-            yield conn
-            counts.append(conn.total_changes - before)
-    db.transaction = counted
-    try:
-        yield counts
-    finally:
-        db.transaction = plain
-
-
 def test_no_transaction_of_a_regroup_changes_more_than_its_chunk(server, admin):
     """Thousands of events over many buckets: the PATCH marks the meter only,
     and each regroup transaction changes at most 4 rows per event of its chunk
@@ -179,7 +160,7 @@ def test_no_transaction_of_a_regroup_changes_more_than_its_chunk(server, admin):
                "properties": {"user": f"u{n % 97}", "region": rng.choice(["eu", "us", "ap"])}} for n in range(3000)]
     assert admin.post("/v1/events/batch", {"events": events}).status == 200
     db, db_path = server.app.db, server.app.config.db_path
-    with _rows_per_transaction(db) as counts:
+    with RowsPerTransaction(server) as counts:
         assert admin.patch("/v1/meters/users", {"group_by": ["region"]}).status == 200
         patch = list(counts)
         assert max(patch) <= 3  # the meter, its regroup mark, the audit entry
