@@ -27,7 +27,7 @@ from typing import NamedTuple
 BUCKET_US = 15 * 60 * 1_000_000
 SPLIT = 10 ** 12
 CHUNK = 50_000  # events aggregated per pass when rebuilding
-REGROUP_CHUNK = 20_000  # events regrouped per writer transaction (tens of ms)
+REGROUP_CHUNK = 2_000  # events regrouped per writer transaction: ~35 ms (p99 85 ms) on the 2-core box
 FIRST = -(2 ** 62) // BUCKET_US * BUCKET_US  # bucket bounds before and after every event
 PAST = 2 ** 62 // BUCKET_US * BUCKET_US
 
