@@ -4,9 +4,9 @@ maximum duration, drafts the periods that ended, issues the drafts whose
 grace period has passed (to pending_approval when the customer requires
 approval), evaluates alerts (budgets, rules, spikes, storage quotas), sends due
 webhooks and e-mails, purges expired idempotency keys and the object files
-deleted more than the grace period ago, and regroups the rollups of a meter
-that gained a group_by key (`store.rollups.regroup`). Each run is recorded in
-the jobs table (`GET /v1/jobs`).
+deleted more than the grace period ago, and wakes the thread that regroups
+the rollups of a meter that gained a group_by key (`store.rollups.regroup`).
+Each run is recorded in the jobs table (`GET /v1/jobs`).
 
 Runs never overlap inside the process (a second one is recorded as skipped),
 and each step is safe against any other writer anyway: the invoice run checks
@@ -35,16 +35,41 @@ class Scheduler:
         self._lock = threading.Lock()
         self._stop = threading.Event()
         self._thread = None
+        self._regrouper = None
+        self._regroup_wake = threading.Event()
         self.last_success = None  # unix seconds of the last run that ended "ok"
 
     def start(self):
         self._thread = threading.Thread(target=self._loop, name="scheduler", daemon=True)
         self._thread.start()
+        self._regrouper = threading.Thread(target=self._regroup_loop, name="regroup", daemon=True)
+        self._regrouper.start()
 
     def stop(self):
         self._stop.set()
-        if self._thread is not None:
-            self._thread.join(timeout=30)
+        self._regroup_wake.set()
+        for thread in (self._thread, self._regrouper):
+            if thread is not None:
+                thread.join(timeout=30)
+
+    def _regroup_loop(self):
+        """Regroup on a thread of its own, so a long regroup (minutes at 10 M
+        events) holds back no run; each run wakes it."""
+        while not self._stop.is_set():  # first: a regroup a restart interrupted goes on
+            try:
+                rollups.regroup(self.app.db, stop=self._stop.is_set)
+            except Exception as exc:  # the next wake tries again from where it stopped
+                self.app.log_exception("regroup", exc)
+            self._regroup_wake.wait(self.app.config.scheduler_interval)
+            self._regroup_wake.clear()
+
+    def regroup(self):
+        """The rollups of meters that gained a group_by key, regrouped in short
+        transactions: by the regroup thread when it runs (woken), else here."""
+        if self._regrouper is not None and self._regrouper.is_alive():
+            self._regroup_wake.set()
+            return {"regroup": "woken"}
+        return {"regroup_chunks": rollups.regroup(self.app.db, stop=self._stop.is_set)}
 
     def _loop(self):
         while not self._stop.wait(self.app.config.scheduler_interval):
@@ -85,8 +110,7 @@ class Scheduler:
                     details["idempotency_keys_purged"] = conn.execute(
                         "DELETE FROM idempotency_keys WHERE created_at < ?", (idempotency_horizon(),)).rowcount
                 details["object_files_purged"] = self.app.files.purge_trash()  # deleted past their grace
-                # last: a meter that gained a group_by key, regrouped in short transactions (stops with the server)
-                details["regroup_chunks"] = rollups.regroup(db, stop=self._stop.is_set)
+                details.update(self.regroup())  # a meter that gained a group_by key
             except Exception as exc:
                 outcome = "error"
                 details["error"] = f"{type(exc).__name__}: {exc}"

@@ -7,6 +7,7 @@ events before, during and after."""
 import random
 import sqlite3
 import threading
+import time
 
 from billing.store import rollups
 from tests.http.helpers import RowsPerTransaction, pin
@@ -216,3 +217,29 @@ def test_a_bucket_fuller_than_a_chunk_is_regrouped_alone(server, admin):
     assert chunks == [16, 3 * CHUNK, CHUNK, 24] and places[2] - places[1] == rollups.BUCKET_US
     assert stored(db_path) == reference(db_path)
     check_usage(admin, db_path, cid, "r_max", "from=2025-09-01&to=2025-11-25&window=day", "route")
+
+
+def test_a_running_scheduler_regroups_on_a_thread_of_its_own(server, admin):
+    """With the scheduler running, a run wakes the regroup thread and returns
+    (a long regroup holds back no run); the thread regroups to the end."""
+    rng = random.Random(3)
+    pin("2025-11-25T00:00:00Z")
+    make_meters(admin)
+    cids = _customers(admin)
+    _load(admin, rng, cids, 2, 200)
+    assert admin.patch("/v1/meters/r_sum", {"group_by": ["region", "zone"]}).status == 200
+    db_path = server.app.config.db_path
+    scheduler = server.app.scheduler
+    scheduler.start()
+    try:
+        run = admin.post("/v1/jobs/run", {}).json
+        assert run["outcome"] == "ok" and run["details"]["regroup"] == "woken"
+        for _ in range(2000):  # the thread's progress, polled (no fixed wait)
+            if not _regrouping(db_path):
+                break
+            time.sleep(0.01)
+        assert _regrouping(db_path) == set()
+    finally:
+        scheduler.stop()
+    assert stored(db_path) == reference(db_path)
+    check_usage(admin, db_path, cids[0], "r_sum", "from=2025-09-01&to=2025-11-25&window=day", "zone")
