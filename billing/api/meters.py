@@ -169,7 +169,7 @@ def update(request, key):
     with db.transaction() as conn:
         before_row = _load(conn, key)
         before = view(before_row)
-        has_events = scalar(conn, "SELECT 1 FROM events WHERE meter_id = ? LIMIT 1", (before_row["id"],)) is not None
+        has_events = scalar(conn, "SELECT 1 FROM event_spans WHERE meter_id = ? LIMIT 1", (before_row["id"],)) is not None
         frozen = _frozen(values, before) if has_events else []
         if frozen:
             raise Conflict(f"Meter {key!r} has events; cannot change {', '.join(frozen)}. "
