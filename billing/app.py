@@ -20,6 +20,7 @@ from .domain import times
 from .errors import Conflict, ValidationError
 from .ops.dispatcher import Dispatcher
 from .ops.flusher import Flusher
+from .ops.settler import Settler
 from .ops.scheduler import Scheduler
 from .store.db import Database, scalar
 from .store.files import FileStore
@@ -107,7 +108,9 @@ class App:
         self.storage = StorageMeter(self)
         self.requests = selfmeter.RequestMeter(self)
         self.auth = auth.Authenticator(self.db, config)
-        self.flusher = Flusher(self, [self.storage, self.requests, self.auth])  # auth: revoked keys' use
+        self.settler = Settler(self.db)
+        # auth: revoked keys' use; settler: hot rollups and dedup entries into the settled tables
+        self.flusher = Flusher(self, [self.storage, self.requests, self.auth, self.settler])
         self.revenue_parts = BucketCache()
         self.router = http.Router(ROUTES)
         self.metrics = Metrics()

@@ -342,7 +342,7 @@ def has_active_subscription(conn, customer_id):
 
 
 REFERENCES = (
-    ("events", "SELECT 1 FROM events WHERE customer_id = ? LIMIT 1"),
+    ("events", "SELECT 1 FROM event_spans WHERE customer_id = ? LIMIT 1"),
     ("API keys", "SELECT 1 FROM api_keys WHERE customer_id = ? LIMIT 1"),
     ("subscriptions", "SELECT 1 FROM subscriptions WHERE customer_id = ? LIMIT 1"),
     ("credits", "SELECT 1 FROM credit_entries WHERE customer_id = ? LIMIT 1"),

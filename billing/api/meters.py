@@ -8,7 +8,7 @@ from .. import jsonutil
 from ..domain import times
 from ..domain.aggregation import AGGREGATIONS
 from ..errors import Conflict, FieldErrors
-from ..store import rollups
+from ..store.regroup import start_regroup
 from ..store.db import named, scalar
 from .responses import created
 from .common import audit, check_unknown_fields, decode_cursor, now_micros, one_or_404, page, page_limit, text_field
@@ -169,7 +169,7 @@ def update(request, key):
     with db.transaction() as conn:
         before_row = _load(conn, key)
         before = view(before_row)
-        has_events = scalar(conn, "SELECT 1 FROM events WHERE meter_id = ? LIMIT 1", (before_row["id"],)) is not None
+        has_events = scalar(conn, "SELECT 1 FROM event_spans WHERE meter_id = ? LIMIT 1", (before_row["id"],)) is not None
         frozen = _frozen(values, before) if has_events else []
         if frozen:
             raise Conflict(f"Meter {key!r} has events; cannot change {', '.join(frozen)}. "
@@ -182,7 +182,7 @@ def update(request, key):
             conn.execute(f"UPDATE meters SET {sets}, updated_at = ? WHERE key = ?",
                          (*values.values(), now_micros(), key))
         if regroup:  # regrouped by the scheduler in short transactions (§12); readers stay exact meanwhile
-            rollups.start_regroup(conn, before_row["id"], before["group_by"])
+            start_regroup(conn, before_row["id"], before["group_by"])
         after = view(_load(conn, key))
         audit(conn, request, "meter.update", "meter", key, before, after)
     request.app.catalog.invalidate_meters()

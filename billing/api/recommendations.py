@@ -20,6 +20,7 @@ from .. import clock, jsonutil
 from ..domain import invoicing, money, plans, times
 from ..errors import NotFound, ValidationError
 from ..store.db import named
+from ..store.rollups import SPLIT, TABLES
 from .common import int_arg
 from .subscriptions import usage_quantities
 
@@ -119,18 +120,29 @@ def unused_commitment(conn, customer):
                          "average_true_up": _fmt(average, customer)}}
 
 
+# whole hours are whole rollup buckets; the collector's meters are grouped by service
+_HOURLY_ROLLUPS = " UNION ALL ".join(
+    f"SELECT bucket AS ts, json_extract(grp, '$.service') AS service, total_hi, total_lo"
+    f" FROM {table} WHERE customer_id = ? AND meter_id = ? AND bucket >= ? AND bucket < ?" for table in TABLES)
+# a meter set up by hand without that group: its events, one by one
+_HOURLY_EVENTS = ("SELECT ts, json_extract(properties, '$.service') AS service, 0 AS total_hi, value AS total_lo"
+                  " FROM events WHERE ts >= ? AND ts < ? AND customer_id = ? AND meter_id = ? AND matched = 1")
+
+
 def _hourly(app, conn, customer_id, meter_key, start_us, end_us):
     """{service: {hour start µs: micros}} of a collector meter."""
     meter = app.catalog.meter(meter_key)
     if meter is None:
         return {}
+    if "service" in meter.group_by:
+        rows = named(conn, _HOURLY_ROLLUPS, (customer_id, meter.id, start_us, end_us) * len(TABLES))
+    else:
+        rows = named(conn, _HOURLY_EVENTS, (start_us, end_us, customer_id, meter.id))
     result = {}
-    for row in named(conn, "SELECT ts, value, json_extract(properties, '$.service') AS service FROM events"
-                           " WHERE customer_id = ? AND meter_id = ? AND ts >= ? AND ts < ? AND matched = 1",
-                     (customer_id, meter.id, start_us, end_us)):
+    for row in rows:
         hour = row["ts"] // 3_600_000_000 * 3_600_000_000
         hours = result.setdefault(row["service"], {})
-        hours[hour] = hours.get(hour, 0) + row["value"]
+        hours[hour] = hours.get(hour, 0) + row["total_hi"] * SPLIT + row["total_lo"]
     return result
 
 

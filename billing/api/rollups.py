@@ -8,7 +8,7 @@ rollups (ts = the window's start) and one per raw event of a cut bucket.
 Every piece lies wholly inside one window, so callers place it by its ts.
 
 While a meter's rollups are regrouped for a group_by key it gained
-(`store.rollups.regroup`), figures grouped by that key come from the raw
+(`store.regroup`), figures grouped by that key come from the raw
 events alone (`_raw_pieces`); every other figure reads the rollups as ever.
 """
 
@@ -16,7 +16,8 @@ import bisect
 
 from ..domain.rollup import Partial
 from ..jsonutil import encode
-from ..store.rollups import BUCKET_US, SPLIT, holds_key
+from ..store.regroup import holds_key
+from ..store.rollups import BUCKET_US, SPLIT, TABLES, VALUE_TABLES
 
 # the windows [lo, hi) as rows; the rollups of each, without the buckets a boundary cuts
 _WINDOWS = ("WITH w(lo, hi) AS MATERIALIZED (SELECT json_extract(value, '$[0]'), json_extract(value, '$[1]')"
@@ -60,21 +61,30 @@ def _sql(template, group, table, customer_id):
 
 
 def _bucket_pieces(conn, meter, customer_id, windows, cut, group_by):
+    """The pieces of the settled and of the hot tables (a key may be in both)."""
+    found = []
+    tables = VALUE_TABLES if meter.aggregation == "unique_count" else TABLES
+    for table in tables:
+        found += _table_pieces(conn, meter, customer_id, windows, cut, group_by, table)
+    return found
+
+
+def _table_pieces(conn, meter, customer_id, windows, cut, group_by, table):
     group, group_params = _group(group_by, True)
     where = (*(() if customer_id is None else (customer_id,)), meter.id, encode(sorted(cut)))
     if meter.aggregation == "unique_count":
-        sql = _sql(_VALUES, group, "rollup_values", customer_id)
+        sql = _sql(_VALUES, group, table, customer_id)
         found = {}
         for lo, grp, value in conn.execute(sql, (windows, *group_params, *where)):
             found.setdefault((lo, grp), Partial()).values.add(value)
         for part in found.values():
             part.n = len(part.values)
         return [(lo, grp, part) for (lo, grp), part in found.items()]
-    sql = _sql(_SUMS, group, "rollups", customer_id)
+    sql = _sql(_SUMS, group, table, customer_id)
     found = {(lo, grp): Partial(n, hi * SPLIT + (mid * 1_000_000 + lo_part), low, high)
              for lo, grp, n, hi, mid, lo_part, low, high in conn.execute(sql, (windows, *group_params, *where))}
     if meter.aggregation == "latest":
-        sql = _sql(_LATEST, group, "rollups", customer_id)
+        sql = _sql(_LATEST, group, table, customer_id)
         for lo, grp, ts, seq, value in conn.execute(sql, (windows, *group_params, *group_params, *where)):
             found[(lo, grp)].last = (ts, seq, value)
     return [(lo, grp, part) for (lo, grp), part in found.items()]
@@ -82,7 +92,7 @@ def _bucket_pieces(conn, meter, customer_id, windows, cut, group_by):
 
 # one customer's whole buckets of one range, no windows and no groups (the invoice run's case):
 # [first whole bucket, first bucket past the last whole one), an index range with nothing to exclude
-_RANGE = (" FROM rollups WHERE customer_id = ? AND meter_id = ? AND bucket >= ? AND bucket < ?")
+_RANGE = " FROM {table} WHERE customer_id = ? AND meter_id = ? AND bucket >= ? AND bucket < ?"
 _RANGE_SUMS = ("SELECT sum(n), sum(total_hi), sum(total_lo / 1000000), sum(total_lo % 1000000), min(low), max(high)"
                + _RANGE)
 _RANGE_LATEST = "SELECT last_ts, last_seq, last_value" + _RANGE + " ORDER BY last_ts DESC, last_seq DESC LIMIT 1"
@@ -94,18 +104,21 @@ def whole_buckets(start_us, end_us):
 
 
 def _range_pieces(conn, meter, customer_id, start_us, end_us):
-    """The whole buckets of one customer's range as one piece (none when empty)."""
+    """The whole buckets of one customer's range: a piece per table (none where empty)."""
     first, past = whole_buckets(start_us, end_us)
     if first >= past:
         return []
     where = (customer_id, meter.id, first, past)
-    n, hi, mid, lo_part, low, high = conn.execute(_RANGE_SUMS, where).fetchone()
-    if not n:
-        return []
-    part = Partial(n, hi * SPLIT + (mid * 1_000_000 + lo_part), low, high)
-    if meter.aggregation == "latest":
-        part.last = tuple(conn.execute(_RANGE_LATEST, where).fetchone())
-    return [(start_us, None, part)]
+    found = []
+    for table in TABLES:
+        n, hi, mid, lo_part, low, high = conn.execute(_RANGE_SUMS.format(table=table), where).fetchone()
+        if not n:
+            continue
+        part = Partial(n, hi * SPLIT + (mid * 1_000_000 + lo_part), low, high)
+        if meter.aggregation == "latest":
+            part.last = tuple(conn.execute(_RANGE_LATEST.format(table=table), where).fetchone())
+        found.append((start_us, None, part))
+    return found
 
 
 def pieces(conn, meter, customer_id, start_us, end_us, cuts=(), group_by=None):

@@ -5,7 +5,7 @@ grace period has passed (to pending_approval when the customer requires
 approval), evaluates alerts (budgets, rules, spikes, storage quotas), sends due
 webhooks and e-mails, purges expired idempotency keys and the object files
 deleted more than the grace period ago, and wakes the thread that regroups
-the rollups of a meter that gained a group_by key (`store.rollups.regroup`).
+the rollups of a meter that gained a group_by key (`store.regroup`).
 Each run is recorded in the jobs table (`GET /v1/jobs`).
 
 Runs never overlap inside the process (a second one is recorded as skipped),
@@ -24,7 +24,7 @@ from ..api import alert_eval, invoices, jobs, lifecycle, sessions
 from ..api.common import idempotency_horizon, now_micros
 from ..domain import times
 from ..errors import Conflict
-from ..store import rollups
+from ..store import regroup
 from ..store.db import named
 
 
@@ -57,7 +57,7 @@ class Scheduler:
         events) holds back no run; each run wakes it."""
         while not self._stop.is_set():  # first: a regroup a restart interrupted goes on
             try:
-                rollups.regroup(self.app.db, stop=self._stop.is_set)
+                regroup.regroup(self.app.db, stop=self._stop.is_set)
             except Exception as exc:  # the next wake tries again from where it stopped
                 self.app.log_exception("regroup", exc)
             self._regroup_wake.wait(self.app.config.scheduler_interval)
@@ -69,7 +69,7 @@ class Scheduler:
         if self._regrouper is not None and self._regrouper.is_alive():
             self._regroup_wake.set()
             return {"regroup": "woken"}
-        return {"regroup_chunks": rollups.regroup(self.app.db, stop=self._stop.is_set)}
+        return {"regroup_chunks": regroup.regroup(self.app.db, stop=self._stop.is_set)}
 
     def _loop(self):
         while not self._stop.wait(self.app.config.scheduler_interval):
@@ -95,6 +95,7 @@ class Scheduler:
                 written = self.app.flusher.flush()
                 details["storage_calls_written"] = written.get("StorageMeter", 0)
                 details["requests_written"] = written.get("RequestMeter", 0)
+                details["rollups_settled"] = written.get("Settler", 0)
                 created = invoices.run_as_of(self.app, clock.now())  # in short chunks
                 details["drafts_created"] = len(created)
                 if created:

@@ -6,8 +6,7 @@ day and hour boundary of every timezone in use today (DST and +05:45
 included) falls on one. The group `grp` is a JSON object of the meter's
 declared group_by keys and each event's values for them, built by SQLite the
 way usage reads a group (`json_extract` of the properties); `{}` for a meter
-without group_by. Adding a group_by key regroups the meter (`start_regroup`,
-`regroup`).
+without group_by. Adding a group_by key regroups the meter (billing/store/regroup.py).
 
 Per bucket: the count, the sum of integer micros in two integer columns
 (sum = total_hi · 10¹² + total_lo, 0 ≤ total_lo < 10¹², so no addition ever
@@ -16,20 +15,31 @@ leaves SQLite's 64-bit range), min, max and the latest (ts, seq, value). For
 bucket are kept in `rollup_values`.
 
 A batch is aggregated in Python first (one partial per touched bucket), then
-written with one UPSERT per bucket. A retraction recomputes its bucket from
+written with one UPSERT per bucket. The rows just inserted are aggregated
+from memory (their seqs follow the highest seq before the insert, one by one,
+which `add_inserted` checks); only the rows of meters with group_by are read
+back, so SQLite builds their group. A retraction recomputes its bucket from
 the raw events still stored.
-"""
 
-import json
-import sqlite3
-from typing import NamedTuple
+Hot and settled: inserts write the small hot tables (`rollups_hot`,
+`rollup_values_hot`, ordered by bucket first), so a commit touches a few
+pages however many customers its events spread over; `settle` later moves
+buckets older than an hour into the settled tables (`rollups`,
+`rollup_values`, ordered by customer, meter, bucket for the reads), in short
+chunks, merging into any settled row of the same key. Readers add both
+tables: a key may be in both at once (a late event re-opens an old bucket in
+the hot table), and adding partials is exact for every aggregation. Rebuilds
+and retractions write the settled tables directly.
+
+Beside them, `event_spans` keeps per (customer, meter) the number of stored
+events (matched or not) and their first and last timestamps: the same
+insert adds to it, a retraction subtracts (the row goes at zero; the
+timestamps stay as outer bounds).
+"""
 
 BUCKET_US = 15 * 60 * 1_000_000
 SPLIT = 10 ** 12
 CHUNK = 50_000  # events aggregated per pass when rebuilding
-REGROUP_CHUNK = 2_000  # events regrouped per writer transaction: ~35 ms (p99 85 ms) on the 2-core box
-FIRST = -(2 ** 62) // BUCKET_US * BUCKET_US  # bucket bounds before and after every event
-PAST = 2 ** 62 // BUCKET_US * BUCKET_US
 
 # the group of an event: its values of the meter's group_by keys, as SQLite reads them
 _GROUP = ("CASE WHEN m.group_by = '[]' THEN '{}' ELSE (SELECT json_group_object(g.value,"
@@ -37,10 +47,9 @@ _GROUP = ("CASE WHEN m.group_by = '[]' THEN '{}' ELSE (SELECT json_group_object(
 _READ = (f"SELECT e.seq, e.customer_id, e.meter_id, e.ts, e.value, {_GROUP}"
          " FROM events e CROSS JOIN meters m ON m.id = e.meter_id WHERE e.matched = 1 AND ")
 
-_UPSERT = (
-    "INSERT INTO rollups (customer_id, meter_id, bucket, grp, n, total_hi, total_lo, low, high,"
-    " last_ts, last_seq, last_value) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
-    " ON CONFLICT (customer_id, meter_id, bucket, grp) DO UPDATE SET n = n + excluded.n,"
+_COLUMNS = "customer_id, meter_id, bucket, grp, n, total_hi, total_lo, low, high, last_ts, last_seq, last_value"
+_MERGE = (
+    " DO UPDATE SET n = n + excluded.n,"
     f" total_hi = total_hi + excluded.total_hi + (total_lo + excluded.total_lo) / {SPLIT},"
     f" total_lo = (total_lo + excluded.total_lo) % {SPLIT},"
     " low = min(low, excluded.low), high = max(high, excluded.high),"
@@ -49,7 +58,20 @@ _UPSERT = (
     " last_seq = CASE WHEN (excluded.last_ts, excluded.last_seq) > (last_ts, last_seq)"
     " THEN excluded.last_seq ELSE last_seq END,"
     " last_ts = max(last_ts, excluded.last_ts)")
-_ADD_VALUE = "INSERT OR IGNORE INTO rollup_values (customer_id, meter_id, bucket, grp, value) VALUES (?, ?, ?, ?, ?)"
+_UPSERT = {  # hot: the key in the hot table's order (bucket first)
+    True: f"INSERT INTO rollups_hot ({_COLUMNS}) VALUES ({', '.join('?' * 12)})"
+          " ON CONFLICT (bucket, customer_id, meter_id, grp)" + _MERGE,
+    False: f"INSERT INTO rollups ({_COLUMNS}) VALUES ({', '.join('?' * 12)})"
+           " ON CONFLICT (customer_id, meter_id, bucket, grp)" + _MERGE,
+}
+_ADD_VALUE = {
+    True: "INSERT OR IGNORE INTO rollup_values_hot (customer_id, meter_id, bucket, grp, value) VALUES (?, ?, ?, ?, ?)",
+    False: "INSERT OR IGNORE INTO rollup_values (customer_id, meter_id, bucket, grp, value) VALUES (?, ?, ?, ?, ?)",
+}
+TABLES = ("rollups", "rollups_hot")
+VALUE_TABLES = ("rollup_values", "rollup_values_hot")
+SETTLE_AFTER_US = 3_600 * 1_000_000  # buckets older than this leave the hot tables
+SETTLE_CHUNK = 2_000  # rows moved per transaction
 
 
 def _partials(rows):
@@ -80,17 +102,17 @@ def _partials(rows):
     return parts, values
 
 
-def _write(conn, parts, values):
-    conn.executemany(_UPSERT, [(*key, n, total // SPLIT, total % SPLIT, low, high, last_ts, last_seq, last)
+def _write(conn, parts, values, hot):
+    conn.executemany(_UPSERT[hot], [(*key, n, total // SPLIT, total % SPLIT, low, high, last_ts, last_seq, last)
                                for key, (n, total, low, high, last_ts, last_seq, last) in parts.items()])
     if values:
-        conn.executemany(_ADD_VALUE, values)
+        conn.executemany(_ADD_VALUE[hot], values)
 
 
-def _add(conn, where, params):
+def _add(conn, where, params, hot=False):
     parts, values = _partials(conn.execute(_READ + where, params))
     if parts:
-        _write(conn, parts, values)
+        _write(conn, parts, values, hot)
 
 
 def last_seq(conn):
@@ -101,14 +123,70 @@ def last_seq(conn):
 
 def add_since(conn, seq):
     """Add the events stored after `seq` (those this transaction just inserted) to the rollups."""
-    _add(conn, "e.seq > ?", (seq,))
+    _add(conn, "e.seq > ?", (seq,), hot=True)
+
+
+_SPAN = ("INSERT INTO event_spans (customer_id, meter_id, n, first_ts, last_ts) VALUES (?, ?, ?, ?, ?)"
+         " ON CONFLICT (customer_id, meter_id) DO UPDATE SET n = n + excluded.n,"
+         " first_ts = min(first_ts, excluded.first_ts), last_ts = max(last_ts, excluded.last_ts)")
+
+
+def _add_spans(conn, rows):
+    spans = {}
+    for customer_id, meter_id, ts, _value, _matched in rows:
+        span = spans.get((customer_id, meter_id))
+        if span is None:
+            spans[(customer_id, meter_id)] = [1, ts, ts]
+            continue
+        span[0] += 1
+        if ts < span[1]:
+            span[1] = ts
+        elif ts > span[2]:
+            span[2] = ts
+    conn.executemany(_SPAN, [(*key, *span) for key, span in spans.items()])
+
+
+def forget_event(conn, customer_id, meter_id, ts):
+    """A stored event was deleted (retracted): its bucket and its span."""
+    recompute_bucket(conn, customer_id, meter_id, ts)
+    key = (customer_id, meter_id)
+    conn.execute("UPDATE event_spans SET n = n - 1 WHERE customer_id = ? AND meter_id = ?", key)
+    conn.execute("DELETE FROM event_spans WHERE customer_id = ? AND meter_id = ? AND n <= 0", key)
+
+
+def rebuild_spans(conn):
+    """event_spans of every stored event (the migration that adds it)."""
+    conn.execute("DELETE FROM event_spans")
+    conn.execute("INSERT INTO event_spans (customer_id, meter_id, n, first_ts, last_ts)"
+                 " SELECT customer_id, meter_id, count(*), min(ts), max(ts) FROM events GROUP BY customer_id, meter_id")
+
+
+def add_inserted(conn, before, rows):
+    """Add the events this transaction just inserted to the rollups and spans:
+    `rows` are (customer_id, meter_id, ts, value, matched) in insertion
+    order, stored with the seqs after `before` (the highest seq before)."""
+    _add_spans(conn, rows)
+    if last_seq(conn) != before + len(rows):  # seqs not consecutive: read them back instead
+        add_since(conn, before)
+        return
+    grouped = {meter_id for (meter_id,) in conn.execute("SELECT id FROM meters WHERE group_by != '[]'")}
+    parts, values = _partials((seq, customer_id, meter_id, ts, value, "{}")
+                              for seq, (customer_id, meter_id, ts, value, matched) in enumerate(rows, before + 1)
+                              if matched and meter_id not in grouped)
+    if grouped:
+        more, more_values = _partials(conn.execute(
+            _READ + f"e.seq > ? AND e.meter_id IN ({','.join('?' * len(grouped))})", (before, *grouped)))
+        parts.update(more)  # disjoint keys: other meters
+        values |= more_values
+    if parts:
+        _write(conn, parts, values, hot=True)
 
 
 def recompute_bucket(conn, customer_id, meter_id, ts):
     """Rebuild the bucket holding `ts` from the stored events (after a retraction)."""
     bucket = ts - ts % BUCKET_US
     key = (customer_id, meter_id, bucket)
-    for table in ("rollups", "rollup_values"):
+    for table in TABLES + VALUE_TABLES:
         conn.execute(f"DELETE FROM {table} WHERE customer_id = ? AND meter_id = ? AND bucket = ?", key)
     _add(conn, "e.customer_id = ? AND e.meter_id = ? AND e.ts >= ? AND e.ts < ?", (*key[:2], bucket, bucket + BUCKET_US))
 
@@ -122,126 +200,54 @@ def _rebuild(conn, where, params):
         low += CHUNK
 
 
+def regroup_range(conn, meter_id, low, high):
+    """Rebuild the meter's rollups of the buckets [low, high) from the raw
+    events, grouped by the meter's group_by as it is now (a regroup's chunk)."""
+    whose = "customer_id IN (SELECT customer_id FROM event_spans WHERE meter_id = ?) AND meter_id = ?"
+    for table in TABLES + VALUE_TABLES:
+        conn.execute(f"DELETE FROM {table} WHERE {whose} AND bucket >= ? AND bucket < ?", (meter_id, meter_id, low, high))
+    _add(conn, "e.meter_id = ? AND e.ts >= ? AND e.ts < ?", (meter_id, low, high))
+
+
 def rebuild_all(conn):
     """Rollups of every stored event (the migration that adds them)."""
-    conn.execute("DELETE FROM rollups")
-    conn.execute("DELETE FROM rollup_values")
+    for table in TABLES + VALUE_TABLES:
+        if table_exists(conn, table):  # the hot tables came after the migration that calls this
+            conn.execute(f"DELETE FROM {table}")
     _rebuild(conn, "1", ())
 
 
-# -- regrouping in short transactions ----------------------------------------------------
-
-def start_regroup(conn, meter_id, keys):
-    """Mark the meter regrouping, in the transaction that adds its group_by
-    keys; `keys` are those it had before. A regroup already under way starts
-    over (the ranges it did lack the new key) and keeps its `keys`."""
-    conn.execute("INSERT INTO rollup_regroups (meter_id, keys, generation, customer_id, bucket)"
-                 " VALUES (?, ?, 1, 0, ?) ON CONFLICT (meter_id) DO UPDATE SET generation = generation + 1,"
-                 " customer_id = 0, bucket = excluded.bucket", (meter_id, json.dumps(list(keys)), FIRST))
+def table_exists(conn, name):
+    return conn.execute("SELECT 1 AS found FROM sqlite_master WHERE type = 'table' AND name = ?",
+                        (name,)).fetchone() is not None
 
 
-def holds_key(conn, meter_id, key):
-    """Whether every rollup row of the meter holds the group_by key `key` (not
-    while a regroup that adds it is under way: read the raw events then)."""
-    row = _row(conn, "SELECT keys FROM rollup_regroups WHERE meter_id = ?", (meter_id,))
-    return row is None or key in json.loads(row["keys"])
+def settle_before(now_us):
+    """Buckets before this one may leave the hot tables."""
+    cutoff = now_us - SETTLE_AFTER_US
+    return cutoff - cutoff % BUCKET_US
 
 
-def regroup(db, chunk=REGROUP_CHUNK, between_chunks=None, stop=None):
-    """Regroup the rollups of every meter marked regrouping; returns the
-    number of writer transactions it took.
-
-    The rule: one writer transaction at a time takes the next ranges of
-    (customer, buckets) in order, holding about `chunk` events (one customer's
-    bucket alone when it holds more), deletes their rollup rows and adds them
-    again from the raw events with the meter's group_by as it is now — what a
-    retraction does to its bucket. Every stored event stays in exactly one row
-    of its bucket all along, so every figure without group_by, or grouped by a
-    key the meter had before, reads the rollups exactly throughout; a key the
-    meter gained is read from the raw events until the last range is done
-    (`holds_key`). Events stored meanwhile are grouped by the new keys as they
-    arrive, wherever they fall. The ranges are planned on a reader; the
-    transaction first checks the regroup's place is still the one planned
-    from (the same generation), else it plans again. `between_chunks()` is
-    called after each commit; `stop()` true ends the work until the next call."""
-    chunks = 0
-    while stop is None or not stop():
-        with db.snapshot() as conn:
-            plan = _plan(conn, chunk)
-        if plan is None:
-            return chunks
-        with db.transaction() as conn:
-            done = _apply(conn, plan)
-        if done:
-            chunks += 1
-            if between_chunks is not None:
-                between_chunks()
-    return chunks
+_TAKE = (f"SELECT {_COLUMNS} FROM rollups_hot WHERE bucket < ? ORDER BY bucket, customer_id, meter_id, grp LIMIT ?")
+_TAKE_VALUES = ("SELECT customer_id, meter_id, bucket, grp, value FROM rollup_values_hot WHERE bucket < ?"
+                " ORDER BY bucket, customer_id, meter_id, grp, value LIMIT ?")
 
 
-class _Plan(NamedTuple):
-    meter_id: int
-    place: tuple  # (generation, customer_id, bucket) planned from
-    ranges: list  # (customer_id, first bucket, past bucket)
-    after: tuple  # (customer_id, bucket) where the next chunk starts; None: the regroup is finished
-
-
-def _row(conn, sql, params=()):
-    """One row read by column name (sqlite3.Row), or None."""
-    cursor = conn.cursor()
-    cursor.row_factory = sqlite3.Row
-    return cursor.execute(sql, params).fetchone()
-
-
-_NEXT_EVENT = ("SELECT ts FROM events WHERE customer_id = ? AND meter_id = ? AND ts >= ?"
-               " ORDER BY ts LIMIT 1 OFFSET ?")
-_COUNT = "SELECT count(*) AS n FROM events WHERE customer_id = ? AND meter_id = ? AND ts >= ?"
-
-
-def _plan(conn, chunk):
-    """The next chunk of the first meter regrouping (None: no meter is)."""
-    row = _row(conn, "SELECT meter_id, generation, customer_id, bucket FROM rollup_regroups"
-                     " ORDER BY meter_id LIMIT 1")
-    if row is None:
-        return None
-    meter_id, first_customer, low = row["meter_id"], row["customer_id"], row["bucket"]
-    place, ranges, budget = (row["generation"], first_customer, low), [], chunk
-    for (customer_id,) in conn.execute("SELECT id FROM customers WHERE id >= ? ORDER BY id", (first_customer,)):
-        low = low if customer_id == first_customer else FIRST
-        past = _row(conn, _NEXT_EVENT, (customer_id, meter_id, low, budget))
-        if past is not None:  # more than the budget left: up to the bucket holding the one past it
-            high = past["ts"] - past["ts"] % BUCKET_US
-            if high == low:  # that bucket alone holds more
-                if ranges:
-                    return _Plan(meter_id, place, ranges, (customer_id, low))
-                high = low + BUCKET_US
-            ranges.append((customer_id, low, high))
-            return _Plan(meter_id, place, ranges, (customer_id, high))
-        count = _row(conn, _COUNT, (customer_id, meter_id, low))["n"]
-        if count:
-            ranges.append((customer_id, low, PAST))
-            budget -= count
-            if budget <= 0:
-                return _Plan(meter_id, place, ranges, (customer_id + 1, FIRST))
-    return _Plan(meter_id, place, ranges, None)
-
-
-def _apply(conn, plan):
-    """Regroup the planned ranges in the caller's transaction and move the
-    regroup's place past them; False (nothing done) when the place moved."""
-    now = _row(conn, "SELECT generation, customer_id, bucket FROM rollup_regroups WHERE meter_id = ?",
-               (plan.meter_id,))
-    if now is None or (now["generation"], now["customer_id"], now["bucket"]) != plan.place:
-        return False
-    for customer_id, low, high in plan.ranges:
-        key = (customer_id, plan.meter_id, low, high)
-        for table in ("rollups", "rollup_values"):
-            conn.execute(f"DELETE FROM {table} WHERE customer_id = ? AND meter_id = ? AND bucket >= ?"
-                         " AND bucket < ?", key)
-        _add(conn, "e.customer_id = ? AND e.meter_id = ? AND e.ts >= ? AND e.ts < ?", key)
-    if plan.after is None:
-        conn.execute("DELETE FROM rollup_regroups WHERE meter_id = ?", (plan.meter_id,))
-    else:
-        conn.execute("UPDATE rollup_regroups SET customer_id = ?, bucket = ? WHERE meter_id = ?",
-                     (*plan.after, plan.meter_id))
-    return True
+def settle(conn, before, limit=SETTLE_CHUNK):
+    """Move at most `limit` hot rows (and as many counted values) of buckets
+    before `before` into the settled tables; returns how many rows moved.
+    Call in one transaction, again until it returns less than `limit`."""
+    rows = conn.execute(_TAKE, (before, limit)).fetchall()
+    if rows:
+        conn.executemany(_UPSERT[False], rows)
+        customer_id, meter_id, bucket, grp, *_ = rows[-1]
+        conn.execute("DELETE FROM rollups_hot WHERE bucket < ? AND (bucket, customer_id, meter_id, grp) <= (?, ?, ?, ?)",
+                     (before, bucket, customer_id, meter_id, grp))
+    values = conn.execute(_TAKE_VALUES, (before, limit)).fetchall()
+    if values:
+        conn.executemany(_ADD_VALUE[False], values)
+        customer_id, meter_id, bucket, grp, value = values[-1]
+        conn.execute("DELETE FROM rollup_values_hot WHERE bucket < ?"
+                     " AND (bucket, customer_id, meter_id, grp, value) <= (?, ?, ?, ?, ?)",
+                     (before, bucket, customer_id, meter_id, grp, value))
+    return max(len(rows), len(values))

@@ -5,7 +5,8 @@ Append-only: a migration that shipped is never edited; a new one is a new
 list here, added to MIGRATIONS in migrations.py.
 """
 
-from .rollups import rebuild_all
+from . import event_ids
+from .rollups import rebuild_all, rebuild_spans
 
 # Capacity-limited resources and their sessions (§6), billed by the minute.
 V4_RESOURCES = [
@@ -277,18 +278,106 @@ V12_ROLLUPS = [
     _BuildRollups(),
 ]
 
+
+class _BuildSpans:
+    """A migration step in Python, named by a stable repr (see _BuildRollups)."""
+
+    def __call__(self, conn):
+        rebuild_spans(conn)
+
+    def __repr__(self):
+        return "rollups.rebuild_spans"
+
+
+# Events without per-customer indexes (§12 ingest, §13): whole buckets are read
+# from the rollups, so the covering index (customer_id, meter_id, ts, matched,
+# value) — a random insert for every event — goes. A bucket cut by a range edge
+# is one short `ts` range of that index-ordered-by-time, narrowed by customer
+# and meter inside the index. `event_spans` (one row per customer and meter
+# with events: their count and first and last timestamps) answers "has events"
+# and bounds the event list, and stays small.
+V13_EVENTS_BY_TIME = [
+    """CREATE TABLE event_spans (
+        customer_id INTEGER NOT NULL,
+        meter_id INTEGER NOT NULL,
+        n INTEGER NOT NULL,
+        first_ts INTEGER NOT NULL,
+        last_ts INTEGER NOT NULL,
+        PRIMARY KEY (customer_id, meter_id)) WITHOUT ROWID""",
+    _BuildSpans(),
+    "DROP INDEX events_usage",
+    "DROP INDEX events_time",
+    "CREATE INDEX events_time ON events(ts, customer_id, meter_id)",
+]
+
+
+# Hot rollups (billing/store/rollups.py): what inserts write, ordered by bucket
+# first so a commit of events spread over many customers touches a few pages;
+# buckets older than an hour move to `rollups` and `rollup_values` in chunks.
+V14_HOT_ROLLUPS = [
+    """CREATE TABLE rollups_hot (
+        customer_id INTEGER NOT NULL,
+        meter_id INTEGER NOT NULL,
+        bucket INTEGER NOT NULL,
+        grp TEXT NOT NULL,
+        n INTEGER NOT NULL,
+        total_hi INTEGER NOT NULL,
+        total_lo INTEGER NOT NULL,
+        low INTEGER,
+        high INTEGER,
+        last_ts INTEGER NOT NULL,
+        last_seq INTEGER NOT NULL,
+        last_value,
+        PRIMARY KEY (bucket, customer_id, meter_id, grp)) WITHOUT ROWID""",
+    """CREATE TABLE rollup_values_hot (
+        customer_id INTEGER NOT NULL,
+        meter_id INTEGER NOT NULL,
+        bucket INTEGER NOT NULL,
+        grp TEXT NOT NULL,
+        value NOT NULL,
+        PRIMARY KEY (bucket, customer_id, meter_id, grp, value)) WITHOUT ROWID""",
+]
+
+
+class _BuildEventIds:
+    """A migration step in Python, named by a stable repr (see _BuildRollups)."""
+
+    def __call__(self, conn):
+        event_ids.rebuild(conn)
+
+    def __repr__(self):
+        return "event_ids.rebuild"
+
+
+# Deduplication in two parts (billing/store/event_ids.py): a small hot table
+# that inserts write and a settled one that takes the hot entries in hash
+# order; they replace the index on events(id_hash), which a commit of events
+# wrote at thousands of random pages.
+V15_EVENT_IDS = [
+    """CREATE TABLE event_ids (
+        id_hash INTEGER NOT NULL,
+        seq INTEGER NOT NULL,
+        PRIMARY KEY (id_hash, seq)) WITHOUT ROWID""",
+    """CREATE TABLE event_ids_hot (
+        id_hash INTEGER NOT NULL,
+        seq INTEGER NOT NULL,
+        PRIMARY KEY (id_hash, seq)) WITHOUT ROWID""",
+    _BuildEventIds(),
+    "DROP INDEX events_dedup",
+]
+
+
 # Regrouping without stalls (§12, §13): a group_by key added to a meter that
-# has events marks the meter here, and the scheduler regroups its rollups in
-# short writer transactions (billing/store/rollups.py, `regroup`). `keys` are
-# the group_by keys every rollup row of the meter holds meanwhile (the keys
-# before the change); (customer_id, bucket) is how far the regroup has come;
-# `generation` grows with each change, so a chunk planned before one is not
-# counted as done after it.
-V13_REGROUPS = [
+# has events marks the meter here, and a background thread regroups its
+# rollups in short writer transactions, in time order (billing/store/rollups.py,
+# `regroup`). `keys` are the group_by keys every rollup row of the meter holds
+# meanwhile (the keys before the change); `bucket` is how far the regroup has
+# come; `generation` grows with each change, so a chunk planned before one is
+# not counted as done after it.
+V16_REGROUPS = [
     """CREATE TABLE rollup_regroups (
         meter_id INTEGER PRIMARY KEY REFERENCES meters(id),
         keys TEXT NOT NULL,
         generation INTEGER NOT NULL,
-        customer_id INTEGER NOT NULL,
         bucket INTEGER NOT NULL)""",
 ]

@@ -9,7 +9,7 @@ import sqlite3
 import threading
 import time
 
-from billing.store import rollups
+from billing.store import regroup as store_regroup, rollups
 from tests.http.helpers import RowsPerTransaction, pin
 from tests.http.test_rollups import (HOT, METERS, ZONES, check_analytics, check_usage, iso, make_meters,
                                      random_bound, random_event, reference, stored)
@@ -136,7 +136,7 @@ def test_usage_stays_exact_while_meters_are_regrouped_under_ingest(server, admin
         assert ingest.wait_for_more(2), "no event was stored between two chunks"
 
     try:
-        done = rollups.regroup(server.app.db, chunk=CHUNK, between_chunks=between_chunks)
+        done = store_regroup.regroup(server.app.db, chunk=CHUNK, between_chunks=between_chunks)
         assert ingest.wait_for_more(3)
     finally:
         ingest.stop()
@@ -166,10 +166,10 @@ def test_no_transaction_of_a_regroup_changes_more_than_its_chunk(server, admin):
         patch = list(counts)
         assert max(patch) <= 3  # the meter, its regroup mark, the audit entry
         halves = []
-        assert rollups.regroup(db, chunk=CHUNK, stop=lambda: len(halves) >= 10,
+        assert store_regroup.regroup(db, chunk=CHUNK, stop=lambda: len(halves) >= 10,
                                between_chunks=lambda: halves.append(1)) == 10
         assert _regrouping(db_path)  # stopped: the place is kept
-        rest = rollups.regroup(db, chunk=CHUNK)
+        rest = store_regroup.regroup(db, chunk=CHUNK)
     regroup = counts[len(patch):]
     assert len(regroup) == 10 + rest and rest > 3000 // CHUNK // 2
     assert max(regroup) <= 4 * CHUNK + 1, max(regroup)
@@ -210,9 +210,9 @@ def test_a_bucket_fuller_than_a_chunk_is_regrouped_alone(server, admin):
     assert admin.post("/v1/events/batch", {"events": full + around}).status == 200
     assert admin.patch("/v1/meters/r_max", {"group_by": ["route"]}).status == 200
     db_path = server.app.config.db_path
-    places = [rollups.FIRST]
-    assert rollups.regroup(server.app.db, chunk=CHUNK, between_chunks=lambda: places.append(_place(db_path))) == 4
-    places[-1] = rollups.PAST
+    places = [store_regroup.FIRST]
+    assert store_regroup.regroup(server.app.db, chunk=CHUNK, between_chunks=lambda: places.append(_place(db_path))) == 4
+    places[-1] = store_regroup.PAST
     chunks = [_events_between(db_path, low, high) for low, high in zip(places, places[1:])]
     assert chunks == [16, 3 * CHUNK, CHUNK, 24] and places[2] - places[1] == rollups.BUCKET_US
     assert stored(db_path) == reference(db_path)

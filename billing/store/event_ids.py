@@ -1,0 +1,63 @@
+"""The deduplication index of events (§4): (id_hash, seq) of every stored
+event, where `id_hash` is the 64-bit hash of (customer_id, id) the events
+table keeps (billing/api/events.py compares the real ids of every match).
+
+Hash order is random order: an index of the hashes of all events takes a
+random page for every new event, and a commit of a few thousand events then
+rewrites thousands of pages. So the index has two parts, like the rollups:
+inserts go to the small hot table `event_ids_hot`, whose pages a commit
+rewrites few of, and `settle` moves the hot entries into the large settled
+table `event_ids` in hash order, a chunk per short transaction — a pass
+touches each settled page once for many entries. Every stored event is in
+one part or the other at every moment (a chunk's insert and delete are one
+transaction), so a lookup asks both.
+"""
+
+SETTLE_AT = 50_000     # hot entries that start a settling pass
+SETTLE_CHUNK = 5_000   # entries moved per transaction
+_PARTS = ("event_ids", "event_ids_hot")
+# the seqs of the events with these hashes: `{marks}` is the placeholders of one list of hashes
+_SEQS = " UNION ALL ".join(f"SELECT seq FROM {table} WHERE id_hash IN ({{marks}})" for table in _PARTS)
+
+
+def seqs_sql(count):
+    """SQL of the seqs whose hash is one of `count` parameters (given twice: once per part)."""
+    return _SEQS.format(marks=",".join("?" * count))
+
+
+def add_since(conn, seq):
+    """Index the events stored after `seq` (those this transaction just inserted)."""
+    conn.execute("INSERT INTO event_ids_hot (id_hash, seq) SELECT id_hash, seq FROM events WHERE seq > ?", (seq,))
+
+
+def forget(conn, id_hash, seq):
+    """The event was deleted (retracted): its id may be sent again."""
+    for table in _PARTS:
+        conn.execute(f"DELETE FROM {table} WHERE id_hash = ? AND seq = ?", (id_hash, seq))
+
+
+def rebuild(conn):
+    """The index of every stored event (the migration that adds it; bulk loads)."""
+    for table in _PARTS:
+        conn.execute(f"DELETE FROM {table}")
+    conn.execute("INSERT INTO event_ids (id_hash, seq) SELECT id_hash, seq FROM events ORDER BY id_hash, seq")
+
+
+def hot_count(conn):
+    (count,) = conn.execute("SELECT count(*) AS n FROM event_ids_hot").fetchone()
+    return count
+
+
+def settle_chunk(conn, after, limit=SETTLE_CHUNK):
+    """Move the next `limit` hot entries after the key `after` ((id_hash, seq),
+    or None for the start) into the settled table, in one transaction; returns
+    the last key moved, or None when the pass has reached the end."""
+    low = after if after is not None else (-(2 ** 63), -1)
+    rows = conn.execute("SELECT id_hash, seq FROM event_ids_hot WHERE (id_hash, seq) > (?, ?)"
+                        " ORDER BY id_hash, seq LIMIT ?", (*low, limit)).fetchall()
+    if not rows:
+        return None
+    last = tuple(rows[-1])
+    conn.executemany("INSERT OR IGNORE INTO event_ids (id_hash, seq) VALUES (?, ?)", rows)
+    conn.execute("DELETE FROM event_ids_hot WHERE (id_hash, seq) > (?, ?) AND (id_hash, seq) <= (?, ?)", (*low, *last))
+    return last if len(rows) == limit else None
