@@ -129,3 +129,37 @@ def pieces(conn, meter, customer_id, start_us, end_us, cuts=(), group_by=None):
 def live_pieces(rows, group_by):
     """Pieces of rows `(ts, seq, value[, group])` computed live (storage days not closed yet)."""
     return [(ts, rest[0] if group_by else None, Partial.of_event(ts, seq, value)) for ts, seq, value, *rest in rows]
+
+
+# many customers' whole buckets at once (the invoice run's chunks): one index range per
+# (customer, meter, range), all of them in one statement
+_MANY_SUMS = ("WITH q(c, m, lo, hi) AS MATERIALIZED (SELECT json_extract(value, '$[0]'), json_extract(value, '$[1]'),"
+              " json_extract(value, '$[2]'), json_extract(value, '$[3]') FROM json_each(?))"
+              " SELECT q.c, q.m, q.lo, q.hi, sum(r.n), sum(r.total_hi), sum(r.total_lo / 1000000),"
+              " sum(r.total_lo % 1000000), min(r.low), max(r.high) FROM q CROSS JOIN rollups r"
+              " ON r.customer_id = q.c AND r.meter_id = q.m AND r.bucket >= q.lo AND r.bucket < q.hi"
+              " GROUP BY q.c, q.m, q.lo, q.hi")
+
+
+def many_pieces(conn, asks):
+    """For each (customer id, meter, start_us, end_us) of `asks`: what
+    `pieces(conn, meter, customer_id, start_us, end_us)` gives, keyed by
+    (customer id, meter id, start_us, end_us). The whole buckets of ranges no
+    bucket boundary cuts, of meters other than latest and unique_count, come
+    from one statement for all of them; the others are read one by one."""
+    found, batched = {}, {}
+    for customer_id, meter, start_us, end_us in asks:
+        key = (customer_id, meter.id, start_us, end_us)
+        if cut_buckets(start_us, end_us) or meter.aggregation in ("latest", "unique_count"):
+            found[key] = pieces(conn, meter, customer_id, start_us, end_us)
+            continue
+        found[key] = []
+        first, past = whole_buckets(start_us, end_us)
+        if first < past:
+            batched.setdefault((customer_id, meter.id, first, past), []).append(key)
+    if batched:
+        for c, m, lo, hi, n, total_hi, mid, lo_part, low, high in conn.execute(_MANY_SUMS, (encode(list(batched)),)):
+            if n:
+                for key in batched[(c, m, lo, hi)]:
+                    found[key] = [(key[2], None, Partial(n, total_hi * SPLIT + (mid * 1_000_000 + lo_part), low, high))]
+    return found
