@@ -8,6 +8,8 @@ rollups (ts = the window's start) and one per raw event of a cut bucket.
 Every piece lies wholly inside one window, so callers place it by its ts.
 """
 
+import json
+
 from ..domain.rollup import Partial
 from ..jsonutil import encode
 from ..store.rollups import BUCKET_US, SPLIT
@@ -132,22 +134,28 @@ def live_pieces(rows, group_by):
 
 
 # many customers' whole buckets at once (the invoice run's chunks): one index range per
-# (customer, meter, range), all of them in one statement
-_MANY_SUMS = ("WITH q(c, m, lo, hi) AS MATERIALIZED (SELECT json_extract(value, '$[0]'), json_extract(value, '$[1]'),"
-              " json_extract(value, '$[2]'), json_extract(value, '$[3]') FROM json_each(?))"
-              " SELECT q.c, q.m, q.lo, q.hi, sum(r.n), sum(r.total_hi), sum(r.total_lo / 1000000),"
-              " sum(r.total_lo % 1000000), min(r.low), max(r.high) FROM q CROSS JOIN rollups r"
-              " ON r.customer_id = q.c AND r.meter_id = q.m AND r.bucket >= q.lo AND r.bucket < q.hi"
-              " GROUP BY q.c, q.m, q.lo, q.hi")
+# (customer, meter, range), all of them in one statement; each range's sums come back as one
+# JSON array from a subquery (a GROUP BY over the ranges would sort every bucket read)
+_MANY = ("WITH q(c, m, lo, hi) AS MATERIALIZED (SELECT json_extract(value, '$[0]'), json_extract(value, '$[1]'),"
+         " json_extract(value, '$[2]'), json_extract(value, '$[3]') FROM json_each(?))"
+         " SELECT c, m, lo, hi, (SELECT json_array({sums}) FROM rollups WHERE customer_id = c AND meter_id = m"
+         " AND bucket >= lo AND bucket < hi) FROM q")
+_MANY_SUMS = _MANY.format(sums="sum(n), sum(total_hi), sum(total_lo / 1000000), sum(total_lo % 1000000),"
+                               " min(low), max(high)")
+# sum and count need only the count and the sum: total_lo (< 10¹² a bucket) summed whole, where the
+# range holds too few buckets for that sum to leave 64 bits
+_MANY_TOTALS = _MANY.format(sums="sum(n), sum(total_hi), 0, sum(total_lo), NULL, NULL")
+_WHOLE_LO_BUCKETS = (2 ** 63 - 1) // SPLIT
 
 
 def many_pieces(conn, asks):
     """For each (customer id, meter, start_us, end_us) of `asks`: what
     `pieces(conn, meter, customer_id, start_us, end_us)` gives, keyed by
-    (customer id, meter id, start_us, end_us). The whole buckets of ranges no
-    bucket boundary cuts, of meters other than latest and unique_count, come
-    from one statement for all of them; the others are read one by one."""
-    found, batched = {}, {}
+    (customer id, meter id, start_us, end_us), with no min or max where the
+    meter's aggregation (sum, count) needs none. The whole buckets of ranges
+    no bucket boundary cuts, of meters other than latest and unique_count,
+    come from one statement per kind of sums; the others are read one by one."""
+    found, batched = {}, ({}, {})
     for customer_id, meter, start_us, end_us in asks:
         key = (customer_id, meter.id, start_us, end_us)
         if cut_buckets(start_us, end_us) or meter.aggregation in ("latest", "unique_count"):
@@ -156,10 +164,14 @@ def many_pieces(conn, asks):
         found[key] = []
         first, past = whole_buckets(start_us, end_us)
         if first < past:
-            batched.setdefault((customer_id, meter.id, first, past), []).append(key)
-    if batched:
-        for c, m, lo, hi, n, total_hi, mid, lo_part, low, high in conn.execute(_MANY_SUMS, (encode(list(batched)),)):
+            light = meter.aggregation in ("sum", "count") and (past - first) // BUCKET_US <= _WHOLE_LO_BUCKETS
+            batched[light].setdefault((customer_id, meter.id, first, past), []).append(key)
+    for sql, ranges in ((_MANY_SUMS, batched[False]), (_MANY_TOTALS, batched[True])):
+        if not ranges:
+            continue
+        for c, m, lo, hi, sums in conn.execute(sql, (encode(list(ranges)),)):
+            n, total_hi, mid, lo_part, low, high = json.loads(sums)
             if n:
-                for key in batched[(c, m, lo, hi)]:
+                for key in ranges[(c, m, lo, hi)]:
                     found[key] = [(key[2], None, Partial(n, total_hi * SPLIT + (mid * 1_000_000 + lo_part), low, high))]
     return found
