@@ -7,6 +7,8 @@ reject, reissue, the scheduler issuing it — re-rates and stores it
 (`refresh_draft`) in the action's transaction, with the same rating, so what
 is issued is what a read just showed."""
 
+import json
+from decimal import Decimal
 from typing import NamedTuple
 
 from .. import jsonutil
@@ -108,9 +110,11 @@ def as_shown(app, conn, row):
 
 # -- storing -----------------------------------------------------------------------
 
-def insert(conn, customer_id, subscription_id, draft, period, stamp, kind="subscription"):
+def insert(conn, customer_id, subscription_id, draft, period, stamp, kind="subscription", lines=None):
     """Store a new draft for `period` (a Period) with its lines; returns its id.
-    Whether it needs approval is the customer's setting now, kept on the draft."""
+    Whether it needs approval is the customer's setting now, kept on the draft.
+    `lines`, when given (a list), receives the rows of its lines to be
+    written later with `write_lines` (one statement for many drafts)."""
     cur = conn.execute(
         "INSERT INTO invoices (customer_id, subscription_id, status, currency, period_start, period_end,"
         " period_start_date, period_end_date, subtotal, discount, tax, total, credits_applied,"
@@ -120,7 +124,11 @@ def insert(conn, customer_id, subscription_id, draft, period, stamp, kind="subsc
         (customer_id, subscription_id, draft.currency, times.to_micros(period.start_at),
          times.to_micros(period.end_at), period.start_date, period.end_date, *_totals(draft), stamp, stamp, kind,
          customer_id))
-    _store_lines(conn, cur.lastrowid, draft)
+    rows = line_rows(cur.lastrowid, draft)
+    if lines is None:
+        write_lines(conn, rows)
+    else:
+        lines.extend(rows)
     return cur.lastrowid
 
 
@@ -131,24 +139,67 @@ def _totals(draft):
     return (draft.subtotal, draft.discount, draft.tax, draft.total, draft.credits_applied, draft.amount_due)
 
 
+# the columns of a stored line after its invoice_id and position, in order
+LINE_FIELDS = ("type", "description", "meter", "quantity", "unit_price", "amount", "tiers",
+               "adjusts_subscription_id", "adjusts_period", "resource_id")
+
+
 def _line_record(line):
     """A priced line as invoice_lines stores it (quantity and tiers as JSON text)."""
-    return {"type": line["type"], "description": line["description"], "meter": line["meter"],
-            "quantity": None if line["quantity"] is None else _number_text(line["quantity"]),
-            "unit_price": line["unit_price"], "amount": line["amount"], "tiers": jsonutil.encode(line["tiers"]),
-            "adjusts_subscription_id": line.get("adjusts_subscription_id"),
-            "adjusts_period": line.get("adjusts_period"), "resource_id": line.get("resource_id")}
+    return dict(zip(LINE_FIELDS, _line_values(line)))
+
+
+def _line_values(line):
+    """The values of LINE_FIELDS of a priced line."""
+    return (line["type"], line["description"], line["meter"],
+            None if line["quantity"] is None else _number_text(line["quantity"]), line["unit_price"],
+            line["amount"], _tiers_text(line["tiers"]), line.get("adjusts_subscription_id"),
+            line.get("adjusts_period"), line.get("resource_id"))
+
+
+def line_rows(invoice_id, draft):
+    """The invoice_lines rows of a draft: (invoice_id, position, *LINE_FIELDS)."""
+    return [(invoice_id, i, *_line_values(line)) for i, line in enumerate(draft.lines)]
+
+
+def write_lines(conn, rows):
+    """Insert invoice_lines rows (of `line_rows`), of one or many invoices."""
+    conn.executemany(
+        "INSERT INTO invoice_lines (invoice_id, position, type, description, meter, quantity, unit_price,"
+        " amount, tiers, adjusts_subscription_id, adjusts_period, resource_id)"
+        " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)", rows)
 
 
 def _store_lines(conn, invoice_id, draft, replace=False):
     if replace:
         conn.execute("DELETE FROM invoice_lines WHERE invoice_id = ?", (invoice_id,))
-    conn.executemany(
-        "INSERT INTO invoice_lines (invoice_id, position, type, description, meter, quantity, unit_price,"
-        " amount, tiers, adjusts_subscription_id, adjusts_period, resource_id)"
-        " VALUES (:invoice_id, :position, :type, :description, :meter, :quantity, :unit_price, :amount, :tiers,"
-        " :adjusts_subscription_id, :adjusts_period, :resource_id)",
-        [{"invoice_id": invoice_id, "position": i, **_line_record(line)} for i, line in enumerate(draft.lines)])
+    write_lines(conn, line_rows(invoice_id, draft))
+
+
+_encode_string = json.encoder.encode_basestring_ascii
+
+
+def _tiers_text(tiers):
+    """jsonutil.encode(tiers), written directly for the usual shape (a list of
+    flat objects of numbers, text and nulls); anything else goes to jsonutil."""
+    if not tiers:
+        return "[]" if isinstance(tiers, list) else jsonutil.encode(tiers)
+    try:
+        return "[" + ",".join("{" + ",".join(_encode_string(key) + ":" + _SCALAR[type(value)](value)
+                                             for key, value in tier.items()) + "}"
+                              for tier in tiers) + "]"
+    except (KeyError, AttributeError, TypeError):
+        return jsonutil.encode(tiers)
+
+
+def _decimal_text(value):
+    if not value.is_finite():
+        raise TypeError("not a finite number")  # jsonutil says what is wrong with it
+    return jsonutil.decimal_text(value)
+
+
+# how jsonutil writes each plain value: text, null, integer, exact decimal
+_SCALAR = {str: _encode_string, type(None): lambda _: "null", int: int.__repr__, Decimal: _decimal_text}
 
 
 def _number_text(value):

@@ -22,9 +22,9 @@ import weakref
 from datetime import timedelta
 from typing import NamedTuple
 
-from ..domain import times
+from ..domain import periods, times
 from ..store.db import named, scalar
-from . import adjustments, drafts, history, invoice_rows, rating_rows
+from . import adjustments, drafts, history, invoice_rows, rating_rows, rollups
 from . import sessions as sessions_api
 from . import subscriptions as subscriptions_api
 from . import webhooks
@@ -84,6 +84,11 @@ class _Run:
         self.between_chunks, self.chunk = between_chunks, chunk
         self.carriers, self.late, self._customers, self.created = set(), set(), {}, []
         self.stamp = None
+        self.charges, self._periods = {}, {}  # memos of pure functions of a subscription's fields
+
+    def load_customers(self, conn):
+        """Read every subscriber's row at once (rather than one by one as they come)."""
+        self._customers.update(rating_rows.subscribers(conn))
 
     def start(self):
         """What the run reads first, once it is this run's turn."""
@@ -107,24 +112,37 @@ class _Run:
         """The same, as the writer sees it now."""
         return customer_id in self.late and drafts.carrier(conn, customer_id) is None
 
+    def billed_periods(self, sub, until):
+        """(billed_start, billed_end) of subscriptions_api.billed_periods, the
+        same for every subscription with the same dates and anchor."""
+        key = (sub["start_date"], sub["end_date"], sub["billing_anchor"], sub["anchor_date"], until)
+        found = self._periods.get(key)
+        if found is None:
+            found = self._periods[key] = [(start, end) for _, _, start, end in
+                                          subscriptions_api.billed_periods(sub, until)]
+        return found
+
     def drafted(self, ids):
         self.created += ids
         if self.between_chunks is not None:
             self.between_chunks(list(self.created))
 
 
-def _in_chunks(run, tasks, rate):
-    """Rate each chunk of tasks on a reader (`rate(run, conn, task, carries)`
-    → (draft, period, taken) or None for nothing to draft), then write it in
-    one writer transaction."""
+def _in_chunks(run, tasks, rate, prepare=None):
+    """Rate each chunk of tasks on a reader (`rate(run, conn, task, carries,
+    reads)` → (draft, period, taken) or None for nothing to draft), then write
+    it in one writer transaction. `prepare(run, conn, chunk)`, when given,
+    reads what the chunk's rating needs at once: the `reads` of its tasks."""
     for first in range(0, len(tasks), run.chunk):
         rated = []
+        chunk = tasks[first:first + run.chunk]
         with run.app.db.reader() as conn:
             if not conn.in_transaction:
                 conn.execute("BEGIN")  # one snapshot for the chunk; the reader rolls it back
-            for task in tasks[first:first + run.chunk]:
+            reads = prepare(run, conn, chunk) if prepare is not None else None
+            for task in chunk:
                 carries = run.carries(task.customer_id)
-                made = rate(run, conn, task, carries)
+                made = rate(run, conn, task, carries, reads)
                 if made is not None:
                     run.carriers.add(task.customer_id)
                     rated.append((task, carries, made))
@@ -134,7 +152,7 @@ def _in_chunks(run, tasks, rate):
 
 def _write_chunk(run, rated, rate):
     """Store the rated drafts whose place is still free; ids of those stored."""
-    ids = []
+    ids, lines = [], []
     with run.app.db.transaction() as conn:
         hooks = webhooks.subscribers(conn, "invoice.created")
         for task, carries, made in rated:
@@ -144,7 +162,8 @@ def _write_chunk(run, rated, rate):
                 made = rate(run, conn, task, not carries)
                 if made is None:
                     continue
-            ids.append(_store(run, conn, task, made, hooks))
+            ids.append(_store(run, conn, task, made, hooks, lines))
+        drafts.write_lines(conn, lines)
     return ids
 
 
@@ -159,10 +178,14 @@ def _taken(conn, task):
     return drafts.carrier(conn, task.customer_id) is not None  # adjustments: a draft carries them now
 
 
-def _store(run, conn, task, made, hooks):
+def _store(run, conn, task, made, hooks, lines):
+    """Insert one draft; the rows of its lines go to `lines` (written for the
+    whole chunk at once), unless a webhook wants the invoice now."""
     draft, period, taken = made
-    invoice_id = drafts.insert(conn, task.customer_id, task.subscription_id, draft, period, run.stamp, task.kind)
-    sessions_api.store_taken(conn, invoice_id, taken)
+    invoice_id = drafts.insert(conn, task.customer_id, task.subscription_id, draft, period, run.stamp, task.kind,
+                               lines=lines if not hooks else None)
+    if taken:  # a new invoice holds no sessions yet
+        sessions_api.store_taken(conn, invoice_id, taken)
     history.record(conn, invoice_id, "create", None, "draft", run.actor)
     webhooks.enqueue(conn, "invoice.created", lambda: {"invoice": invoice_rows.load_view(conn, invoice_id)}, hooks)
     return invoice_id
@@ -178,12 +201,13 @@ def _subscription_periods(run):
         with_sessions = {r["customer_id"] for r in named(
             conn, "SELECT DISTINCT customer_id FROM sessions WHERE invoice_id IS NULL AND ended_at IS NOT NULL")}
         plans = rating_rows.plans(conn)
+        run.load_customers(conn)
         for sub in rating_rows.subscriptions(conn):
             for billed_start, billed_end in _due_periods(run, conn, sub, existing):
                 tasks.append(_Task(sub["customer_id"], "subscription", sub["id"], billed_start.isoformat(),
                                    (sub, plans[sub["plan_id"]], billed_start, billed_end,
                                     sub["customer_id"] in with_sessions)))
-    _in_chunks(run, tasks, _rate_period)
+    _in_chunks(run, tasks, _rate_period, _ChunkReads)
 
 
 def _due_periods(run, conn, sub, existing):
@@ -191,7 +215,7 @@ def _due_periods(run, conn, sub, existing):
     `as_of` and have no invoice yet."""
     zone = times.zone_or_error(run.customer(conn, sub["customer_id"])["timezone"])
     until = times.local_date(run.as_of, zone) + timedelta(days=1)
-    for _, _, billed_start, billed_end in subscriptions_api.billed_periods(sub, until):
+    for billed_start, billed_end in run.billed_periods(sub, until):
         if (sub["id"], billed_start.isoformat()) in existing:
             continue
         if times.local_midnight(billed_end, zone) > run.as_of:
@@ -199,15 +223,57 @@ def _due_periods(run, conn, sub, existing):
         yield billed_start, billed_end
 
 
-def _rate_period(run, conn, task, carries):
+def _rate_period(run, conn, task, carries, reads=None):
     sub, plan, billed_start, billed_end, resources = task.args
     customer_id = task.customer_id
     extra = adjustments.pending(run.app, conn, customer_id) if carries else ()
     taken = []
     draft, start_at, end_at = subscriptions_api.rate_period(run.app, conn, sub, plan, run.customer(conn, customer_id),
                                                             billed_start, extra_lines=extra, resources=resources,
-                                                            late_sessions=carries, taken=taken)
+                                                            late_sessions=carries, taken=taken,
+                                                            reads=reads or subscriptions_api.READS)
     return draft, Period(start_at, end_at, billed_start.isoformat(), billed_end.isoformat()), taken
+
+
+class _ChunkReads(subscriptions_api.Reads):
+    """What rating a chunk of subscription periods reads besides its rows,
+    read for the whole chunk at once on the chunk's snapshot: the rollups of
+    every charged meter of every period in one statement, the credit balances
+    in another. Charges are parsed once per run, meter names once per chunk;
+    anything not read ahead is read as Reads reads it."""
+
+    def __init__(self, run, conn, tasks):
+        self.run = run
+        self.names = super().meter_names(run.app)
+        asks = []
+        for task in tasks:
+            sub, plan, billed_start, billed_end, _ = task.args
+            zone = times.zone_or_error(run.customer(conn, task.customer_id)["timezone"])
+            start_at, end_at = periods.local_bounds(billed_start, billed_end, zone)
+            for charge in self.charges(plan, sub):
+                meter = run.app.catalog.meter(charge.meter)
+                if meter is not None:
+                    asks.append((task.customer_id, meter, times.to_micros(start_at), times.to_micros(end_at)))
+        self.found = rollups.many_pieces(conn, asks)
+        self.balances = rating_rows.balances(conn, sorted({task.customer_id for task in tasks}))
+
+    def charges(self, plan, sub):
+        key = (plan["charges"], sub["overrides"])
+        found = self.run.charges.get(key)
+        if found is None:
+            found = self.run.charges[key] = super().charges(plan, sub)
+        return found
+
+    def pieces(self, conn, meter, customer_id, start_us, end_us):
+        found = self.found.get((customer_id, meter.id, start_us, end_us))
+        return list(found) if found is not None else super().pieces(conn, meter, customer_id, start_us, end_us)
+
+    def balance(self, conn, customer_id):
+        found = self.balances.get(customer_id)
+        return found if found is not None else super().balance(conn, customer_id)
+
+    def meter_names(self, app):
+        return self.names
 
 
 # -- §6: monthly invoices for the resource sessions of customers without a subscription --
@@ -220,7 +286,7 @@ def _monthly_resources(run):
     _in_chunks(run, tasks, _rate_month)
 
 
-def _rate_month(run, conn, task, carries):
+def _rate_month(run, conn, task, carries, reads=None):
     month, zone = task.args
     customer_id = task.customer_id
     start_at, end_at = sessions_api.month_bounds(month, zone)
@@ -247,7 +313,7 @@ def _late_adjustments(run):
     _in_chunks(run, tasks, _rate_adjustments)
 
 
-def _rate_adjustments(run, conn, task, carries):
+def _rate_adjustments(run, conn, task, carries, reads=None):
     customer_id = task.customer_id
     customer = run.customer(conn, customer_id)
     zone = times.zone_or_error(customer["timezone"])

@@ -2,6 +2,7 @@
 subscription — as sqlite3.Row: read by column name here, and still by
 position where subscriptions.rate_period reads them."""
 
+from .. import jsonutil
 from ..store.db import named
 from . import customers as customers_api
 from . import plans as plans_api
@@ -29,3 +30,18 @@ def subscription(conn, subscription_id):
 def subscriptions(conn):
     """Every subscription row, in id order."""
     return named(conn, f"SELECT {subscriptions_api.COLUMNS} FROM {subscriptions_api.FROM} ORDER BY s.id").fetchall()
+
+
+def subscribers(conn):
+    """{customer id: row} of every customer with a subscription."""
+    return {row["id"]: row for row in named(
+        conn, f"SELECT {customers_api.COLUMNS} FROM customers WHERE id IN (SELECT customer_id FROM subscriptions)")}
+
+
+def balances(conn, customer_ids):
+    """{customer id: credit balance in minor units} of the given customers (as coupons.balance gives it)."""
+    found = {customer_id: 0 for customer_id in customer_ids}
+    found.update((row["customer_id"], row["balance"]) for row in named(
+        conn, "SELECT customer_id, sum(amount) AS balance FROM credit_entries WHERE customer_id IN"
+              " (SELECT value FROM json_each(?)) GROUP BY customer_id", (jsonutil.encode(customer_ids),)))
+    return found

@@ -13,6 +13,7 @@ events alone (`_raw_pieces`); every other figure reads the rollups as ever.
 """
 
 import bisect
+import json
 
 from ..domain.rollup import Partial
 from ..jsonutil import encode
@@ -164,3 +165,49 @@ def _raw_pieces(conn, meter, customer_id, start_us, end_us, cuts, group_by):
 def live_pieces(rows, group_by):
     """Pieces of rows `(ts, seq, value[, group])` computed live (storage days not closed yet)."""
     return [(ts, rest[0] if group_by else None, Partial.of_event(ts, seq, value)) for ts, seq, value, *rest in rows]
+
+
+# many customers' whole buckets at once (the invoice run's chunks): one index range per
+# (customer, meter, range) and table, all of them in one statement; each range's sums come back
+# as one JSON array per table from a subquery (a GROUP BY over the ranges would sort every bucket read)
+_MANY = ("WITH q(c, m, lo, hi) AS MATERIALIZED (SELECT json_extract(value, '$[0]'), json_extract(value, '$[1]'),"
+         " json_extract(value, '$[2]'), json_extract(value, '$[3]') FROM json_each(?)) SELECT c, m, lo, hi, "
+         + ", ".join(f"(SELECT json_array({{sums}}) FROM {table} WHERE customer_id = c AND meter_id = m"
+                     " AND bucket >= lo AND bucket < hi)" for table in TABLES) + " FROM q")
+_MANY_SUMS = _MANY.format(sums="sum(n), sum(total_hi), sum(total_lo / 1000000), sum(total_lo % 1000000),"
+                               " min(low), max(high)")
+# sum and count need only the count and the sum: total_lo (< 10¹² a bucket) summed whole, where the
+# range holds too few buckets for that sum to leave 64 bits
+_MANY_TOTALS = _MANY.format(sums="sum(n), sum(total_hi), 0, sum(total_lo), NULL, NULL")
+_WHOLE_LO_BUCKETS = (2 ** 63 - 1) // SPLIT
+
+
+def many_pieces(conn, asks):
+    """For each (customer id, meter, start_us, end_us) of `asks`: what
+    `pieces(conn, meter, customer_id, start_us, end_us)` gives, keyed by
+    (customer id, meter id, start_us, end_us), with no min or max where the
+    meter's aggregation (sum, count) needs none. The whole buckets of ranges
+    no bucket boundary cuts, of meters other than latest and unique_count,
+    come from one statement per kind of sums; the others are read one by one."""
+    found, batched = {}, ({}, {})
+    for customer_id, meter, start_us, end_us in asks:
+        key = (customer_id, meter.id, start_us, end_us)
+        if cut_buckets(start_us, end_us) or meter.aggregation in ("latest", "unique_count"):
+            found[key] = pieces(conn, meter, customer_id, start_us, end_us)
+            continue
+        found[key] = []
+        first, past = whole_buckets(start_us, end_us)
+        if first < past:
+            light = meter.aggregation in ("sum", "count") and (past - first) // BUCKET_US <= _WHOLE_LO_BUCKETS
+            batched[light].setdefault((customer_id, meter.id, first, past), []).append(key)
+    for sql, ranges in ((_MANY_SUMS, batched[False]), (_MANY_TOTALS, batched[True])):
+        if not ranges:
+            continue
+        for c, m, lo, hi, *tables in conn.execute(sql, (encode(list(ranges)),)):
+            for sums in tables:  # the settled and the hot table
+                n, total_hi, mid, lo_part, low, high = json.loads(sums)
+                if n:
+                    for key in ranges[(c, m, lo, hi)]:
+                        found[key].append((key[2], None, Partial(n, total_hi * SPLIT + (mid * 1_000_000 + lo_part),
+                                                                 low, high)))
+    return found

@@ -304,18 +304,43 @@ def _charges_with_overrides(plan_charges, overrides):
     return plans.to_charges(merged)
 
 
-def usage_quantities(app, conn, customer_id, charges, start_us, end_us):
-    """{meter key: quantity} of the charged meters over [start_us, end_us)."""
+def usage_quantities(app, conn, customer_id, charges, start_us, end_us, pieces=rollups.pieces):
+    """{meter key: quantity} of the charged meters over [start_us, end_us);
+    `pieces` reads a meter's rollup pieces (as rollups.pieces)."""
     usage = {}
     for charge in charges:
         meter = app.catalog.meter(charge.meter)
         if meter is None:
             continue
         # whole buckets from the rollups, cut ones from the raw events, storage days not closed yet live
-        found = rollups.pieces(conn, meter, customer_id, start_us, end_us)
+        found = pieces(conn, meter, customer_id, start_us, end_us)
         found += rollups.live_pieces(app.storage.live_rows(conn, meter, customer_id, start_us, end_us), None)
         usage[charge.meter] = combined(part for _, _, part in found).value(meter.aggregation) or 0
     return usage
+
+
+class Reads:
+    """What rating a period reads besides its own rows, each read when asked
+    for. The invoice run passes its own, which reads them for a chunk of
+    periods at once and gives the same values."""
+
+    def charges(self, plan, sub):
+        return _charges_with_overrides(jsonutil.decode(plan["charges"]), jsonutil.decode(sub["overrides"]))
+
+    def usage(self, app, conn, customer_id, charges, start_us, end_us):
+        return usage_quantities(app, conn, customer_id, charges, start_us, end_us, self.pieces)
+
+    def pieces(self, conn, meter, customer_id, start_us, end_us):
+        return rollups.pieces(conn, meter, customer_id, start_us, end_us)
+
+    def balance(self, conn, customer_id):
+        return coupons_api.balance(conn, customer_id)
+
+    def meter_names(self, app):
+        return {m.key: m.name for m in app.catalog.meters().values()}
+
+
+READS = Reads()
 
 
 def billed_period(subscription_row, day):
@@ -343,12 +368,12 @@ def billed_periods(subscription_row, until):
 
 
 def rate_period(app, conn, subscription_row, plan_row, customer_row, day, extra_lines=(), resources=True,
-                late_sessions=False, taken=None, billed_too=False):
+                late_sessions=False, taken=None, billed_too=False, reads=READS):
     """The priced draft of the subscription period holding local `day`, with its
     UTC bounds: (draft, start_at, end_at). `extra_lines`: adjustment lines;
     `late_sessions`: also bill sessions of periods already invoiced; `taken`
     collects the ids of the sessions billed. The rows may be sqlite3.Row or
-    plain tuples of COLUMNS, plans.COLUMNS and customers.COLUMNS."""
+    plain tuples of COLUMNS, plans.COLUMNS and customers.COLUMNS. `reads`: see Reads."""
     sub, plan = by_name(subscription_row, NAMES), by_name(plan_row, plans_api.NAMES)
     customer = by_name(customer_row, customers_api.NAMES)
     zone = times.zone_or_error(customer["timezone"])
@@ -358,8 +383,8 @@ def rate_period(app, conn, subscription_row, plan_row, customer_row, day, extra_
     active, days_in_period = periods.prorate_days(period_start, period_end, max(billed_start, trial_end), billed_end)
     start_at, end_at = periods.local_bounds(billed_start, billed_end, zone)
     start_us, end_us = times.to_micros(start_at), times.to_micros(end_at)
-    charges = _charges_with_overrides(jsonutil.decode(plan["charges"]), jsonutil.decode(sub["overrides"]))
-    usage = usage_quantities(app, conn, customer["id"], charges, start_us, end_us)
+    charges = reads.charges(plan, sub)
+    usage = reads.usage(app, conn, customer["id"], charges, start_us, end_us)
     if resources:  # the invoice run says False for customers who never had a session
         extra_lines = sessions_api.resource_lines(conn, customer["id"], start_us, end_us, late_sessions, taken,
                                                   billed_too) + list(extra_lines)
@@ -368,9 +393,9 @@ def rate_period(app, conn, subscription_row, plan_row, customer_row, day, extra_
                             minimum_commitment=plan["minimum_commitment"],
                             proration=invoicing.Proration(active, days_in_period),
                             tax_rate=money.parse_percent(customer["tax_rate"]), coupon=coupon,
-                            credit_balance=coupons_api.balance(conn, customer["id"]),
+                            credit_balance=reads.balance(conn, customer["id"]),
                             extra_lines=extra_lines,
-                            meter_names={m.key: m.name for m in app.catalog.meters().values()},
+                            meter_names=reads.meter_names(app),
                             billed_days=(billed_end - billed_start).days)
     return draft, start_at, end_at
 
