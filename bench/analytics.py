@@ -78,7 +78,7 @@ sys.path.insert(0, ROOT)
 from ingest import ADMIN_KEY, ServerProcess, api, copy_db, log, percentile, remove_db  # noqa: E402
 
 from billing.api.events import id_hash  # noqa: E402  (the server's own dedup key)
-from billing.store import migrations  # noqa: E402
+from billing.store import migrations, rollups  # noqa: E402
 
 UTC = timezone.utc
 CUSTOMERS = 10_000
@@ -519,6 +519,7 @@ def fill_events(db, events, event_days, now):
         t = time.perf_counter()
         db.execute(sql)
         log(f"build: index {name} in {time.perf_counter() - t:.1f} s")
+    rollups.rebuild_derived(db)  # rollups, spans and dedup index of the bulk-loaded events
 
 
 # -- run ---------------------------------------------------------------------------

@@ -59,7 +59,7 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 
 from billing.store import db as store_db  # noqa: E402
-from billing.store import event_ids, migrations, rollups  # noqa: E402
+from billing.store import migrations, rollups  # noqa: E402
 
 from billing.api.events import INSERT_SQL, id_hash  # noqa: E402  (the server's own statement and key)
 
@@ -270,9 +270,7 @@ def build_preload(cache_dir, preload, rebuild=False):
         log(f"preload: index {name} built in {time.perf_counter() - t:.1f} s")
     t = time.perf_counter()
     db.execute("BEGIN")
-    rollups.rebuild_all(db)  # the rollups and spans of the bulk-loaded events, as the migrations build them
-    rollups.rebuild_spans(db)
-    event_ids.rebuild(db)
+    rollups.rebuild_derived(db)  # rollups, spans and dedup index of the bulk-loaded events
     db.execute("COMMIT")
     log(f"preload: rollups built in {time.perf_counter() - t:.1f} s")
     db.execute("PRAGMA journal_mode = WAL")

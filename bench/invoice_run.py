@@ -72,7 +72,7 @@ from ingest import ADMIN_KEY, ServerProcess, api, copy_db, log, remove_db  # noq
 
 from billing.api.events import id_hash  # noqa: E402  (the server's own dedup key)
 from billing.domain import rating  # noqa: E402
-from billing.store import event_ids, migrations, rollups  # noqa: E402
+from billing.store import migrations, rollups  # noqa: E402
 
 CUSTOMERS = 10_000
 UTC = timezone.utc
@@ -323,9 +323,7 @@ def build(cache_dir, events, history, month_start, month_end, rebuild=False):
         log(f"build: index {name} built in {time.perf_counter() - t:.1f} s")
     t = time.perf_counter()
     db.execute("BEGIN")
-    rollups.rebuild_all(db)  # the rollups and spans of the bulk-loaded events, as the migrations build them
-    rollups.rebuild_spans(db)
-    event_ids.rebuild(db)
+    rollups.rebuild_derived(db)  # rollups, spans and dedup index of the bulk-loaded events
     db.execute("COMMIT")
     log(f"build: rollups built in {time.perf_counter() - t:.1f} s")
     db.execute("PRAGMA journal_mode = WAL")

@@ -18,7 +18,7 @@ import json
 from ..domain.rollup import Partial
 from ..jsonutil import encode
 from ..store.regroup import holds_key
-from ..store.rollups import BUCKET_US, SPLIT, TABLES, VALUE_TABLES
+from ..store.rollups import BUCKET_US, DAY_US, SPLIT, TABLES, VALUE_TABLES
 
 # the windows [lo, hi) as rows; the rollups of each, without the buckets a boundary cuts
 _WINDOWS = ("WITH w(lo, hi) AS MATERIALIZED (SELECT json_extract(value, '$[0]'), json_extract(value, '$[1]')"
@@ -93,7 +93,7 @@ def _table_pieces(conn, meter, customer_id, windows, cut, group_by, table):
 
 # one customer's whole buckets of one range, no windows and no groups (the invoice run's case):
 # [first whole bucket, first bucket past the last whole one), an index range with nothing to exclude
-_RANGE = " FROM {table} WHERE customer_id = ? AND meter_id = ? AND bucket >= ? AND bucket < ?"
+_RANGE = " FROM {table} WHERE customer_id = ? AND meter_id = ? AND {column} >= ? AND {column} < ?"
 _RANGE_SUMS = ("SELECT sum(n), sum(total_hi), sum(total_lo / 1000000), sum(total_lo % 1000000), min(low), max(high)"
                + _RANGE)
 _RANGE_LATEST = "SELECT last_ts, last_seq, last_value" + _RANGE + " ORDER BY last_ts DESC, last_seq DESC LIMIT 1"
@@ -104,20 +104,36 @@ def whole_buckets(start_us, end_us):
     return -(-start_us // BUCKET_US) * BUCKET_US, end_us - end_us % BUCKET_US
 
 
+def whole_days(first, past):
+    """[day_first, day_past) of the UTC days lying wholly inside the buckets
+    [first, past); both `past` when none does."""
+    day_first, day_past = -(-first // DAY_US) * DAY_US, past - past % DAY_US
+    return (day_first, day_past) if day_first < day_past else (past, past)
+
+
+def _range_spans(first, past):
+    """Where the whole buckets [first, past) are: (table, its time column, low, high)."""
+    day_first, day_past = whole_days(first, past)
+    return (("rollups", "bucket", first, day_first), ("rollup_days", "day", day_first, day_past),
+            ("rollups", "bucket", day_past, past), ("rollups_hot", "bucket", first, past))
+
+
 def _range_pieces(conn, meter, customer_id, start_us, end_us):
-    """The whole buckets of one customer's range: a piece per table (none where empty)."""
+    """The whole buckets of one customer's range: a piece per table and span
+    (the settled buckets of partial days, whole days, the hot buckets)."""
     first, past = whole_buckets(start_us, end_us)
-    if first >= past:
-        return []
-    where = (customer_id, meter.id, first, past)
     found = []
-    for table in TABLES:
-        n, hi, mid, lo_part, low, high = conn.execute(_RANGE_SUMS.format(table=table), where).fetchone()
+    for table, column, low, high in _range_spans(first, past):
+        if low >= high:
+            continue
+        where = (customer_id, meter.id, low, high)
+        n, hi, mid, lo_part, least, most = conn.execute(_RANGE_SUMS.format(table=table, column=column),
+                                                         where).fetchone()
         if not n:
             continue
-        part = Partial(n, hi * SPLIT + (mid * 1_000_000 + lo_part), low, high)
+        part = Partial(n, hi * SPLIT + (mid * 1_000_000 + lo_part), least, most)
         if meter.aggregation == "latest":
-            part.last = tuple(conn.execute(_RANGE_LATEST.format(table=table), where).fetchone())
+            part.last = tuple(conn.execute(_RANGE_LATEST.format(table=table, column=column), where).fetchone())
         found.append((start_us, None, part))
     return found
 
@@ -167,13 +183,19 @@ def live_pieces(rows, group_by):
     return [(ts, rest[0] if group_by else None, Partial.of_event(ts, seq, value)) for ts, seq, value, *rest in rows]
 
 
-# many customers' whole buckets at once (the invoice run's chunks): one index range per
-# (customer, meter, range) and table, all of them in one statement; each range's sums come back
-# as one JSON array per table from a subquery (a GROUP BY over the ranges would sort every bucket read)
-_MANY = ("WITH q(c, m, lo, hi) AS MATERIALIZED (SELECT json_extract(value, '$[0]'), json_extract(value, '$[1]'),"
-         " json_extract(value, '$[2]'), json_extract(value, '$[3]') FROM json_each(?)) SELECT c, m, lo, hi, "
-         + ", ".join(f"(SELECT json_array({{sums}}) FROM {table} WHERE customer_id = c AND meter_id = m"
-                     " AND bucket >= lo AND bucket < hi)" for table in TABLES) + " FROM q")
+# many customers' whole buckets at once (the invoice run's chunks): for each (customer, meter,
+# range) the spans of `_range_spans` (partial days' settled buckets, whole days, hot buckets),
+# each an index range, all in one statement; each span's sums come back as one JSON array from
+# a subquery (a GROUP BY over the ranges would sort every row read)
+_SPAN = ("(SELECT json_array({{sums}}) FROM {table} WHERE customer_id = c AND meter_id = m"
+         " AND {column} >= {low} AND {column} < {high})")
+_MANY = ("WITH q(c, m, lo, hi, d0, d1) AS MATERIALIZED (SELECT json_extract(value, '$[0]'),"
+         " json_extract(value, '$[1]'), json_extract(value, '$[2]'), json_extract(value, '$[3]'),"
+         " json_extract(value, '$[4]'), json_extract(value, '$[5]') FROM json_each(?)) SELECT c, m, lo, hi, "
+         + ", ".join(_SPAN.format(table=table, column=column, low=low, high=high)
+                     for table, column, low, high in (("rollups", "bucket", "lo", "d0"), ("rollup_days", "day", "d0", "d1"),
+                                                      ("rollups", "bucket", "d1", "hi"), ("rollups_hot", "bucket", "lo", "hi")))
+         + " FROM q")
 _MANY_SUMS = _MANY.format(sums="sum(n), sum(total_hi), sum(total_lo / 1000000), sum(total_lo % 1000000),"
                                " min(low), max(high)")
 # sum and count need only the count and the sum: total_lo (< 10¹² a bucket) summed whole, where the
@@ -203,8 +225,9 @@ def many_pieces(conn, asks):
     for sql, ranges in ((_MANY_SUMS, batched[False]), (_MANY_TOTALS, batched[True])):
         if not ranges:
             continue
-        for c, m, lo, hi, *tables in conn.execute(sql, (encode(list(ranges)),)):
-            for sums in tables:  # the settled and the hot table
+        asked = [(*key, *whole_days(key[2], key[3])) for key in ranges]
+        for c, m, lo, hi, *spans in conn.execute(sql, (encode(asked),)):
+            for sums in spans:
                 n, total_hi, mid, lo_part, low, high = json.loads(sums)
                 if n:
                     for key in ranges[(c, m, lo, hi)]:

@@ -37,6 +37,8 @@ insert adds to it, a retraction subtracts (the row goes at zero; the
 timestamps stay as outer bounds).
 """
 
+from . import event_ids
+
 BUCKET_US = 15 * 60 * 1_000_000
 SPLIT = 10 ** 12
 CHUNK = 50_000  # events aggregated per pass when rebuilding
@@ -68,6 +70,20 @@ _ADD_VALUE = {
     True: "INSERT OR IGNORE INTO rollup_values_hot (customer_id, meter_id, bucket, grp, value) VALUES (?, ?, ?, ?, ?)",
     False: "INSERT OR IGNORE INTO rollup_values (customer_id, meter_id, bucket, grp, value) VALUES (?, ?, ?, ?, ?)",
 }
+DAY_US = 86_400 * 1_000_000
+_DAY_COLUMNS = _COLUMNS.replace("bucket", "day")
+_DAY_UPSERT = (f"INSERT INTO rollup_days ({_DAY_COLUMNS}) VALUES ({', '.join('?' * 12)})"
+               " ON CONFLICT (customer_id, meter_id, day, grp)" + _MERGE)
+# the UTC day of a bucket, floored as Python floors (SQLite's % truncates before 1970)
+_DAY_OF = f"(bucket - ((bucket % {DAY_US}) + {DAY_US}) % {DAY_US})"
+# a day's row from its settled buckets; its latest is that of the bucket with the highest (last_ts, last_seq)
+_DAYS_FROM_BUCKETS = (
+    f"INSERT INTO rollup_days ({_DAY_COLUMNS}) SELECT customer_id, meter_id, day, grp, sum(n),"
+    f" sum(total_hi) + sum(total_lo) / {SPLIT}, sum(total_lo) % {SPLIT}, min(low), max(high),"
+    " max(CASE WHEN k = 1 THEN last_ts END), max(CASE WHEN k = 1 THEN last_seq END),"
+    " max(CASE WHEN k = 1 THEN last_value END)"
+    f" FROM (SELECT *, {_DAY_OF} AS day, row_number() OVER (PARTITION BY customer_id, meter_id, {_DAY_OF}, grp"
+    " ORDER BY last_ts DESC, last_seq DESC) AS k FROM rollups WHERE {where}) GROUP BY customer_id, meter_id, day, grp")
 TABLES = ("rollups", "rollups_hot")
 VALUE_TABLES = ("rollup_values", "rollup_values_hot")
 SETTLE_AFTER_US = 3_600 * 1_000_000  # buckets older than this leave the hot tables
@@ -189,6 +205,20 @@ def recompute_bucket(conn, customer_id, meter_id, ts):
     for table in TABLES + VALUE_TABLES:
         conn.execute(f"DELETE FROM {table} WHERE customer_id = ? AND meter_id = ? AND bucket = ?", key)
     _add(conn, "e.customer_id = ? AND e.meter_id = ? AND e.ts >= ? AND e.ts < ?", (*key[:2], bucket, bucket + BUCKET_US))
+    day = bucket - bucket % DAY_US
+    _recompute_days(conn, "customer_id = ? AND meter_id = ?", key[:2], day, day + DAY_US)
+
+
+def _recompute_days(conn, whose, params, low, high):
+    """Rebuild the day rows of the days [low, high) from the settled buckets."""
+    conn.execute(f"DELETE FROM rollup_days WHERE {whose} AND day >= ? AND day < ?", (*params, low, high))
+    conn.execute(_DAYS_FROM_BUCKETS.format(where=f"{whose} AND bucket >= ? AND bucket < ?"), (*params, low, high))
+
+
+def rebuild_days(conn):
+    """The day rows of every settled bucket (the migration that adds them)."""
+    conn.execute("DELETE FROM rollup_days")
+    conn.execute(_DAYS_FROM_BUCKETS.format(where="1"))
 
 
 def _rebuild(conn, where, params):
@@ -207,6 +237,7 @@ def regroup_range(conn, meter_id, low, high):
     for table in TABLES + VALUE_TABLES:
         conn.execute(f"DELETE FROM {table} WHERE {whose} AND bucket >= ? AND bucket < ?", (meter_id, meter_id, low, high))
     _add(conn, "e.meter_id = ? AND e.ts >= ? AND e.ts < ?", (meter_id, low, high))
+    _recompute_days(conn, whose, (meter_id, meter_id), low - low % DAY_US, (high - 1) - (high - 1) % DAY_US + DAY_US)
 
 
 def rebuild_all(conn):
@@ -215,6 +246,16 @@ def rebuild_all(conn):
         if table_exists(conn, table):  # the hot tables came after the migration that calls this
             conn.execute(f"DELETE FROM {table}")
     _rebuild(conn, "1", ())
+    if table_exists(conn, "rollup_days"):
+        rebuild_days(conn)
+
+
+def rebuild_derived(conn):
+    """Every table derived from the stored events, for events loaded in bulk
+    (the benches): the rollups, the spans and the dedup index."""
+    rebuild_all(conn)
+    rebuild_spans(conn)
+    event_ids.rebuild(conn)
 
 
 def table_exists(conn, name):
@@ -240,6 +281,7 @@ def settle(conn, before, limit=SETTLE_CHUNK):
     rows = conn.execute(_TAKE, (before, limit)).fetchall()
     if rows:
         conn.executemany(_UPSERT[False], rows)
+        conn.executemany(_DAY_UPSERT, [(c, m, b - b % DAY_US, *rest) for c, m, b, *rest in rows])
         customer_id, meter_id, bucket, grp, *_ = rows[-1]
         conn.execute("DELETE FROM rollups_hot WHERE bucket < ? AND (bucket, customer_id, meter_id, grp) <= (?, ?, ?, ?)",
                      (before, bucket, customer_id, meter_id, grp))

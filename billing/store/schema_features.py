@@ -6,7 +6,7 @@ list here, added to MIGRATIONS in migrations.py.
 """
 
 from . import event_ids
-from .rollups import rebuild_all, rebuild_spans
+from .rollups import rebuild_all, rebuild_days, rebuild_spans
 
 # Capacity-limited resources and their sessions (§6), billed by the minute.
 V4_RESOURCES = [
@@ -336,6 +336,9 @@ V14_HOT_ROLLUPS = [
         grp TEXT NOT NULL,
         value NOT NULL,
         PRIMARY KEY (bucket, customer_id, meter_id, grp, value)) WITHOUT ROWID""",
+    # one customer's range: a new (customer, meter, bucket) adds an entry, an update does not
+    "CREATE INDEX rollups_hot_customer ON rollups_hot(customer_id, meter_id, bucket)",
+    "CREATE INDEX rollup_values_hot_customer ON rollup_values_hot(customer_id, meter_id, bucket)",
 ]
 
 
@@ -380,4 +383,37 @@ V16_REGROUPS = [
         keys TEXT NOT NULL,
         generation INTEGER NOT NULL,
         bucket INTEGER NOT NULL)""",
+]
+
+
+class _BuildDays:
+    """A migration step in Python, named by a stable repr (see _BuildRollups)."""
+
+    def __call__(self, conn):
+        rebuild_days(conn)
+
+    def __repr__(self):
+        return "rollups.rebuild_days"
+
+
+# Day rollups (§12 "flat in event count"): per (customer, meter, UTC day,
+# group), the sum of that day's settled 15-minute rows, kept when rows settle
+# and rebuilt from them after a retraction or a regroup. A long range reads
+# its whole UTC days here and only its partial days' buckets.
+V17_DAY_ROLLUPS = [
+    """CREATE TABLE rollup_days (
+        customer_id INTEGER NOT NULL,
+        meter_id INTEGER NOT NULL,
+        day INTEGER NOT NULL,
+        grp TEXT NOT NULL,
+        n INTEGER NOT NULL,
+        total_hi INTEGER NOT NULL,
+        total_lo INTEGER NOT NULL,
+        low INTEGER,
+        high INTEGER,
+        last_ts INTEGER NOT NULL,
+        last_seq INTEGER NOT NULL,
+        last_value,
+        PRIMARY KEY (customer_id, meter_id, day, grp)) WITHOUT ROWID""",
+    _BuildDays(),
 ]

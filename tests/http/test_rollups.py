@@ -118,6 +118,27 @@ def stored(db_path):
     return result
 
 
+def assert_days_add_up(db_path):
+    """Each day row is the sum of that UTC day's settled buckets (none without them)."""
+    conn = sqlite3.connect(db_path)
+    conn.row_factory = sqlite3.Row
+    want = {}
+    for row in conn.execute("SELECT * FROM rollups"):
+        key = (row["customer_id"], row["meter_id"], row["bucket"] // 86_400_000_000 * 86_400_000_000, row["grp"])
+        n, total, low, high, last = want.get(key, (0, 0, None, None, None))
+        last_here = (row["last_ts"], row["last_seq"], row["last_value"])
+        want[key] = (n + row["n"], total + row["total_hi"] * SPLIT + row["total_lo"],
+                     row["low"] if low is None or (row["low"] is not None and row["low"] < low) else low,
+                     row["high"] if high is None or (row["high"] is not None and row["high"] > high) else high,
+                     last_here if last is None or last_here[:2] > last[:2] else last)
+    days = {(row["customer_id"], row["meter_id"], row["day"], row["grp"]):
+            (row["n"], row["total_hi"] * SPLIT + row["total_lo"], row["low"], row["high"],
+             (row["last_ts"], row["last_seq"], row["last_value"])) for row in conn.execute("SELECT * FROM rollup_days")}
+    conn.close()
+    assert days == want
+    return len(days)
+
+
 def make_meters(admin):
     for meter in METERS:
         assert admin.post("/v1/meters", {"name": meter["key"], **meter}).status == 201
@@ -149,6 +170,9 @@ def test_rollups_equal_the_raw_events(server, admin):
     late = server.app.db.rows("SELECT count(*) AS n FROM events WHERE late = 1")[0]["n"]
     assert late > 0
     assert stored(server.app.config.db_path) == reference(server.app.config.db_path)
+    # every hot bucket settles (into the day rows too); then retractions and regroups recompute them
+    assert server.app.settler.settle_rollups() > 0
+    assert assert_days_add_up(server.app.config.db_path)
 
     others = [r for r in server.app.db.rows("SELECT customer_id, event_id FROM events WHERE customer_id != ?"
                                             " AND meter_id != (SELECT id FROM meters WHERE key = 'api_calls')",
@@ -158,12 +182,14 @@ def test_rollups_equal_the_raw_events(server, admin):
         assert reply.status == 200, reply
     assert stored(server.app.config.db_path) == reference(server.app.config.db_path)
 
+    assert assert_days_add_up(server.app.config.db_path)
     assert admin.patch("/v1/meters/r_sum", {"group_by": ["region", "zone"]}).status == 200
     assert admin.patch("/v1/meters/r_min", {"group_by": ["tier"]}).status == 200
     assert stored(server.app.config.db_path) != reference(server.app.config.db_path)  # regrouped by the scheduler
     run = admin.post("/v1/jobs/run", {}).json
     assert run["outcome"] == "ok" and run["details"]["regroup_chunks"] == 2  # one per meter
     assert stored(server.app.config.db_path) == reference(server.app.config.db_path)
+    assert assert_days_add_up(server.app.config.db_path)
 
 
 def test_the_migration_builds_rollups_of_stored_events(tmp_path):
@@ -182,7 +208,7 @@ def test_the_migration_builds_rollups_of_stored_events(tmp_path):
                      " properties, received_at, id_hash) VALUES (?, 1, ?, ?, ?, 1, ?, ?, ?, 0, ?)",
                      (seq, f"e{seq}", meter, MONTH_START_US + rng.randrange(0, 40) * BUCKET // 3, value,
                       rng.choice([1, 1, 0]), json.dumps({"region": rng.choice(["eu", "us"])}), seq))
-    assert migrations.migrate(conn) == [12, 13, 14, 15, 16]
+    assert migrations.migrate(conn) == [12, 13, 14, 15, 16, 17]
     assert conn.execute("SELECT id_hash, seq FROM event_ids").fetchall() == conn.execute(
         "SELECT id_hash, seq FROM events ORDER BY id_hash, seq").fetchall()
     spans = conn.execute("SELECT customer_id, meter_id, n, first_ts, last_ts FROM event_spans").fetchall()
