@@ -20,14 +20,15 @@ from ..jsonutil import encode
 from ..store.regroup import holds_key
 from ..store.rollups import BUCKET_US, DAY_US, SPLIT, TABLES, VALUE_TABLES
 
-# the windows [lo, hi) as rows; the rollups of each, without the buckets a boundary cuts
-_WINDOWS = ("WITH w(lo, hi) AS MATERIALIZED (SELECT json_extract(value, '$[0]'), json_extract(value, '$[1]')"
-            " FROM json_each(?))")
-_JOIN = (" FROM w CROSS JOIN {table} r ON r.customer_id = ? AND r.meter_id = ? AND r.bucket >= w.lo"
-         " AND r.bucket < w.hi WHERE r.bucket NOT IN (SELECT value FROM json_each(?))")
-# every customer (analytics): one index range per (window, customer)
+# the spans to read as rows (lo: their window's start; [a, b): the span), the rollups of each
+# without the buckets a boundary cuts; `{column}` is the table's time column (bucket or day)
+_WINDOWS = ("WITH w(lo, a, b) AS MATERIALIZED (SELECT json_extract(value, '$[0]'), json_extract(value, '$[1]'),"
+            " json_extract(value, '$[2]') FROM json_each(?))")
+_JOIN = (" FROM w CROSS JOIN {table} r ON r.customer_id = ? AND r.meter_id = ? AND r.{column} >= w.a"
+         " AND r.{column} < w.b WHERE r.{column} NOT IN (SELECT value FROM json_each(?))")
+# every customer (analytics): one index range per (span, customer)
 _JOIN_ALL = (" FROM w CROSS JOIN customers c CROSS JOIN {table} r ON r.customer_id = c.id AND r.meter_id = ?"
-             " AND r.bucket >= w.lo AND r.bucket < w.hi WHERE r.bucket NOT IN (SELECT value FROM json_each(?))")
+             " AND r.{column} >= w.a AND r.{column} < w.b WHERE r.{column} NOT IN (SELECT value FROM json_each(?))")
 # sums of total_lo in two parts, so no sum leaves 64 bits whatever the number of buckets
 _SUMS = (_WINDOWS + " SELECT w.lo, {group} AS g, sum(r.n), sum(r.total_hi), sum(r.total_lo / 1000000),"
          " sum(r.total_lo % 1000000), min(r.low), max(r.high){join} GROUP BY w.lo, g")
@@ -57,36 +58,58 @@ def _group(group_by, rollup):
     return "NULL", ()
 
 
-def _sql(template, group, table, customer_id):
-    return template.replace("{join}", _JOIN if customer_id is not None else _JOIN_ALL).format(group=group, table=table)
+def _sql(template, group, table, column, customer_id):
+    join = (_JOIN if customer_id is not None else _JOIN_ALL).format(table=table, column=column)
+    return template.replace("{join}", join).format(group=group)
+
+
+def _window_spans(windows, days):
+    """What to read for the windows [lo, hi): (table, time column, [[lo, a, b], …]) —
+    the settled buckets of each window's partial UTC days, its whole days (with
+    `days`), and all its hot buckets (a key may be in several)."""
+    settled, whole, hot = [], [], []
+    for lo, hi in windows:
+        hot.append([lo, lo, hi])
+        first, past = whole_buckets(lo, hi)
+        day_first, day_past = whole_days(first, past) if days and first < past else (past, past)
+        if day_first < day_past:
+            settled += [[lo, lo, day_first], [lo, day_past, hi]]
+            whole.append([lo, day_first, day_past])
+        else:
+            settled.append([lo, lo, hi])
+    if days:
+        return (("rollups", "bucket", settled), ("rollup_days", "day", whole), ("rollups_hot", "bucket", hot))
+    return (("rollup_values", "bucket", settled), ("rollup_values_hot", "bucket", hot))
 
 
 def _bucket_pieces(conn, meter, customer_id, windows, cut, group_by):
-    """The pieces of the settled and of the hot tables (a key may be in both)."""
+    """The pieces of the settled buckets, the whole days and the hot buckets
+    of the windows; unique_count meters' distinct values by bucket only."""
     found = []
-    tables = VALUE_TABLES if meter.aggregation == "unique_count" else TABLES
-    for table in tables:
-        found += _table_pieces(conn, meter, customer_id, windows, cut, group_by, table)
+    for table, column, spans in _window_spans(windows, meter.aggregation != "unique_count"):
+        if spans:
+            found += _table_pieces(conn, meter, customer_id, encode(spans), cut if column == "bucket" else (),
+                                   group_by, table, column)
     return found
 
 
-def _table_pieces(conn, meter, customer_id, windows, cut, group_by, table):
+def _table_pieces(conn, meter, customer_id, spans, cut, group_by, table, column):
     group, group_params = _group(group_by, True)
     where = (*(() if customer_id is None else (customer_id,)), meter.id, encode(sorted(cut)))
     if meter.aggregation == "unique_count":
-        sql = _sql(_VALUES, group, table, customer_id)
+        sql = _sql(_VALUES, group, table, column, customer_id)
         found = {}
-        for lo, grp, value in conn.execute(sql, (windows, *group_params, *where)):
+        for lo, grp, value in conn.execute(sql, (spans, *group_params, *where)):
             found.setdefault((lo, grp), Partial()).values.add(value)
         for part in found.values():
             part.n = len(part.values)
         return [(lo, grp, part) for (lo, grp), part in found.items()]
-    sql = _sql(_SUMS, group, table, customer_id)
+    sql = _sql(_SUMS, group, table, column, customer_id)
     found = {(lo, grp): Partial(n, hi * SPLIT + (mid * 1_000_000 + lo_part), low, high)
-             for lo, grp, n, hi, mid, lo_part, low, high in conn.execute(sql, (windows, *group_params, *where))}
+             for lo, grp, n, hi, mid, lo_part, low, high in conn.execute(sql, (spans, *group_params, *where))}
     if meter.aggregation == "latest":
-        sql = _sql(_LATEST, group, table, customer_id)
-        for lo, grp, ts, seq, value in conn.execute(sql, (windows, *group_params, *group_params, *where)):
+        sql = _sql(_LATEST, group, table, column, customer_id)
+        for lo, grp, ts, seq, value in conn.execute(sql, (spans, *group_params, *group_params, *where)):
             found[(lo, grp)].last = (ts, seq, value)
     return [(lo, grp, part) for (lo, grp), part in found.items()]
 
@@ -150,8 +173,7 @@ def pieces(conn, meter, customer_id, start_us, end_us, cuts=(), group_by=None):
         found = _range_pieces(conn, meter, customer_id, start_us, end_us)
     else:
         bounds = [start_us, *cuts, end_us]
-        windows = encode([[lo, hi] for lo, hi in zip(bounds, bounds[1:])])
-        found = _bucket_pieces(conn, meter, customer_id, windows, cut, group_by)
+        found = _bucket_pieces(conn, meter, customer_id, list(zip(bounds, bounds[1:])), cut, group_by)
     select, group_params = _group(group_by, False)
     raw, whose = (_RAW, (customer_id,)) if customer_id is not None else (_RAW_ALL, ())
     for bucket in sorted(cut):
