@@ -8,6 +8,39 @@ list here, added to MIGRATIONS in migrations.py.
 from . import event_ids
 from .rollups import rebuild_all, rebuild_days, rebuild_spans
 
+class _Step:
+    """A migration step in Python, named by a stable repr (the benches key
+    cached databases by the schema's repr)."""
+
+    def __init__(self, function, name):
+        self.function, self.name = function, name
+
+    def __call__(self, conn):
+        self.function(conn)
+
+    def __repr__(self):
+        return self.name
+
+
+def _rollup_table(name, time_column, key):
+    """The CREATE TABLE of a rollup table: the settled, hot and day tables
+    share their columns (sum = total_hi · 10¹² + total_lo)."""
+    return f"""CREATE TABLE {name} (
+        customer_id INTEGER NOT NULL,
+        meter_id INTEGER NOT NULL,
+        {time_column} INTEGER NOT NULL,
+        grp TEXT NOT NULL,
+        n INTEGER NOT NULL,
+        total_hi INTEGER NOT NULL,
+        total_lo INTEGER NOT NULL,
+        low INTEGER,
+        high INTEGER,
+        last_ts INTEGER NOT NULL,
+        last_seq INTEGER NOT NULL,
+        last_value,
+        PRIMARY KEY ({key})) WITHOUT ROWID"""
+
+
 # Capacity-limited resources and their sessions (§6), billed by the minute.
 V4_RESOURCES = [
     """CREATE TABLE resources (
@@ -239,34 +272,12 @@ V11_INVOICE_APPROVAL = [
     " WHERE c.id = invoices.customer_id)",
 ]
 
-class _BuildRollups:
-    """A migration step in Python, named by a stable repr (the benches key cached databases by the schema's repr)."""
-
-    def __call__(self, conn):
-        rebuild_all(conn)
-
-    def __repr__(self):
-        return "rollups.rebuild_all"
-
 
 # Rollups (§13): matched events per (customer, meter, group, 15-minute bucket),
 # kept by every event insert and retraction (billing/store/rollups.py), built
 # here from the events already stored. The sum is total_hi · 10¹² + total_lo.
 V12_ROLLUPS = [
-    """CREATE TABLE rollups (
-        customer_id INTEGER NOT NULL,
-        meter_id INTEGER NOT NULL,
-        bucket INTEGER NOT NULL,
-        grp TEXT NOT NULL,
-        n INTEGER NOT NULL,
-        total_hi INTEGER NOT NULL,
-        total_lo INTEGER NOT NULL,
-        low INTEGER,
-        high INTEGER,
-        last_ts INTEGER NOT NULL,
-        last_seq INTEGER NOT NULL,
-        last_value,
-        PRIMARY KEY (customer_id, meter_id, bucket, grp)) WITHOUT ROWID""",
+    _rollup_table("rollups", "bucket", "customer_id, meter_id, bucket, grp"),
     # the distinct values of unique_count meters, per bucket
     """CREATE TABLE rollup_values (
         customer_id INTEGER NOT NULL,
@@ -275,18 +286,8 @@ V12_ROLLUPS = [
         grp TEXT NOT NULL,
         value NOT NULL,
         PRIMARY KEY (customer_id, meter_id, bucket, grp, value)) WITHOUT ROWID""",
-    _BuildRollups(),
+    _Step(rebuild_all, "rollups.rebuild_all"),
 ]
-
-
-class _BuildSpans:
-    """A migration step in Python, named by a stable repr (see _BuildRollups)."""
-
-    def __call__(self, conn):
-        rebuild_spans(conn)
-
-    def __repr__(self):
-        return "rollups.rebuild_spans"
 
 
 # Events without per-customer indexes (§12 ingest, §13): whole buckets are read
@@ -304,7 +305,7 @@ V13_EVENTS_BY_TIME = [
         first_ts INTEGER NOT NULL,
         last_ts INTEGER NOT NULL,
         PRIMARY KEY (customer_id, meter_id)) WITHOUT ROWID""",
-    _BuildSpans(),
+    _Step(rebuild_spans, "rollups.rebuild_spans"),
     "DROP INDEX events_usage",
     "DROP INDEX events_time",
     "CREATE INDEX events_time ON events(ts, customer_id, meter_id)",
@@ -315,20 +316,7 @@ V13_EVENTS_BY_TIME = [
 # first so a commit of events spread over many customers touches a few pages;
 # buckets older than an hour move to `rollups` and `rollup_values` in chunks.
 V14_HOT_ROLLUPS = [
-    """CREATE TABLE rollups_hot (
-        customer_id INTEGER NOT NULL,
-        meter_id INTEGER NOT NULL,
-        bucket INTEGER NOT NULL,
-        grp TEXT NOT NULL,
-        n INTEGER NOT NULL,
-        total_hi INTEGER NOT NULL,
-        total_lo INTEGER NOT NULL,
-        low INTEGER,
-        high INTEGER,
-        last_ts INTEGER NOT NULL,
-        last_seq INTEGER NOT NULL,
-        last_value,
-        PRIMARY KEY (bucket, customer_id, meter_id, grp)) WITHOUT ROWID""",
+    _rollup_table("rollups_hot", "bucket", "bucket, customer_id, meter_id, grp"),
     """CREATE TABLE rollup_values_hot (
         customer_id INTEGER NOT NULL,
         meter_id INTEGER NOT NULL,
@@ -340,16 +328,6 @@ V14_HOT_ROLLUPS = [
     "CREATE INDEX rollups_hot_customer ON rollups_hot(customer_id, meter_id, bucket)",
     "CREATE INDEX rollup_values_hot_customer ON rollup_values_hot(customer_id, meter_id, bucket)",
 ]
-
-
-class _BuildEventIds:
-    """A migration step in Python, named by a stable repr (see _BuildRollups)."""
-
-    def __call__(self, conn):
-        event_ids.rebuild(conn)
-
-    def __repr__(self):
-        return "event_ids.rebuild"
 
 
 # Deduplication in two parts (billing/store/event_ids.py): a small hot table
@@ -365,7 +343,7 @@ V15_EVENT_IDS = [
         id_hash INTEGER NOT NULL,
         seq INTEGER NOT NULL,
         PRIMARY KEY (id_hash, seq)) WITHOUT ROWID""",
-    _BuildEventIds(),
+    _Step(event_ids.rebuild, "event_ids.rebuild"),
     "DROP INDEX events_dedup",
 ]
 
@@ -386,34 +364,11 @@ V16_REGROUPS = [
 ]
 
 
-class _BuildDays:
-    """A migration step in Python, named by a stable repr (see _BuildRollups)."""
-
-    def __call__(self, conn):
-        rebuild_days(conn)
-
-    def __repr__(self):
-        return "rollups.rebuild_days"
-
-
 # Day rollups (§12 "flat in event count"): per (customer, meter, UTC day,
 # group), the sum of that day's settled 15-minute rows, kept when rows settle
 # and rebuilt from them after a retraction or a regroup. A long range reads
 # its whole UTC days here and only its partial days' buckets.
 V17_DAY_ROLLUPS = [
-    """CREATE TABLE rollup_days (
-        customer_id INTEGER NOT NULL,
-        meter_id INTEGER NOT NULL,
-        day INTEGER NOT NULL,
-        grp TEXT NOT NULL,
-        n INTEGER NOT NULL,
-        total_hi INTEGER NOT NULL,
-        total_lo INTEGER NOT NULL,
-        low INTEGER,
-        high INTEGER,
-        last_ts INTEGER NOT NULL,
-        last_seq INTEGER NOT NULL,
-        last_value,
-        PRIMARY KEY (customer_id, meter_id, day, grp)) WITHOUT ROWID""",
-    _BuildDays(),
+    _rollup_table("rollup_days", "day", "customer_id, meter_id, day, grp"),
+    _Step(rebuild_days, "rollups.rebuild_days"),
 ]

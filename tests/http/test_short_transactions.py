@@ -8,8 +8,8 @@ from billing.api.storage import DAYS_PER_TRANSACTION
 from billing.store import rollups
 from tests.harness import make_key
 from tests.helpers import at
-from tests.http.helpers import RowsPerTransaction, create_customer, create_meter, pin
-from tests.http.test_alerts import BUDGET, PLAN, evaluate, firings, send
+from tests.http.helpers import RowsPerTransaction, create_customer
+from tests.http.test_alerts import billed, evaluate, firings, send  # noqa: F401  (billed: a fixture)
 from tests.http.test_storage_metering import day_events, put, run_jobs
 
 
@@ -31,17 +31,12 @@ def test_a_long_storage_catch_up_closes_a_month_of_days_per_transaction(server):
     assert len(day_events(server, customer["id"])) == 100
 
 
-def test_many_rules_crossed_at_once_fire_in_short_transactions(server, admin):
+def test_many_rules_crossed_at_once_fire_in_short_transactions(server, admin, billed):
     """70 spend rules for every customer and a budget step, all crossed by one
     customer in one evaluation: 71 firings (each a firing and a notification,
     the budget's an e-mail too), at most FIRINGS_PER_TRANSACTION per
     transaction; each fired once."""
-    pin("2026-11-10T12:00:00Z")
-    create_meter(admin, key="api_calls")
-    assert admin.post("/v1/plans", PLAN).status == 201
-    customer = create_customer(admin, name="Budgeted Ltd", billing_email="ap@budgeted.example", budget=BUDGET)
-    assert admin.post("/v1/subscriptions", {"customer_id": customer["id"], "plan": "calls",
-                                            "start": "2026-11-01"}).status == 201
+    customer = billed
     for n in range(70):
         assert admin.post("/v1/alerts", {"type": "spend", "currency": "USD", "threshold": f"{n + 1}.00"}).status == 201
     send(admin, customer["id"], 75, "2026-11-05T00:00:00Z")
