@@ -171,10 +171,12 @@ def forget_event(conn, customer_id, meter_id, ts):
 
 
 def rebuild_spans(conn):
-    """event_spans of every stored event (the migration that adds it)."""
+    """event_spans of every stored event (the migration that adds it), CHUNK
+    events at a time in the order stored: no sort of all events."""
     conn.execute("DELETE FROM event_spans")
-    conn.execute("INSERT INTO event_spans (customer_id, meter_id, n, first_ts, last_ts)"
-                 " SELECT customer_id, meter_id, count(*), min(ts), max(ts) FROM events GROUP BY customer_id, meter_id")
+    cursor = conn.execute("SELECT customer_id, meter_id, ts, NULL, NULL FROM events")
+    while rows := cursor.fetchmany(CHUNK):
+        _add_spans(conn, rows)
 
 
 def add_inserted(conn, before, rows):
