@@ -73,7 +73,7 @@ def _window_spans(windows, days):
         first, past = whole_buckets(lo, hi)
         day_first, day_past = whole_days(first, past) if days and first < past else (past, past)
         if day_first < day_past:
-            settled += [[lo, lo, day_first], [lo, day_past, hi]]
+            settled += [[lo, a, b] for a, b in ((lo, day_first), (day_past, hi)) if a < b]
             whole.append([lo, day_first, day_past])
         else:
             settled.append([lo, lo, hi])
@@ -168,6 +168,8 @@ def pieces(conn, meter, customer_id, start_us, end_us, cuts=(), group_by=None):
     `group_by` property's value, or with BY_CUSTOMER the customer id."""
     if isinstance(group_by, str) and not holds_key(conn, meter.id, group_by):
         return _raw_pieces(conn, meter, customer_id, start_us, end_us, cuts, group_by)
+    if customer_id is not None and not _has_events(conn, meter, customer_id, start_us, end_us):
+        return []
     cut = cut_buckets(start_us, end_us, cuts)
     if not cuts and group_by is None and customer_id is not None and meter.aggregation != "unique_count":
         found = _range_pieces(conn, meter, customer_id, start_us, end_us)
@@ -184,6 +186,13 @@ def pieces(conn, meter, customer_id, start_us, end_us, cuts=(), group_by=None):
                                                 (*group_params, *whose, meter.id, low, high)):
             found.append((ts, grp, Partial.of_event(ts, seq, value)))
     return found
+
+
+def _has_events(conn, meter, customer_id, start_us, end_us):
+    """Whether the customer's span of the meter's events meets [start_us, end_us)."""
+    (found,) = conn.execute("SELECT count(*) AS found FROM event_spans WHERE customer_id = ? AND meter_id = ?"
+                            " AND first_ts < ? AND last_ts >= ?", (customer_id, meter.id, end_us, start_us)).fetchone()
+    return found > 0
 
 
 def _raw_pieces(conn, meter, customer_id, start_us, end_us, cuts, group_by):
