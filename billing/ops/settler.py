@@ -22,6 +22,9 @@ class Settler:
 
     def settle_rollups(self):
         before = rollups.settle_before(now_micros())
+        with self.db.reader() as conn:
+            if not rollups.has_settling(conn, before):
+                return 0  # nothing due: no write transaction at all
         moved = 0
         while True:
             with self.db.transaction() as conn:

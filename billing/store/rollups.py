@@ -276,6 +276,12 @@ _TAKE_VALUES = ("SELECT customer_id, meter_id, bucket, grp, value FROM rollup_va
                 " ORDER BY bucket, customer_id, meter_id, grp, value LIMIT ?")
 
 
+def has_settling(conn, before):
+    """Whether a hot row or counted value of a bucket before `before` waits."""
+    return any(conn.execute(f"SELECT 1 AS due FROM {table} WHERE bucket < ? LIMIT 1", (before,)).fetchone()
+               for table in ("rollups_hot", "rollup_values_hot"))
+
+
 def settle(conn, before, limit=SETTLE_CHUNK):
     """Move at most `limit` hot rows (and as many counted values) of buckets
     before `before` into the settled tables; returns how many rows moved.

@@ -9,7 +9,7 @@ import sqlite3
 
 from billing.store import event_ids
 from tests.harness import RunningServer, temp_db
-from tests.http.helpers import create_customer, create_meter, event_count, post_event
+from tests.http.helpers import WriteCounter, create_customer, create_meter, event_count, post_event
 
 ENV = {"BILLING_MAX_EVENT_AGE_DAYS": "0"}
 
@@ -105,3 +105,15 @@ def test_the_background_pass_starts_once_enough_entries_wait(server, admin):
     hot, settled, _ = parts(server)
     assert not hot and len(settled) == 40
     assert_every_event_indexed_once(server)
+
+
+def test_the_settler_writes_nothing_when_nothing_is_due(server, admin):
+    """Every few seconds the flusher asks the settler: with no hot bucket older
+    than an hour and too few dedup entries waiting, it starts no write."""
+    cid = create_customer(admin)["id"]
+    create_meter(admin)
+    send(admin, cid, ["fresh"])  # its bucket (2025-09-10) is long past: it settles
+    assert server.app.settler.flush() > 0
+    with WriteCounter(server) as writes:
+        assert server.app.settler.flush() == 0
+    assert writes == []
