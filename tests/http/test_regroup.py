@@ -182,7 +182,7 @@ def _place(db_path):
     conn = sqlite3.connect(db_path)
     try:
         found = conn.execute("SELECT bucket FROM rollup_regroups").fetchall()
-        return found[0][0] if found else None
+        return next((bucket for (bucket,) in found), None)
     finally:
         conn.close()
 
