@@ -41,6 +41,17 @@ def _rollup_table(name, time_column, key):
         PRIMARY KEY ({key})) WITHOUT ROWID"""
 
 
+def _values_table(name, key):
+    """The CREATE TABLE of a table of counted values (unique_count), settled or hot."""
+    return f"""CREATE TABLE {name} (
+        customer_id INTEGER NOT NULL,
+        meter_id INTEGER NOT NULL,
+        bucket INTEGER NOT NULL,
+        grp TEXT NOT NULL,
+        value NOT NULL,
+        PRIMARY KEY ({key})) WITHOUT ROWID"""
+
+
 # Capacity-limited resources and their sessions (§6), billed by the minute.
 V4_RESOURCES = [
     """CREATE TABLE resources (
@@ -279,13 +290,7 @@ V11_INVOICE_APPROVAL = [
 V12_ROLLUPS = [
     _rollup_table("rollups", "bucket", "customer_id, meter_id, bucket, grp"),
     # the distinct values of unique_count meters, per bucket
-    """CREATE TABLE rollup_values (
-        customer_id INTEGER NOT NULL,
-        meter_id INTEGER NOT NULL,
-        bucket INTEGER NOT NULL,
-        grp TEXT NOT NULL,
-        value NOT NULL,
-        PRIMARY KEY (customer_id, meter_id, bucket, grp, value)) WITHOUT ROWID""",
+    _values_table("rollup_values", "customer_id, meter_id, bucket, grp, value"),
     _Step(rebuild_all, "rollups.rebuild_all"),
 ]
 
@@ -317,13 +322,7 @@ V13_EVENTS_BY_TIME = [
 # buckets older than an hour move to `rollups` and `rollup_values` in chunks.
 V14_HOT_ROLLUPS = [
     _rollup_table("rollups_hot", "bucket", "bucket, customer_id, meter_id, grp"),
-    """CREATE TABLE rollup_values_hot (
-        customer_id INTEGER NOT NULL,
-        meter_id INTEGER NOT NULL,
-        bucket INTEGER NOT NULL,
-        grp TEXT NOT NULL,
-        value NOT NULL,
-        PRIMARY KEY (bucket, customer_id, meter_id, grp, value)) WITHOUT ROWID""",
+    _values_table("rollup_values_hot", "bucket, customer_id, meter_id, grp, value"),
     # one customer's range: a new (customer, meter, bucket) adds an entry, an update does not
     "CREATE INDEX rollups_hot_customer ON rollups_hot(customer_id, meter_id, bucket)",
     "CREATE INDEX rollup_values_hot_customer ON rollup_values_hot(customer_id, meter_id, bucket)",
