@@ -64,22 +64,18 @@ def _sql(template, group, table, column, customer_id):
 
 
 def _window_spans(windows, days):
-    """What to read for the windows [lo, hi): (table, time column, [[lo, a, b], …]) —
-    the settled buckets of each window's partial UTC days, its whole days (with
-    `days`), and all its hot buckets (a key may be in several)."""
-    settled, whole, hot = [], [], []
+    """What to read for the windows [lo, hi): (table, time column, [[lo, a, b], …])
+    by the layout of SPANS (without `days`: no day rows, counted values'
+    tables), non-empty spans only."""
+    found = {}
     for lo, hi in windows:
-        hot.append([lo, lo, hi])
-        first, past = whole_buckets(lo, hi)
-        day_first, day_past = whole_days(first, past) if days and first < past else (past, past)
-        if day_first < day_past:
-            settled += [[lo, a, b] for a, b in ((lo, day_first), (day_past, hi)) if a < b]
-            whole.append([lo, day_first, day_past])
-        else:
-            settled.append([lo, lo, hi])
-    if days:
-        return (("rollups", "bucket", settled), ("rollup_days", "day", whole), ("rollups_hot", "bucket", hot))
-    return (("rollup_values", "bucket", settled), ("rollup_values_hot", "bucket", hot))
+        bounds = span_bounds(*whole_buckets(lo, hi), days)
+        for table, column, low, high in SPANS:
+            if days or table != "rollup_days":
+                if bounds[low] < bounds[high]:
+                    found.setdefault((table, column), []).append([lo, bounds[low], bounds[high]])
+    rename = {} if days else {"rollups": "rollup_values", "rollups_hot": "rollup_values_hot"}
+    return [(rename.get(table, table), column, spans) for (table, column), spans in found.items()]
 
 
 def _bucket_pieces(conn, meter, customer_id, windows, cut, group_by):
@@ -134,11 +130,24 @@ def whole_days(first, past):
     return (day_first, day_past) if day_first < day_past else (past, past)
 
 
+# where the whole buckets [first, past) of a range are, as indexes into its span_bounds
+# (first, first whole UTC day, first bucket past the whole days, past): the settled
+# buckets of its partial days, its whole days' rows, and all its hot buckets
+SPANS = (("rollups", "bucket", 0, 1), ("rollup_days", "day", 1, 2), ("rollups", "bucket", 2, 3),
+         ("rollups_hot", "bucket", 0, 3))
+
+
+def span_bounds(first, past, days=True):
+    """(first, day_first, day_past, past) of the buckets [first, past); without
+    `days` (or without a whole day) the settled span is the whole range."""
+    day_first, day_past = whole_days(first, past) if days and first < past else (past, past)
+    return first, day_first, day_past, past
+
+
 def _range_spans(first, past):
     """Where the whole buckets [first, past) are: (table, its time column, low, high)."""
-    day_first, day_past = whole_days(first, past)
-    return (("rollups", "bucket", first, day_first), ("rollup_days", "day", day_first, day_past),
-            ("rollups", "bucket", day_past, past), ("rollups_hot", "bucket", first, past))
+    bounds = span_bounds(first, past)
+    return [(table, column, bounds[low], bounds[high]) for table, column, low, high in SPANS]
 
 
 def _range_pieces(conn, meter, customer_id, start_us, end_us):
@@ -215,7 +224,7 @@ def live_pieces(rows, group_by):
 
 
 # many customers' whole buckets at once (the invoice run's chunks): for each (customer, meter,
-# range) the spans of `_range_spans` (partial days' settled buckets, whole days, hot buckets),
+# range) the spans of SPANS (partial days' settled buckets, whole days, hot buckets),
 # each an index range, all in one statement; each span's sums come back as one JSON array from
 # a subquery (a GROUP BY over the ranges would sort every row read)
 _SPAN = ("(SELECT json_array({{sums}}) FROM {table} WHERE customer_id = c AND meter_id = m"
@@ -223,9 +232,8 @@ _SPAN = ("(SELECT json_array({{sums}}) FROM {table} WHERE customer_id = c AND me
 _MANY = ("WITH q(c, m, lo, hi, d0, d1) AS MATERIALIZED (SELECT json_extract(value, '$[0]'),"
          " json_extract(value, '$[1]'), json_extract(value, '$[2]'), json_extract(value, '$[3]'),"
          " json_extract(value, '$[4]'), json_extract(value, '$[5]') FROM json_each(?)) SELECT c, m, lo, hi, "
-         + ", ".join(_SPAN.format(table=table, column=column, low=low, high=high)
-                     for table, column, low, high in (("rollups", "bucket", "lo", "d0"), ("rollup_days", "day", "d0", "d1"),
-                                                      ("rollups", "bucket", "d1", "hi"), ("rollups_hot", "bucket", "lo", "hi")))
+         + ", ".join(_SPAN.format(table=table, column=column, low=("lo", "d0", "d1", "hi")[low],
+                                  high=("lo", "d0", "d1", "hi")[high]) for table, column, low, high in SPANS)
          + " FROM q")
 _MANY_SUMS = _MANY.format(sums="sum(n), sum(total_hi), sum(total_lo / 1000000), sum(total_lo % 1000000),"
                                " min(low), max(high)")
@@ -256,7 +264,7 @@ def many_pieces(conn, asks):
     for sql, ranges in ((_MANY_SUMS, batched[False]), (_MANY_TOTALS, batched[True])):
         if not ranges:
             continue
-        asked = [(*key, *whole_days(key[2], key[3])) for key in ranges]
+        asked = [(*key, *span_bounds(key[2], key[3])[1:3]) for key in ranges]
         for c, m, lo, hi, *spans in conn.execute(sql, (encode(asked),)):
             for sums in spans:
                 n, total_hi, mid, lo_part, low, high = json.loads(sums)

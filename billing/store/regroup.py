@@ -18,10 +18,10 @@ else it plans again.
 """
 
 import json
-import sqlite3
 from typing import NamedTuple
 
 from . import rollups
+from .db import named
 
 REGROUP_CHUNK = 2_000  # events regrouped per writer transaction: tens of ms on the 2-core box
 FIRST = -(2 ** 62) // rollups.BUCKET_US * rollups.BUCKET_US  # bucket bounds before and after every event
@@ -38,10 +38,8 @@ def start_regroup(conn, meter_id, keys):
 
 
 def _row(conn, sql, params=()):
-    """One row read by column name (sqlite3.Row), or None."""
-    cursor = conn.cursor()
-    cursor.row_factory = sqlite3.Row
-    return cursor.execute(sql, params).fetchone()
+    """One row read by column name, or None."""
+    return named(conn, sql, params).fetchone()
 
 
 def holds_key(conn, meter_id, key):
