@@ -74,7 +74,7 @@ class Request:
         self.method = method
         parts = urlsplit(target)
         self.path = parts.path
-        self.query = parse_qs(parts.query, keep_blank_values=True)
+        self.query = parse_qs(parts.query, keep_blank_values=True, errors="strict")  # bad UTF-8: 400
         self.headers = headers
         self.body = body
         self.body_stream = None  # for raw-body routes: a BodyStream
@@ -195,7 +195,7 @@ class Handler(BaseHTTPRequestHandler):
         try:
             request = Request(app, self.command, self.path, self.headers, b"", request_id, self.client_address[0])
         except ValueError:
-            raise errors.BadRequest("The request target is not a valid URL.") from None
+            raise errors.BadRequest("The request target is not a valid URL (a query is percent-encoded UTF-8).") from None
         self.current = request
         request.budget = self.server.decoded_budget
         route, params = app.router.match(self.command, request.path)

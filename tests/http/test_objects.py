@@ -436,6 +436,10 @@ def test_list_by_prefix_and_pages_in_key_order_with_totals(srv, tenant):
         assert seen == expected
         assert pages == -(-len(expected) // int(query.rsplit("=", 1)[1]))
     assert_error(tenant.client.get("/v1/objects?limit=1001"), 400, "validation_error")
+    for bad in ("?prefix=%FF", "?prefix=a%C3", "?cursor=%80"):  # not UTF-8: refused, not read as U+FFFD
+        reply = tenant.client.get("/v1/objects" + bad)
+        assert_error(reply, 400, "bad_request")
+        assert "UTF-8" in reply.json["error"]["message"]
 
 
 # -- how uploads are stored ------------------------------------------------------------
