@@ -9,6 +9,7 @@ from . import clock, jsonutil
 from .api import auth, users, webhooks
 from .api.adjustments import Lateness
 from .api.catalog import Catalog
+from .api.clickhouse import ClickHouse
 from .api.objects import Reservations
 from .api import selfmeter, storage
 from .api.meters import ensure_system_meters
@@ -21,6 +22,7 @@ from .errors import Conflict, ValidationError
 from .ops.dispatcher import Dispatcher
 from .ops.flusher import Flusher
 from .ops.settler import Settler
+from .ops.shipper import Shipper
 from .ops.scheduler import Scheduler
 from .store.db import Database, scalar
 from .store.files import FileStore
@@ -40,12 +42,15 @@ class Stats:
         self.events = 0
         self.requests = 0
         self.started = time.time()
+        self.on_ingest = None  # called after events were stored (wakes the ClickHouse shipper)
 
     def events_ingested(self, n):
         with self._lock:
             self.events += n
         if self.metrics is not None:
             self.metrics.ingested.inc(amount=n)
+        if self.on_ingest is not None and n:
+            self.on_ingest()
 
     def duplicates(self, n):
         if self.metrics is not None and n:
@@ -116,6 +121,11 @@ class App:
         self.metrics = Metrics()
         self.stats = Stats(self.metrics)
         self.db.on_transaction = self.metrics.transactions.observe
+        # §13: events shipped to ClickHouse, usage and event search read there (unset: none of it)
+        self.clickhouse = ClickHouse(config.clickhouse_url) if config.clickhouse_url else None
+        self.shipper = Shipper(self, self.clickhouse) if self.clickhouse else None
+        if self.shipper is not None:
+            self.stats.on_ingest = self.shipper.wake
         self.log_stream = log_stream if log_stream is not None else (sys.stderr if config.log_requests else None)
         self._log_lock = threading.Lock()
         self._idempotency_locks = {}
@@ -136,6 +146,9 @@ class App:
         self._background.append(self.dispatcher)
         self.flusher.start()
         self._background.append(self.flusher)
+        if self.shipper is not None:
+            self.shipper.start()
+            self._background.append(self.shipper)
         if scheduler:
             self.scheduler.start()
             self._background.append(self.scheduler)
@@ -247,6 +260,12 @@ class App:
             return
         self._write_log(jsonutil.encode({"time": times.format_instant(clock.now()), "request_id": request_id,
                                          "level": "error", "error": http.format_exception(exc)}))
+
+    def log_note(self, level, message):
+        """A line of the log that no request caused (background work)."""
+        if self.log_stream is not None:
+            self._write_log(jsonutil.encode({"time": times.format_instant(clock.now()), "level": level,
+                                             "message": message}))
 
     def _write_log(self, line):
         with self._log_lock:

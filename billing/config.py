@@ -2,6 +2,8 @@
 
 import ipaddress
 import os
+import re
+import urllib.parse
 from dataclasses import dataclass, field
 from decimal import Decimal, InvalidOperation
 
@@ -73,6 +75,27 @@ def _smtp_tls_env(env):
     raise ConfigError(f"SMTP_TLS must be 'on' or 'off', got {raw!r}")
 
 
+def _clickhouse_env(env):
+    """BILLING_CLICKHOUSE_URL: ClickHouse's HTTP interface, e.g.
+    http://127.0.0.1:8123/?database=meterline (unset: no ClickHouse)."""
+    raw = (env.get("BILLING_CLICKHOUSE_URL") or "").strip()
+    if not raw:
+        return None
+    try:
+        parts = urllib.parse.urlsplit(raw)
+        parts.port  # noqa: B018 (a bad port raises here)
+    except ValueError:
+        parts = None
+    if parts is None or parts.scheme not in ("http", "https") or not parts.hostname:
+        raise ConfigError(f"BILLING_CLICKHOUSE_URL must be an http:// or https:// URL of ClickHouse's HTTP "
+                          f"interface (like http://127.0.0.1:8123/?database=meterline), got {raw!r}")
+    database = urllib.parse.parse_qs(parts.query).get("database", ["default"])[-1]
+    if not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", database):
+        raise ConfigError(f"BILLING_CLICKHOUSE_URL: the database must be a plain name (letters, digits, _), "
+                          f"got {database!r}")
+    return raw
+
+
 @dataclass
 class Config:
     db_path: str = DEFAULT_DB
@@ -90,6 +113,7 @@ class Config:
     rate_limit: int = 100  # requests per second of each customer credential (bursts of twice that)
     trusted_proxies: tuple = ()  # ip_network objects whose X-Forwarded-For is believed
     smtp_tls: bool = True  # STARTTLS required and the certificate verified (SMTP_TLS=off: plain)
+    clickhouse_url: str | None = None  # events shipped there, usage and event search read there
 
     @classmethod
     def from_env(cls, env=None, db_path=None):
@@ -109,6 +133,7 @@ class Config:
             rate_limit=_int_env(env, "BILLING_RATE_LIMIT", 100, minimum=1),
             trusted_proxies=_proxies_env(env, "BILLING_TRUSTED_PROXIES"),
             smtp_tls=_smtp_tls_env(env),
+            clickhouse_url=_clickhouse_env(env),
             smtp={k: env[k] for k in ("SMTP_HOST", "SMTP_PORT", "SMTP_USER", "SMTP_PASSWORD",
                                       "SMTP_FROM") if env.get(k)},
         )

@@ -13,7 +13,7 @@ from ..domain import money, times
 from ..domain.rollup import combined
 from ..errors import ValidationError
 from ..store.db import named, scalar
-from . import rollups
+from . import clickhouse_reads, rollups
 from .common import int_arg
 from .revenue import choice_arg, range_args, zone_arg
 from .sessions import minutes
@@ -159,9 +159,13 @@ def usage(request):
                                                                 f"keys ({', '.join(meter.group_by) or 'none'})"}])
     start, end, windows = _recent_windows(request, zone, interval)
     starts = [times.to_micros(a) for a, _ in windows]  # consecutive, from start to end
-    with app.db.reader() as conn:  # whole buckets from the rollups, cut ones from the raw events
-        found = rollups.pieces(conn, meter, None, times.to_micros(start), times.to_micros(end), starts[1:],
-                               rollups.BY_CUSTOMER if group_by == "customer" else group_by)
+    by = rollups.BY_CUSTOMER if group_by == "customer" else group_by
+    start_us, end_us = times.to_micros(start), times.to_micros(end)
+    found, source = clickhouse_reads.usage_pieces(app, meter, start_us, end_us, starts[1:], by), "clickhouse"
+    if found is None:
+        source = "node"
+        with app.db.reader() as conn:  # whole buckets from the rollups, cut ones from the raw events
+            found = rollups.pieces(conn, meter, None, start_us, end_us, starts[1:], by)
     cells = {}  # window index → {group: Partial}
     for ts, group, part in found:
         window = cells.setdefault(bisect.bisect_right(starts, ts) - 1, {})
@@ -175,9 +179,10 @@ def usage(request):
             entry["groups"] = _usage_groups(meter, group_by, mine)
         data.append(entry)
     total = combined(part for window in cells.values() for part in window.values())
-    return {"meter": meter.key, "aggregation": meter.aggregation, "unit": meter.unit,
-            "from": times.format_instant(start), "to": times.format_instant(end), "interval": interval,
-            "timezone": zone_name, "group_by": group_by, "value": total.value(meter.aggregation), "data": data}
+    return clickhouse_reads.served(app, {
+        "meter": meter.key, "aggregation": meter.aggregation, "unit": meter.unit,
+        "from": times.format_instant(start), "to": times.format_instant(end), "interval": interval,
+        "timezone": zone_name, "group_by": group_by, "value": total.value(meter.aggregation), "data": data}, source)
 
 
 def _usage_groups(meter, group_by, parts):

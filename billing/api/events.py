@@ -22,7 +22,7 @@ from ..errors import Conflict, FieldErrors, NotFound, ValidationError
 from ..store import event_ids, rollups
 from ..store.db import named, scalar
 from .responses import Response, created
-from . import invoices
+from . import clickhouse_reads, invoices
 from .common import audit, decode_cursor, int_arg, now_micros, one_or_404, page, page_limit, path_int
 
 MAX_BATCH = 10_000
@@ -408,11 +408,10 @@ _SPAN_BOUNDS = ("ts BETWEEN (SELECT min(first_ts) FROM event_spans WHERE {where}
                 " AND (SELECT max(last_ts) FROM event_spans WHERE {where})")
 
 
-def _filters(request):
-    """The WHERE clauses and parameters of the list's filters: the customer
-    (a customer-scoped caller's own), the meter, the time range."""
+def _filter_values(request):
+    """The list's filters: (customer id (a customer-scoped caller's own),
+    meter id, from µs, to µs), each None when not asked for."""
     app = request.app
-    where, params = [], []
     customer_id = request.customer_filter(int_arg(request, "customer_id", minimum=1))
     zone = times.UTC
     if customer_id is not None:
@@ -420,19 +419,26 @@ def _filters(request):
         if customer is None:
             raise NotFound(f"Customer {customer_id} not found.")
         zone = times.zone_or_error(customer.timezone)
-        where.append("customer_id = ?")
-        params.append(customer_id)
+    meter_id = None
     meter_key = request.arg("meter")
     if meter_key:
         meter = app.catalog.meter(meter_key)
         if meter is None:
             raise ValidationError([{"field": "meter", "message": f"unknown meter {meter_key!r}"}])
-        where.append("meter_id = ?")
-        params.append(meter.id)
-    if customer_id is not None or meter_key:
+        meter_id = meter.id
+    return (customer_id, meter_id, *_range(request, zone))
+
+
+def _filters(customer_id, meter_id, start, end):
+    """The WHERE clauses and parameters of the list's filters."""
+    where, params = [], []
+    for clause, value in (("customer_id = ?", customer_id), ("meter_id = ?", meter_id)):
+        if value is not None:
+            where.append(clause)
+            params.append(value)
+    if where:
         where.append(_SPAN_BOUNDS.format(where=" AND ".join(where)))
         params += params * 2  # the filters again, once per subquery
-    start, end = _range(request, zone)
     for clause, value in (("ts >= ?", start), ("ts < ?", end)):
         if value is not None:
             where.append(clause)
@@ -444,16 +450,21 @@ def list_events(request):
     app = request.app
     limit = page_limit(request)
     cursor = decode_cursor(request, (int, int))
-    where, params = _filters(request)
-    if cursor:
-        ts, seq = cursor
-        where.append("(ts < ? OR (ts = ? AND seq < ?))")
-        params += [ts, ts, seq]
-    sql = f"SELECT {EVENT_COLUMNS} FROM events"
-    if where:
-        sql += " WHERE " + " AND ".join(where)
-    rows = app.db.rows(sql + " ORDER BY ts DESC, seq DESC LIMIT ?", (*params, limit + 1))
-    return page(rows, limit, lambda r: view(app, r), lambda r: [r["ts"], r["seq"]])
+    filters = _filter_values(request)
+    rows, source = clickhouse_reads.event_rows(app, *filters, cursor, limit + 1), "clickhouse"
+    if rows is None:
+        source = "node"
+        where, params = _filters(*filters)
+        if cursor:
+            ts, seq = cursor
+            where.append("(ts < ? OR (ts = ? AND seq < ?))")
+            params += [ts, ts, seq]
+        sql = f"SELECT {EVENT_COLUMNS} FROM events"
+        if where:
+            sql += " WHERE " + " AND ".join(where)
+        rows = app.db.rows(sql + " ORDER BY ts DESC, seq DESC LIMIT ?", (*params, limit + 1))
+    return clickhouse_reads.served(app, page(rows, limit, lambda r: view(app, r), lambda r: [r["ts"], r["seq"]]),
+                                   source)
 
 
 def retract(request, customer_id, event_id):

@@ -9,6 +9,7 @@ import os
 
 from .. import __version__
 from ..api import auth
+from ..store import outbox
 from ..store.db import named
 from . import prometheus
 from ..api.responses import Response
@@ -27,6 +28,9 @@ class Metrics:
                                              "Events refused as resends of a stored id.")
         self.transactions = prometheus.Histogram("meterline_writer_transaction_seconds",
                                                  "Write transactions, BEGIN to COMMIT.")
+        self.clickhouse_reads = prometheus.Counter("meterline_clickhouse_reads_total",
+                                                   "Usage and event-list reads by who answered (clickhouse, node).",
+                                                   ("served_by",))
         for counter in (self.ingested, self.duplicates):
             counter.inc(amount=0)  # a sample from the first scrape on
 
@@ -69,6 +73,7 @@ def scrape(request):
     with app.db.reader() as conn:
         invoices = named(conn, "SELECT status, count(*) AS n FROM invoices GROUP BY status").fetchall()
         deliveries = named(conn, "SELECT status, count(*) AS n FROM webhook_deliveries GROUP BY status").fetchall()
+        backlog = outbox.backlog(conn) if app.clickhouse is not None else None
     lines = []
     prometheus.render_counter(lines, metrics.requests)
     prometheus.render_histogram(lines, metrics.durations)
@@ -90,6 +95,10 @@ def scrape(request):
                             [((), last if last is not None else 0)])
     prometheus.render_gauge(lines, "process_resident_memory_bytes", "Resident memory of the server process.",
                             [((), _rss_bytes())])
+    if app.clickhouse is not None:
+        prometheus.render_gauge(lines, "meterline_clickhouse_outbox_backlog",
+                                "Stored events and retractions not yet shipped to ClickHouse.", [((), backlog)])
+        prometheus.render_counter(lines, metrics.clickhouse_reads)
     prometheus.render_gauge(lines, "meterline_build_info", "The running version.",
                             [((("version", __version__),), 1)])
     return Response(200, "\n".join(lines) + "\n", content_type=CONTENT_TYPE)

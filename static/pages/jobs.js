@@ -51,6 +51,25 @@ function summaryList(job) {
   return h("ul", { class: "job-summary" }, items);
 }
 
+/** Shipping to ClickHouse (shown when the server ships there): backlog, last shipment, last error. */
+export function shippingCard(status) {
+  const items = [
+    h("li", { "data-key": "backlog", class: status.backlog ? "some" : "none" },
+      status.backlog ? `${plural(status.backlog, "event")} waiting to be shipped` : "Nothing waiting to be shipped"),
+    h("li", { "data-key": "last_shipped_at" }, "Last shipment: ",
+      status.last_shipped_at ? timeElement(status.last_shipped_at) : "none yet"),
+  ];
+  if (status.last_error) {
+    items.push(h("li", { "data-key": "last_error", class: "bad" }, "Last ClickHouse error",
+      status.last_error_at ? [" (", timeElement(status.last_error_at), ")"] : "", `: ${status.last_error}`));
+  }
+  return h("section", { class: "card", id: "clickhouse-shipping" },
+    h("h2", {}, "ClickHouse"),
+    h("p", { class: "muted intro" }, "Stored events are shipped to ClickHouse; usage analytics and the event "
+      + "search read there while nothing waits, the node otherwise."),
+    h("ul", { class: "job-summary" }, items));
+}
+
 function row(job, fresh) {
   return h("tr", { "data-id": job.id, "data-outcome": job.outcome, class: fresh ? "new" : null },
     h("td", { class: "time started" }, timeElement(job.started_at)),
@@ -74,6 +93,11 @@ export function render(main, { role }) {
       const page = await api.get("/v1/jobs", { cursor: reset ? null : cursor });
       if (mine !== generation) return;
       if (reset) {
+        const card = main.querySelector("#clickhouse-shipping");
+        if (page.clickhouse) {
+          if (card) card.replaceWith(shippingCard(page.clickhouse));
+          else main.append(shippingCard(page.clickhouse));
+        }
         const before = seen;
         body.replaceChildren();
         seen = new Set();
