@@ -264,6 +264,7 @@ def test_late_events_that_owe_an_adjustment_stay(server, admin):
     cids = build(admin)
     pin("2025-05-09T00:00:00Z")
     _send(admin, cids[1], [{"id": "late-owed", "meter": "api_calls", "quantity": 1, "timestamp": "2025-02-10T00:00:00Z"}])
+    _send(admin, cids[2], [{"meter": "api_calls", "timestamp": "2025-05-09T00:00:00Z"}])  # the newest event stays anyway
     pin("2025-05-10T00:00:00Z")
     (draft,) = [i for i in admin.get(f"/v1/invoices?customer_id={cids[1]}").json["data"] if i["status"] == "draft"]
     draft = admin.get(f"/v1/invoices/{draft['id']}").json
@@ -272,6 +273,10 @@ def test_late_events_that_owe_an_adjustment_stay(server, admin):
     # the late event stays until its adjustment is billed; the rest of its period moves
     assert _stored(server, "customer_id = ? AND ts < ?", (cids[1], 1743465600 * 10 ** 6)) == 1
     assert admin.get(f"/v1/invoices/{draft['id']}").json == draft
+    issued = admin.post(f"/v1/invoices/{draft['id']}/finalize", {}).json  # re-rated as it is issued
+    assert issued["lines"] == draft["lines"]
+    _archive(admin)  # billed: the late event moves too
+    assert _stored(server, "customer_id = ? AND ts < ?", (cids[1], 1743465600 * 10 ** 6)) == 0
 
 
 def test_buckets_cut_by_a_period_boundary_are_kept(server, admin):
