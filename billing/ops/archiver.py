@@ -29,8 +29,9 @@ pass. A pass first finishes what a crash left (billing/store/archive_files.py)
 and forgets archived ids past the lateness window.
 
 Interval runs archive at most once every EVERY_S seconds (a pass re-reads the
-old events it keeps) and stop starting slices after BUDGET_S; a run started
-by hand (POST /v1/jobs/run) always archives, to the end.
+old events it keeps), a run started by hand (POST /v1/jobs/run) always; a
+pass starts no batch after BUDGET_S seconds (`archive_more` in the job's
+details: the next run goes on).
 """
 
 import bisect
@@ -45,7 +46,7 @@ from ..store.rollups import BUCKET_US
 DAY_US = 86_400 * 1_000_000
 BATCH = 10_000    # events read per batch: a slice holds at most that many
 EVERY_S = 3_600   # interval runs archive at most this often
-BUDGET_S = 30     # an interval run starts no slice after this many seconds
+BUDGET_S = 20     # a pass starts no batch after this many seconds
 _READ = (f"SELECT {', '.join(archive_files.COLUMNS)} FROM events WHERE ts < ? AND seq <= ?"
          " AND (ts > ? OR (ts = ? AND seq > ?)) ORDER BY ts, seq LIMIT ?")
 _PERIODS = ("SELECT customer_id, period_start, period_end, status FROM invoices WHERE subscription_id IS NOT NULL"
@@ -116,7 +117,7 @@ class Archiver:
             return {}
         if not manual and self._last is not None and time.monotonic() - self._last < EVERY_S:
             return {"archive": "not due"}
-        deadline = None if manual else time.monotonic() + BUDGET_S
+        deadline = time.monotonic() + BUDGET_S
         manifest = archive_files.load_manifest(self.folder)
         details = {"archive_files": [], "events_archived": 0,
                    "events_recovered": self._recover(manifest), "archived_ids_forgotten": self._prune()}
@@ -170,7 +171,7 @@ class Archiver:
             return True
         place = (min(spans[0][0] for spans in ranges.values()) - 1, 0)
         owes = {}  # customer id → whether it owes an adjustment (its late events stay)
-        while deadline is None or time.monotonic() < deadline:
+        while time.monotonic() < deadline:
             with self.app.db.snapshot() as conn:
                 rows = named(conn, _READ, (cutoff, limit, place[0], place[0], place[1], BATCH)).fetchall()
                 chosen = [row for row in rows if self._eligible(conn, row, ranges, owes)]

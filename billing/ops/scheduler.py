@@ -115,7 +115,7 @@ class Scheduler:
                         "DELETE FROM idempotency_keys WHERE created_at < ?", (idempotency_horizon(),)).rowcount
                 details["object_files_purged"] = self.app.files.purge_trash()  # deleted past their grace
                 details.update(self.regroup())  # a meter that gained a group_by key
-                # raw events of invoiced periods past the retention; by hand: always, to the end
+                # raw events of invoiced periods past the retention (by hand: always)
                 details.update(self.archiver.run(manual=trigger != "interval"))
             except Exception as exc:
                 outcome = "error"

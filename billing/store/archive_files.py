@@ -52,13 +52,12 @@ def folder_of(data_dir):
 
 def instant(us):
     """RFC 3339 (UTC, µs when not whole seconds) of µs since the epoch."""
-    moment = _EPOCH + timedelta(microseconds=us)
-    return moment.strftime("%Y-%m-%dT%H:%M:%S" + (".%f" if moment.microsecond else "") + "Z")
+    return (_EPOCH + timedelta(microseconds=us)).isoformat().replace("+00:00", "Z")
 
 
 def month_of(ts_us):
     """The UTC month of an instant: "YYYY-MM"."""
-    return (_EPOCH + timedelta(microseconds=ts_us)).strftime("%Y-%m")
+    return instant(ts_us)[:7]
 
 
 def _fsync_folder(folder):
@@ -123,10 +122,13 @@ def file_digest(path, size=None):
     return done, digest.hexdigest()
 
 
+_ENCODER = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"))
+
+
 def _line(row):
     record = {name: row[name] for name in COLUMNS}
     record["timestamp"] = instant(row["ts"])
-    return json.dumps(record, ensure_ascii=False, separators=(",", ":")) + "\n"
+    return _ENCODER.encode(record) + "\n"
 
 
 def append(folder, manifest, month, rows, now_us):
@@ -164,7 +166,7 @@ def append(folder, manifest, month, rows, now_us):
 
 def _key(text):
     """Sort key of an RFC 3339 text written by `instant`."""
-    return datetime.strptime(text, "%Y-%m-%dT%H:%M:%S.%fZ" if "." in text else "%Y-%m-%dT%H:%M:%SZ")
+    return datetime.fromisoformat(text.replace("Z", "+00:00"))
 
 
 def settled(folder, manifest, entry):

@@ -323,3 +323,19 @@ def test_a_crash_between_the_file_and_the_deletion_loses_and_duplicates_nothing(
     assert sum(e["events"] for e in _manifest(server)["files"]) == 180
     assert all(archive_files.verify_entry(_folder(server), e) is None for e in _manifest(server)["files"])
     assert figures(admin, cids) == before
+
+
+def test_an_event_of_a_bucket_with_archived_events_cannot_be_retracted(server, admin):
+    """A retraction rebuilds its bucket from the raw events: after January's
+    invoice is voided, an event added to an archived January bucket stays."""
+    cids = build(admin)
+    _archive(admin)
+    (january,) = [i for i in admin.get(f"/v1/invoices?customer_id={cids[0]}&limit=100").json["data"]
+                  if i["period_start"].startswith("2025-01-01")]
+    assert admin.post(f"/v1/invoices/{january['id']}/void", {"reason": "wrong address"}).status == 200
+    _send(admin, cids[0], [{"id": "into-archived", "meter": "api_calls", "quantity": 1, "timestamp": "2025-01-11T09:08:00Z"}])
+    before = figures(admin, cids)
+    reply = admin.delete(f"/v1/customers/{cids[0]}/events/into-archived")
+    assert_error(reply, 409, "conflict")
+    assert "2025-01-11T09:00:00Z" in reply.json["error"]["message"]
+    assert figures(admin, cids) == before
