@@ -103,6 +103,7 @@ class Config:
     admin_key: str | None = None
     admin_password: str | None = None
     max_event_age_days: int = 90
+    event_retention_days: int | None = None  # raw events of invoiced periods older than this are archived; None: off
     grace_period_hours: int = 24
     scheduler_interval: int = 60
     max_object_bytes: int = 100 * 1024 * 1024
@@ -125,6 +126,7 @@ class Config:
             admin_key=_admin_key_env(env),
             admin_password=env.get("BILLING_ADMIN_PASSWORD") or None,
             max_event_age_days=_int_env(env, "BILLING_MAX_EVENT_AGE_DAYS", 90),
+            event_retention_days=_int_env(env, "BILLING_EVENT_RETENTION_DAYS", None, minimum=1),
             grace_period_hours=_int_env(env, "BILLING_GRACE_PERIOD_HOURS", 24),
             scheduler_interval=_int_env(env, "BILLING_SCHEDULER_INTERVAL", 60, minimum=1),
             metrics_public=env.get("BILLING_METRICS_PUBLIC", "").strip().lower() in ("1", "true", "yes"),
@@ -143,6 +145,11 @@ class Config:
     def master_key_path(self):
         """The file holding the key that wraps stored signing secrets (0600)."""
         return os.path.join(self.data_dir, "master.key")
+
+    @property
+    def archive_dir(self):
+        """Where archived raw events go (billing/store/archive_files.py)."""
+        return os.path.join(self.data_dir, "archive")
 
     @property
     def objects_dir(self):

@@ -19,7 +19,7 @@ from urllib.parse import unquote
 from .. import jsonutil
 from ..domain import quantities, times
 from ..errors import Conflict, FieldErrors, NotFound, ValidationError
-from ..store import event_ids, rollups
+from ..store import archive, event_ids, rollups
 from ..store.db import named, scalar
 from .responses import Response, created
 from . import clickhouse_reads, invoices
@@ -120,12 +120,12 @@ def _drop_stored(conn, fresh):
     hashes = list({row[_HASH] for row in fresh.values()})
     for start in range(0, len(hashes), HASH_CHUNK):
         part = hashes[start:start + HASH_CHUNK]
-        for found in named(conn, f"SELECT customer_id, event_id FROM events WHERE seq IN ({event_ids.seqs_sql(len(part))})",
-                           part * 2):
+        for found in named(conn, event_ids.stored_sql("customer_id, event_id", len(part)), part * 2):
             fresh.pop((found["customer_id"], found["event_id"]), None)
 
 
-_FIND_SQL = f"SELECT {EVENT_COLUMNS} FROM events WHERE seq IN ({event_ids.seqs_sql(1)}) AND customer_id = ? AND event_id = ?"
+# a stored event, or an archived one whose id is still recognised (`archived` 1)
+_FIND_SQL = f"SELECT * FROM ({event_ids.stored_sql(EVENT_COLUMNS, 1)}) WHERE customer_id = ? AND event_id = ?"
 
 
 def _find_params(customer_id, event_id):
@@ -134,7 +134,7 @@ def _find_params(customer_id, event_id):
 
 
 def find_stored(conn, customer_id, event_id):
-    """The stored event (sqlite3.Row of EVENT_COLUMNS) with this id, or None."""
+    """The stored (or archived) event (sqlite3.Row of EVENT_COLUMNS) with this id, or None."""
     return named(conn, _FIND_SQL, _find_params(customer_id, event_id)).fetchone()
 
 
@@ -476,7 +476,10 @@ def retract(request, customer_id, event_id):
     with app.db.transaction() as conn:
         row = one_or_404(conn, _FIND_SQL, _find_params(customer_id, event_id),
                          f"Event {event_id!r} of customer {customer_id} not found.")
+        if row["archived"]:
+            raise Conflict(f"Event {event_id!r} of customer {customer_id} is archived; it cannot be retracted.")
         invoices.check_retractable(conn, customer_id, row["ts"])
+        archive.check_retractable(conn, customer_id, row["meter_id"], row["ts"])
         before = view(app, row)
         conn.execute(
             "INSERT INTO retracted_events (seq, customer_id, event_id, meter_id, ts, quantity,"

@@ -8,6 +8,7 @@ from .. import jsonutil
 from ..domain import times
 from ..domain.aggregation import AGGREGATIONS
 from ..errors import Conflict, FieldErrors
+from ..store import archive
 from ..store.regroup import start_regroup
 from ..store.db import named, scalar
 from .responses import created
@@ -175,6 +176,9 @@ def update(request, key):
             raise Conflict(f"Meter {key!r} has events; cannot change {', '.join(frozen)}. "
                            "Create a new meter instead.")
         regroup = has_events and "group_by" in values and values["group_by"] != before["group_by"]
+        if regroup and archive.has_archived(conn, before_row["id"]):  # a regroup reads the raw events
+            raise Conflict(f"Meter {key!r} has archived raw events; a group_by key can be added only while all its "
+                           "events are stored (restore the archive files first: python3 -m billing.archive restore).")
         if "group_by" in values:
             values["group_by"] = jsonutil.encode(values["group_by"])
         if values:

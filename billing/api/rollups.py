@@ -7,6 +7,10 @@ costs windows × groups (and the buckets SQLite adds), not events.
 rollups (ts = the window's start) and one per raw event of a cut bucket.
 Every piece lies wholly inside one window, so callers place it by its ts.
 
+A cut bucket whose raw events were archived (billing/store/archive.py) cannot
+be read that way: such a range is refused (400, naming the bucket), since a
+figure over archived time is exact only on 15-minute boundaries.
+
 While a meter's rollups are regrouped for a group_by key it gained
 (`store.regroup`), figures grouped by that key come from the raw
 events alone (`_raw_pieces`); every other figure reads the rollups as ever.
@@ -15,8 +19,11 @@ events alone (`_raw_pieces`); every other figure reads the rollups as ever.
 import bisect
 import json
 
+from ..domain import times
 from ..domain.rollup import Partial
+from ..errors import ValidationError
 from ..jsonutil import encode
+from ..store import archive
 from ..store.regroup import holds_key
 from ..store.rollups import BUCKET_US, DAY_US, SPLIT, TABLES, VALUE_TABLES
 
@@ -187,6 +194,7 @@ def pieces(conn, meter, customer_id, start_us, end_us, cuts=(), group_by=None):
         found = _bucket_pieces(conn, meter, customer_id, list(zip(bounds, bounds[1:])), cut, group_by)
     select, group_params = _group(group_by, False)
     raw, whose = (_RAW, (customer_id,)) if customer_id is not None else (_RAW_ALL, ())
+    _check_stored(conn, meter, customer_id, start_us, end_us, cut)
     for bucket in sorted(cut):
         low, high = max(start_us, bucket), min(end_us, bucket + BUCKET_US)
         if low >= high:
@@ -195,6 +203,18 @@ def pieces(conn, meter, customer_id, start_us, end_us, cuts=(), group_by=None):
                                                 (*group_params, *whose, meter.id, low, high)):
             found.append((ts, grp, Partial.of_event(ts, seq, value)))
     return found
+
+
+def _check_stored(conn, meter, customer_id, start_us, end_us, cut):
+    """The raw events of the cut buckets are all stored: a ValidationError
+    naming the first bucket whose events are archived, and the bound in it."""
+    for bucket in sorted(cut):
+        if archive.archived_bucket(conn, customer_id, meter.id, bucket):
+            field = "from" if bucket <= start_us < bucket + BUCKET_US else "to" if bucket < end_us < bucket + BUCKET_US else None
+            raise ValidationError([{"field": field, "message": (
+                f"falls inside the 15-minute bucket {times.format_micros(bucket)} – "
+                f"{times.format_micros(bucket + BUCKET_US)}, whose raw events of meter {meter.key!r} are archived; "
+                "over archived time a range is exact only on 15-minute boundaries: start or end it on one")}])
 
 
 def _has_events(conn, meter, customer_id, start_us, end_us):

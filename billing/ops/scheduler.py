@@ -5,8 +5,9 @@ grace period has passed (to pending_approval when the customer requires
 approval), evaluates alerts (budgets, rules, spikes, storage quotas), sends due
 webhooks and e-mails, purges expired idempotency keys and the object files
 deleted more than the grace period ago, and wakes the thread that regroups
-the rollups of a meter that gained a group_by key (`store.regroup`).
-Each run is recorded in the jobs table (`GET /v1/jobs`).
+the rollups of a meter that gained a group_by key (`store.regroup`), and,
+with BILLING_EVENT_RETENTION_DAYS set, archives the raw events of invoiced
+periods older than that (`ops.archiver`). Each run is recorded in the jobs table (`GET /v1/jobs`).
 
 Runs never overlap inside the process (a second one is recorded as skipped),
 and each step is safe against any other writer anyway: the invoice run checks
@@ -26,6 +27,7 @@ from ..domain import times
 from ..errors import Conflict
 from ..store import regroup
 from ..store.db import named
+from .archiver import Archiver
 
 
 
@@ -37,6 +39,7 @@ class Scheduler:
         self._thread = None
         self._regrouper = None
         self._regroup_wake = threading.Event()
+        self.archiver = Archiver(app)
         self.last_success = None  # unix seconds of the last run that ended "ok"
 
     def start(self):
@@ -112,6 +115,8 @@ class Scheduler:
                         "DELETE FROM idempotency_keys WHERE created_at < ?", (idempotency_horizon(),)).rowcount
                 details["object_files_purged"] = self.app.files.purge_trash()  # deleted past their grace
                 details.update(self.regroup())  # a meter that gained a group_by key
+                # raw events of invoiced periods past the retention (by hand: always)
+                details.update(self.archiver.run(manual=trigger != "interval"))
             except Exception as exc:
                 outcome = "error"
                 details["error"] = f"{type(exc).__name__}: {exc}"

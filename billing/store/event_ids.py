@@ -11,6 +11,10 @@ table `event_ids` in hash order, a chunk per short transaction — a pass
 touches each settled page once for many entries. Every stored event is in
 one part or the other at every moment (a chunk's insert and delete are one
 transaction), so a lookup asks both.
+
+An archived event (billing/store/archive.py) keeps its entry while its id
+must still be recognised: its columns are then in `archived_events` under
+the same seq, and `stored_sql` reads both tables.
 """
 
 SETTLE_AT = 50_000     # hot entries that start a settling pass
@@ -23,6 +27,13 @@ _SEQS = " UNION ALL ".join(f"SELECT seq FROM {table} WHERE id_hash IN ({{marks}}
 def seqs_sql(count):
     """SQL of the seqs whose hash is one of `count` parameters (given twice: once per part)."""
     return _SEQS.format(marks=",".join("?" * count))
+
+
+def stored_sql(columns, count):
+    """SQL of `columns` (and `archived`: 0 or 1) of the stored and the archived
+    events whose hash is one of `count` parameters (given twice: once per part)."""
+    return (f"WITH found(seq) AS ({seqs_sql(count)}) SELECT {columns}, 0 AS archived FROM events"
+            f" WHERE seq IN found UNION ALL SELECT {columns}, 1 AS archived FROM archived_events WHERE seq IN found")
 
 
 def add_since(conn, seq):

@@ -8,6 +8,7 @@ integer minor units; quantities as integer millionths.
 
 import sqlite3
 
+from .schema_archive import V19_ARCHIVE
 from .schema_core import V1_FOUNDATION, V2_PLANS, V3_LIFECYCLE
 from .schema_features import (V4_RESOURCES, V5_STORAGE, V6_ANALYTICS, V7_REVENUE_LOG, V8_ALERTS,
                               V9_SUBSCRIPTION_LOOKUP, V10_NO_PLAIN_SECRETS, V11_INVOICE_APPROVAL,
@@ -18,7 +19,7 @@ from .outbox import V18_CLICKHOUSE_OUTBOX
 MIGRATIONS = [V1_FOUNDATION, V2_PLANS, V3_LIFECYCLE, V4_RESOURCES, V5_STORAGE, V6_ANALYTICS, V7_REVENUE_LOG,
               V8_ALERTS, V9_SUBSCRIPTION_LOOKUP, V10_NO_PLAIN_SECRETS, V11_INVOICE_APPROVAL, V12_ROLLUPS,
               V13_EVENTS_BY_TIME, V14_HOT_ROLLUPS, V15_EVENT_IDS, V16_REGROUPS, V17_DAY_ROLLUPS,
-              V18_CLICKHOUSE_OUTBOX]
+              V18_CLICKHOUSE_OUTBOX, V19_ARCHIVE]
 
 
 class MigrationError(RuntimeError):

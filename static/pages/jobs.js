@@ -1,5 +1,6 @@
 /* Jobs (staff, §10): the scheduler's runs, newest first, each summarised
-   (drafts created, issued, sent for approval, webhooks, e-mails); an admin
+   (drafts created, issued, sent for approval, webhooks, e-mails, raw events
+   archived and into which files); an admin
    can run the scheduler now. */
 
 import * as api from "../api.js";
@@ -28,6 +29,19 @@ export function summary(details = {}) {
   if (mails && typeof mails === "object") {
     items.push([`${plural(count(mails.sent), "e-mail")} sent`, "emails_sent", count(mails.sent)]);
     if (count(mails.failed)) items.push([`${plural(count(mails.failed), "e-mail")} failed`, "emails_failed", count(mails.failed)]);
+  }
+  if ("events_archived" in details) {
+    const files = Array.isArray(details.archive_files) ? details.archive_files : [];
+    items.push([`${plural(count(details.events_archived), "event")} archived` + (files.length ? ` into ${files.join(", ")}` : ""),
+      "events_archived", count(details.events_archived)]);
+  }
+  if (count(details.events_recovered)) {
+    items.push([`${plural(count(details.events_recovered), "archived event")} removed after an interrupted pass`,
+      "events_recovered", count(details.events_recovered)]);
+  }
+  if (count(details.archived_ids_forgotten)) {
+    items.push([`${plural(count(details.archived_ids_forgotten), "archived id")} past the lateness window forgotten`,
+      "archived_ids_forgotten", count(details.archived_ids_forgotten)]);
   }
   if (count(details.idempotency_keys_purged)) {
     items.push([`${plural(count(details.idempotency_keys_purged), "idempotency key")} purged`,

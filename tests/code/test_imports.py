@@ -8,8 +8,8 @@ The shared leaves (errors, clock, config, jsonutil) import nothing of the
 project but each other and are open to every layer but domain and store;
 `exports` (PDF and CSV writers) sits beside domain; `collect` (the collector,
 a separate program) imports only the shared leaves and itself, and ops reads
-its meter definitions (the demo); `backup` (the backup command) reads store,
-domain and the leaves. No cycles between modules, at any level.
+its meter definitions (the demo); `backup` (the backup command) and `archive` (the archive command) read
+store, domain and the leaves. No cycles between modules, at any level.
 """
 
 import ast
@@ -27,6 +27,7 @@ ALLOWED = {  # layer → the layers it may import (besides itself)
     "ops": {"api", "store", "domain", "leaf", "exports", "collect"},
     "collect": {"leaf"},
     "backup": {"store", "domain", "leaf"},  # `python3 -m billing.backup`, a separate command
+    "archive": {"store", "domain", "leaf"},  # `python3 -m billing.archive`, a separate command
     "app": {"web", "api", "ops", "store", "domain", "leaf"},
 }
 

@@ -208,7 +208,7 @@ def test_the_migration_builds_rollups_of_stored_events(tmp_path):
                      " properties, received_at, id_hash) VALUES (?, 1, ?, ?, ?, 1, ?, ?, ?, 0, ?)",
                      (seq, f"e{seq}", meter, MONTH_START_US + rng.randrange(0, 40) * BUCKET // 3, value,
                       rng.choice([1, 1, 0]), json.dumps({"region": rng.choice(["eu", "us"])}), seq))
-    assert migrations.migrate(conn) == [12, 13, 14, 15, 16, 17]
+    assert migrations.migrate(conn) == list(range(12, len(migrations.MIGRATIONS) + 1))
     assert conn.execute("SELECT id_hash, seq FROM event_ids").fetchall() == conn.execute(
         "SELECT id_hash, seq FROM events ORDER BY id_hash, seq").fetchall()
     spans = conn.execute("SELECT customer_id, meter_id, n, first_ts, last_ts FROM event_spans").fetchall()
