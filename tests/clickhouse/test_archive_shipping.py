@@ -1,0 +1,33 @@
+"""Archiving beside ClickHouse (§13): an archive pass never deletes an event
+ClickHouse has not received, and ClickHouse keeps the archived events."""
+
+import pytest
+
+from tests.clickhouse.helpers import database_of, live_ids, start
+from tests.http.test_archive import RETENTION, _archive, _stored, build, figures
+
+from billing.api.clickhouse import ClickHouseError
+
+
+def test_an_archive_pass_waits_for_shipping_and_clickhouse_keeps_the_history(tmp_path, clickhouse):
+    server = start(tmp_path, clickhouse, **RETENTION)
+    try:
+        clickhouse.stop()  # nothing can be shipped
+        cids = build(server.admin)
+        before = figures(server.admin, cids)
+        total = _stored(server)
+        with pytest.raises(ClickHouseError):
+            server.app.shipper.run_once()
+        details = _archive(server.admin)
+        assert details["events_archived"] == 0 and _stored(server) == total  # all of it waits to be shipped
+        clickhouse.start()
+        assert server.app.shipper.run_once() == total + 1  # every event and the one retraction's tombstone
+        shipped = live_ids(clickhouse, database_of(server))
+        assert len(shipped) == total
+        details = _archive(server.admin)
+        assert details["events_archived"] == 3 * 2 * 30 and _stored(server) == total - 180
+        assert live_ids(clickhouse, database_of(server)) == shipped  # ClickHouse keeps the archived events
+        assert figures(server.admin, cids) == before
+        assert server.app.shipper.run_once() == 0  # archiving ships nothing: no tombstones for archived events
+    finally:
+        server.stop()
