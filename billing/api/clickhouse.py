@@ -122,7 +122,10 @@ class Client:
         except urllib.error.HTTPError as exc:
             detail = exc.read(2000).decode("utf-8", "replace").strip().splitlines()
             raise ClickHouseError(f"HTTP {exc.code}: {detail[0] if detail else exc.reason}") from None
-        except (OSError, ValueError) as exc:  # refused, reset, timed out, bad answer
+        except urllib.error.URLError as exc:  # refused, unknown host
+            raise ClickHouseError(f"cannot reach {self._base}: {getattr(exc.reason, 'strerror', None) or exc.reason}") \
+                from None
+        except (OSError, ValueError) as exc:  # reset, timed out, bad answer
             raise ClickHouseError(f"{type(exc).__name__}: {exc}") from None
 
     def rows(self, sql, timeout=READ_TIMEOUT):

@@ -74,7 +74,11 @@ export function shippingCard(status) {
       status.last_shipped_at ? timeElement(status.last_shipped_at) : "none yet"),
   ];
   if (status.last_error) {
-    items.push(h("li", { "data-key": "last_error", class: "bad" }, "Last ClickHouse error",
+    // an error before the last shipment is over: shown, not in red
+    const over = status.last_shipped_at && status.last_error_at
+      && Date.parse(status.last_shipped_at) > Date.parse(status.last_error_at);
+    items.push(h("li", { "data-key": "last_error", class: over ? "none" : "bad" },
+      over ? "Earlier ClickHouse error" : "Last ClickHouse error",
       status.last_error_at ? [" (", timeElement(status.last_error_at), ")"] : "", `: ${status.last_error}`));
   }
   return h("section", { class: "card", id: "clickhouse-shipping" },
