@@ -49,3 +49,11 @@ def ingest(server, customer_id, meter, count, start=0, prefix="e", ts="2025-01-1
     reply = server.admin.post("/v1/events/batch", {"events": events})
     assert reply.status == 200, reply
     return reply.json
+
+
+def calls_customer(server, count):
+    """A new customer with `count` events of a new sum meter `calls` (ids e0…); its id."""
+    customer = make_customer(server.admin)
+    create_meter(server.admin, "calls")
+    ingest(server, customer, "calls", count)
+    return customer

@@ -7,7 +7,7 @@ import pytest
 from billing.api.clickhouse import ClickHouseError
 from tests.browser.test_dashboard import Dashboard, browser  # noqa: F401  (the shared fixture)
 from tests.browser.test_invoice_workflow import snap
-from tests.clickhouse.helpers import create_meter, ingest, make_customer, start
+from tests.clickhouse.helpers import calls_customer, start
 
 
 @pytest.fixture
@@ -26,10 +26,8 @@ def card_item(dashboard, key):
 
 def test_the_jobs_page_shows_the_backlog_and_the_last_error_then_the_shipment(browser, server, clickhouse, tmp_path):
     dashboard = Dashboard(browser, server, str(tmp_path / "shots"))
-    customer = make_customer(server.admin)
-    create_meter(server.admin, "calls")
     clickhouse.stop()
-    ingest(server, customer, "calls", 30)
+    calls_customer(server, 30)
     with pytest.raises(ClickHouseError):
         server.app.shipper.run_once()
     dashboard.sign_in(hash_="#/jobs")

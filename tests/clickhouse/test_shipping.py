@@ -9,8 +9,8 @@ import pytest
 from billing.api.clickhouse import ClickHouseError
 from billing.ops import shipper as shipper_module
 from billing.store import outbox
-from tests.clickhouse.helpers import (create_meter, database_of, ingest, live_ids, make_customer, node_ids, rows,
-                                      start)
+from tests.clickhouse.helpers import (calls_customer, create_meter, database_of, ingest, live_ids, make_customer,
+                                      node_ids, rows, start)
 
 
 @pytest.fixture
@@ -32,9 +32,7 @@ def raw_count(clickhouse, database):
 
 
 def test_clickhouse_stopped_then_started_again_receives_every_event_once(server, clickhouse):
-    customer = make_customer(server.admin)
-    create_meter(server.admin, "calls")
-    ingest(server, customer, "calls", 30)
+    customer = calls_customer(server, 30)
     assert server.app.shipper.run_once() == 30
     clickhouse.stop()
     ingest(server, customer, "calls", 40, start=30)
@@ -56,9 +54,7 @@ def test_clickhouse_stopped_then_started_again_receives_every_event_once(server,
 
 
 def test_a_batch_sent_again_after_a_crash_before_the_cursor_moved_counts_once(server, clickhouse, monkeypatch):
-    customer = make_customer(server.admin)
-    create_meter(server.admin, "calls")
-    ingest(server, customer, "calls", 25)
+    customer = calls_customer(server, 25)
 
     def crash(*args):
         raise SystemExit("killed between ClickHouse's answer and the cursor's transaction")
@@ -80,9 +76,7 @@ def test_a_batch_sent_again_after_a_crash_before_the_cursor_moved_counts_once(se
 
 
 def test_batches_hold_at_most_the_batch_size_and_ship_in_order(server, clickhouse, monkeypatch):
-    customer = make_customer(server.admin)
-    create_meter(server.admin, "calls")
-    ingest(server, customer, "calls", 23)
+    customer = calls_customer(server, 23)
     sent = []
     client = server.app.clickhouse.client
     real = client.execute
@@ -120,9 +114,7 @@ def test_events_stored_before_clickhouse_was_configured_are_shipped(tmp_path, cl
 
 
 def test_a_retraction_ships_a_tombstone_that_reads_exclude(server, clickhouse):
-    customer = make_customer(server.admin)
-    create_meter(server.admin, "calls")
-    ingest(server, customer, "calls", 5)
+    customer = calls_customer(server, 5)
     server.app.shipper.run_once()
     assert server.admin.delete(f"/v1/customers/{customer}/events/e2").status == 200
     assert backlog_gauge(server) == 1
@@ -147,9 +139,7 @@ def test_a_retraction_ships_a_tombstone_that_reads_exclude(server, clickhouse):
 
 def test_the_newest_event_retracted_after_shipping_leaves_no_later_event_behind(server, clickhouse):
     # SQLite gives the next event the seq of a deleted newest one: it must still ship
-    customer = make_customer(server.admin)
-    create_meter(server.admin, "calls")
-    ingest(server, customer, "calls", 3)
+    customer = calls_customer(server, 3)
     server.app.shipper.run_once()
     assert server.admin.delete(f"/v1/customers/{customer}/events/e2").status == 200
     ingest(server, customer, "calls", 2, start=10)
@@ -160,9 +150,7 @@ def test_the_newest_event_retracted_after_shipping_leaves_no_later_event_behind(
 
 
 def test_a_retraction_while_its_batch_is_in_flight_sends_the_batch_again(server, clickhouse, monkeypatch):
-    customer = make_customer(server.admin)
-    create_meter(server.admin, "calls")
-    ingest(server, customer, "calls", 4)
+    customer = calls_customer(server, 4)
     client = server.app.clickhouse.client
     real = client.execute
     done = []
@@ -212,9 +200,7 @@ def test_without_clickhouse_nothing_of_it_shows(tmp_path):
 
 
 def test_the_jobs_list_shows_shipping(server, clickhouse):
-    customer = make_customer(server.admin)
-    create_meter(server.admin, "calls")
-    ingest(server, customer, "calls", 2)
+    customer = calls_customer(server, 2)
     status = server.admin.get("/v1/jobs").json["clickhouse"]
     assert status["backlog"] == 2 and status["last_shipped_at"] is None and status["last_error"] is None
     server.app.shipper.run_once()
