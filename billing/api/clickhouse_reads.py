@@ -23,13 +23,15 @@ HEADER = "X-Served-By"
 EVENT_NAMES = ("seq", "customer_id", "event_id", "meter_id", "ts", "quantity", "properties", "late", "received_at")
 
 
-def _ready(app):
-    """The ClickHouse to read, or None (the node answers)."""
+def _ready(app, start_us=None):
+    """The ClickHouse to read, or None (the node answers): also when the
+    range starts (`start_us`) before ClickHouse has every event (events
+    archived before its table was made never reached it)."""
     clickhouse = app.clickhouse
     if clickhouse is None or not clickhouse.usable():
         return None
     with app.db.reader() as conn:
-        if outbox.has_backlog(conn):
+        if outbox.has_backlog(conn) or (start_us is not None and start_us < outbox.complete_from(conn)):
             return None
     return clickhouse
 
@@ -62,7 +64,7 @@ def _partial(aggregation, n, hi, mid, lo, low, high, last_ts, last_seq, last_val
 def usage_pieces(app, meter, start_us, end_us, cuts, group_by):
     """What `rollups.pieces(conn, meter, None, start_us, end_us, cuts,
     group_by)` gives, from ClickHouse; None: read the node."""
-    clickhouse = _ready(app)
+    clickhouse = _ready(app, start_us)
     if clickhouse is None:
         return None
     by_customer = group_by is BY_CUSTOMER
