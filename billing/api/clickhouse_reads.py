@@ -16,7 +16,7 @@ from ..store import outbox
 from .clickhouse import ClickHouseError, events_sql, usage_sql
 from .common import now_micros
 from .responses import Response
-from .rollups import BY_CUSTOMER, cut_buckets
+from .rollups import BY_CUSTOMER, check_stored, cut_buckets
 
 SPLIT = 10 ** 12
 HEADER = "X-Served-By"
@@ -67,9 +67,13 @@ def usage_pieces(app, meter, start_us, end_us, cuts, group_by):
     clickhouse = _ready(app, start_us)
     if clickhouse is None:
         return None
+    cut = cut_buckets(start_us, end_us, cuts)
+    if cut:  # an edge the node cannot read (archived raw events) is refused here too
+        with app.db.reader() as conn:
+            check_stored(conn, meter, None, start_us, end_us, cut)
     by_customer = group_by is BY_CUSTOMER
-    sql = usage_sql(clickhouse.client.database, meter, start_us, end_us, cut_buckets(start_us, end_us, cuts),
-                    None if by_customer else group_by, by_customer)
+    sql = usage_sql(clickhouse.client.database, meter, start_us, end_us, cut, None if by_customer else group_by,
+                    by_customer)
     rows = _rows(clickhouse, sql)
     if rows is None:
         return None

@@ -4,7 +4,7 @@ ClickHouse has not received, and ClickHouse keeps the archived events."""
 import pytest
 
 from tests.clickhouse.helpers import database_of, live_ids, start
-from tests.http.helpers import pin
+from tests.http.helpers import assert_error, pin
 from tests.http.test_archive import RETENTION, _archive, _stored, build, figures
 
 from billing.api.clickhouse import ClickHouseError
@@ -30,6 +30,10 @@ def test_an_archive_pass_waits_for_shipping_and_clickhouse_keeps_the_history(tmp
         assert live_ids(clickhouse, database_of(server)) == shipped  # ClickHouse keeps the archived events
         assert figures(server.admin, cids) == before
         assert server.app.shipper.run_once() == 0  # archiving ships nothing: no tombstones for archived events
+        # an edge inside a bucket with archived events: refused as the node refuses it, whoever would answer
+        cut = server.admin.get("/v1/analytics/usage?meter=api_calls&from=2025-01-01&to=2025-01-11T09:10:00Z")
+        assert_error(cut, 400, "validation_error")
+        assert cut.json["error"]["details"][0]["field"] == "to"
     finally:
         server.stop()
 
