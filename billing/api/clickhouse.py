@@ -16,6 +16,7 @@ SQLite's json_quote writes them (what usage groups by), so a property is
 no JSON functions; nothing here needs a newer release.
 """
 
+import base64
 import json
 import threading
 import time
@@ -96,14 +97,21 @@ class ClickHouseError(Exception):
 
 class Client:
     """ClickHouse's HTTP interface at `url` (its `database` parameter names
-    the database; the others, like user and password, go with every request)."""
+    the database; the others, like user and password, go with every request;
+    a user and password before the host go as HTTP basic authentication and
+    are never part of an error's text)."""
 
     def __init__(self, url):
         parts = urllib.parse.urlsplit(url)
         params = urllib.parse.parse_qsl(parts.query)
         self.database = dict(params).get("database", "default")
         self._params = [(k, v) for k, v in params if k != "database"]
-        self._base = urllib.parse.urlunsplit((parts.scheme, parts.netloc, parts.path or "/", "", ""))
+        host = parts.netloc.rpartition("@")[2]
+        self._base = urllib.parse.urlunsplit((parts.scheme, host, parts.path or "/", "", ""))
+        self._headers = {}
+        if parts.username is not None:
+            pair = f"{urllib.parse.unquote(parts.username)}:{urllib.parse.unquote(parts.password or '')}"
+            self._headers["Authorization"] = "Basic " + base64.b64encode(pair.encode("utf-8")).decode("ascii")
         self.target = urllib.parse.urlunsplit((parts.scheme, parts.hostname + (f":{parts.port}" if parts.port else ""),
                                                parts.path or "/", "", "")) + self.database
 
@@ -115,7 +123,7 @@ class Client:
         params = self._params + ([("query", sql)] if data is not None else [])
         url = self._base + ("?" + urllib.parse.urlencode(params) if params else "")
         body = data if data is not None else sql.encode("utf-8")
-        request = urllib.request.Request(url, data=body, method="POST")
+        request = urllib.request.Request(url, data=body, headers=self._headers, method="POST")
         try:
             with urllib.request.urlopen(request, timeout=timeout) as reply:
                 return reply.read()

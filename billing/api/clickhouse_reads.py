@@ -16,20 +16,22 @@ from ..store import outbox
 from .clickhouse import ClickHouseError, events_sql, usage_sql
 from .common import now_micros
 from .responses import Response
-from .rollups import BY_CUSTOMER, cut_buckets
+from .rollups import BY_CUSTOMER, check_stored, cut_buckets
 
 SPLIT = 10 ** 12
 HEADER = "X-Served-By"
 EVENT_NAMES = ("seq", "customer_id", "event_id", "meter_id", "ts", "quantity", "properties", "late", "received_at")
 
 
-def _ready(app):
-    """The ClickHouse to read, or None (the node answers)."""
+def _ready(app, start_us=None):
+    """The ClickHouse to read, or None (the node answers): also when the
+    range starts (`start_us`) before ClickHouse has every event (events
+    archived before its table was made never reached it)."""
     clickhouse = app.clickhouse
     if clickhouse is None or not clickhouse.usable():
         return None
     with app.db.reader() as conn:
-        if outbox.has_backlog(conn):
+        if outbox.has_backlog(conn) or (start_us is not None and start_us < outbox.complete_from(conn)):
             return None
     return clickhouse
 
@@ -62,12 +64,16 @@ def _partial(aggregation, n, hi, mid, lo, low, high, last_ts, last_seq, last_val
 def usage_pieces(app, meter, start_us, end_us, cuts, group_by):
     """What `rollups.pieces(conn, meter, None, start_us, end_us, cuts,
     group_by)` gives, from ClickHouse; None: read the node."""
-    clickhouse = _ready(app)
+    clickhouse = _ready(app, start_us)
     if clickhouse is None:
         return None
+    cut = cut_buckets(start_us, end_us, cuts)
+    if cut:  # an edge the node cannot read (archived raw events) is refused here too
+        with app.db.reader() as conn:
+            check_stored(conn, meter, None, start_us, end_us, cut)
     by_customer = group_by is BY_CUSTOMER
-    sql = usage_sql(clickhouse.client.database, meter, start_us, end_us, cut_buckets(start_us, end_us, cuts),
-                    None if by_customer else group_by, by_customer)
+    sql = usage_sql(clickhouse.client.database, meter, start_us, end_us, cut, None if by_customer else group_by,
+                    by_customer)
     rows = _rows(clickhouse, sql)
     if rows is None:
         return None

@@ -194,7 +194,7 @@ def pieces(conn, meter, customer_id, start_us, end_us, cuts=(), group_by=None):
         found = _bucket_pieces(conn, meter, customer_id, list(zip(bounds, bounds[1:])), cut, group_by)
     select, group_params = _group(group_by, False)
     raw, whose = (_RAW, (customer_id,)) if customer_id is not None else (_RAW_ALL, ())
-    _check_stored(conn, meter, customer_id, start_us, end_us, cut)
+    check_stored(conn, meter, customer_id, start_us, end_us, cut)
     for bucket in sorted(cut):
         low, high = max(start_us, bucket), min(end_us, bucket + BUCKET_US)
         if low >= high:
@@ -205,7 +205,7 @@ def pieces(conn, meter, customer_id, start_us, end_us, cuts=(), group_by=None):
     return found
 
 
-def _check_stored(conn, meter, customer_id, start_us, end_us, cut):
+def check_stored(conn, meter, customer_id, start_us, end_us, cut):
     """The raw events of the cut buckets are all stored: a ValidationError
     naming the first bucket whose events are archived, and the bound in it."""
     for bucket in sorted(cut):

@@ -31,7 +31,9 @@ and forgets archived ids past the lateness window.
 Interval runs archive at most once every EVERY_S seconds (a pass re-reads the
 old events it keeps), a run started by hand (POST /v1/jobs/run) always; a
 pass starts no batch after BUDGET_S seconds (`archive_more` in the job's
-details: the next run goes on).
+details: the next run goes on from the last event it read, so the old events
+that stay never hold back the ones after them; a pass that reached the end
+starts the next from the beginning).
 """
 
 import bisect
@@ -110,6 +112,7 @@ class Archiver:
         self.app = app
         self.folder = app.config.archive_dir
         self._last = None  # time.monotonic() of the last pass that reached the end
+        self._resume = None  # (ts, seq) read last by a pass out of time: the next one reads on from there
 
     def run(self, manual=False):
         """One pass (when due); returns what it did for the job's details."""
@@ -168,14 +171,16 @@ class Archiver:
             ranges = archivable(conn, cutoff)
             limit = archive.limit_seq(conn, shipping=self.app.clickhouse is not None)
         if not ranges:
+            self._resume = None
             return True
-        place = (min(spans[0][0] for spans in ranges.values()) - 1, 0)
+        place = self._resume or (min(spans[0][0] for spans in ranges.values()) - 1, 0)
         owes = {}  # customer id → whether it owes an adjustment (its late events stay)
         while time.monotonic() < deadline:
             with self.app.db.snapshot() as conn:
                 rows = named(conn, _READ, (cutoff, limit, place[0], place[0], place[1], BATCH)).fetchall()
                 chosen = [row for row in rows if self._eligible(conn, row, ranges, owes)]
             if not rows:
+                self._resume = None  # the next pass starts again from the first archivable bucket
                 return True
             place = (rows[-1]["ts"], rows[-1]["seq"])
             months = {}
@@ -183,6 +188,7 @@ class Archiver:
                 months.setdefault(archive_files.month_of(row["ts"]), []).append(row)
             for month, slice_rows in sorted(months.items()):
                 self._slice(manifest, month, slice_rows, details, now)
+            self._resume = place
         return False
 
     def _eligible(self, conn, row, ranges, owes):

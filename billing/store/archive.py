@@ -19,9 +19,12 @@ from them. What the raw events gave besides, the archive keeps here:
   them, and their dedup entries, once the window has passed (a resend is
   then refused as too old anyway).
 
-Seqs are never reused: a pass leaves the newest event stored (`limit_seq`),
-since a seq is the events table's rowid and SQLite hands out max + 1. A
-restore puts events back under their own seqs.
+A seq is the events table's rowid and SQLite hands out max + 1, so a pass
+leaves the newest event stored (`limit_seq`). A retraction of the newest
+event still hands its seq to the next one, so a restore, which puts events
+back under their own seqs, tells a retraction of the archived event itself
+(same seq, customer and id, made after it was received) from one of an
+earlier event under that seq.
 """
 
 from ..errors import Conflict
@@ -89,6 +92,15 @@ def prune(conn, before_us, limit=PRUNE_CHUNK):
     return len(rows)
 
 
+def _retracted_since(record, retracted):
+    """Whether the archived event was retracted after it was stored
+    (`retracted`: {(seq, customer id, id): latest retracted_at}): the seq of a
+    retracted newest event goes to the next event stored, which may even carry
+    the same id again, so a retraction of the seq alone proves nothing."""
+    at = retracted.get((record["seq"], record["customer_id"], record["event_id"]))
+    return at is not None and at > record["received_at"]
+
+
 def restore_chunk(conn, records):
     """Put archived events (dicts of the archive's COLUMNS) back under their
     own seqs, in the caller's transaction; returns how many came back. Never
@@ -96,8 +108,11 @@ def restore_chunk(conn, records):
     the rollups and spans already count them and are not touched."""
     seqs = [record["seq"] for record in records]
     marks = ",".join("?" * len(seqs))
-    retracted = {seq for (seq,) in conn.execute(f"SELECT seq FROM retracted_events WHERE seq IN ({marks})", seqs)}
-    fresh = [record for record in records if record["seq"] not in retracted]
+    retracted = {}
+    for seq, customer_id, event_id, at in conn.execute(
+            f"SELECT seq, customer_id, event_id, retracted_at FROM retracted_events WHERE seq IN ({marks})", seqs):
+        retracted[(seq, customer_id, event_id)] = max(at, retracted.get((seq, customer_id, event_id), at))
+    fresh = [record for record in records if not _retracted_since(record, retracted)]
     before = conn.total_changes
     conn.executemany(_RESTORE, [tuple(record[name] for name in COLUMNS) for record in fresh])
     restored = conn.total_changes - before

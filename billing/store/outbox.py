@@ -19,6 +19,13 @@ a delete takes the events below it (a retraction, an archive), so reused
 seqs are shipped. `advance` does not move past a batch in which anything
 was retracted meanwhile (it is sent again: resends are harmless).
 
+Archived events (billing/store/archive.py) move out of SQLite only once
+shipped, so a table that has received everything keeps them. A table that
+starts from zero (`attach`, `restart`) gets the stored events only: usage
+over the time of the events archived by then is read on the node, which
+still counts them (`complete_from`, the end of the last bucket holding
+archived events at that moment, kept in `counters`).
+
 Versions (ReplacingMergeTree keeps the highest per (customer, id)): the
 k-th retraction of an id ships a tombstone of version k·2⁴² − 1; an event
 stored after k retractions of its id ships as k·2⁴² + seq. A tombstone thus
@@ -28,6 +35,8 @@ beats the event it retracts and loses to the event sent again with its id.
 import sqlite3
 
 GENERATION = 1 << 42  # above any seq
+BUCKET_US = 15 * 60 * 1_000_000  # a rollup bucket (billing/store/rollups.py)
+_COMPLETE_FROM = "clickhouse_complete_from"
 
 V18_CLICKHOUSE_OUTBOX = [
     """CREATE TABLE clickhouse_outbox (
@@ -97,6 +106,7 @@ def attach(conn, target):
     if row is None:
         conn.execute("INSERT INTO clickhouse_outbox (id, target, shipped_seq, shipped_retraction)"
                      " VALUES (1, ?, 0, 0)", (target,))
+        _mark_complete_from(conn)
     elif row["target"] != target:
         restart(conn, target)
 
@@ -105,6 +115,23 @@ def restart(conn, target):
     """Ship everything again (ClickHouse lost its table, or it is another one)."""
     conn.execute("UPDATE clickhouse_outbox SET target = ?, shipped_seq = 0, shipped_retraction = 0 WHERE id = 1",
                  (target,))
+    _mark_complete_from(conn)
+
+
+_ARCHIVED_UNTIL = f"SELECT coalesce(max(bucket) + {BUCKET_US}, 0) AS until FROM archived_buckets"
+
+
+def _mark_complete_from(conn):
+    """The table starts from zero: it will never get the events archived by now."""
+    (until,) = conn.execute(_ARCHIVED_UNTIL).fetchone()
+    conn.execute("INSERT OR REPLACE INTO counters (name, value) VALUES (?, ?)", (_COMPLETE_FROM, until))
+
+
+def complete_from(conn):
+    """The instant (µs) from which ClickHouse has every event (0: all of
+    them); usage of an earlier range is read on the node."""
+    row = named(conn, "SELECT value FROM counters WHERE name = ?", (_COMPLETE_FROM,)).fetchone()
+    return 0 if row is None else row["value"]
 
 
 def _highest(conn):

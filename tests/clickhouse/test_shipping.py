@@ -206,3 +206,26 @@ def test_the_jobs_list_shows_shipping(server, clickhouse):
     server.app.shipper.run_once()
     status = server.admin.get("/v1/jobs").json["clickhouse"]
     assert status["backlog"] == 0 and status["last_shipped_at"] and status["shipped_through_seq"] >= 2
+
+
+def test_a_user_and_password_in_the_url_sign_in_and_never_show(tmp_path, clickhouse):
+    """http://user:password@host:8123/…: ClickHouse gets them as HTTP basic
+    authentication; errors (the log, GET /v1/jobs) never show the password."""
+    signed_in = start(tmp_path, BILLING_CLICKHOUSE_URL=clickhouse.url("meterline_basic").replace(
+        "http://", "http://default:@"))
+    try:
+        calls_customer(signed_in, 3)
+        assert signed_in.app.shipper.run_once() == 3
+        assert len(live_ids(clickhouse, "meterline_basic")) == 3
+    finally:
+        signed_in.stop()
+    (tmp_path / "wrong").mkdir()
+    wrong = start(tmp_path / "wrong", BILLING_CLICKHOUSE_URL=clickhouse.url("meterline_basic").replace(
+        "http://", "http://default:n0t-th1s%40one@"))
+    try:
+        with pytest.raises(ClickHouseError):
+            wrong.app.shipper.run_once()
+        error = wrong.admin.get("/v1/jobs").json["clickhouse"]["last_error"]
+        assert error.startswith("HTTP ") and "n0t-th1s" not in error, error
+    finally:
+        wrong.stop()

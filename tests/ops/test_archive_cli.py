@@ -124,3 +124,48 @@ def test_usage_errors(tmp_path):
     assert no_file.returncode == 2 and "FILE" in no_file.stderr
     empty = archive_cli(temp_db(tmp_path), "list")
     assert (empty.returncode, empty.stdout) == (0, "0 files, 0 events\n")
+
+
+def test_restore_keeps_an_event_stored_under_the_seq_of_a_retracted_one(tmp_path):
+    """SQLite hands the seq of a retracted newest event to the next one: a
+    restore must not take that later event for the retracted one."""
+    path = temp_db(tmp_path)
+    server = RunningServer(path, env=RETENTION)
+    try:
+        admin = server.admin
+        assert admin.post("/v1/meters", {"key": "calls", "name": "Calls", "aggregation": "sum"}).status == 201
+        assert admin.post("/v1/plans", {"code": "p", "name": "P", "currency": "USD", "base_fee": "1.00", "charges": [
+            {"meter": "calls", "model": "per_unit", "unit_price": "0.10"}]}).status == 201
+        pin("2025-01-28T00:00:00Z")
+        cid = admin.post("/v1/customers", {"name": "c", "email": "c@example.com"}).json["id"]
+        assert admin.post("/v1/subscriptions", {"customer_id": cid, "plan": "p", "start": "2025-01-01"}).status == 201
+        wrong = admin.post("/v1/events", {"id": "wrong", "customer_id": cid, "meter": "calls", "quantity": 9,
+                                          "timestamp": "2025-01-10T10:00:00Z"})
+        assert wrong.status == 201
+        assert admin.delete(f"/v1/customers/{cid}/events/wrong").status == 200
+        for event_id, stamp in (("right", "2025-01-10T10:00:00Z"), ("other", "2025-01-12T10:00:00Z")):
+            assert admin.post("/v1/events", {"id": event_id, "customer_id": cid, "meter": "calls", "quantity": 2,
+                                             "timestamp": stamp}).status == 201
+        with server.app.db.reader() as conn:  # the retracted event's seq went to the next one
+            assert conn.execute("SELECT count(*) FROM events e JOIN retracted_events r ON r.seq = e.seq"
+                                ).fetchone()[0] == 1
+        pin("2025-02-02T00:00:00Z")
+        (january,) = admin.post("/v1/invoices/run", {}).json["invoice_ids"]
+        assert admin.post(f"/v1/invoices/{january}/finalize", {}).status == 200
+        pin("2025-03-10T00:00:00Z")
+        assert admin.post("/v1/events", {"customer_id": cid, "meter": "calls"}).status == 201  # the newest stays
+        assert _run(server)["events_archived"] == 2
+        before = admin.get(f"/v1/customers/{cid}/usage?from=2025-01-01&to=2025-02-01").json
+    finally:
+        server.stop()
+    restored = archive_cli(path, "restore", JANUARY)
+    assert restored.returncode == 0, restored.stderr
+    assert "restored 2 events of 2" in restored.stdout
+    server = RunningServer(path, env={"BILLING_MAX_EVENT_AGE_DAYS": "0"})
+    try:
+        pin("2025-03-10T00:00:00Z")
+        listed = server.admin.get(f"/v1/events?customer_id={cid}&from=2025-01-01&to=2025-02-01").json["data"]
+        assert sorted(e["id"] for e in listed) == ["other", "right"]
+        assert server.admin.get(f"/v1/customers/{cid}/usage?from=2025-01-01&to=2025-02-01").json == before
+    finally:
+        server.stop()
