@@ -109,8 +109,8 @@ def current_entry(manifest, month):
 
 # -- files --------------------------------------------------------------------------
 
-def file_digest(path, size=None):
-    """(bytes, SHA-256 hex) of the file's first `size` bytes (all without `size`)."""
+def _hash_of(path, size=None):
+    """(bytes read, a sha256 object over them): the file's first `size` bytes (all without `size`)."""
     digest, done = hashlib.sha256(), 0
     with open(path, "rb") as reader:
         while size is None or done < size:
@@ -119,7 +119,35 @@ def file_digest(path, size=None):
                 break
             digest.update(data)
             done += len(data)
+    return done, digest
+
+
+def file_digest(path, size=None):
+    """(bytes, SHA-256 hex) of the file's first `size` bytes (all without `size`)."""
+    done, digest = _hash_of(path, size)
     return done, digest.hexdigest()
+
+
+# path → (bytes, sha256 object over them) of the files this process appended
+# to: the next member adds its bytes to a copy, so a month's file is read
+# once per process, not once per slice
+_RUNNING = {}
+
+
+def _digest_after(path, size, member):
+    """(bytes, SHA-256 hex) of the file once `member` follows its first `size` bytes."""
+    known = _RUNNING.get(path)
+    if known is not None and known[0] == size:
+        digest = known[1].copy()
+    elif size == 0:
+        digest = hashlib.sha256()
+    else:
+        done, digest = _hash_of(path, size)
+        if done != size:
+            raise ArchiveError(f"{path} holds {done} bytes, the manifest says {size}")
+    digest.update(member)
+    _RUNNING[path] = (size + len(member), digest.copy())
+    return size + len(member), digest.hexdigest()
 
 
 _ENCODER = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"))
@@ -155,7 +183,7 @@ def append(folder, manifest, month, rows, now_us):
     first, last = min(row["ts"] for row in rows), max(row["ts"] for row in rows)
     if entry["pending_from"] is None:
         entry["pending_from"] = entry["bytes"]
-    entry["bytes"], entry["sha256"] = file_digest(path)
+    entry["bytes"], entry["sha256"] = _digest_after(path, entry["bytes"], member)
     entry["events"] += len(rows)
     entry["first_ts"] = instant(first) if entry["first_ts"] is None else min(entry["first_ts"], instant(first), key=_key)
     entry["last_ts"] = instant(last) if entry["last_ts"] is None else max(entry["last_ts"], instant(last), key=_key)
