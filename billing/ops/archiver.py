@@ -49,8 +49,10 @@ DAY_US = 86_400 * 1_000_000
 BATCH = 10_000    # events read per batch: a slice holds at most that many
 EVERY_S = 3_600   # interval runs archive at most this often
 BUDGET_S = 20     # a pass starts no batch after this many seconds
+# in the order of the time index events_time(ts, customer_id, meter_id), seq (its rowid): a batch
+# walks the index on from the last one, reading only its own rows (never sorting the older events left)
 _READ = (f"SELECT {', '.join(archive_files.COLUMNS)} FROM events WHERE ts < ? AND seq <= ?"
-         " AND (ts > ? OR (ts = ? AND seq > ?)) ORDER BY ts, seq LIMIT ?")
+         " AND (ts, customer_id, meter_id, seq) > (?, ?, ?, ?) ORDER BY ts, customer_id, meter_id, seq LIMIT ?")
 _PERIODS = ("SELECT customer_id, period_start, period_end, status FROM invoices WHERE subscription_id IS NOT NULL"
             " AND period_start < ? AND status IN ('draft', 'pending_approval', 'issued', 'paid')")
 
@@ -112,7 +114,7 @@ class Archiver:
         self.app = app
         self.folder = app.config.archive_dir
         self._last = None  # time.monotonic() of the last pass that reached the end
-        self._resume = None  # (ts, seq) read last by a pass out of time: the next one reads on from there
+        self._resume = None  # (ts, customer, meter, seq) read last by a pass out of time: the next one reads on from there
 
     def run(self, manual=False):
         """One pass (when due); returns what it did for the job's details."""
@@ -173,16 +175,17 @@ class Archiver:
         if not ranges:
             self._resume = None
             return True
-        place = self._resume or (min(spans[0][0] for spans in ranges.values()) - 1, 0)
+        place = self._resume or (min(spans[0][0] for spans in ranges.values()) - 1, 0, 0, 0)
         owes = {}  # customer id → whether it owes an adjustment (its late events stay)
         while time.monotonic() < deadline:
             with self.app.db.snapshot() as conn:
-                rows = named(conn, _READ, (cutoff, limit, place[0], place[0], place[1], BATCH)).fetchall()
+                rows = named(conn, _READ, (cutoff, limit, *place, BATCH)).fetchall()
                 chosen = [row for row in rows if self._eligible(conn, row, ranges, owes)]
             if not rows:
                 self._resume = None  # the next pass starts again from the first archivable bucket
                 return True
-            place = (rows[-1]["ts"], rows[-1]["seq"])
+            last = rows[-1]
+            place = (last["ts"], last["customer_id"], last["meter_id"], last["seq"])
             months = {}
             for row in chosen:
                 months.setdefault(archive_files.month_of(row["ts"]), []).append(row)
