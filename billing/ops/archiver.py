@@ -46,7 +46,16 @@ from ..store.db import named
 from ..store.rollups import BUCKET_US
 
 DAY_US = 86_400 * 1_000_000
-BATCH = 10_000    # events read per batch: a slice holds at most that many
+BATCH = 2_000     # events read per batch: a slice holds at most that many
+# after each write transaction and each slice's file the pass pauses this long,
+# so its Python work comes in short bursts: a thread waiting for the writer
+# or for the interpreter never queues behind a long run of it
+PAUSE_S = 0.01
+PACE_S = 0.002  # between pieces of a batch's Python work (checking, encoding: a few ms each)
+
+
+def _pace():
+    time.sleep(PACE_S)
 EVERY_S = 3_600   # interval runs archive at most this often
 BUDGET_S = 20     # a pass starts no batch after this many seconds
 # in the order of the time index events_time(ts, customer_id, meter_id), seq (its rowid): a batch
@@ -133,6 +142,13 @@ class Archiver:
             details["archive_more"] = True  # the next run goes on
         return details
 
+    def _write(self, fn, *args):
+        """fn(conn, *args) in one short writer transaction, then a pause (PAUSE_S)."""
+        with self.app.db.transaction() as conn:
+            result = fn(conn, *args)
+        time.sleep(PAUSE_S)
+        return result
+
     def _remember_from(self):
         """Archived ids stamped from then on are kept for dedup (None: all, no lateness limit)."""
         age = self.app.config.max_event_age_days
@@ -152,8 +168,7 @@ class Archiver:
         if before is None:
             return 0
         while True:
-            with self.app.db.transaction() as conn:
-                done = archive.prune(conn, before)
+            done = self._write(archive.prune, before)
             forgotten += done
             if done < archive.PRUNE_CHUNK:
                 return forgotten
@@ -161,8 +176,7 @@ class Archiver:
     def _delete(self, seqs):
         deleted, remember_from = 0, self._remember_from()
         for start in range(0, len(seqs), archive.DELETE_CHUNK):
-            with self.app.db.transaction() as conn:
-                deleted += archive.delete_chunk(conn, seqs[start:start + archive.DELETE_CHUNK], remember_from)
+            deleted += self._write(archive.delete_chunk, seqs[start:start + archive.DELETE_CHUNK], remember_from)
         return deleted
 
     def _archive(self, manifest, details, deadline):
@@ -180,7 +194,11 @@ class Archiver:
         while time.monotonic() < deadline:
             with self.app.db.snapshot() as conn:
                 rows = named(conn, _READ, (cutoff, limit, *place, BATCH)).fetchall()
-                chosen = [row for row in rows if self._eligible(conn, row, ranges, owes)]
+                chosen = []
+                for start in range(0, len(rows), archive_files.PACE_ROWS):
+                    chosen += [row for row in rows[start:start + archive_files.PACE_ROWS]
+                               if self._eligible(conn, row, ranges, owes)]
+                    _pace()
             if not rows:
                 self._resume = None  # the next pass starts again from the first archivable bucket
                 return True
@@ -212,11 +230,11 @@ class Archiver:
         """Mark, write, record, delete: one slice of one month."""
         kept = []
         for start in range(0, len(rows), archive.DELETE_CHUNK):
-            with self.app.db.transaction() as conn:
-                kept += archive.mark(conn, rows[start:start + archive.DELETE_CHUNK])
+            kept += self._write(archive.mark, rows[start:start + archive.DELETE_CHUNK])
         if not kept:
             return
-        entry = archive_files.append(self.folder, manifest, month, kept, now)
+        entry = archive_files.append(self.folder, manifest, month, kept, now, pace=_pace)
+        time.sleep(PAUSE_S)
         details["events_archived"] += self._delete([row["seq"] for row in kept])
         archive_files.settled(self.folder, manifest, entry)
         if entry["file"] not in details["archive_files"]:

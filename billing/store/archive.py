@@ -27,17 +27,21 @@ back under their own seqs, tells a retraction of the archived event itself
 earlier event under that seq.
 """
 
+import json
+
 from ..errors import Conflict
 from . import event_ids, outbox
 from .archive_files import COLUMNS, instant
 from .rollups import BUCKET_US
 
-DELETE_CHUNK = 2_000   # events deleted per writer transaction (tens of ms)
-PRUNE_CHUNK = 5_000    # archived ids forgotten per writer transaction
+DELETE_CHUNK = 200     # events marked or deleted per writer transaction (a few ms to tens of ms)
+PRUNE_CHUNK = 1_000    # archived ids forgotten per writer transaction
 RESTORE_CHUNK = 2_000  # events restored per writer transaction
 _KEPT = "seq, customer_id, event_id, meter_id, ts, quantity, properties, late, received_at, id_hash"
 _REMEMBER = (f"INSERT OR IGNORE INTO archived_events ({_KEPT}) SELECT {_KEPT} FROM events"
              " WHERE seq IN ({marks}) AND ts >= ?")
+_MARK = ("INSERT OR IGNORE INTO archived_buckets (customer_id, meter_id, bucket) SELECT json_extract(value, '$[0]'),"
+         " json_extract(value, '$[1]'), json_extract(value, '$[2]') FROM json_each(?)")
 _RESTORE = f"INSERT OR IGNORE INTO events ({', '.join(COLUMNS)}) VALUES ({', '.join('?' * len(COLUMNS))})"
 
 
@@ -63,8 +67,8 @@ def mark(conn, rows):
     returns the rows to archive. A meter marked here cannot start a regroup."""
     busy = {meter_id for (meter_id,) in conn.execute("SELECT meter_id FROM rollup_regroups")}
     kept = [row for row in rows if row["meter_id"] not in busy]
-    conn.executemany("INSERT OR IGNORE INTO archived_buckets (customer_id, meter_id, bucket) VALUES (?, ?, ?)",
-                     {(row["customer_id"], row["meter_id"], _bucket(row["ts"])) for row in kept})
+    buckets = sorted({(row["customer_id"], row["meter_id"], _bucket(row["ts"])) for row in kept})
+    conn.execute(_MARK, (json.dumps(buckets),))  # one call into SQLite for the whole chunk
     return kept
 
 
@@ -76,9 +80,8 @@ def delete_chunk(conn, seqs, remember_from):
     marks = ",".join("?" * len(seqs))
     floor = -(2 ** 63) if remember_from is None else remember_from
     conn.execute(_REMEMBER.format(marks=marks), (*seqs, floor))
-    for id_hash, seq in conn.execute(f"SELECT id_hash, seq FROM events WHERE seq IN ({marks}) AND ts < ?",
-                                     (*seqs, floor)).fetchall():
-        event_ids.forget(conn, id_hash, seq)
+    event_ids.forget_many(conn, conn.execute(f"SELECT id_hash, seq FROM events WHERE seq IN ({marks}) AND ts < ?",
+                                             (*seqs, floor)).fetchall())
     return conn.execute(f"DELETE FROM events WHERE seq IN ({marks})", seqs).rowcount
 
 
@@ -86,8 +89,7 @@ def prune(conn, before_us, limit=PRUNE_CHUNK):
     """Forget up to `limit` archived ids stamped before `before_us` (past the
     lateness window) with their dedup entries; returns how many."""
     rows = conn.execute("SELECT seq, id_hash FROM archived_events WHERE ts < ? LIMIT ?", (before_us, limit)).fetchall()
-    for seq, id_hash in rows:
-        event_ids.forget(conn, id_hash, seq)
+    event_ids.forget_many(conn, [(id_hash, seq) for seq, id_hash in rows])
     conn.executemany("DELETE FROM archived_events WHERE seq = ?", [(seq,) for seq, _ in rows])
     return len(rows)
 

@@ -40,6 +40,7 @@ COLUMNS = ("seq", "customer_id", "event_id", "meter_id", "ts", "quantity", "valu
            "late", "received_at", "id_hash")
 _EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
 _READ_CHUNK = 1024 * 1024
+PACE_ROWS = 250  # rows encoded between two calls of append's `pace`
 
 
 class ArchiveError(Exception):
@@ -159,10 +160,21 @@ def _line(row):
     return _ENCODER.encode(record) + "\n"
 
 
-def append(folder, manifest, month, rows, now_us):
+def _encode(rows, pace):
+    """The NDJSON text of `rows`, `pace()` called after every PACE_ROWS of them."""
+    parts = []
+    for start in range(0, len(rows), PACE_ROWS):
+        parts.append("".join(_line(row) for row in rows[start:start + PACE_ROWS]))
+        if pace is not None:
+            pace()
+    return "".join(parts)
+
+
+def append(folder, manifest, month, rows, now_us, pace=None):
     """Append `rows` (mappings of COLUMNS, of one month) as one gzip member to
     the month's file, fsync it and record it in the manifest (saved) with
-    `pending_from` at the member's offset; returns the entry."""
+    `pending_from` at the member's offset; returns the entry. `pace` (if
+    given) is called between pieces of the encoding work."""
     os.makedirs(folder, mode=0o700, exist_ok=True)
     entry = current_entry(manifest, month)
     if entry is None:
@@ -172,7 +184,7 @@ def append(folder, manifest, month, rows, now_us):
         manifest["files"].append(entry)
         manifest["files"].sort(key=lambda e: e["file"])
     path = os.path.join(folder, entry["file"])
-    member = gzip.compress("".join(_line(row) for row in rows).encode("utf-8"), mtime=0)
+    member = gzip.compress(_encode(rows, pace).encode("utf-8"), mtime=0)
     with open(path, "ab") as out:
         out.truncate(entry["bytes"])  # what a crash left past the recorded size was never recorded
         out.seek(entry["bytes"])

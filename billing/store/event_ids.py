@@ -17,6 +17,8 @@ must still be recognised: its columns are then in `archived_events` under
 the same seq, and `stored_sql` reads both tables.
 """
 
+import json
+
 SETTLE_AT = 50_000     # hot entries that start a settling pass
 SETTLE_CHUNK = 5_000   # entries moved per transaction
 _PARTS = ("event_ids", "event_ids_hot")
@@ -45,6 +47,15 @@ def forget(conn, id_hash, seq):
     """The event was deleted (retracted): its id may be sent again."""
     for table in _PARTS:
         conn.execute(f"DELETE FROM {table} WHERE id_hash = ? AND seq = ?", (id_hash, seq))
+
+
+def forget_many(conn, entries):
+    """forget() for each (id_hash, seq) of `entries`: one statement per part,
+    the pairs passed as one JSON array (one call into SQLite, not one a pair)."""
+    pairs = json.dumps([[id_hash, seq] for id_hash, seq in entries])
+    for table in _PARTS:
+        conn.execute(f"DELETE FROM {table} WHERE (id_hash, seq) IN"
+                     " (SELECT json_extract(value, '$[0]'), json_extract(value, '$[1]') FROM json_each(?))", (pairs,))
 
 
 def rebuild(conn):
