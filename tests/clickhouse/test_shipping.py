@@ -28,7 +28,8 @@ def backlog_gauge(server):
 
 
 def raw_count(clickhouse, database):
-    return int(rows(clickhouse, f"SELECT count() FROM {database}.events")[0][0])
+    ((count,),) = rows(clickhouse, f"SELECT count() FROM {database}.events")
+    return int(count)
 
 
 def test_clickhouse_stopped_then_started_again_receives_every_event_once(server, clickhouse):

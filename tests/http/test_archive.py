@@ -129,7 +129,8 @@ def figures(admin, cids):
 
 def _stored(server, where="1", params=()):
     with server.app.db.reader() as conn:
-        return conn.execute(f"SELECT count(*) AS n FROM events WHERE {where}", params).fetchone()[0]
+        (count,) = conn.execute(f"SELECT count(*) AS n FROM events WHERE {where}", params).fetchone()
+    return count
 
 
 def _folder(server):

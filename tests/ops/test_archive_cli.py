@@ -9,7 +9,7 @@ import pytest
 
 from tests.harness import RunningServer
 from tests.http.helpers import pin, table_count, temp_db
-from tests.http.test_archive import RETENTION, build, figures
+from tests.http.test_archive import RETENTION, _stored, build, figures
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 JANUARY, FEBRUARY = "events-2025-01.ndjson.gz", "events-2025-02.ndjson.gz"
@@ -19,11 +19,6 @@ def archive_cli(db_path, *args):
     env = {key: value for key, value in os.environ.items() if not key.startswith("BILLING_")}
     return subprocess.run([sys.executable, "-m", "billing.archive", "--db", db_path, *args], cwd=ROOT, env=env,
                           capture_output=True, text=True, timeout=120)
-
-
-def _stored(server, where, params=()):
-    with server.app.db.reader() as conn:
-        return conn.execute(f"SELECT count(*) AS n FROM events WHERE {where}", params).fetchone()[0]
 
 
 def _run(server):
@@ -147,8 +142,9 @@ def test_restore_keeps_an_event_stored_under_the_seq_of_a_retracted_one(tmp_path
             assert admin.post("/v1/events", {"id": event_id, "customer_id": cid, "meter": "calls", "quantity": 2,
                                              "timestamp": stamp}).status == 201
         with server.app.db.reader() as conn:  # the retracted event's seq went to the next one
-            assert conn.execute("SELECT count(*) FROM events e JOIN retracted_events r ON r.seq = e.seq"
-                                ).fetchone()[0] == 1
+            (reused,) = conn.execute("SELECT count(*) FROM events e JOIN retracted_events r ON r.seq = e.seq"
+                                     ).fetchone()
+            assert reused == 1
         pin("2025-02-02T00:00:00Z")
         (january,) = admin.post("/v1/invoices/run", {}).json["invoice_ids"]
         assert admin.post(f"/v1/invoices/{january}/finalize", {}).status == 200
