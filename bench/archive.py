@@ -65,7 +65,7 @@ ROOT = os.path.dirname(HERE)
 sys.path.insert(0, HERE)
 sys.path.insert(0, ROOT)
 
-from ingest import ADMIN_KEY, ServerProcess, api, copy_db, free_port, log, remove_db  # noqa: E402
+from ingest import ADMIN_KEY, ServerProcess, api, cached, copy_db, free_port, log, remove_db  # noqa: E402
 from invoice_run import (StallProbe, expect, local_midnight_utc, longest_writer_transactions,  # noqa: E402
                          parallel, us, writer_transactions)
 
@@ -124,10 +124,8 @@ def cache_paths(cache_dir, events, first):
 def build(cache_dir, events, firsts, end, rebuild=False):
     os.makedirs(cache_dir, exist_ok=True)
     db_path, meta_path = cache_paths(cache_dir, events, firsts[0])
-    if not rebuild and os.path.exists(db_path) and os.path.exists(meta_path):
-        with open(meta_path) as f:
-            meta = json.load(f)
-        log(f"build: using cached {db_path} ({os.path.getsize(db_path) / 1e6:.0f} MB)")
+    meta = cached(db_path, meta_path, rebuild)
+    if meta is not None:
         return db_path, meta
     tmp = db_path + ".building"
     remove_db(tmp)

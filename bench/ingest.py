@@ -176,14 +176,23 @@ def cache_paths(cache_dir, preload):
     return base + ".db", base + ".json"
 
 
+def cached(db_path, meta_path, rebuild=False, what="build"):
+    """The metadata of a cached database that is there (and not to be
+    rebuilt), logged; None when it must be built."""
+    if rebuild or not (os.path.exists(db_path) and os.path.exists(meta_path)):
+        return None
+    with open(meta_path) as f:
+        meta = json.load(f)
+    log(f"{what}: using cached {db_path} ({os.path.getsize(db_path) / 1e6:.0f} MB)")
+    return meta
+
+
 def build_preload(cache_dir, preload, rebuild=False):
     """The cached preloaded database (built if missing) and its metadata."""
     os.makedirs(cache_dir, exist_ok=True)
     db_path, meta_path = cache_paths(cache_dir, preload)
-    if not rebuild and os.path.exists(db_path) and os.path.exists(meta_path):
-        with open(meta_path) as f:
-            meta = json.load(f)
-        log(f"preload: using cached {db_path} ({os.path.getsize(db_path) / 1e6:.0f} MB)")
+    meta = cached(db_path, meta_path, rebuild, "preload")
+    if meta is not None:
         return db_path, meta
     tmp = db_path + ".building"
     for suffix in ("", "-wal", "-shm"):

@@ -68,7 +68,7 @@ ROOT = os.path.dirname(HERE)
 sys.path.insert(0, HERE)
 sys.path.insert(0, ROOT)
 
-from ingest import ADMIN_KEY, ServerProcess, api, copy_db, log, remove_db  # noqa: E402  (bench/ingest.py's helpers)
+from ingest import ADMIN_KEY, ServerProcess, api, cached, copy_db, log, remove_db  # noqa: E402  (bench/ingest.py's helpers)
 
 from billing.api.events import id_hash  # noqa: E402  (the server's own dedup key)
 from billing.domain import rating  # noqa: E402
@@ -208,10 +208,8 @@ def expect(status, body, wanted, what):
 def build(cache_dir, events, history, month_start, month_end, rebuild=False):
     os.makedirs(cache_dir, exist_ok=True)
     db_path, meta_path = cache_paths(cache_dir, events, history, month_start)
-    if not rebuild and os.path.exists(db_path) and os.path.exists(meta_path):
-        with open(meta_path) as f:
-            meta = json.load(f)
-        log(f"build: using cached {db_path} ({os.path.getsize(db_path) / 1e6:.0f} MB)")
+    meta = cached(db_path, meta_path, rebuild)
+    if meta is not None:
         return db_path, meta
     tmp = db_path + ".building"
     remove_db(tmp)
