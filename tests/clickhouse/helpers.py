@@ -1,6 +1,7 @@
 """What the ClickHouse tests share: a server shipping to a database of its
 own, and direct looks into ClickHouse."""
 
+import contextlib
 import json
 
 from tests.http.helpers import RunningServer, create_meter, make_customer, temp_db, unique  # noqa: F401
@@ -57,3 +58,15 @@ def calls_customer(server, count):
     create_meter(server.admin, "calls")
     ingest(server, customer, "calls", count)
     return customer
+
+
+@contextlib.contextmanager
+def caught_up(tmp_path, db_path, url):
+    """A server on the database at `db_path`, shipping to `url`, with nothing
+    left to ship; stopped afterwards."""
+    server = start(tmp_path, db_path=db_path, BILLING_CLICKHOUSE_URL=url)
+    try:
+        server.app.shipper.run_once()
+        yield server
+    finally:
+        server.stop()

@@ -12,7 +12,7 @@ import pytest
 
 from billing import clock
 from billing.domain import times
-from tests.clickhouse.helpers import create_meter, make_customer, start
+from tests.clickhouse.helpers import caught_up, create_meter, make_customer, start
 
 METERS = [("q_sum", "sum", {}), ("q_count", "count", {}), ("q_max", "max", {}), ("q_min", "min", {}),
           ("q_avg", "avg", {}), ("q_latest", "latest", {}),
@@ -136,14 +136,10 @@ def stored(tmp_path_factory, clickhouse_server):
 
 def test_clickhouse_and_the_node_answer_the_same(tmp_path, clickhouse, stored):
     path, customers, url = stored
-    shipping = start(tmp_path, db_path=path, BILLING_CLICKHOUSE_URL=url)
-    try:
-        shipping.app.shipper.run_once()
+    with caught_up(tmp_path, path, url) as shipping:
         from_clickhouse = _answers(shipping, customers, "clickhouse")
         (labels, _), *_ = shipping.app.metrics.clickhouse_reads.samples()
         assert labels == ("clickhouse",)
-    finally:
-        shipping.stop()
     plain = start(tmp_path, db_path=path)
     try:
         from_node = _answers(plain, customers, None)
@@ -161,9 +157,7 @@ def test_clickhouse_and_the_node_answer_the_same(tmp_path, clickhouse, stored):
 
 def test_with_a_backlog_the_node_answers_what_clickhouse_has_not_seen(tmp_path, clickhouse, stored):
     path, customers, url = stored
-    server = start(tmp_path, db_path=path, BILLING_CLICKHOUSE_URL=url)
-    try:
-        server.app.shipper.run_once()
+    with caught_up(tmp_path, path, url) as server:
         question = "/v1/analytics/usage?meter=q_sum&from=2025-10-24&to=2025-10-30"
         before = server.admin.get(question)
         assert before.headers["X-Served-By"] == "clickhouse"
@@ -184,15 +178,11 @@ def test_with_a_backlog_the_node_answers_what_clickhouse_has_not_seen(tmp_path, 
         retracted = server.admin.get(question)
         assert retracted.headers["X-Served-By"] == "node" and retracted.json == before.json
         server.app.shipper.run_once()
-    finally:
-        server.stop()
 
 
 def test_with_clickhouse_down_the_node_answers(tmp_path, clickhouse, stored):
     path, customers, url = stored
-    server = start(tmp_path, db_path=path, BILLING_CLICKHOUSE_URL=url)
-    try:
-        server.app.shipper.run_once()
+    with caught_up(tmp_path, path, url) as server:
         question = "/v1/analytics/usage?meter=q_avg&from=2025-10-24&to=2025-10-30&group_by=region"
         up = server.admin.get(question)
         assert up.headers["X-Served-By"] == "clickhouse"
@@ -202,5 +192,3 @@ def test_with_clickhouse_down_the_node_answers(tmp_path, clickhouse, stored):
         listed = server.admin.get("/v1/events?meter=q_avg&limit=3")
         assert listed.status == 200 and listed.headers["X-Served-By"] == "node"
         assert server.app.clickhouse.last_error
-    finally:
-        server.stop()
