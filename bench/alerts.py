@@ -107,7 +107,7 @@ sys.path.insert(0, HERE)
 sys.path.insert(0, ROOT)
 
 from analytics import add_months, expect, loadavg, local_midnight_us, us  # noqa: E402
-from ingest import ADMIN_KEY, ServerProcess, api, copy_db, log, percentile, remove_db  # noqa: E402
+from ingest import ADMIN_KEY, UUID_SQL, ServerProcess, api, copy_db, log, percentile, remove_db  # noqa: E402
 
 from billing.api.events import id_hash  # noqa: E402  (the server's own dedup key)
 from billing.store import migrations, rollups  # noqa: E402
@@ -353,10 +353,7 @@ def fill_events(db, events, event_days, now):
         WITH RECURSIVE c(x) AS (SELECT ? UNION ALL SELECT x + 1 FROM c WHERE x < ?),
         gen AS MATERIALIZED (
           SELECT 1 + abs(random()) % {CUSTOMERS} AS cust,
-                 lower(hex(randomblob(4))) || '-' || lower(hex(randomblob(2))) || '-4'
-                   || substr(lower(hex(randomblob(2))), 2) || '-'
-                   || substr('89ab', 1 + abs(random()) % 4, 1)
-                   || substr(lower(hex(randomblob(2))), 2) || '-' || lower(hex(randomblob(6))) AS eid,
+                 {UUID_SQL} AS eid,
                  {meter_ids[0]} + abs(random()) % {len(meter_ids)} AS meter,
                  min({start_us} + x * {step} + abs(random()) % {step}, {end_us}) AS ts,
                  1 + abs(random()) % 1000 AS q,

@@ -65,7 +65,7 @@ ROOT = os.path.dirname(HERE)
 sys.path.insert(0, HERE)
 sys.path.insert(0, ROOT)
 
-from ingest import ADMIN_KEY, ServerProcess, api, cached, copy_db, free_port, log, remove_db  # noqa: E402
+from ingest import ADMIN_KEY, UUID_SQL, ServerProcess, api, cached, copy_db, free_port, log, remove_db  # noqa: E402
 from invoice_run import (StallProbe, expect, local_midnight_utc, longest_writer_transactions,  # noqa: E402
                          parallel, us, writer_transactions)
 
@@ -190,10 +190,7 @@ def load_events(path, count, window):
         WITH RECURSIVE c(x) AS (SELECT ? UNION ALL SELECT x + 1 FROM c WHERE x < ?),
         gen AS MATERIALIZED (
           SELECT {first} + abs(random()) % {CUSTOMERS} AS cust,
-                 lower(hex(randomblob(4))) || '-' || lower(hex(randomblob(2))) || '-4'
-                   || substr(lower(hex(randomblob(2))), 2) || '-'
-                   || substr('89ab', 1 + abs(random()) % 4, 1)
-                   || substr(lower(hex(randomblob(2))), 2) || '-' || lower(hex(randomblob(6))) AS eid,
+                 {UUID_SQL} AS eid,
                  abs(random()) % 10 AS kind, {low} + x * {step} + abs(random()) % {step} AS ts,
                  abs(random()) AS r
           FROM c),

@@ -176,6 +176,12 @@ def cache_paths(cache_dir, preload):
     return base + ".db", base + ".json"
 
 
+# a random uuid4-shaped id as SQL (the bulk loads' event ids)
+UUID_SQL = ("lower(hex(randomblob(4))) || '-' || lower(hex(randomblob(2))) || '-4'"
+            " || substr(lower(hex(randomblob(2))), 2) || '-' || substr('89ab', 1 + abs(random()) % 4, 1)"
+            " || substr(lower(hex(randomblob(2))), 2) || '-' || lower(hex(randomblob(6)))")
+
+
 def cached(db_path, meta_path, rebuild=False, what="build"):
     """The metadata of a cached database that is there (and not to be
     rebuilt), logged; None when it must be built."""
@@ -251,10 +257,7 @@ def build_preload(cache_dir, preload, rebuild=False):
         WITH RECURSIVE c(x) AS (SELECT ? UNION ALL SELECT x + 1 FROM c WHERE x < ?),
         gen AS MATERIALIZED (
           SELECT {customer_ids[0]} + abs(random()) % {CUSTOMERS} AS cust,
-                 lower(hex(randomblob(4))) || '-' || lower(hex(randomblob(2))) || '-4'
-                   || substr(lower(hex(randomblob(2))), 2) || '-'
-                   || substr('89ab', 1 + abs(random()) % 4, 1)
-                   || substr(lower(hex(randomblob(2))), 2) || '-' || lower(hex(randomblob(6))) AS eid,
+                 {UUID_SQL} AS eid,
                  {min(meter_list)} + abs(random()) % {len(meter_list)} AS meter,
                  {start_us} + x * {step} + abs(random()) % {step} AS ts,
                  (1 + abs(random()) % 1000) * 1000000 AS q,

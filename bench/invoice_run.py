@@ -68,7 +68,7 @@ ROOT = os.path.dirname(HERE)
 sys.path.insert(0, HERE)
 sys.path.insert(0, ROOT)
 
-from ingest import ADMIN_KEY, ServerProcess, api, cached, copy_db, log, remove_db  # noqa: E402  (bench/ingest.py's helpers)
+from ingest import ADMIN_KEY, UUID_SQL, ServerProcess, api, cached, copy_db, log, remove_db  # noqa: E402  (bench/ingest.py's helpers)
 
 from billing.api.events import id_hash  # noqa: E402  (the server's own dedup key)
 from billing.domain import rating  # noqa: E402
@@ -284,10 +284,7 @@ def build(cache_dir, events, history, month_start, month_end, rebuild=False):
         WITH RECURSIVE c(x) AS (SELECT ? UNION ALL SELECT x + 1 FROM c WHERE x < ?),
         gen AS MATERIALIZED (
           SELECT {first} + abs(random()) % {CUSTOMERS} AS cust,
-                 lower(hex(randomblob(4))) || '-' || lower(hex(randomblob(2))) || '-4'
-                   || substr(lower(hex(randomblob(2))), 2) || '-'
-                   || substr('89ab', 1 + abs(random()) % 4, 1)
-                   || substr(lower(hex(randomblob(2))), 2) || '-' || lower(hex(randomblob(6))) AS eid,
+                 {UUID_SQL} AS eid,
                  {mids[0]} + abs(random()) % {len(mids)} AS meter,
                  ? + x * ? + abs(random()) % ? AS ts,
                  abs(random()) AS r,
