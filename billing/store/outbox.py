@@ -14,9 +14,9 @@ its own short writer transaction after ClickHouse answered (`advance`).
 
 Deleting events must not lose shipping. SQLite gives a new event the highest
 seq + 1, so deleting the newest event lets the next one reuse its seq; the
-trigger of this migration lowers `shipped_seq` to the highest seq left when
-a delete takes the events below it (a retraction, an archive), so reused
-seqs are shipped. `advance` does not move past a batch in which anything
+trigger of migration 18 (billing/store/schema_outbox.py) lowers
+`shipped_seq` to the highest seq left when a delete takes the events below
+it (a retraction, an archive), so reused seqs are shipped. `advance` does not move past a batch in which anything
 was retracted meanwhile (it is sent again: resends are harmless).
 
 Archived events (billing/store/archive.py) move out of SQLite only once
@@ -32,37 +32,13 @@ stored after k retractions of its id ships as k·2⁴² + seq. A tombstone thus
 beats the event it retracts and loses to the event sent again with its id.
 """
 
-import sqlite3
+from .db import named
+from .rollups import BUCKET_US
 
 GENERATION = 1 << 42  # above any seq
-BUCKET_US = 15 * 60 * 1_000_000  # a rollup bucket (billing/store/rollups.py)
 _COMPLETE_FROM = "clickhouse_complete_from"
 
-V18_CLICKHOUSE_OUTBOX = [
-    """CREATE TABLE clickhouse_outbox (
-        id INTEGER PRIMARY KEY CHECK (id = 1),
-        target TEXT NOT NULL,
-        shipped_seq INTEGER NOT NULL,
-        shipped_retraction INTEGER NOT NULL,
-        shipped_at INTEGER)""",
-    # an event deleted at or below the cursor that was the newest: the next seqs are reused
-    """CREATE TRIGGER clickhouse_outbox_reuse AFTER DELETE ON events
-        WHEN old.seq <= (SELECT shipped_seq FROM clickhouse_outbox WHERE id = 1)
-         AND old.seq > (SELECT coalesce(max(seq), 0) FROM events)
-        BEGIN
-            UPDATE clickhouse_outbox SET shipped_seq = (SELECT coalesce(max(seq), 0) FROM events) WHERE id = 1;
-        END""",
-    # the generation of an id: how often it was retracted
-    "CREATE INDEX retracted_events_id ON retracted_events(customer_id, event_id)",
-]
 
-
-
-def named(conn, sql, params=()):
-    """Rows by column name (as store.db.named, which imports the migrations and so this module)."""
-    cursor = conn.cursor()
-    cursor.row_factory = sqlite3.Row
-    return cursor.execute(sql, params)
 
 
 _STATE = "SELECT target, shipped_seq, shipped_retraction, shipped_at FROM clickhouse_outbox WHERE id = 1"
