@@ -23,7 +23,6 @@ stderr); 2 a usage error (no database, a file the manifest does not name).
 """
 
 import argparse
-import gzip
 import os
 import sqlite3
 import sys
@@ -76,26 +75,6 @@ def verify(folder):
     return [problem for problem in (archive_files.verify_entry(folder, e) for e in manifest["files"]) if problem]
 
 
-def _records(path, size):
-    """The events of an archive file, one dict a line, up to `size` bytes of it."""
-    with open(path, "rb") as raw, gzip.open(_Limited(raw, size), "rt", encoding="utf-8") as reader:
-        for line in reader:
-            yield archive_files.check_line(line)
-
-
-class _Limited:
-    """The first `size` bytes of a binary file, for gzip to read."""
-
-    def __init__(self, raw, size):
-        self.raw, self.left = raw, size
-
-    def read(self, count=-1):
-        count = self.left if count is None or count < 0 else min(count, self.left)
-        data = self.raw.read(count)
-        self.left -= len(data)
-        return data
-
-
 def restore(config, name):
     """Put the events of the archive file `name` back; returns (events read, events restored)."""
     folder = config.archive_dir
@@ -114,7 +93,7 @@ def restore(config, name):
     read = restored = 0
     try:
         batch = []
-        for record in _records(os.path.join(folder, name), entry["bytes"]):
+        for record in archive_files.read_events(folder, entry):
             batch.append(record)
             if len(batch) == archive.RESTORE_CHUNK:
                 read, restored = read + len(batch), restored + _restore_batch(db, batch)

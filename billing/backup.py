@@ -229,7 +229,7 @@ def backup(config, dest, step_pages=STEP_PAGES):
         size, sha = copy_file(config.master_key_path, os.path.join(dest, MASTER_KEY))
         entries.append({"path": MASTER_KEY, "size": size, "sha256": sha})
     copy_objects(config.objects_dir, dest, objects, entries, problems)
-    copy_tree(os.path.join(config.data_dir, "archive"), dest, "archive", entries)
+    copy_tree(config.archive_dir, dest, "archive", entries)
     manifest = {"format": FORMAT, "created_at": times.format_instant(taken), "database": db_name,
                 "schema_version": version, "event_count": events, "object_count": len(objects),
                 "duration_ms": round((time.monotonic() - started) * 1000), "files": entries}

@@ -234,15 +234,28 @@ def recover(folder, manifest):
     return [e for e in manifest["files"] if e.get("pending_from") is not None and not e.get("restored_at")]
 
 
+class _Limited:
+    """The next `size` bytes of a binary file, for gzip to read."""
+
+    def __init__(self, raw, size):
+        self.raw, self.left = raw, size
+
+    def read(self, count=-1):
+        count = self.left if count is None or count < 0 else min(count, self.left)
+        data = self.raw.read(count)
+        self.left -= len(data)
+        return data
+
+
 def read_events(folder, entry, offset=0):
-    """The events (dicts of COLUMNS) of the entry's file from the member at `offset`,
-    up to the size the manifest records."""
+    """The events (dicts of COLUMNS, each line checked) of the entry's file
+    from the member at `offset` up to the size the manifest records, read a
+    piece at a time."""
     with open(os.path.join(folder, entry["file"]), "rb") as raw:
         raw.seek(offset)
-        data = raw.read(entry["bytes"] - offset)
-    for line in gzip.decompress(data).decode("utf-8").splitlines():
-        if line:
-            yield json.loads(line)
+        with gzip.open(_Limited(raw, entry["bytes"] - offset), "rt", encoding="utf-8") as reader:
+            for line in reader:
+                yield check_line(line)
 
 
 def check_line(line):
