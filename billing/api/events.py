@@ -2,11 +2,13 @@
 
 This is the ingest hot path: validation runs against the in-memory catalog,
 a whole batch is one `executemany` in one transaction, and duplicates are
-left to the unique index (`INSERT OR IGNORE`: the first write wins).
+found through the dedup tables (billing/store/event_ids.py): the first write
+wins. Single events that reach the writer together are stored by one call
+(`_store_singles`, through `Database.submit_merged`).
 
 One row layout: `EventRow` names the columns an insert writes; a stored
 event is read back by column name (EVENT_COLUMNS), and a row just inserted
-is shown through the same names (`_as_stored`).
+is shown through the names `view` reads (`_as_stored`).
 """
 
 import functools
@@ -138,9 +140,9 @@ def find_stored(conn, customer_id, event_id):
     return named(conn, _FIND_SQL, _find_params(customer_id, event_id)).fetchone()
 
 
-def _as_stored(row, seq, late):
-    """An EventRow just inserted, under the names of EVENT_COLUMNS (for `view`)."""
-    return {**row._asdict(), "seq": seq, "late": 1 if late else 0}
+def _as_stored(row, late):
+    """An EventRow just inserted, under the names `view` reads."""
+    return {**row._asdict(), "late": 1 if late else 0}
 
 
 _PROPERTIES_ENCODER = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False, allow_nan=False)
@@ -368,21 +370,24 @@ def view(app, row):
             "received_at": times.format_micros(row["received_at"])}
 
 
+def _store_singles(conn, items):
+    """The writer's merged job for single-event POSTs: `items` are (row,
+    lateness marks); one store_new for all of them, the first of two equal
+    ids winning as if they had come one after the other. Answers, per item,
+    (the stored event, True) or (the event stored before with its id, False)."""
+    stored = {id(row) for row in store_new(conn, [row for row, _through in items], items[0][1])}
+    return [(_as_stored(row, row.ts < through.get(row.customer_id, -1)), True) if id(row) in stored
+            else (find_stored(conn, row.customer_id, row.event_id), False)
+            for row, through in items]
+
+
 def ingest_one(request):
     body = request.json()
     app = request.app
     ingest = Ingest(app, request.customer_scope)
     row = ingest.row(body)
     ingest.problems.raise_if_any()
-
-    def store(conn):
-        through = app.lateness.through
-        if store_new(conn, [row], through):
-            seq = scalar(conn, "SELECT last_insert_rowid()")
-            return _as_stored(row, seq, row.ts < through.get(row.customer_id, -1)), True
-        return find_stored(conn, row.customer_id, row.event_id), False
-
-    stored, inserted = app.db.submit(store)
+    stored, inserted = app.db.submit_merged(_store_singles, (row, app.lateness.through))
     if inserted:
         app.stats.events_ingested(1)
         return created({"event": view(app, stored), "duplicate": False})

@@ -7,6 +7,11 @@ All writes go through one writer connection guarded by one lock:
   SAVEPOINT, so one failing job rolls back alone); every caller gets its answer
   only after the COMMIT that holds its rows. One commit then pays for many
   requests, which is what bounds throughput on a small machine.
+- `Database.submit_merged(combine, item)`: the same, for work that is cheaper
+  done once for many items (single events: one dedup lookup, one insert, one
+  rollup update for all). Consecutive items of one group with the same
+  `combine` are passed to one call, inside one SAVEPOINT; if that call fails,
+  each item is run alone in its own, so a bad item still fails alone.
 Writers queue on a Python lock instead of spinning on SQLITE_BUSY. Reads use a
 pool of connections that see the last committed state. WAL checkpoints run in a
 background thread so no request's COMMIT pays for copying pages back.
@@ -62,10 +67,11 @@ def named(conn, sql, params=()):
 
 
 class _Job:
-    __slots__ = ("fn", "done", "result", "error")
+    __slots__ = ("fn", "combine", "item", "done", "result", "error")
 
-    def __init__(self, fn):
+    def __init__(self, fn, combine=None, item=None):
         self.fn = fn
+        self.combine, self.item = combine, item
         self.done = threading.Event()
         self.result = None
         self.error = None
@@ -83,6 +89,45 @@ def create_private(path):
     except FileExistsError:
         return
     os.close(fd)
+
+
+def _runs(group):
+    """The group's jobs in order, consecutive jobs of one `combine` together."""
+    run = [group[0]]
+    for job in group[1:]:
+        if job.combine is not None and job.combine is run[-1].combine:
+            run.append(job)
+        else:
+            yield run
+            run = [job]
+    yield run
+
+
+def _run_alone(conn, job):
+    conn.execute("SAVEPOINT job")
+    try:
+        job.result = job.fn(conn)
+    except Exception as exc:  # this job alone is undone
+        conn.execute("ROLLBACK TO job")
+        job.error = exc
+    conn.execute("RELEASE job")
+
+
+def _run_merged(conn, run):
+    """One `combine` call for the run's items; False (nothing kept) if it failed."""
+    conn.execute("SAVEPOINT merged")
+    try:
+        results = run[0].combine(conn, [job.item for job in run])
+        if len(results) != len(run):
+            raise ValueError("a merged call must answer one result per item")
+    except Exception:
+        conn.execute("ROLLBACK TO merged")
+        conn.execute("RELEASE merged")
+        return False
+    conn.execute("RELEASE merged")
+    for job, result in zip(run, results):
+        job.result = result
+    return True
 
 
 class Database:
@@ -164,12 +209,21 @@ class Database:
     def submit(self, fn):
         """Run `fn(conn)` in the writer thread, grouped with other jobs into one
         transaction; returns its result once committed (or raises its error)."""
+        return self._wait(_Job(fn))
+
+    def submit_merged(self, combine, item):
+        """Run `combine(conn, items)` in the writer thread for `item` and the
+        items of the same `combine` grouped with it; `combine` answers one
+        result per item, in order. Returns this item's result once committed
+        (or raises its error: a failing merged call is retried item by item)."""
+        return self._wait(_Job(lambda conn: combine(conn, [item])[0], combine, item))
+
+    def _wait(self, job):
         if not self._threads or self.in_transaction():
             with self.transaction() as conn:
-                return fn(conn)
+                return job.fn(conn)
         if self._closed:
             raise _closed()
-        job = _Job(fn)
         self._jobs.put(job)
         while not job.done.wait(1.0):
             if not self._threads[0].is_alive():  # closed before reaching this job
@@ -198,14 +252,10 @@ class Database:
     def _run_group(self, group):
         try:
             with self.transaction() as conn:
-                for job in group:
-                    conn.execute("SAVEPOINT job")
-                    try:
-                        job.result = job.fn(conn)
-                    except Exception as exc:  # this job alone is undone
-                        conn.execute("ROLLBACK TO job")
-                        job.error = exc
-                    conn.execute("RELEASE job")
+                for run in _runs(group):
+                    if len(run) == 1 or not _run_merged(conn, run):
+                        for job in run:
+                            _run_alone(conn, job)
         except Exception as exc:  # the COMMIT itself failed: nobody's rows are stored
             for job in group:
                 if job.error is None:

@@ -9,14 +9,13 @@ import re
 import socket
 import time
 import traceback
-import uuid
 from http.server import BaseHTTPRequestHandler
 from urllib.parse import parse_qs, urlsplit
 
 from .. import errors
 from ..api.responses import FileResponse, Response
 from ..errors import ApiError
-from . import bodies, head
+from . import bodies, head, wire
 from .bodies import MAX_BODY_BYTES, UNAUTHENTICATED_BODY, BodyStream  # noqa: F401  (the limits live there)
 from .connections import Server
 from .wire import SECURITY_BLOCK, SECURITY_HEADERS, SERVER_NAME  # noqa: F401
@@ -25,6 +24,8 @@ HTML_CSP = ("default-src 'self'; img-src 'self' data:; style-src 'self'; script-
             "connect-src 'self'; object-src 'none'; base-uri 'none'; frame-ancestors 'none'; "
             "form-action 'self'")
 UNAUTHENTICATED_DRAIN = UNAUTHENTICATED_BODY  # what is read and dropped of a refused upload without valid credentials
+_REQUEST_ID = re.compile(r"[A-Za-z0-9._-]{1,64}")
+_LITERAL_SEGMENT = re.compile(r"(?:[A-Za-z0-9_-]|\\\.)+")  # letters, digits, _ - and an escaped dot
 
 
 def streaming(handler):
@@ -46,15 +47,38 @@ class Route:
         self.roles = frozenset(roles) if roles is not None else None  # None: public
 
 
+def _path_key(path):
+    """The first two segments of a path ('v1/events' of /v1/events/batch)."""
+    return "/".join(path.split("/", 3)[1:3])
+
+
+def _route_key(pattern):
+    """The `_path_key` of every path the pattern matches, or None when its
+    first two segments are not plain text (it is then tried for every path)."""
+    segments = pattern.split("/", 3)[1:3]
+    if pattern.startswith("/") and all(_LITERAL_SEGMENT.fullmatch(s) for s in segments) and (
+            len(segments) == 2 or "/" not in pattern[1:]):
+        return "/".join(segment.replace("\\.", ".") for segment in segments)
+    return None
+
+
 class Router:
+    """Routes tried in their order; a path is matched only against the routes
+    of its first two segments and those whose first two segments are patterns
+    (about 100 regular expressions a request otherwise)."""
+
     def __init__(self, routes):
         self.routes = [Route(*r) for r in routes]
+        keys = [_route_key(route.pattern) for route in self.routes]
+        self._anywhere = [route for route, key in zip(self.routes, keys) if key is None]
+        self._by_key = {key: [route for route, other in zip(self.routes, keys) if other in (key, None)]
+                        for key in set(keys) - {None}}
 
     def match(self, method, path):
         """(route, params); NotFound when no pattern matches, MethodNotAllowed when
         only the method is wrong."""
         allowed = []
-        for route in self.routes:
+        for route in self._by_key.get(_path_key(path), self._anywhere):
             m = route.regex.match(path)
             if not m:
                 continue
@@ -184,8 +208,8 @@ class Handler(BaseHTTPRequestHandler):
         pass
 
     def _request_id(self):
-        request_id = self.headers.get("X-Request-Id") or uuid.uuid4().hex
-        return request_id if re.fullmatch(r"[A-Za-z0-9._-]{1,64}", request_id) else uuid.uuid4().hex
+        request_id = self.headers.get("X-Request-Id")
+        return request_id if request_id and _REQUEST_ID.fullmatch(request_id) else wire.request_id()
 
     def _prepare(self, app, request_id):
         """The request, matched and authenticated, with its body read (or a
@@ -316,7 +340,7 @@ class Handler(BaseHTTPRequestHandler):
         body = {"error": {"code": codes.get(code, "bad_request"), "message": message or self.responses.get(
             code, ("Error",))[0], "details": []}}
         try:
-            self._send(Response(code, body), uuid.uuid4().hex)
+            self._send(Response(code, body), wire.request_id())
         except OSError:
             pass
 

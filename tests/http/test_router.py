@@ -1,0 +1,71 @@
+"""The router tries a path only against the routes of its first two segments
+(and the routes whose first segments are patterns): it must answer exactly
+what trying every route in order answers."""
+
+import re
+
+import pytest
+
+from billing import errors
+from billing.web import http
+from billing.web.routes import ROUTES
+
+METHODS = ("GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS")
+
+
+def every_route(router, method, path):
+    """The reference: every route in order, as the router did before its index."""
+    allowed = []
+    for route in router.routes:
+        found = route.regex.match(path)
+        if not found:
+            continue
+        if route.method == method or (method == "HEAD" and route.method == "GET"):
+            return route, found.groupdict()
+        allowed.append(route.method)
+    if allowed:
+        return "405", ", ".join(sorted(set(allowed + (["HEAD"] if "GET" in allowed else []))))
+    return "404", None
+
+
+def answer(router, method, path):
+    try:
+        return router.match(method, path)
+    except errors.MethodNotAllowed as exc:
+        return "405", exc.headers["Allow"]
+    except errors.NotFound:
+        return "404", None
+
+
+def example_path(pattern):
+    """A path the pattern matches: each named group replaced by a value it accepts."""
+    def value(group):
+        body = group.group(2)
+        return "7" if body.startswith("\\d") else "app.js" if "." in body else "x1"
+    path = re.sub(r"\(\?P<(\w+)>((?:\\.|[^)])*)\)", value, pattern)
+    return path.replace("\\.", ".")
+
+
+def paths():
+    found = {example_path(pattern) for _method, pattern, *_rest in ROUTES}
+    found |= {p + "/" for p in list(found)} | {p + "/extra" for p in list(found)}
+    found |= {"/", "//v1/events", "/v1", "/v1/", "/v1/nothing", "/v1/invoicesXcsv", "/health/x", "/static/",
+              "/V1/events", "/v1/events.csv", "/v1/invoices.csv/x"}
+    return sorted(found)
+
+
+@pytest.mark.parametrize("method", METHODS)
+def test_the_indexed_router_answers_what_every_route_in_order_answers(method):
+    router = http.Router(ROUTES)
+    checked = 0
+    for path in paths():
+        assert answer(router, method, path) == every_route(router, method, path), (method, path)
+        checked += 1
+    assert checked > 200
+
+
+def test_every_route_pattern_is_reached_by_its_example_path():
+    router = http.Router(ROUTES)
+    for method, pattern, *_rest in ROUTES:
+        route, _params = router.match(method, example_path(pattern))
+        assert route.pattern == pattern, (method, pattern)

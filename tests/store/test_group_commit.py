@@ -1,0 +1,120 @@
+"""Group commit (billing/store/db.py): jobs queued while the writer is busy
+share one transaction; `submit_merged` items of one group share one call,
+and a failing merged call is retried item by item so a bad item fails alone."""
+
+import threading
+import time
+
+import pytest
+
+from billing.api import events
+from billing.store.db import Database
+
+
+@pytest.fixture
+def db(tmp_path):
+    database = Database(str(tmp_path / "g.db"))
+    with database.transaction() as conn:
+        conn.execute("CREATE TABLE notes (item TEXT NOT NULL UNIQUE)")
+    yield database
+    database.close()
+
+
+def queued_together(db, calls):
+    """Run each of `calls` (no-argument functions that submit one job) on its
+    own thread while the writer is held busy, so all are queued before it
+    takes the next group; returns each call's result or exception, in order."""
+    release = threading.Event()
+    blocker = threading.Thread(target=db.submit, args=(lambda conn: release.wait(10),))
+    blocker.start()
+    deadline = time.monotonic() + 10
+    while db.queue_depth() and time.monotonic() < deadline:  # the writer has taken the blocker
+        time.sleep(0.001)
+    outcomes = [None] * len(calls)
+
+    def run(index):
+        try:
+            outcomes[index] = calls[index]()
+        except Exception as exc:  # the caller's error, kept for the assertions
+            outcomes[index] = exc
+
+    threads = [threading.Thread(target=run, args=(i,)) for i in range(len(calls))]
+    for queued, thread in enumerate(threads, 1):  # one at a time: they queue in the order given
+        thread.start()
+        while db.queue_depth() < queued and time.monotonic() < deadline:
+            time.sleep(0.001)
+        assert db.queue_depth() == queued, "the jobs did not all queue behind the busy writer"
+    release.set()
+    for thread in threads + [blocker]:
+        thread.join(10)
+    return outcomes
+
+
+def test_merged_items_of_one_group_share_one_call_and_each_gets_its_result(db):
+    batches = []
+
+    def note_all(conn, items):
+        batches.append(list(items))
+        conn.executemany("INSERT INTO notes (item) VALUES (?)", [(item,) for item in items])
+        return [item.upper() for item in items]
+
+    outcomes = queued_together(db, [lambda i=i: db.submit_merged(note_all, f"n{i}") for i in range(5)])
+    assert outcomes == ["N0", "N1", "N2", "N3", "N4"]
+    assert batches == [["n0", "n1", "n2", "n3", "n4"]]
+    assert sorted(item for (item,) in db.query("SELECT item FROM notes")) == ["n0", "n1", "n2", "n3", "n4"]
+
+
+def test_a_failing_merged_call_is_retried_item_by_item_and_only_the_bad_item_fails(db):
+    calls = []
+
+    def note_all(conn, items):
+        calls.append(list(items))
+        conn.executemany("INSERT INTO notes (item) VALUES (?)", [(item,) for item in items])
+        if "bad" in items:
+            raise ValueError("bad item")
+        return list(items)
+
+    outcomes = queued_together(db, [lambda item=item: db.submit_merged(note_all, item) for item in ("a", "bad", "c")])
+    assert outcomes[0] == "a" and outcomes[2] == "c"
+    assert isinstance(outcomes[1], ValueError)
+    assert calls == [["a", "bad", "c"], ["a"], ["bad"], ["c"]]
+    # the merged call's rows were rolled back; each good item's own call is committed once
+    assert sorted(item for (item,) in db.query("SELECT item FROM notes")) == ["a", "c"]
+
+
+def test_a_plain_job_between_merged_items_runs_in_its_place(db):
+    calls = []
+
+    def note_all(conn, items):
+        calls.append(list(items))
+        conn.executemany("INSERT INTO notes (item) VALUES (?)", [(item,) for item in items])
+        return list(items)
+
+    def count(conn):
+        (found,) = conn.execute("SELECT count(*) FROM notes").fetchone()
+        return found
+
+    outcomes = queued_together(db, [lambda: db.submit_merged(note_all, "a"), lambda: db.submit_merged(note_all, "b"),
+                                    lambda: db.submit(count), lambda: db.submit_merged(note_all, "c")])
+    assert outcomes == ["a", "b", 2, "c"]
+    assert calls == [["a", "b"], ["c"]]
+
+
+def test_two_single_events_with_one_id_in_one_group_store_the_first(db, tmp_path):
+    with db.transaction() as conn:
+        conn.execute("INSERT INTO customers (name, email, created_at, updated_at) VALUES ('c', 'c@example.com', 0, 0)")
+        conn.execute("INSERT INTO meters (key, name, unit, aggregation, created_at, updated_at)"
+                     " VALUES ('m', 'M', 'u', 'sum', 0, 0)")
+        (customer_id,) = conn.execute("SELECT id FROM customers").fetchone()
+        (meter_id,) = conn.execute("SELECT id FROM meters").fetchone()
+
+    def single(event_id, quantity):
+        row = events.EventRow(customer_id, event_id, meter_id, 1_000_000, quantity, quantity, 1, None, 0,
+                              events.id_hash(customer_id, event_id))
+        return lambda: db.submit_merged(events._store_singles, (row, {}))
+
+    outcomes = queued_together(db, [single("x", 5_000_000), single("x", 9_000_000), single("y", 1_000_000)])
+    (first, first_new), (second, second_new), (third, third_new) = outcomes
+    assert (first_new, second_new, third_new) == (True, False, True)
+    assert first["quantity"] == 5_000_000 and second["quantity"] == 5_000_000  # the duplicate answers the stored one
+    assert sorted(db.query("SELECT event_id, quantity FROM events")) == [("x", 5_000_000), ("y", 1_000_000)]
