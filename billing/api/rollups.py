@@ -245,16 +245,18 @@ def live_pieces(rows, group_by):
 
 # many customers' whole buckets at once (the invoice run's chunks): for each (customer, meter,
 # range) the spans of SPANS (partial days' settled buckets, whole days, hot buckets),
-# each an index range, all in one statement; each span's sums come back as one JSON array from
-# a subquery (a GROUP BY over the ranges would sort every row read)
-_SPAN = ("(SELECT json_array({{sums}}) FROM {table} WHERE customer_id = c AND meter_id = m"
-         " AND {column} >= {low} AND {column} < {high})")
+# each an index range, all in one statement; each span's sums come back as a JSON array from
+# a subquery (a GROUP BY over the ranges would sort every row read), and the whole answer as
+# one JSON text of [c, m, lo, hi, span, span, …] rows, so Python decodes once per statement
+_SPAN = ("json((SELECT json_array({{sums}}) FROM {table} WHERE customer_id = c AND meter_id = m"
+         " AND {column} >= {low} AND {column} < {high}))")
 _MANY = ("WITH q(c, m, lo, hi, d0, d1) AS MATERIALIZED (SELECT json_extract(value, '$[0]'),"
          " json_extract(value, '$[1]'), json_extract(value, '$[2]'), json_extract(value, '$[3]'),"
-         " json_extract(value, '$[4]'), json_extract(value, '$[5]') FROM json_each(?)) SELECT c, m, lo, hi, "
+         " json_extract(value, '$[4]'), json_extract(value, '$[5]') FROM json_each(?))"
+         " SELECT json_group_array(json_array(c, m, lo, hi, "
          + ", ".join(_SPAN.format(table=table, column=column, low=("lo", "d0", "d1", "hi")[low],
                                   high=("lo", "d0", "d1", "hi")[high]) for table, column, low, high in SPANS)
-         + " FROM q")
+         + ")) AS answer FROM q")
 _MANY_SUMS = _MANY.format(sums="sum(n), sum(total_hi), sum(total_lo / 1000000), sum(total_lo % 1000000),"
                                " min(low), max(high)")
 # sum and count need only the count and the sum: total_lo (< 10¹² a bucket) summed whole, where the
@@ -285,9 +287,9 @@ def many_pieces(conn, asks):
         if not ranges:
             continue
         asked = [(*key, *span_bounds(key[2], key[3])[1:3]) for key in ranges]
-        for c, m, lo, hi, *spans in conn.execute(sql, (encode(asked),)):
-            for sums in spans:
-                n, total_hi, mid, lo_part, low, high = json.loads(sums)
+        (answer,) = conn.execute(sql, (encode(asked),)).fetchone()
+        for c, m, lo, hi, *spans in json.loads(answer):
+            for n, total_hi, mid, lo_part, low, high in spans:
                 if n:
                     for key in ranges[(c, m, lo, hi)]:
                         found[key].append((key[2], None, Partial(n, total_hi * SPLIT + (mid * 1_000_000 + lo_part),
