@@ -293,7 +293,7 @@ def _customers(app, ids):
 
 
 def _evaluate_one(app, customer, rules, meter_ids):
-    with app.db.reader() as conn:
+    with app.db.snapshot() as conn:
         found = crossings(app, conn, customer, rules, meter_ids)
         if not found:
             return 0

@@ -164,7 +164,7 @@ def usage(request):
     found, source = clickhouse_reads.usage_pieces(app, meter, start_us, end_us, starts[1:], by), "clickhouse"
     if found is None:
         source = "node"
-        with app.db.reader() as conn:  # whole buckets from the rollups, cut ones from the raw events
+        with app.db.snapshot() as conn:  # whole buckets from the rollups, cut ones from the raw events
             found = rollups.pieces(conn, meter, None, start_us, end_us, starts[1:], by)
     cells = {}  # window index → {group: Partial}
     for ts, group, part in found:

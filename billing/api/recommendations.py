@@ -40,7 +40,7 @@ def recommendations(request):
     customer = app.catalog.customer(customer_id)
     if customer is None:
         raise NotFound(f"Customer {customer_id} not found.")
-    with app.db.reader() as conn:
+    with app.db.snapshot() as conn:
         found = [cheaper_plan(app, conn, customer), unused_commitment(conn, customer),
                  *scale_down(app, conn, customer)]
     return {"customer_id": customer_id, "data": [r for r in found if r is not None]}

@@ -114,7 +114,7 @@ def get_usage(request, customer_id):
                                     f"{group_by!r} is not a declared group_by key of meter {', '.join(bad)}"}])
     window_bounds = _window_bounds(start, end, window, zone) if window else None
     start_us, end_us = times.to_micros(start), times.to_micros(end)
-    with app.db.reader() as conn:
+    with app.db.snapshot() as conn:  # one instant for every read of every meter's figure
         usage = [meter_usage(app, conn, m, customer_id, start_us, end_us, window_bounds,
                              group_by if group_by in m.group_by else None)
                  for m in selected]
