@@ -116,6 +116,10 @@ class Config:
     smtp_tls: bool = True  # STARTTLS required and the certificate verified (SMTP_TLS=off: plain)
     clickhouse_url: str | None = None  # events shipped there, usage and event search read there
 
+    def __post_init__(self):
+        if not self.data_dir:  # the master key, objects and archive files live beside the database
+            self.data_dir = os.path.dirname(os.path.abspath(self.db_path))
+
     @classmethod
     def from_env(cls, env=None, db_path=None):
         env = os.environ if env is None else env

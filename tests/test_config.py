@@ -46,3 +46,10 @@ def test_rate_limit_and_smtp_tls():
     assert Config.from_env({"SMTP_TLS": "off"}).smtp_tls is False
     with pytest.raises(ConfigError, match="SMTP_TLS"):
         Config.from_env({"SMTP_TLS": "maybe"})
+
+
+def test_a_config_made_in_code_keeps_its_files_beside_its_database(tmp_path):
+    config = Config(db_path=str(tmp_path / "sub" / "billing.db"))
+    assert config.data_dir == str(tmp_path / "sub")
+    assert config.master_key_path == str(tmp_path / "sub" / "master.key")
+    assert Config(db_path=str(tmp_path / "x.db"), data_dir=str(tmp_path / "elsewhere")).data_dir == str(tmp_path / "elsewhere")
