@@ -375,10 +375,11 @@ def _store_singles(conn, items):
     lateness marks); one store_new for all of them, the first of two equal
     ids winning as if they had come one after the other. Answers, per item,
     (the stored event, True) or (the event stored before with its id, False)."""
-    stored = {id(row) for row in store_new(conn, [row for row, _through in items], items[0][1])}
+    through = items[0][1]  # every item carries the app's one dict of marks
+    stored = {id(row) for row in store_new(conn, [row for row, _marks in items], through)}
     return [(_as_stored(row, row.ts < through.get(row.customer_id, -1)), True) if id(row) in stored
             else (find_stored(conn, row.customer_id, row.event_id), False)
-            for row, through in items]
+            for row, _marks in items]
 
 
 def ingest_one(request):

@@ -121,13 +121,13 @@ def _run_merged(conn, run):
     conn.execute("SAVEPOINT merged")
     try:
         results = run[0].combine(conn, [job.item for job in run])
-        if len(results) != len(run):
-            raise ValueError("a merged call must answer one result per item")
-    except Exception:
+    except Exception:  # an item the call refuses (a customer archived meanwhile): each alone, below
         conn.execute("ROLLBACK TO merged")
         conn.execute("RELEASE merged")
         return False
     conn.execute("RELEASE merged")
+    if len(results) != len(run):  # a bug, not a refusal: every job of the group gets it
+        raise ValueError(f"a merged call answered {len(results)} results for {len(run)} items")
     for job, result in zip(run, results):
         job.result = result
     return True
@@ -229,8 +229,8 @@ class Database:
             raise _closed()
         self._jobs.put(job)
         while not job.done.acquire(timeout=1.0):
-            if not self._threads[0].is_alive():  # closed before reaching this job
-                raise _closed()
+            if not self._threads[0].is_alive() and not job.done.acquire(blocking=False):
+                raise _closed()  # closed before reaching this job (answered just before exiting: not)
         if job.error is not None:
             raise job.error
         return job.result

@@ -53,13 +53,17 @@ def _path_key(path):
 
 
 def _route_key(pattern):
-    """The `_path_key` of every path the pattern matches, or None when its
-    first two segments are not plain text (it is then tried for every path)."""
+    """The `_path_key` of every path the pattern matches, or None when that is
+    not certain (it is then tried for every path): the first two segments
+    must be plain text, followed by the end or by a `/` that is not optional,
+    with no alternation anywhere."""
     segments = pattern.split("/", 3)[1:3]
-    if pattern.startswith("/") and all(_LITERAL_SEGMENT.fullmatch(s) for s in segments) and (
-            len(segments) == 2 or "/" not in pattern[1:]):
-        return "/".join(segment.replace("\\.", ".") for segment in segments)
-    return None
+    if not pattern.startswith("/") or "|" in pattern or not all(_LITERAL_SEGMENT.fullmatch(s) for s in segments):
+        return None
+    rest = pattern[1 + len("/".join(segments)):]
+    if rest and (len(segments) < 2 or rest[0] != "/" or rest[1:2] in ("?", "*", "{", "+")):
+        return None
+    return "/".join(segment.replace("\\.", ".") for segment in segments)
 
 
 class Router:

@@ -69,3 +69,17 @@ def test_every_route_pattern_is_reached_by_its_example_path():
     for method, pattern, *_rest in ROUTES:
         route, _params = router.match(method, example_path(pattern))
         assert route.pattern == pattern, (method, pattern)
+
+
+def test_patterns_the_index_cannot_place_are_tried_for_every_path():
+    """An optional slash or an alternation after plain segments could match
+    paths of other first segments: such routes are tried everywhere."""
+    def handler(request):
+        return None
+
+    routes = [("GET", r"/v1/a/?(?P<x>\w*)", handler, None), ("GET", r"/v1/b|/v2/c", handler, None),
+              ("GET", r"/v1/d", handler, None), ("POST", r"/v1/d/(?P<n>\d+)", handler, None)]
+    router = http.Router(routes)
+    for path in ("/v1/a", "/v1/ax", "/v1/a/y", "/v1/b", "/v2/c", "/v1/d", "/v1/d/7", "/v1/d/x", "/v1/e", "/"):
+        for method in ("GET", "POST", "HEAD"):
+            assert answer(router, method, path) == every_route(router, method, path), (method, path)

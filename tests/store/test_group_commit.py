@@ -24,12 +24,16 @@ def queued_together(db, calls):
     """Run each of `calls` (no-argument functions that submit one job) on its
     own thread while the writer is held busy, so all are queued before it
     takes the next group; returns each call's result or exception, in order."""
-    release = threading.Event()
-    blocker = threading.Thread(target=db.submit, args=(lambda conn: release.wait(10),))
+    running, release = threading.Event(), threading.Event()
+
+    def hold(conn):
+        running.set()
+        return release.wait(10)
+
+    blocker = threading.Thread(target=db.submit, args=(hold,))
     blocker.start()
+    assert running.wait(10), "the writer never ran the blocking job"
     deadline = time.monotonic() + 10
-    while db.queue_depth() and time.monotonic() < deadline:  # the writer has taken the blocker
-        time.sleep(0.001)
     outcomes = [None] * len(calls)
 
     def run(index):
@@ -108,10 +112,12 @@ def test_two_single_events_with_one_id_in_one_group_store_the_first(db, tmp_path
         (customer_id,) = conn.execute("SELECT id FROM customers").fetchone()
         (meter_id,) = conn.execute("SELECT id FROM meters").fetchone()
 
+    marks = {}  # the app's one dict of lateness marks, shared by every item
+
     def single(event_id, quantity):
         row = events.EventRow(customer_id, event_id, meter_id, 1_000_000, quantity, quantity, 1, None, 0,
                               events.id_hash(customer_id, event_id))
-        return lambda: db.submit_merged(events._store_singles, (row, {}))
+        return lambda: db.submit_merged(events._store_singles, (row, marks))
 
     outcomes = queued_together(db, [single("x", 5_000_000), single("x", 9_000_000), single("y", 1_000_000)])
     (first, first_new), (second, second_new), (third, third_new) = outcomes
