@@ -104,9 +104,11 @@ def zone_or_error(name):
         raise TimeError(f"unknown timezone '{name}'") from None
 
 
+@functools.lru_cache(maxsize=8192)
 def local_midnight(day, zone):
     """The instant of 00:00 local time on `day` (the first instant of the day,
-    even where a DST change skips midnight)."""
+    even where a DST change skips midnight). Remembered: an invoice run asks
+    for the same few (day, zone) pairs for every customer."""
     naive = datetime.combine(day, time(0))
     local = naive.replace(tzinfo=zone)
     # A gap at midnight: fold semantics pick an offset; normalise through UTC and
