@@ -229,8 +229,10 @@ class Database:
             raise _closed()
         self._jobs.put(job)
         while not job.done.acquire(timeout=1.0):
-            if not self._threads[0].is_alive() and not job.done.acquire(blocking=False):
-                raise _closed()  # closed before reaching this job (answered just before exiting: not)
+            if not self._threads[0].is_alive():  # the writer has exited
+                if job.done.acquire(blocking=False):
+                    break  # it answered this job just before
+                raise _closed()  # closed before reaching this job
         if job.error is not None:
             raise job.error
         return job.result

@@ -8,6 +8,7 @@ import time
 import pytest
 
 from billing.api import events
+from billing.errors import ServiceUnavailable
 from billing.store.db import Database
 
 
@@ -124,3 +125,38 @@ def test_two_single_events_with_one_id_in_one_group_store_the_first(db, tmp_path
     assert (first_new, second_new, third_new) == (True, False, True)
     assert first["quantity"] == 5_000_000 and second["quantity"] == 5_000_000  # the duplicate answers the stored one
     assert sorted(db.query("SELECT event_id, quantity FROM events")) == [("x", 5_000_000), ("y", 1_000_000)]
+
+
+def test_closing_while_jobs_wait_answers_every_caller_truthfully(tmp_path):
+    """Each caller is answered: stored (and its row is there) or told the
+    server is closing (and its row is not); none waits forever."""
+    database = Database(str(tmp_path / "c.db"))
+    with database.transaction() as conn:
+        conn.execute("CREATE TABLE notes (item TEXT NOT NULL UNIQUE)")
+
+    def note_all(conn, items):
+        conn.executemany("INSERT INTO notes (item) VALUES (?)", [(item,) for item in items])
+        return list(items)
+
+    answers = {}
+
+    def send(item):
+        try:
+            answers[item] = database.submit_merged(note_all, item)
+        except ServiceUnavailable:
+            answers[item] = "closed"
+
+    threads = [threading.Thread(target=send, args=(f"n{i}",)) for i in range(64)]
+    for thread in threads:
+        thread.start()
+    database.close()
+    for thread in threads:
+        thread.join(15)
+    assert not any(thread.is_alive() for thread in threads), "a caller was never answered"
+    check = Database(str(tmp_path / "c.db"))
+    try:
+        stored = {item for (item,) in check.query("SELECT item FROM notes")}
+    finally:
+        check.close()
+    assert stored == {item for item, answer in answers.items() if answer != "closed"}
+    assert all(answer in (item, "closed") for item, answer in answers.items())
