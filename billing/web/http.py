@@ -81,19 +81,24 @@ class Router:
     def match(self, method, path):
         """(route, params); NotFound when no pattern matches, MethodNotAllowed when
         only the method is wrong."""
-        allowed = []
-        for route in self._by_key.get(_path_key(path), self._anywhere):
-            m = route.regex.match(path)
-            if not m:
-                continue
-            if route.method == method or (method == "HEAD" and route.method == "GET"):
-                return route, m.groupdict()
-            allowed.append(route.method)
-        if allowed:
-            if "GET" in allowed:
-                allowed.append("HEAD")
-            raise errors.MethodNotAllowed(sorted(set(allowed)))
-        raise errors.NotFound(f"No route for {path}.")
+        return first_match(self._by_key.get(_path_key(path), self._anywhere), method, path)
+
+
+def first_match(routes, method, path):
+    """The first of `routes` matching (route, params), or the Router's errors."""
+    allowed = []
+    for route in routes:
+        m = route.regex.match(path)
+        if not m:
+            continue
+        if route.method == method or (method == "HEAD" and route.method == "GET"):
+            return route, m.groupdict()
+        allowed.append(route.method)
+    if allowed:
+        if "GET" in allowed:
+            allowed.append("HEAD")
+        raise errors.MethodNotAllowed(sorted(set(allowed)))
+    raise errors.NotFound(f"No route for {path}.")
 
 
 class Request:

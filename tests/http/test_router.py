@@ -14,23 +14,17 @@ METHODS = ("GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS")
 
 
 def every_route(router, method, path):
-    """The reference: every route in order, as the router did before its index."""
-    allowed = []
-    for route in router.routes:
-        found = route.regex.match(path)
-        if not found:
-            continue
-        if route.method == method or (method == "HEAD" and route.method == "GET"):
-            return route, found.groupdict()
-        allowed.append(route.method)
-    if allowed:
-        return "405", ", ".join(sorted(set(allowed + (["HEAD"] if "GET" in allowed else []))))
-    return "404", None
+    """The reference: every route in table order, as the router did before its index."""
+    return answer_of(lambda: http.first_match(router.routes, method, path))
 
 
 def answer(router, method, path):
+    return answer_of(lambda: router.match(method, path))
+
+
+def answer_of(match):
     try:
-        return router.match(method, path)
+        return match()
     except errors.MethodNotAllowed as exc:
         return "405", exc.headers["Allow"]
     except errors.NotFound:
