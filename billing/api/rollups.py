@@ -17,7 +17,9 @@ events alone (`_raw_pieces`); every other figure reads the rollups as ever.
 """
 
 import bisect
+import functools
 import json
+from typing import NamedTuple
 
 from ..domain import times
 from ..domain.rollup import Partial
@@ -85,15 +87,82 @@ def _window_spans(windows, days):
     return [(rename.get(table, table), column, spans) for (table, column), spans in found.items()]
 
 
+class _Read(NamedTuple):
+    """How to read one table's whole buckets of a set of windows."""
+    table: str
+    column: str
+    spans: list       # [[lo, a, b], …]
+    spans_json: str   # the same as JSON text, for the summing statements
+    by_rows: bool     # few enough rows to add up in Python (_row_by_row)
+
+
+_REMEMBERED_WINDOWS = 400  # longer window lists (up to 10,000) are planned afresh, not kept in memory
+
+
+@functools.lru_cache(maxsize=32)
+def _reads(windows, days):
+    """The _Reads of the windows (a tuple of (lo, hi)); the same for every
+    meter and customer a request reads over the same windows."""
+    found = []
+    for table, column, spans in _window_spans(windows, days):
+        spans.sort(key=lambda span: span[1])
+        found.append(_Read(table, column, spans, encode(spans), _row_by_row(table, column, spans)))
+    return tuple(found)
+
+
 def _bucket_pieces(conn, meter, customer_id, windows, cut, group_by):
     """The pieces of the settled buckets, the whole days and the hot buckets
     of the windows; unique_count meters' distinct values by bucket only."""
     found = []
-    for table, column, spans in _window_spans(windows, meter.aggregation != "unique_count"):
-        if spans:
-            found += _table_pieces(conn, meter, customer_id, encode(spans), cut if column == "bucket" else (),
-                                   group_by, table, column)
+    days = meter.aggregation != "unique_count"
+    windows = tuple(windows)
+    reads = _reads(windows, days) if len(windows) <= _REMEMBERED_WINDOWS else _reads.__wrapped__(windows, days)
+    for read in reads:
+        table_cut = cut if read.column == "bucket" else ()
+        if customer_id is not None and days and read.by_rows:
+            found += _row_pieces(conn, meter, customer_id, read.spans, table_cut, group_by, read.table, read.column)
+        else:
+            found += _table_pieces(conn, meter, customer_id, read.spans_json, table_cut, group_by, read.table,
+                                   read.column)
     return found
+
+
+def _row_by_row(table, column, spans):
+    """Whether a customer's rows of `table` over the spans are few enough to
+    add up in Python (`_row_pieces`): the hot buckets (the last hour's, until
+    settled), or spans of at most one row per group each (a day window's
+    whole day). Then one plain index range beats SQLite adding them up per
+    span, which costs a join and a sort per statement."""
+    if table == "rollups_hot":
+        return True
+    unit = DAY_US if column == "day" else BUCKET_US
+    return all(b - a <= unit for _, a, b in spans)
+
+
+_ROWS = ("SELECT r.{column}, {group} AS g, r.n, r.total_hi, r.total_lo, r.low, r.high, r.last_ts, r.last_seq,"
+         " r.last_value FROM {table} r WHERE r.customer_id = ? AND r.meter_id = ? AND r.{column} >= ?"
+         " AND r.{column} < ?")
+
+
+def _row_pieces(conn, meter, customer_id, spans, cut, group_by, table, column):
+    """What `_table_pieces` gives for one customer, from the table's rows of
+    the spans' whole range, each added to the (window, group) of the span
+    holding it; rows between the spans or in a cut bucket are left out. The
+    spans are in order and do not overlap."""
+    starts = [a for _, a, _ in spans]
+    group, group_params = _group(group_by, True)
+    found = {}
+    for at, grp, n, hi, lo_part, low, high, *last in conn.execute(
+            _ROWS.format(table=table, column=column, group=group),
+            (*group_params, customer_id, meter.id, starts[0], spans[-1][2])):
+        index = bisect.bisect_right(starts, at) - 1
+        if at >= spans[index][2] or at in cut:  # between two spans, or cut
+            continue
+        part = Partial(n, hi * SPLIT + lo_part, low, high, tuple(last))
+        key = (spans[index][0], grp)
+        held = found.get(key)
+        found[key] = part if held is None else held.merge(part)
+    return [(lo, grp, part) for (lo, grp), part in found.items()]
 
 
 def _table_pieces(conn, meter, customer_id, spans, cut, group_by, table, column):

@@ -6,7 +6,7 @@ from datetime import timedelta
 
 from .. import clock, jsonutil
 from ..domain import invoicing, money, periods, plans, times
-from ..domain.rollup import combined
+from ..domain.rollup import value_of
 from ..errors import Conflict, FieldErrors, NotFound, ValidationError
 from ..store.db import named, scalar
 from .responses import created
@@ -315,7 +315,7 @@ def usage_quantities(app, conn, customer_id, charges, start_us, end_us, pieces=r
         # whole buckets from the rollups, cut ones from the raw events, storage days not closed yet live
         found = pieces(conn, meter, customer_id, start_us, end_us)
         found += rollups.live_pieces(app.storage.live_rows(conn, meter, customer_id, start_us, end_us), None)
-        usage[charge.meter] = combined(part for _, _, part in found).value(meter.aggregation) or 0
+        usage[charge.meter] = value_of([part for _, _, part in found], meter.aggregation) or 0
     return usage
 
 

@@ -5,7 +5,7 @@ import bisect
 
 from .. import clock, jsonutil
 from ..domain import times
-from ..domain.rollup import combined
+from ..domain.rollup import value_of
 from ..errors import NotFound, ValidationError
 from . import rollups, subscriptions
 from .common import path_int
@@ -61,7 +61,7 @@ def meter_usage(app, conn, meter, customer_id, start_us, end_us, window_bounds=N
         cell = cells.get(key)
         cells[key] = part if cell is None else cell.merge(part)
     entry = {"meter": meter.key, "aggregation": meter.aggregation, "unit": meter.unit,
-             "value": combined(cells.values()).value(meter.aggregation)}
+             "value": value_of(cells.values(), meter.aggregation)}
     if window_bounds is not None:
         by_window = {}
         for key, part in cells.items():
@@ -77,7 +77,7 @@ def _window(meter, bounds, mine, group_by):
     """A window's entry from its cells ((window index, group) → Partial)."""
     start, end = bounds
     window = {"start": times.format_micros(start), "end": times.format_micros(end),
-              "value": combined(mine.values()).value(meter.aggregation)}
+              "value": value_of(mine.values(), meter.aggregation)}
     if group_by:
         window["groups"] = _groups(meter, mine, group_by)
     return window
@@ -87,7 +87,7 @@ def _groups(meter, cells, group_by):
     grouped = {}
     for (_, group), part in cells.items():
         grouped.setdefault(group, []).append(part)
-    return [{"group": _group_view(group_by, key), "value": combined(grouped[key]).value(meter.aggregation)}
+    return [{"group": _group_view(group_by, key), "value": value_of(grouped[key], meter.aggregation)}
             for key in sorted(grouped, key=lambda key: (key is None, key or ""))]
 
 

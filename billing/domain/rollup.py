@@ -66,3 +66,12 @@ def combined(partials):
     for part in partials:
         result.merge(part)
     return result
+
+
+def value_of(partials, aggregation):
+    """The meter value of `partials` together (combined(partials).value(aggregation)),
+    without copying a lone partial."""
+    partials = partials if isinstance(partials, (list, tuple)) else list(partials)
+    if len(partials) == 1:
+        return partials[0].value(aggregation)
+    return combined(partials).value(aggregation)
