@@ -66,7 +66,8 @@ def meter_usage(app, conn, meter, customer_id, start_us, end_us, window_bounds=N
         by_window = {}
         for key, part in cells.items():
             by_window.setdefault(key[0], {})[key] = part
-        entry["windows"] = [_window(meter, bounds, by_window.get(index, {}), group_by)
+        empty = {}
+        entry["windows"] = [_window(meter, bounds, by_window.get(index, empty), group_by)
                             for index, bounds in enumerate(window_bounds)]
     if group_by:
         entry["groups"] = _groups(meter, cells, group_by)

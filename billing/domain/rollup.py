@@ -70,8 +70,11 @@ def combined(partials):
 
 def value_of(partials, aggregation):
     """The meter value of `partials` together (combined(partials).value(aggregation)),
-    without copying a lone partial."""
+    without copying a lone partial or making an empty one."""
     partials = partials if isinstance(partials, (list, tuple)) else list(partials)
     if len(partials) == 1:
         return partials[0].value(aggregation)
-    return combined(partials).value(aggregation)
+    return combined(partials).value(aggregation) if partials else _NOTHING.value(aggregation)
+
+
+_NOTHING = Partial()  # no events (never changed: value() only reads)

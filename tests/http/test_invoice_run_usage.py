@@ -9,7 +9,7 @@ from decimal import Decimal
 
 from billing.api import invoice_run
 from billing.domain import times
-from tests.http.helpers import pin
+from tests.http.helpers import pin, table_count
 
 AGGREGATIONS = ("sum", "count", "max", "min", "avg", "latest", "unique_count")
 ZONES = ("UTC", "Asia/Kolkata", "Asia/Kathmandu", "America/New_York", "Australia/Adelaide")
@@ -80,6 +80,9 @@ def test_the_run_stores_what_rating_each_period_alone_gives(server, admin):
     pin("2025-10-01T12:00:00Z")  # after every event
     for n, (cid, zone) in enumerate(ids):
         assert admin.post("/v1/events/batch", {"events": _events(n, cid, zone)}).status == 200
+        if n == len(ids) // 2:  # the first half's buckets settled (and their whole days), the rest hot
+            assert server.app.settler.settle_rollups() > 0
+    assert table_count(server, "rollups_hot") and table_count(server, "rollup_days")
     pin("2025-10-05T00:00:00Z")
     created = invoice_run.run_as_of(server.app, times.parse_instant(AS_OF), chunk=5)
     assert len(created) == len(ids)
