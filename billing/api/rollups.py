@@ -138,9 +138,8 @@ def _row_by_row(table, column, spans):
     return all(b - a <= unit for _, a, b in spans)
 
 
-_ROWS = ("SELECT r.{column}, {group} AS g, r.n, r.total_hi, r.total_lo, r.low, r.high, r.last_ts, r.last_seq,"
-         " r.last_value FROM {table} r WHERE r.customer_id = ? AND r.meter_id = ? AND r.{column} >= ?"
-         " AND r.{column} < ?")
+_ROWS = ("SELECT r.{column}, {group} AS g, r.n, r.total_hi, r.total_lo, r.low, r.high{last} FROM {table} r"
+         " WHERE r.customer_id = ? AND r.meter_id = ? AND r.{column} >= ? AND r.{column} < ?")
 
 
 def _row_pieces(conn, meter, customer_id, spans, cut, group_by, table, column):
@@ -151,14 +150,14 @@ def _row_pieces(conn, meter, customer_id, spans, cut, group_by, table, column):
     starts = [a for _, a, _ in spans]
     group, group_params = _group(group_by, True)
     found = {}
-    latest = meter.aggregation == "latest"
-    for at, grp, n, hi, lo_part, low, high, *last in conn.execute(
-            _ROWS.format(table=table, column=column, group=group),
+    last = ", r.last_ts, r.last_seq, r.last_value" if meter.aggregation == "latest" else ""
+    for at, grp, n, hi, lo_part, low, high, *latest in conn.execute(
+            _ROWS.format(table=table, column=column, group=group, last=last),
             (*group_params, customer_id, meter.id, starts[0], spans[-1][2])):
         index = bisect.bisect_right(starts, at) - 1
         if at >= spans[index][2] or at in cut:  # between two spans, or cut
             continue
-        part = Partial(n, hi * SPLIT + lo_part, low, high, tuple(last) if latest else None)
+        part = Partial(n, hi * SPLIT + lo_part, low, high, tuple(latest) if latest else None)
         key = (spans[index][0], grp)
         held = found.get(key)
         found[key] = part if held is None else held.merge(part)

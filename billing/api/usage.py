@@ -63,25 +63,29 @@ def meter_usage(app, conn, meter, customer_id, start_us, end_us, window_bounds=N
     entry = {"meter": meter.key, "aggregation": meter.aggregation, "unit": meter.unit,
              "value": value_of(cells.values(), meter.aggregation)}
     if window_bounds is not None:
-        by_window = {}
-        for key, part in cells.items():
-            by_window.setdefault(key[0], {})[key] = part
-        empty = {}
-        entry["windows"] = [_window(meter, bounds, by_window.get(index, empty), group_by)
-                            for index, bounds in enumerate(window_bounds)]
+        entry["windows"] = _windows(meter, window_bounds, cells, group_by)
     if group_by:
         entry["groups"] = _groups(meter, cells, group_by)
     return entry
 
 
-def _window(meter, bounds, mine, group_by):
-    """A window's entry from its cells ((window index, group) → Partial)."""
-    start, end = bounds
-    window = {"start": times.format_micros(start), "end": times.format_micros(end),
-              "value": value_of(mine.values(), meter.aggregation)}
-    if group_by:
-        window["groups"] = _groups(meter, mine, group_by)
-    return window
+def _windows(meter, window_bounds, cells, group_by):
+    """The entries of the windows from the cells ((window index, group) → Partial)."""
+    aggregation, text = meter.aggregation, times.format_micros
+    if not group_by:  # a cell per window at most
+        nothing = value_of((), aggregation)
+        return [{"start": text(start), "end": text(end),
+                 "value": cells[(index, None)].value(aggregation) if (index, None) in cells else nothing}
+                for index, (start, end) in enumerate(window_bounds)]
+    by_window = {}
+    for key, part in cells.items():
+        by_window.setdefault(key[0], {})[key] = part
+    windows = []
+    for index, (start, end) in enumerate(window_bounds):
+        mine = by_window.get(index, {})
+        windows.append({"start": text(start), "end": text(end), "value": value_of(mine.values(), aggregation),
+                        "groups": _groups(meter, mine, group_by)})
+    return windows
 
 
 def _groups(meter, cells, group_by):
