@@ -48,16 +48,22 @@ def _check_strings(value):
             stack.extend(item)
 
 
+_DECODER = json.JSONDecoder(parse_float=_parse_number, parse_constant=_no_constants)  # made once, not per call
+
+
 def decode(text):
-    """Parse JSON text (str or bytes); raises JSONDecodeError."""
+    """Parse JSON text (str, or bytes in UTF-8/16/32 as json.loads takes
+    them); raises JSONDecodeError."""
     try:
-        value = json.loads(text, parse_float=_parse_number, parse_constant=_no_constants)
+        if isinstance(text, (bytes, bytearray)):
+            text = text.decode(json.detect_encoding(text), "surrogatepass")
+        elif not isinstance(text, str):
+            raise TypeError(f"JSON text must be str or bytes, not {type(text).__name__}")
+        value = _DECODER.decode(text)
     except JSONDecodeError:
         raise
-    except (ValueError, RecursionError, DecimalException) as exc:
+    except (ValueError, RecursionError, DecimalException) as exc:  # UnicodeDecodeError is a ValueError
         raise JSONDecodeError(str(exc)) from None
-    if isinstance(text, bytes):
-        text = text.decode("utf-8", "replace")
     if _SURROGATE_ESCAPE.search(text):
         _check_strings(value)
     return value

@@ -127,15 +127,17 @@ def _bucket_pieces(conn, meter, customer_id, windows, cut, group_by):
 
 
 def _row_by_row(table, column, spans):
-    """Whether a customer's rows of `table` over the spans are few enough to
-    add up in Python (`_row_pieces`): the hot buckets (the last hour's, until
-    settled), or spans of at most one row per group each (a day window's
-    whole day). Then one plain index range beats SQLite adding them up per
-    span, which costs a join and a sort per statement."""
+    """Whether a customer's rows of `table` over the spans (in order) are few
+    enough to add up in Python (`_row_pieces`): the hot buckets (the last
+    hour's, until settled), or spans of at most one row per group each (a
+    day window's whole day) with no long gaps between them. Then one plain
+    index range beats SQLite adding them up per span, which costs a join and
+    a sort per statement."""
     if table == "rollups_hot":
         return True
     unit = DAY_US if column == "day" else BUCKET_US
-    return all(b - a <= unit for _, a, b in spans)
+    # the range read holds at most twice the spans' rows: no long gaps between them
+    return all(b - a <= unit for _, a, b in spans) and spans[-1][2] - spans[0][1] <= 2 * unit * len(spans)
 
 
 _ROWS = ("SELECT r.{column}, {group} AS g, r.n, r.total_hi, r.total_lo, r.low, r.high{last} FROM {table} r"

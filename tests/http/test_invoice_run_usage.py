@@ -7,7 +7,9 @@ more customers than fit in one chunk."""
 import sqlite3
 from decimal import Decimal
 
-from billing.api import invoice_run
+import pytest
+
+from billing.api import invoice_run, rollups
 from billing.domain import times
 from tests.http.helpers import pin, table_count
 
@@ -75,7 +77,11 @@ def _cents(text):
     return int(whole) * 100 + int(cents or 0)
 
 
-def test_the_run_stores_what_rating_each_period_alone_gives(server, admin):
+@pytest.mark.parametrize("chunk, per_statement", [(5, rollups.MANY_CUSTOMERS), (12, 2)])
+def test_the_run_stores_what_rating_each_period_alone_gives(server, admin, monkeypatch, chunk, per_statement):
+    """Chunks of 5 customers in 5 zones (no two periods alike), or all 12 in
+    one chunk, where customers of one zone share a statement, 2 at a time."""
+    monkeypatch.setattr(rollups, "MANY_CUSTOMERS", per_statement)
     ids = _catalog(admin, 12)
     pin("2025-10-01T12:00:00Z")  # after every event
     for n, (cid, zone) in enumerate(ids):
@@ -84,7 +90,7 @@ def test_the_run_stores_what_rating_each_period_alone_gives(server, admin):
             assert server.app.settler.settle_rollups() > 0
     assert table_count(server, "rollups_hot") and table_count(server, "rollup_days")
     pin("2025-10-05T00:00:00Z")
-    created = invoice_run.run_as_of(server.app, times.parse_instant(AS_OF), chunk=5)
+    created = invoice_run.run_as_of(server.app, times.parse_instant(AS_OF), chunk=chunk)
     assert len(created) == len(ids)
     stored = _stored_usage(server)
     for invoice_id in created:

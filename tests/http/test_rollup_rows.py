@@ -25,7 +25,8 @@ def _random_spans(rng, unit, around):
     for number in range(rng.randrange(1, 12)):
         at += rng.choice([0, 0, unit, 3 * unit]) if number else 0  # a gap, or none
         length = rng.choice([unit, unit, 2 * unit, 5 * unit])
-        spans.append([at - rng.choice([0, unit // 2]), at, at + length])
+        same_window = spans and rng.random() < 0.2  # a window's two partial days both in `rollups`
+        spans.append([spans[-1][0] if same_window else at - rng.choice([0, unit // 2]), at, at + length])
         at += length
     return spans
 
@@ -86,3 +87,16 @@ def test_row_by_row_pieces_equal_the_summed_ones(server, admin):
                     (table, meter.key, group_by, spans, sorted(cut))
                 compared += bool(summed)
     assert compared >= 150  # most comparisons found rows
+
+
+def test_spans_far_apart_are_summed_by_sqlite():
+    """A year of day windows cut a quarter hour into its first and last day:
+    the settled buckets' two spans lie a year apart, so they are summed per
+    span rather than read as one range of a year's buckets; the day rows
+    (one a window, no gaps) and the hot buckets are read row by row."""
+    start, end = times.parse_instant("2025-01-01T23:45:00Z"), times.parse_instant("2025-12-31T00:15:00Z")
+    windows = tuple((times.to_micros(a), times.to_micros(b)) for a, b in times.windows(start, end, "day", times.UTC))
+    reads = {read.table: read for read in rollups_api._reads(windows, True)}
+    assert [len(reads["rollups"].spans), reads["rollups"].by_rows] == [2, False]
+    assert reads["rollup_days"].by_rows and reads["rollups_hot"].by_rows
+    assert len(reads["rollup_days"].spans) == len(windows) - 2
