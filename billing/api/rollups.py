@@ -18,6 +18,7 @@ events alone (`_raw_pieces`); every other figure reads the rollups as ever.
 
 import bisect
 import functools
+import json
 from typing import NamedTuple
 
 from ..domain import times
@@ -313,23 +314,38 @@ def live_pieces(rows, group_by):
     return [(ts, rest[0] if group_by else None, Partial.of_event(ts, seq, value)) for ts, seq, value, *rest in rows]
 
 
-# many customers' whole buckets at once (the invoice run's chunks): for the ranges of one
-# (first, past) of whole buckets, each span of SPANS (partial days' settled buckets, whole
-# days, hot buckets) of every customer and meter asked in one statement: an index range per
-# (customer, meter) pair of the IN lists, summed in the index's own order (no sort)
-_MANY = ("SELECT customer_id, meter_id, sum(n), sum(total_hi), sum(total_lo / 1000000), sum(total_lo % 1000000),"
-         " min(low), max(high) FROM {table} WHERE customer_id IN ({customers}) AND meter_id IN ({meters})"
-         " AND {column} >= ? AND {column} < ? GROUP BY customer_id, meter_id")
-MANY_CUSTOMERS = 500  # customers per statement (its IN list)
+# many customers' whole buckets at once (the invoice run's chunks): for each (customer, meter,
+# range) the spans of SPANS (partial days' settled buckets, whole days, hot buckets),
+# each an index range, all in one statement; each span's sums come back as a JSON array from
+# a subquery (a GROUP BY over the ranges would sort every row read), and the whole answer as
+# one JSON text of [c, m, lo, hi, span, span, …] rows, so Python decodes once per statement
+# and gives up the interpreter lock once (statements per range and span over IN lists, rows
+# back, were faster alone but slower beside requests: each row takes the lock back)
+_SPAN = ("json((SELECT json_array({{sums}}) FROM {table} WHERE customer_id = c AND meter_id = m"
+         " AND {column} >= {low} AND {column} < {high}))")
+_MANY = ("WITH q(c, m, lo, hi, d0, d1) AS MATERIALIZED (SELECT json_extract(value, '$[0]'),"
+         " json_extract(value, '$[1]'), json_extract(value, '$[2]'), json_extract(value, '$[3]'),"
+         " json_extract(value, '$[4]'), json_extract(value, '$[5]') FROM json_each(?))"
+         " SELECT json_group_array(json_array(c, m, lo, hi, "
+         + ", ".join(_SPAN.format(table=table, column=column, low=("lo", "d0", "d1", "hi")[low],
+                                  high=("lo", "d0", "d1", "hi")[high]) for table, column, low, high in SPANS)
+         + ")) AS answer FROM q")
+_MANY_SUMS = _MANY.format(sums="sum(n), sum(total_hi), sum(total_lo / 1000000), sum(total_lo % 1000000),"
+                               " min(low), max(high)")
+# sum and count need only the count and the sum: total_lo (< 10¹² a bucket) summed whole, where the
+# range holds too few buckets for that sum to leave 64 bits
+_MANY_TOTALS = _MANY.format(sums="sum(n), sum(total_hi), 0, sum(total_lo), NULL, NULL")
+_WHOLE_LO_BUCKETS = (2 ** 63 - 1) // SPLIT
 
 
 def many_pieces(conn, asks):
     """For each (customer id, meter, start_us, end_us) of `asks`: what
     `pieces(conn, meter, customer_id, start_us, end_us)` gives, keyed by
-    (customer id, meter id, start_us, end_us). The whole buckets of ranges no
-    bucket boundary cuts, of meters other than latest and unique_count, come
-    from one statement per span and range; the others are read one by one."""
-    found, batched = {}, {}
+    (customer id, meter id, start_us, end_us), with no min or max where the
+    meter's aggregation (sum, count) needs none. The whole buckets of ranges
+    no bucket boundary cuts, of meters other than latest and unique_count,
+    come from one statement per kind of sums; the others are read one by one."""
+    found, batched = {}, ({}, {})
     for customer_id, meter, start_us, end_us in asks:
         key = (customer_id, meter.id, start_us, end_us)
         if cut_buckets(start_us, end_us) or meter.aggregation in ("latest", "unique_count"):
@@ -338,20 +354,17 @@ def many_pieces(conn, asks):
         found[key] = []
         first, past = whole_buckets(start_us, end_us)
         if first < past:
-            batched.setdefault((first, past), {}).setdefault((customer_id, meter.id), []).append(key)
-    for (first, past), pairs in batched.items():
-        customers = sorted({customer_id for customer_id, _ in pairs})
-        meters = sorted({meter_id for _, meter_id in pairs})
-        for start in range(0, len(customers), MANY_CUSTOMERS):
-            part = customers[start:start + MANY_CUSTOMERS]
-            for table, column, low, high in _range_spans(first, past):
-                if low >= high:
-                    continue
-                sql = _MANY.format(table=table, column=column, customers=",".join("?" * len(part)),
-                                   meters=",".join("?" * len(meters)))
-                for customer_id, meter_id, n, hi, mid, lo_part, least, most in conn.execute(
-                        sql, (*part, *meters, low, high)):
-                    for key in pairs.get((customer_id, meter_id), ()) if n else ():
-                        found[key].append((key[2], None, Partial(n, hi * SPLIT + (mid * 1_000_000 + lo_part),
-                                                                 least, most)))
+            light = meter.aggregation in ("sum", "count") and (past - first) // BUCKET_US <= _WHOLE_LO_BUCKETS
+            batched[light].setdefault((customer_id, meter.id, first, past), []).append(key)
+    for sql, ranges in ((_MANY_SUMS, batched[False]), (_MANY_TOTALS, batched[True])):
+        if not ranges:
+            continue
+        asked = [(*key, *span_bounds(key[2], key[3])[1:3]) for key in ranges]
+        (answer,) = conn.execute(sql, (encode(asked),)).fetchone()
+        for c, m, lo, hi, *spans in json.loads(answer):
+            for n, total_hi, mid, lo_part, low, high in spans:
+                if n:
+                    for key in ranges[(c, m, lo, hi)]:
+                        found[key].append((key[2], None, Partial(n, total_hi * SPLIT + (mid * 1_000_000 + lo_part),
+                                                                 low, high)))
     return found
