@@ -319,8 +319,8 @@ def live_pieces(rows, group_by):
 # each an index range, all in one statement; each span's sums come back as a JSON array from
 # a subquery (a GROUP BY over the ranges would sort every row read), and the whole answer as
 # one JSON text of [c, m, lo, hi, span, span, …] rows, so Python decodes once per statement
-# and gives up the interpreter lock once (statements per range and span over IN lists, rows
-# back, were faster alone but slower beside requests: each row takes the lock back)
+# (statements per range and span over IN lists, a row back per sum, read faster alone but
+# made the invoice run slower beside requests)
 _SPAN = ("json((SELECT json_array({{sums}}) FROM {table} WHERE customer_id = c AND meter_id = m"
          " AND {column} >= {low} AND {column} < {high}))")
 _MANY = ("WITH q(c, m, lo, hi, d0, d1) AS MATERIALIZED (SELECT json_extract(value, '$[0]'),"
