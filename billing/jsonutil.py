@@ -59,6 +59,8 @@ def decode(text):
             text = text.decode(json.detect_encoding(text), "surrogatepass")
         elif not isinstance(text, str):
             raise TypeError(f"JSON text must be str or bytes, not {type(text).__name__}")
+        elif text.startswith("\ufeff"):  # as json.loads says it
+            raise JSONDecodeError("Unexpected UTF-8 BOM (decode using utf-8-sig): line 1 column 1 (char 0)")
         value = _DECODER.decode(text)
     except JSONDecodeError:
         raise

@@ -15,6 +15,23 @@ def test_rejects_nonfinite_and_malformed(text):
         jsonutil.decode(text)
 
 
+@pytest.mark.parametrize("text", ['{"q": 1.5}', b'{"q": 1.5}', bytearray(b'{"q": 1.5}'), '{"q": 1.5}'.encode("utf-16"),
+                                  b'\xef\xbb\xbf{"q": 1.5}'])
+def test_decodes_text_and_bytes_as_json_loads_takes_them(text):
+    assert jsonutil.decode(text) == {"q": Decimal("1.5")}
+
+
+def test_a_bom_before_text_is_refused_by_name():
+    with pytest.raises(jsonutil.JSONDecodeError, match="Unexpected UTF-8 BOM"):
+        jsonutil.decode("\ufeff{}")
+
+
+def test_surrogate_escapes_are_refused_in_any_encoding():
+    for text in ('{"a": "\\ud800"}', '{"a": "\\ud800"}'.encode("utf-16")):
+        with pytest.raises(jsonutil.JSONDecodeError, match="surrogate"):
+            jsonutil.decode(text)
+
+
 def test_encode_decimal_without_exponent():
     assert jsonutil.encode({"q": Decimal("1E+3"), "r": Decimal("0.000001"), "s": "x"}) == \
         '{"q":1000,"r":0.000001,"s":"x"}'

@@ -1,7 +1,8 @@
 """Reading usage from the rollups (§13): whole 15-minute buckets come from
-the rollup tables, added up per window by SQLite, and only a bucket that a
-range edge or a window boundary cuts is read from the raw events, so a figure
-costs windows × groups (and the buckets SQLite adds), not events.
+the rollup tables, added up per window by SQLite (or, where one customer's
+rows are few, in Python: `_row_by_row`), and only a bucket that a range edge
+or a window boundary cuts is read from the raw events, so a figure costs
+windows × groups (and the buckets added up), not events.
 
 `pieces` returns (ts, group, Partial) triples: one per (window, group) of the
 rollups (ts = the window's start) and one per raw event of a cut bucket.
@@ -27,7 +28,7 @@ from ..errors import ValidationError
 from ..jsonutil import encode
 from ..store import archive
 from ..store.regroup import holds_key
-from ..store.rollups import BUCKET_US, DAY_US, SPLIT, TABLES, VALUE_TABLES
+from ..store.rollups import BUCKET_US, DAY_US, SPLIT
 
 # the spans to read as rows (lo: their window's start; [a, b): the span), the rollups of each
 # without the buckets a boundary cuts; `{column}` is the table's time column (bucket or day)
@@ -130,7 +131,7 @@ def _bucket_pieces(conn, meter, customer_id, windows, cut, group_by):
 def _row_by_row(table, column, spans):
     """Whether a customer's rows of `table` over the spans (in order) are few
     enough to add up in Python (`_row_pieces`): the hot buckets (the last
-    hour's, until settled), or spans of at most one row per group each (a
+    hour's, and old ones a late event re-opened, until settled), or spans of at most one row per group each (a
     day window's whole day) with no long gaps between them. Then one plain
     index range beats SQLite adding them up per span, which costs a join and
     a sort per statement."""

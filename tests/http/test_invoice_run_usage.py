@@ -80,12 +80,13 @@ def _cents(text):
 @pytest.mark.parametrize("chunk", [5, 12])
 def test_the_run_stores_what_rating_each_period_alone_gives(server, admin, chunk):
     """Chunks of 5 customers in 5 zones (no two periods alike), or all 12 in
-    one chunk, where customers of one zone have the same period."""
+    one chunk, where customers of one zone ask the chunk's read for the same
+    range."""
     ids = _catalog(admin, 12)
     pin("2025-10-01T12:00:00Z")  # after every event
     for n, (cid, zone) in enumerate(ids):
         assert admin.post("/v1/events/batch", {"events": _events(n, cid, zone)}).status == 200
-        if n == len(ids) // 2:  # the first half's buckets settled (and their whole days), the rest hot
+        if n == len(ids) // 2:  # the first seven customers' buckets settled (and their whole days), the rest hot
             assert server.app.settler.settle_rollups() > 0
     assert table_count(server, "rollups_hot") and table_count(server, "rollup_days")
     pin("2025-10-05T00:00:00Z")
