@@ -10,8 +10,7 @@ from billing.api import rollups as rollups_api
 from billing.domain import times
 from billing.store import rollups
 from billing.store.rollups import BUCKET_US, DAY_US
-from tests.http.helpers import pin
-from tests.http.test_rollups import PLAN, ZONES, iso, make_meters, random_bound, random_event
+from tests.http.test_rollups import post_crowded_batch, random_bound, zone_customers
 
 TABLES = (("rollups", "bucket", BUCKET_US), ("rollup_days", "day", DAY_US), ("rollups_hot", "bucket", BUCKET_US))
 
@@ -53,16 +52,9 @@ def _shape(pieces, aggregation):
 
 def test_row_by_row_pieces_equal_the_summed_ones(server, admin):
     rng = random.Random(2718)
-    pin("2025-11-25T00:00:00Z")
-    make_meters(admin)
-    cids = [admin.post("/v1/customers", {"name": zone, "email": f"r{i}@example.com", "timezone": zone}).json["id"]
-            for i, zone in enumerate(ZONES)]
-    assert admin.post("/v1/plans", PLAN).status == 201
+    cids = zone_customers(admin)
     for number in range(6):
-        batch = [random_event(rng, rng.choice(cids), []) for _ in range(300)]
-        for event in batch:
-            event["timestamp"] = iso(random_bound(rng))
-        assert admin.post("/v1/events/batch", {"events": batch}).status == 200
+        post_crowded_batch(admin, rng, cids)
         if number == 2:  # some buckets settled (and their days), the rest still hot
             with server.app.db.transaction() as conn:
                 now = times.to_micros(times.parse_instant("2025-11-25T00:00:00Z"))

@@ -363,22 +363,34 @@ def settle_some(server, number):
         assert table_count(server, "rollups_hot") == table_count(server, "rollup_values_hot") == 0
 
 
-def test_usage_equals_the_raw_events(server, admin):
-    """Random ranges whose edges fall inside buckets, local windows across DST
-    changes and +05:45, groups: every figure equals the reference."""
-    rng = random.Random(1414)
+def zone_customers(admin):
+    """The meters, the plan and a customer in each of ZONES (ids), on 2025-11-25."""
     pin("2025-11-25T00:00:00Z")
     make_meters(admin)
     cids = [admin.post("/v1/customers", {"name": zone, "email": f"z{i}@example.com", "timezone": zone}).json["id"]
             for i, zone in enumerate(ZONES)]
     assert admin.post("/v1/plans", PLAN).status == 201
+    return cids
+
+
+def post_crowded_batch(admin, rng, cids):
+    """300 random events of the customers in crowded buckets, September to
+    late November (DST changes included)."""
+    batch = [random_event(rng, rng.choice(cids), []) for _ in range(300)]
+    for event in batch:
+        event["timestamp"] = iso(random_bound(rng))
+    assert admin.post("/v1/events/batch", {"events": batch}).status == 200
+
+
+def test_usage_equals_the_raw_events(server, admin):
+    """Random ranges whose edges fall inside buckets, local windows across DST
+    changes and +05:45, groups: every figure equals the reference."""
+    rng = random.Random(1414)
+    cids = zone_customers(admin)
     for cid in cids:
         assert admin.post("/v1/subscriptions", {"customer_id": cid, "plan": "rolled", "start": "2025-09-01"}).status == 201
     for number in range(8):
-        batch = [random_event(rng, rng.choice(cids), []) for _ in range(300)]
-        for event in batch:  # September to late November, DST changes included
-            event["timestamp"] = iso(random_bound(rng))
-        assert admin.post("/v1/events/batch", {"events": batch}).status == 200
+        post_crowded_batch(admin, rng, cids)
         settle_some(server, number)
     db_path = server.app.config.db_path
     assert table_count(server, "rollups") and table_count(server, "rollups_hot")
