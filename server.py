@@ -5,6 +5,7 @@
 """
 
 import argparse
+import gc
 import os
 import signal
 import subprocess
@@ -17,6 +18,11 @@ from billing.store.migrations import MigrationError
 from billing.web.http import make_server
 
 EXIT_OK, EXIT_CONFIG, EXIT_PORT = 0, 2, 3
+# The cycle collector (reference counting frees everything else): its youngest generation
+# collected every 20,000 net allocations instead of 700, and what start-up made frozen out
+# of every collection. bench/ingest.py, five pairs back to back: batch ingest 7 % faster on
+# average (from −1 % to +13 %), the same RSS; usage and single events unchanged.
+GC_THRESHOLDS = (20_000, 50, 100)
 
 
 def parse_args(argv):
@@ -28,6 +34,13 @@ def parse_args(argv):
     parser.add_argument("--no-scheduler", action="store_true", help="do not run the billing scheduler (drafts, issuing)")
     parser.add_argument("--quiet", action="store_true", help="no request log on stderr")
     return parser.parse_args(argv)
+
+
+def tune_gc():
+    """Once the server is set up: its objects leave the collector's view, and
+    the youngest generation is collected less often (GC_THRESHOLDS)."""
+    gc.freeze()
+    gc.set_threshold(*GC_THRESHOLDS)
 
 
 def _start_demo_collector(app, host, port):
@@ -90,6 +103,7 @@ def main(argv=None):
             print(f"  admin API key:  {secrets_['api_key']}", flush=True)
         print("  (shown once; only their hashes are stored)", flush=True)
     collector = _start_demo_collector(app, host, port) if args.demo else None
+    tune_gc()
     try:
         server.serve_forever(poll_interval=0.2)
     finally:

@@ -159,3 +159,25 @@ def test_runtime_imports_only_the_standard_library():
 
 
 pytestmark = pytest.mark.filterwarnings("ignore::ResourceWarning")
+
+
+def test_the_server_tunes_the_cycle_collector_once_set_up():
+    """server.tune_gc, which main calls before serving: start-up's objects
+    frozen out of collections, the youngest generation collected less often."""
+    import gc
+    import importlib.util
+    spec = importlib.util.spec_from_file_location("meterline_server", os.path.join(ROOT, "server.py"))
+    server = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(server)
+    before = gc.get_threshold()
+    try:
+        server.tune_gc()
+        assert gc.get_threshold() == server.GC_THRESHOLDS
+        assert server.GC_THRESHOLDS[0] > before[0]
+        assert gc.get_freeze_count() > 0
+    finally:
+        gc.unfreeze()
+        gc.set_threshold(*before)
+    import inspect
+    main = inspect.getsource(server.main)
+    assert main.index("tune_gc()") < main.index("serve_forever(")  # after set-up, before serving
