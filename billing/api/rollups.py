@@ -131,10 +131,10 @@ def _bucket_pieces(conn, meter, customer_id, windows, cut, group_by):
 def _row_by_row(table, column, spans):
     """Whether a customer's rows of `table` over the spans (in order) are few
     enough to add up in Python (`_row_pieces`): the hot buckets (the last
-    hour's, and old ones a late event re-opened, until settled), or spans of at most one row per group each (a
-    day window's whole day) with no long gaps between them. Then one plain
-    index range beats SQLite adding them up per span, which costs a join and
-    a sort per statement."""
+    hour's, and old ones a late event re-opened, until settled), or spans of
+    at most one row per group each (a day window's whole day) with no long
+    gaps between them. Then one plain index range beats SQLite adding them up
+    per span, which costs a join and a sort per statement."""
     if table == "rollups_hot":
         return True
     unit = DAY_US if column == "day" else BUCKET_US
@@ -142,8 +142,9 @@ def _row_by_row(table, column, spans):
     return all(b - a <= unit for _, a, b in spans) and spans[-1][2] - spans[0][1] <= 2 * unit * len(spans)
 
 
-_ROWS = ("SELECT r.{column}, {group} AS g, r.n, r.total_hi, r.total_lo, r.low, r.high{last} FROM {table} r"
-         " WHERE r.customer_id = ? AND r.meter_id = ? AND r.{column} >= ? AND r.{column} < ?")
+# one customer's rows of one table in [low, high) of its time column: one index range
+_RANGE = " FROM {table} r WHERE r.customer_id = ? AND r.meter_id = ? AND r.{column} >= ? AND r.{column} < ?"
+_ROWS = "SELECT r.{column}, {group} AS g, r.n, r.total_hi, r.total_lo, r.low, r.high{last}" + _RANGE
 
 
 def _row_pieces(conn, meter, customer_id, spans, cut, group_by, table, column):
@@ -191,7 +192,6 @@ def _table_pieces(conn, meter, customer_id, spans, cut, group_by, table, column)
 
 # one customer's whole buckets of one range, no windows and no groups (the invoice run's case):
 # [first whole bucket, first bucket past the last whole one), an index range with nothing to exclude
-_RANGE = " FROM {table} WHERE customer_id = ? AND meter_id = ? AND {column} >= ? AND {column} < ?"
 _RANGE_SUMS = ("SELECT sum(n), sum(total_hi), sum(total_lo / 1000000), sum(total_lo % 1000000), min(low), max(high)"
                + _RANGE)
 _RANGE_LATEST = "SELECT last_ts, last_seq, last_value" + _RANGE + " ORDER BY last_ts DESC, last_seq DESC LIMIT 1"
