@@ -152,19 +152,32 @@ def _in_chunks(run, tasks, rate, prepare=None):
 
 def _write_chunk(run, rated, rate):
     """Store the rated drafts whose place is still free; ids of those stored."""
-    ids, lines = [], []
+    ids, lines, customers = [], [], set()
     with run.app.db.transaction() as conn:
         hooks = webhooks.subscribers(conn, "invoice.created")
         for task, carries, made in rated:
             if _taken(conn, task):
                 continue  # drafted meanwhile by someone else
-            if run.carries_now(conn, task.customer_id) != carries:  # its carrier changed meanwhile
-                made = rate(run, conn, task, not carries)
+            carries_now = run.carries_now(conn, task.customer_id)
+            # its carrier changed meanwhile, or it reads a draft this chunk stored after it was rated
+            if carries_now != carries or (task.customer_id in customers and _reads_drafts(task)):
+                made = rate(run, conn, task, carries_now)
                 if made is None:
                     continue
             ids.append(_store(run, conn, task, made, hooks, lines))
+            customers.add(task.customer_id)
         drafts.write_lines(conn, lines)
     return ids
+
+
+def _reads_drafts(task):
+    """Whether rating the task reads the customer's other drafts: the later
+    part of a period split by a plan change takes what is left of a fixed
+    amount off (subscriptions_api.split_by_change)."""
+    if task.kind != "subscription":
+        return False
+    sub, _plan, billed_start, _end, _resources = task.args
+    return subscriptions_api.split_by_change(sub, billed_start)
 
 
 def _taken(conn, task):

@@ -419,6 +419,18 @@ def current_period(app, customer_id, zone, now):
     return periods.local_bounds(billed_start, billed_end, zone)
 
 
+def split_by_change(sub, day):
+    """Whether the period of the subscription holding local `day` has a
+    coupon and starts after its regular period does: the later part of a
+    period a plan change split, whose fixed amount off depends on the
+    invoices of the part before (`_split_coupon`)."""
+    sub = by_name(sub, NAMES)
+    if not sub["coupon"]:
+        return False
+    period_start, _, billed_start, _ = billed_period(sub, day)
+    return billed_start > period_start
+
+
 def _split_coupon(conn, coupon, sub, period_start, period_end, billed_start):
     """A fixed amount off is for the whole period: when a plan change splits the
     period between two subscriptions, the later part gets what the earlier did not."""

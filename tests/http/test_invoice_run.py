@@ -1,5 +1,6 @@
 """The invoice run (§7): one draft per ended period, never two, lines that add up."""
 
+import sqlite3
 import threading
 
 import pytest
@@ -98,3 +99,32 @@ def test_cancel_or_change_before_the_invoiced_end_is_409(admin, customer):
     assert admin.post("/v1/plans", {**PLAN, "code": "pro2"}).status == 201
     assert admin.post(f"/v1/subscriptions/{sub_id}/change-plan", {"plan": "pro2", "at": "2025-10-20"}).status == 409
     assert admin.post(f"/v1/subscriptions/{sub_id}/cancel", {"at": "2025-11-01"}).status == 200
+
+
+def test_a_fixed_coupon_split_by_a_plan_change_is_stored_once_when_both_parts_share_a_chunk(server, admin):
+    """A plan change on 16 Sept splits September in two drafts made by one run
+    (one chunk). 60.00 × 15/30 = 30.00 on the old plan takes 30.00 of the
+    40.00 off; 90.00 × 15/30 = 45.00 on the new plan gets the 10.00 left.
+    What the run stores is what a read re-rates: the 40.00 is given once."""
+    pin("2025-09-10T12:00:00Z")
+    for code, fee in (("a", "60.00"), ("b", "90.00")):
+        assert admin.post("/v1/plans", {"code": code, "name": code, "currency": "USD", "base_fee": fee,
+                                        "charges": []}).status == 201
+    assert admin.post("/v1/coupons", {"code": "FORTY", "amount_off": "40.00", "currency": "USD",
+                                      "duration": "forever"}).status == 201
+    cid = admin.post("/v1/customers", {"name": "U", "email": "u@example.com", "timezone": "UTC"}).json["id"]
+    sub = admin.post("/v1/subscriptions", {"customer_id": cid, "plan": "a", "start": "2025-09-01",
+                                           "coupon": "FORTY"}).json
+    assert admin.post(f"/v1/subscriptions/{sub['id']}/change-plan", {"plan": "b", "at": "2025-09-16"}).status == 200
+    pin("2025-10-02T00:00:00Z")
+    reply = admin.post("/v1/invoices/run", {"as_of": "2025-10-01T00:00:00Z"})
+    assert reply.status == 200 and reply.json["created"] == 2, reply
+    shown = {i: admin.get(f"/v1/invoices/{i}").json for i in reply.json["invoice_ids"]}
+    assert sorted((inv["subtotal"], inv["discount"], inv["total"]) for inv in shown.values()) == [
+        ("30.00", "30.00", "0.00"), ("45.00", "10.00", "35.00")]
+    conn = sqlite3.connect(server.app.config.db_path)
+    try:
+        stored = dict(conn.execute("SELECT id, discount FROM invoices WHERE customer_id = ?", (cid,)).fetchall())
+    finally:
+        conn.close()
+    assert sorted(stored.values()) == [1000, 3000]
