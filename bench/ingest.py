@@ -494,7 +494,7 @@ def phase_server(name, db, work_dir, path, bodies, clients, per_body, check, pro
     return {"requests": len(bodies), "items": len(bodies) * per_body, "wall": wall,
             "rate": len(bodies) * per_body / wall, "req_rate": len(bodies) / wall,
             "p50_ms": percentile(latencies, 50) * 1000, "p99_ms": percentile(latencies, 99) * 1000,
-            "server_cpu": server_cpu, "client_cpu": client_cpu,
+            "max_ms": max(latencies) * 1000, "server_cpu": server_cpu, "client_cpu": client_cpu,
             "rss_idle_mb": idle["VmRSS"] / 1024, "rss_end_mb": end["VmRSS"] / 1024,
             "rss_peak_mb": end["VmHWM"] / 1024, "cmd": " ".join(server.cmd)}
 
@@ -646,8 +646,8 @@ def summary(r, out):
     for key in ("b", "r", "c"):
         if key in r:
             x = r[key]
-            out(f"({key}) {x['requests']:,} requests / {x['items']:,} events in {x['wall']:.2f} s; "
-                f"server: {x['cmd']}")
+            out(f"({key}) {x['requests']:,} requests / {x['items']:,} events in {x['wall']:.2f} s, "
+                f"the longest {x['max_ms']:,.0f} ms; server: {x['cmd']}")
 
 
 if __name__ == "__main__":

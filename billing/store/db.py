@@ -12,9 +12,10 @@ All writes go through one writer connection guarded by one lock:
   rollup update for all). Consecutive items of one group with the same
   `combine` are passed to one call, inside one SAVEPOINT; if that call fails,
   each item is run alone in its own, so a bad item still fails alone.
-Writers queue on a Python lock instead of spinning on SQLITE_BUSY. Reads use a
-pool of connections that see the last committed state. WAL checkpoints run in a
-background thread so no request's COMMIT pays for copying pages back.
+Writers queue on a Python lock, taken in turn (`TurnLock`), instead of
+spinning on SQLITE_BUSY. Reads use a pool of connections that see the last
+committed state. WAL checkpoints run in a background thread so no request's
+COMMIT pays for copying pages back.
 """
 
 import contextlib
@@ -26,6 +27,7 @@ import threading
 
 from ..errors import ServiceUnavailable
 from . import migrations
+from .turnlock import TurnLock
 
 
 def _closed():
@@ -138,7 +140,7 @@ class Database:
         self.path = path
         create_private(path)
         self._writer = connect(path, writer=True)
-        self._write_lock = threading.RLock()
+        self._write_lock = TurnLock()  # taken in turn: a background loop cannot keep it from the writer
         self._depth = 0
         self._owner = None
         if migrations.migrate(self._writer):

@@ -1,0 +1,87 @@
+"""The writer's lock is taken in turn (billing/store/turnlock.py): a thread
+releasing it hands it to the thread that waited longest, so a background loop
+of short transactions never keeps the group-commit writer (and the requests
+behind it) waiting for more than the one transaction under way."""
+
+import threading
+import time
+
+import pytest
+
+from billing.store.db import Database
+from billing.store.turnlock import TurnLock
+
+
+def wait_until(check, what):
+    deadline = time.monotonic() + 10
+    while not check() and time.monotonic() < deadline:
+        time.sleep(0.001)
+    assert check(), what
+
+
+def queue_behind(lock, name, log):
+    """A thread that takes `lock` once it is its turn, logs `name`, and lets go;
+    started and waiting when this returns."""
+    before = lock.waiting()
+
+    def take():
+        with lock:
+            log.append(name)
+
+    thread = threading.Thread(target=take)
+    thread.start()
+    wait_until(lambda: lock.waiting() == before + 1, f"{name} did not queue for the lock")
+    return thread
+
+
+def test_the_lock_goes_to_the_waiting_threads_in_the_order_they_asked_before_the_releaser_gets_it_back():
+    lock, log = TurnLock(), []
+    lock.acquire()
+    first = queue_behind(lock, "first", log)
+    second = queue_behind(lock, "second", log)
+    lock.release()
+    with lock:  # the releasing thread asks again at once: it comes after both
+        log.append("releaser")
+    first.join(10)
+    second.join(10)
+    assert log == ["first", "second", "releaser"]
+    assert lock.waiting() == 0
+
+
+def test_it_is_reentrant_and_only_its_holder_may_release_it():
+    lock, log = TurnLock(), []
+    with lock:
+        with lock:
+            other = queue_behind(lock, "other", log)
+        assert log == []  # still held once
+    other.join(10)
+    assert log == ["other"]
+    with pytest.raises(RuntimeError):
+        lock.release()
+
+
+def test_a_thread_that_commits_and_begins_again_at_once_lets_the_waiting_transaction_in_first(tmp_path):
+    """What a background loop of short transactions (settling, shipping) does
+    to the group-commit writer waiting for its turn."""
+    db = Database(str(tmp_path / "t.db"))
+    try:
+        with db.transaction() as conn:
+            conn.execute("CREATE TABLE steps (n INTEGER PRIMARY KEY, who TEXT NOT NULL)")
+
+        def request():
+            with db.transaction() as conn:
+                conn.execute("INSERT INTO steps (who) VALUES ('request')")
+
+        waiting = None
+        for step in range(3):  # a loop: commit, begin again at once
+            with db.transaction() as conn:
+                conn.execute("INSERT INTO steps (who) VALUES ('loop')")
+                if waiting is None:
+                    waiting = threading.Thread(target=request)
+                    waiting.start()
+                    wait_until(lambda: db._write_lock.waiting() == 1, "the request never asked for the writer")
+        waiting.join(10)
+        order = [who for (who,) in db.query("SELECT who FROM steps ORDER BY n")]
+        assert order == ["loop", "request", "loop", "loop"]
+    finally:
+        db.close()
