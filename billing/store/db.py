@@ -41,6 +41,7 @@ SAFETY_AUTOCHECKPOINT_PAGES = 50_000  # if the checkpoint thread falls far behin
 RESTART_FRAMES = 10_000  # WAL frames (about 40 MB) past which the checkpoint thread lets the WAL start over
 LAST_PASS_FRAMES = 2_000  # new frames a pass may find before the last pass, which holds the writer's lock
 CATCH_UP_PASSES = 4
+FORCE_FRAMES = 25_000  # WAL frames past which the last pass holds the lock even when commits outrun the copying
 MAX_GROUP_JOBS = 64
 
 
@@ -287,23 +288,27 @@ class Database:
     def checkpoint(self, conn):
         """Copy the WAL's pages into the database file (on `conn`, not the
         writer). SQLite starts the WAL over only when a write transaction
-        begins with every page of it copied, which commits every few
-        milliseconds never allow: the WAL would grow to
-        SAFETY_AUTOCHECKPOINT_PAGES, where a COMMIT checkpoints by itself
-        (300–700 ms at 10 M events, inside a request's wait). So once it holds
-        RESTART_FRAMES, a last short pass runs holding the writer's lock:
-        with no commit after it, the next write transaction starts it over.
-        Returns the WAL's frames and those copied, as SQLite counts them."""
+        begins with every page of it copied and no read begun before still
+        open, which commits every few milliseconds never allow: the WAL would
+        grow to SAFETY_AUTOCHECKPOINT_PAGES, where a COMMIT checkpoints by
+        itself (300–700 ms at 10 M events, inside a request's wait). So once
+        it holds RESTART_FRAMES, a last pass runs holding the writer's lock —
+        when a pass has found few new frames, so that the last one is short,
+        or, if commits keep outrunning the copying, once it holds
+        FORCE_FRAMES — and with no commit after it, the next write
+        transaction starts it over. Returns the WAL's frames and those
+        copied, as the last pass counted them."""
         before = 0
         for _ in range(CATCH_UP_PASSES):
             _busy, frames, copied = conn.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchone()
             if frames < RESTART_FRAMES or copied < frames:
-                return frames, copied  # short yet, or a reader still needs its pages
+                return frames, copied  # short yet (or started over), or a reader still needs its pages
             if frames - before <= LAST_PASS_FRAMES:
-                break  # this pass had few pages to copy, so the one under the lock has few too
+                break  # this pass had few frames to copy, so the one under the lock has few too
             before = frames
         else:
-            return frames, copied  # commits outrun the copying: the next round tries again
+            if frames < FORCE_FRAMES:
+                return frames, copied  # commits outrun the copying: the next round tries again
         with self._write_lock:  # in turn: after the transaction under way
             _busy, frames, copied = conn.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchone()
         return frames, copied

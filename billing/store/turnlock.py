@@ -7,6 +7,10 @@ the group-commit writer with requests behind it — can wait for the whole loop
 instead of one transaction of it. `TurnLock` hands the lock over on release
 to the thread that has waited longest, so every waiting thread gets its turn
 after at most the transactions queued before it.
+
+Written in Python, it has steps between which an exception raised by a
+signal handler would leave a waiter unwoken; the server's handlers only
+start a thread (server.py), so none is raised there.
 """
 
 import collections

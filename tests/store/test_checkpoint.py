@@ -4,6 +4,8 @@ transaction begins with every page of it copied, which back-to-back commits
 never allow, so a long WAL gets a last pass under the writer's lock; without
 it the WAL grows until a COMMIT checkpoints by itself inside a request."""
 
+import threading
+
 import pytest
 
 from billing.store import db as db_module
@@ -89,3 +91,41 @@ def test_while_a_reader_holds_old_pages_the_checkpoint_leaves_the_lock_alone(db)
         side.close()
         reader.close()
 
+
+
+class ScriptedConnection:
+    """Answers each `PRAGMA wal_checkpoint(PASSIVE)` with the next scripted
+    (busy, frames, copied) row, noting whether the writer's lock was held."""
+
+    def __init__(self, db, rows):
+        self.db, self.rows, self.locked = db, list(rows), []
+
+    def execute(self, sql):
+        assert sql == "PRAGMA wal_checkpoint(PASSIVE)"
+        self.locked.append(self.db._write_lock.lock._owner == threading.get_ident())
+        row = self.rows.pop(0)
+        return type("Cursor", (), {"fetchone": lambda _self: row})()
+
+
+@pytest.mark.parametrize("rows,locked", [
+    # short: no lock
+    ([(0, 500, 500)], []),
+    # a reader still needs pages: no lock
+    ([(0, 12_000, 9_000)], []),
+    # the second pass found 1,000 new frames: the third, under the lock, has as few
+    ([(0, 12_000, 12_000), (0, 13_000, 13_000), (0, 13_100, 13_100)], [3]),
+    # commits outrun four passes, the WAL under FORCE_FRAMES: the next round tries again
+    ([(0, 12_000, 12_000), (0, 15_000, 15_000), (0, 18_000, 18_000), (0, 21_000, 21_000)], []),
+    # ... past FORCE_FRAMES: the last pass holds the lock anyway
+    ([(0, 20_000, 20_000), (0, 23_000, 23_000), (0, 26_000, 26_000), (0, 29_000, 29_000), (0, 29_500, 29_500)], [5]),
+    # the WAL started over between two passes
+    ([(0, 12_000, 12_000), (0, 300, 300)], []),
+])
+def test_the_passes_and_when_the_last_one_holds_the_writer_lock(db, monkeypatch, rows, locked):
+    monkeypatch.setattr(db_module, "RESTART_FRAMES", 10_000)
+    monkeypatch.setattr(db_module, "LAST_PASS_FRAMES", 2_000)
+    monkeypatch.setattr(db_module, "FORCE_FRAMES", 25_000)
+    conn = ScriptedConnection(db, rows)
+    assert db.checkpoint(conn) == rows[-1][1:]
+    assert conn.rows == []  # every scripted pass ran, none more
+    assert [i for i, held in enumerate(conn.locked, 1) if held] == locked

@@ -50,14 +50,26 @@ def test_the_lock_goes_to_the_waiting_threads_in_the_order_they_asked_before_the
 
 def test_it_is_reentrant_and_only_its_holder_may_release_it():
     lock, log = TurnLock(), []
-    with lock:
+    held, go_on = threading.Event(), threading.Event()
+
+    def holder():
         with lock:
-            other = queue_behind(lock, "other", log)
-        assert log == []  # still held once
-    other.join(10)
-    assert log == ["other"]
+            with lock:  # its own lock again: no wait for itself
+                log.append("twice")
+            held.set()  # still held once
+            go_on.wait(10)
+
+    thread = threading.Thread(target=holder)
+    thread.start()
+    assert held.wait(10), "taking the lock a second time hung"
     with pytest.raises(RuntimeError):
-        lock.release()
+        lock.release()  # by a thread that does not hold it
+    other = queue_behind(lock, "other", log)  # the holder still has it: the other waits
+    assert log == ["twice"]
+    go_on.set()
+    thread.join(10)
+    other.join(10)
+    assert log == ["twice", "other"]
 
 
 def test_a_thread_that_commits_and_begins_again_at_once_lets_the_waiting_transaction_in_first(tmp_path):
