@@ -4,19 +4,12 @@ of short transactions never keeps the group-commit writer (and the requests
 behind it) waiting for more than the one transaction under way."""
 
 import threading
-import time
 
 import pytest
 
 from billing.store.db import Database
 from billing.store.turnlock import TurnLock
-
-
-def wait_until(check, what):
-    deadline = time.monotonic() + 10
-    while not check() and time.monotonic() < deadline:
-        time.sleep(0.001)
-    assert check(), what
+from tests.helpers import wait_for
 
 
 def queue_behind(lock, name, log):
@@ -30,7 +23,7 @@ def queue_behind(lock, name, log):
 
     thread = threading.Thread(target=take)
     thread.start()
-    wait_until(lambda: lock.waiting() == before + 1, f"{name} did not queue for the lock")
+    wait_for(lambda: lock.waiting() == before + 1, message=f"{name} did not queue for the lock")
     return thread
 
 
@@ -91,7 +84,7 @@ def test_a_thread_that_commits_and_begins_again_at_once_lets_the_waiting_transac
                 if waiting is None:
                     waiting = threading.Thread(target=request)
                     waiting.start()
-                    wait_until(lambda: db._write_lock.waiting() == 1, "the request never asked for the writer")
+                    wait_for(lambda: db._write_lock.waiting() == 1, message="the request never asked for the writer")
         waiting.join(10)
         order = [who for (who,) in db.query("SELECT who FROM steps ORDER BY n")]
         assert order == ["loop", "request", "loop", "loop"]
