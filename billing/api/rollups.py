@@ -321,15 +321,20 @@ def live_pieces(rows, group_by):
 # a subquery (a GROUP BY over the ranges would sort every row read), and the whole answer as
 # one JSON text of [c, m, lo, hi, span, span, …] rows, so Python decodes once per statement
 # (statements per range and span over IN lists, a row back per sum, read faster alone but
-# made the invoice run slower beside requests)
-_SPAN = ("json((SELECT json_array({{sums}}) FROM {table} WHERE customer_id = c AND meter_id = m"
-         " AND {column} >= {low} AND {column} < {high}))")
+# made the invoice run slower beside requests). A span is read only where it can hold rows:
+# not when empty (a range of whole UTC days has no partial days), and its hot buckets not
+# when the range ends before the oldest hot bucket (a past period, once its buckets settled);
+# it is then null.
+_SPAN = ("CASE WHEN {low} < {high}{guard} THEN json((SELECT json_array({{sums}}) FROM {table}"
+         " WHERE customer_id = c AND meter_id = m AND {column} >= {low} AND {column} < {high})) END")
+_HOT_GUARD = {"rollups_hot": " AND hi > (SELECT min(bucket) FROM rollups_hot)"}
 _MANY = ("WITH q(c, m, lo, hi, d0, d1) AS MATERIALIZED (SELECT json_extract(value, '$[0]'),"
          " json_extract(value, '$[1]'), json_extract(value, '$[2]'), json_extract(value, '$[3]'),"
          " json_extract(value, '$[4]'), json_extract(value, '$[5]') FROM json_each(?))"
          " SELECT json_group_array(json_array(c, m, lo, hi, "
          + ", ".join(_SPAN.format(table=table, column=column, low=("lo", "d0", "d1", "hi")[low],
-                                  high=("lo", "d0", "d1", "hi")[high]) for table, column, low, high in SPANS)
+                                  high=("lo", "d0", "d1", "hi")[high], guard=_HOT_GUARD.get(table, ""))
+                     for table, column, low, high in SPANS)
          + ")) AS answer FROM q")
 _MANY_SUMS = _MANY.format(sums="sum(n), sum(total_hi), sum(total_lo / 1000000), sum(total_lo % 1000000),"
                                " min(low), max(high)")
@@ -363,7 +368,10 @@ def many_pieces(conn, asks):
         asked = [(*key, *span_bounds(key[2], key[3])[1:3]) for key in ranges]
         (answer,) = conn.execute(sql, (encode(asked),)).fetchone()
         for c, m, lo, hi, *spans in json.loads(answer):
-            for n, total_hi, mid, lo_part, low, high in spans:
+            for span in spans:
+                if span is None:
+                    continue  # not read: it cannot hold a row
+                n, total_hi, mid, lo_part, low, high = span
                 if n:
                     for key in ranges[(c, m, lo, hi)]:
                         found[key].append((key[2], None, Partial(n, total_hi * SPLIT + (mid * 1_000_000 + lo_part),

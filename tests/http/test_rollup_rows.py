@@ -7,10 +7,10 @@ buckets inside them, over every table, aggregation and group_by key."""
 import random
 
 from billing.api import rollups as rollups_api
-from billing.domain import times
+from billing.domain import rollup, times
 from billing.store import rollups
 from billing.store.rollups import BUCKET_US, DAY_US
-from tests.http.test_rollups import post_crowded_batch, random_bound, zone_customers
+from tests.http.test_rollups import iso, post_crowded_batch, random_bound, random_event, zone_customers
 
 TABLES = (("rollups", "bucket", BUCKET_US), ("rollup_days", "day", DAY_US), ("rollups_hot", "bucket", BUCKET_US))
 
@@ -92,3 +92,62 @@ def test_spans_far_apart_are_summed_by_sqlite():
     assert [len(reads["rollups"].spans), reads["rollups"].by_rows] == [2, False]
     assert reads["rollup_days"].by_rows and reads["rollups_hot"].by_rows
     assert len(reads["rollup_days"].spans) == len(windows) - 2
+
+
+def _whole_bucket_ranges(rng, at):
+    """A range on bucket edges (no bucket cut) holding instant `at`: whole UTC
+    days, or a range with partial days at either end."""
+    start = rng.choice([at - at % DAY_US, at - at % BUCKET_US - rng.randrange(0, 4) * BUCKET_US,
+                        at - at % BUCKET_US - rng.randrange(1, 3) * DAY_US])
+    length = rng.choice([BUCKET_US, 7 * BUCKET_US, DAY_US, rng.randrange(2, 6) * DAY_US])
+    end = start + length + rng.choice([0, 0, rng.randrange(1, 96)]) * BUCKET_US
+    return start, max(end, at - at % BUCKET_US + BUCKET_US)
+
+
+def test_a_chunk_read_equals_the_ranges_read_one_by_one_whatever_the_hot_buckets_hold(server, admin):
+    """many_pieces (the invoice run's read of a chunk) reads no empty span and
+    no hot buckets of a range that ends before the oldest hot bucket: with the
+    hot table holding buckets inside the ranges, with it empty, and with it
+    holding only buckets after them, every range's figure equals what
+    reading that range alone (`pieces`) gives."""
+    rng = random.Random(1618)
+    cids = zone_customers(admin)
+    for _ in range(3):
+        post_crowded_batch(admin, rng, cids)
+    meters = [meter for meter in server.app.catalog.meters().values()
+              if meter.aggregation not in ("latest", "unique_count")]
+    with server.app.db.snapshot() as conn:  # ranges around stored events, and some anywhere
+        stored = conn.execute("SELECT customer_id, meter_id, ts FROM events").fetchall()
+    by_id = {meter.id: meter for meter in meters}
+    asks = [(cid, by_id[mid], *_whole_bucket_ranges(rng, ts)) for cid, mid, ts in rng.sample(stored, 300)
+            if mid in by_id][:120]
+    asks += [(rng.choice(cids), rng.choice(meters), *_whole_bucket_ranges(rng, ts)) for *_, ts in rng.sample(stored, 30)]
+
+    def compare():
+        with server.app.db.snapshot() as conn:
+            together = rollups_api.many_pieces(conn, asks)
+            found = 0
+            for cid, meter, start, end in asks:
+                alone = rollups_api.pieces(conn, meter, cid, start, end)
+                got = [part for _, _, part in together[(cid, meter.id, start, end)]]
+                assert rollup.value_of(got, meter.aggregation) == \
+                    rollup.value_of([part for _, _, part in alone], meter.aggregation), (cid, meter.key, start, end)
+                found += bool(alone)
+            return found
+
+    def hot_buckets():
+        with server.app.db.snapshot() as conn:
+            return conn.execute("SELECT min(bucket), max(bucket) FROM rollups_hot").fetchone()
+
+    low, high = hot_buckets()
+    assert low < max(end for *_, end in asks) and high > min(start for *_, start, _ in asks)  # inside the ranges
+    assert compare() >= 100
+    assert server.app.settler.settle_rollups() > 0
+    assert hot_buckets() == (None, None)
+    assert compare() >= 100
+    late = [random_event(rng, rng.choice(cids), []) for _ in range(50)]
+    for event in late:  # the day before "now": after every range
+        event["timestamp"] = iso(times.to_micros(times.parse_instant("2025-11-24T00:00:00Z")) + rng.randrange(DAY_US))
+    assert admin.post("/v1/events/batch", {"events": late}).status == 200
+    assert hot_buckets()[0] >= max(end for *_, end in asks)
+    assert compare() >= 100
