@@ -138,6 +138,12 @@ def archived_bucket(conn, customer_id, meter_id, bucket):
     return conn.execute(sql, params).fetchone() is not None
 
 
+def archived_anywhere(conn, bucket):
+    """Whether the bucket holds archived events of any customer and meter."""
+    return conn.execute("SELECT 1 AS found FROM archived_buckets WHERE meter_id IN (SELECT id FROM meters)"
+                        " AND bucket = ? LIMIT 1", (bucket,)).fetchone() is not None
+
+
 def has_archived(conn, meter_id):
     """Whether the meter has archived events."""
     return conn.execute("SELECT 1 AS found FROM archived_buckets WHERE meter_id = ? LIMIT 1",

@@ -34,7 +34,10 @@ and retractions write the settled tables directly.
 Beside them, `event_spans` keeps per (customer, meter) the number of stored
 events (matched or not) and their first and last timestamps: the same
 insert adds to it, a retraction subtracts (the row goes at zero; the
-timestamps stay as outer bounds).
+timestamps stay as outer bounds). And `event_counts` keeps the number of
+events received per 15-minute bucket over every customer and meter (matched
+or not; the events chart): the same insert adds to it, a retraction
+subtracts, and archiving leaves it as it is.
 """
 
 from . import event_ids
@@ -162,9 +165,22 @@ def _add_spans(conn, rows):
     conn.executemany(_SPAN, [(*key, *span) for key, span in spans.items()])
 
 
+_COUNT = ("INSERT INTO event_counts (bucket, n) VALUES (?, ?)"
+          " ON CONFLICT (bucket) DO UPDATE SET n = n + excluded.n")
+
+
+def _add_counts(conn, rows):
+    counts = {}
+    for _customer_id, _meter_id, ts, _value, _matched in rows:
+        bucket = ts - ts % BUCKET_US
+        counts[bucket] = counts.get(bucket, 0) + 1
+    conn.executemany(_COUNT, counts.items())
+
+
 def forget_event(conn, customer_id, meter_id, ts):
-    """A stored event was deleted (retracted): its bucket and its span."""
+    """A stored event was deleted (retracted): its bucket, its span and its count."""
     recompute_bucket(conn, customer_id, meter_id, ts)
+    conn.execute("UPDATE event_counts SET n = n - 1 WHERE bucket = ?", (ts - ts % BUCKET_US,))
     key = (customer_id, meter_id)
     conn.execute("UPDATE event_spans SET n = n - 1 WHERE customer_id = ? AND meter_id = ?", key)
     conn.execute("DELETE FROM event_spans WHERE customer_id = ? AND meter_id = ? AND n <= 0", key)
@@ -184,6 +200,7 @@ def add_inserted(conn, before, rows):
     `rows` are (customer_id, meter_id, ts, value, matched) in insertion
     order, stored with the seqs after `before` (the highest seq before)."""
     _add_spans(conn, rows)
+    _add_counts(conn, rows)
     if last_seq(conn) != before + len(rows):  # seqs not consecutive: read them back instead
         add_since(conn, before)
         return
@@ -198,6 +215,16 @@ def add_inserted(conn, before, rows):
         values |= more_values
     if parts:
         _write(conn, parts, values, hot=True)
+
+
+def rebuild_counts(conn):
+    """event_counts of every stored event and every archived one still
+    remembered (the migration that adds it; bulk loads)."""
+    conn.execute("DELETE FROM event_counts")
+    floor = f"ts - ((ts % {BUCKET_US}) + {BUCKET_US}) % {BUCKET_US}"  # floored as Python floors
+    conn.execute(f"INSERT INTO event_counts (bucket, n) SELECT bucket, sum(k) FROM ("
+                 f"SELECT {floor} AS bucket, count(*) AS k FROM events GROUP BY 1 UNION ALL "
+                 f"SELECT {floor} AS bucket, count(*) AS k FROM archived_events GROUP BY 1) GROUP BY bucket")
 
 
 def recompute_bucket(conn, customer_id, meter_id, ts):
@@ -254,9 +281,10 @@ def rebuild_all(conn):
 
 def rebuild_derived(conn):
     """Every table derived from the stored events, for events loaded in bulk
-    (the benches): the rollups, the spans and the dedup index."""
+    (the benches): the rollups, the spans, the counts and the dedup index."""
     rebuild_all(conn)
     rebuild_spans(conn)
+    rebuild_counts(conn)
     event_ids.rebuild(conn)
 
 

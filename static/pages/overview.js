@@ -53,7 +53,7 @@ export function render(main) {
       h("span", { class: "kpi-label" }, label), h("span", { class: "kpi-value muted" }, "…"))));
   const revenue = section("revenue", "Revenue per month",
     "Issued and paid invoices by the month they were issued, over the last 12 months; drafts and void invoices are not revenue.");
-  const events = section("events-per-day", "Events per day", "Events stored over the last 30 days, all customers and meters.");
+  const events = section("events-per-day", "Events per day", "Events received over the last 30 days, all customers and meters.");
   const top = section("top-customers", "Top customers by revenue", "Over the last 12 months, per currency.");
   const alerts = section("open-alerts", "Open alerts", "What fired this month, newest first.",
     h("a", { href: "#/alerts", class: "all-alerts" }, "All alerts →"));

@@ -124,6 +124,12 @@ def figures(admin, cids):
             reply = admin.get(f"/v1/analytics/usage?meter={meter['key']}&from=2025-01-01&to=2025-05-01&{query}")
             assert reply.status == 200, reply
             found[f"analytics {meter['key']} {query}"] = reply.json
+    for query in ("to=2025-05-01&interval=month", "to=2025-05-01&interval=day&timezone=Asia/Kathmandu",
+                  "to=2025-01-12&interval=hour", "to=2025-03-17T00:45:00Z&interval=day"):
+        # the events chart: every event received, archived or not
+        reply = admin.get(f"/v1/analytics/events?from=2025-01-01&{query}")
+        assert reply.status == 200, reply
+        found[f"events {query}"] = reply.json
     return found
 
 
@@ -237,6 +243,10 @@ def test_a_range_edge_inside_an_archived_bucket_is_refused(server, admin):
     assert "2025-01-11T09:00:00Z" in reply.json["error"]["message"]
     analytics = admin.get("/v1/analytics/usage?meter=api_calls&from=2025-01-01&to=2025-01-11T09:10:00Z&interval=month")
     assert_error(analytics, 400, "validation_error")
+    counted = admin.get("/v1/analytics/events?from=2025-01-01&to=2025-01-11T09:10:00Z&interval=month")
+    assert_error(counted, 400, "validation_error")
+    assert counted.json["error"]["details"][0]["field"] == "to"
+    assert "2025-01-11T09:00:00Z" in counted.json["error"]["message"]
     # a bucket with no archived events of that customer and meter reads raw as ever
     assert admin.get(f"/v1/customers/{cids[0]}/usage?from=2025-01-11T09:20:00Z&to=2025-02-01").status == 200
 
