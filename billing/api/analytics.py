@@ -12,9 +12,7 @@ from .. import clock, jsonutil
 from ..domain import money, times
 from ..domain.rollup import combined
 from ..errors import ValidationError
-from ..store import archive
-from ..store.db import named, scalar
-from ..store.rollups import BUCKET_US
+from ..store.db import named
 from . import clickhouse_reads, rollups
 from .common import int_arg
 from .revenue import choice_arg, range_args, zone_arg
@@ -205,45 +203,8 @@ def event_counts(request):
     start, end, windows = _recent_windows(request, zone, interval)
     bounds = [(times.to_micros(a), times.to_micros(b)) for a, b in windows]
     with request.app.db.snapshot() as conn:
-        counts = _counts(conn, bounds)
+        counts = rollups.count_events(conn, bounds)
     data = [{"start": times.format_instant(a), "end": times.format_instant(b), "count": count}
             for (a, b), count in zip(windows, counts)]
     return {"from": times.format_instant(start), "to": times.format_instant(end), "interval": interval,
             "timezone": zone_name, "total": sum(counts), "data": data}
-
-
-def _counts(conn, bounds):
-    """The events received in each window [a, b) of `bounds` (in time order):
-    its whole 15-minute buckets from `event_counts` (a few rows a day, however
-    many events, archived ones included), and a bucket a window's edge cuts
-    from the raw events, refused (400) when some of them are archived."""
-    first = bounds[0][0] - bounds[0][0] % BUCKET_US
-    rows = conn.execute("SELECT bucket, n FROM event_counts WHERE bucket >= ? AND bucket < ? ORDER BY bucket",
-                        (first, bounds[-1][1])).fetchall()
-    buckets, running = [bucket for bucket, _ in rows], [0]
-    for _, n in rows:
-        running.append(running[-1] + n)
-    counts = []
-    for a, b in bounds:
-        whole_a, whole_b = -(-a // BUCKET_US) * BUCKET_US, b - b % BUCKET_US
-        if whole_a >= whole_b:  # inside one bucket, or across one edge of two
-            counts.append(_raw_count(conn, a, b, bounds))
-            continue
-        whole = running[bisect.bisect_left(buckets, whole_b)] - running[bisect.bisect_left(buckets, whole_a)]
-        counts.append(whole + _raw_count(conn, a, whole_a, bounds) + _raw_count(conn, whole_b, b, bounds))
-    return counts
-
-
-def _raw_count(conn, a, b, bounds):
-    """The stored events of [a, b), at most two buckets' parts, read from the raw events."""
-    if a >= b:
-        return 0
-    for bucket in {a - a % BUCKET_US, (b - 1) - (b - 1) % BUCKET_US}:
-        if archive.archived_anywhere(conn, bucket):
-            start, end = bounds[0][0], bounds[-1][1]
-            field = "from" if bucket <= start < bucket + BUCKET_US else "to" if bucket < end < bucket + BUCKET_US else None
-            raise ValidationError([{"field": field, "message": (
-                f"falls inside the 15-minute bucket {times.format_micros(bucket)} – "
-                f"{times.format_micros(bucket + BUCKET_US)}, whose raw events are archived; over archived time "
-                "events are counted only on 15-minute boundaries: start or end the range on one")}])
-    return scalar(conn, "SELECT count(*) FROM events WHERE ts >= ? AND ts < ?", (a, b))

@@ -15,7 +15,7 @@ from ..domain import money, times
 from ..errors import ValidationError
 from ..store.db import named, scalar
 from .responses import JSON_TYPE, Response
-from . import revenue_cache
+from . import revenue_cache, rollups
 
 REVENUE = ("issued", "paid")
 INTERVALS = ("day", "month")
@@ -88,8 +88,7 @@ def overview(request):
             "revenue_this_month": money_map({r["currency"]: r["amount"] for r in revenue}),
             "outstanding": money_map({r["currency"]: r["amount"] for r in receivable}),
             "overdue": money_map({r["currency"]: r["late"] for r in receivable if r["late"]}),
-            "events_today": one("SELECT count(*) FROM events WHERE ts >= ? AND ts < ?",
-                                (times.to_micros(day_start), times.to_micros(day_end))),
+            "events_today": rollups.count_events(conn, [(times.to_micros(day_start), times.to_micros(day_end))])[0],
             "active_sessions": one("SELECT count(*) FROM sessions WHERE ended_at IS NULL"),
             "stored_bytes": one("SELECT coalesce(sum(size), 0) FROM objects"),
             "alerts_this_month": one("SELECT count(*) FROM alert_firings WHERE created_at >= ? AND created_at < ?",

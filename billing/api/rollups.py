@@ -15,6 +15,10 @@ figure over archived time is exact only on 15-minute boundaries.
 While a meter's rollups are regrouped for a group_by key it gained
 (`store.regroup`), figures grouped by that key come from the raw
 events alone (`_raw_pieces`); every other figure reads the rollups as ever.
+
+The events chart and the overview's events today (`count_events`) read the
+per-bucket counts of every event received the same way: whole buckets from
+`event_counts`, a cut one from the raw events, refused when archived.
 """
 
 import bisect
@@ -377,3 +381,43 @@ def many_pieces(conn, asks):
                         found[key].append((key[2], None, Partial(n, total_hi * SPLIT + (mid * 1_000_000 + lo_part),
                                                                  low, high)))
     return found
+
+
+# -- the events chart: events received per window ---------------------------------
+
+def count_events(conn, bounds):
+    """The events received in each window [a, b) of `bounds` (in time order):
+    its whole 15-minute buckets from `event_counts` (a few rows a day, however
+    many events, archived ones included), and a bucket a window's edge cuts
+    from the raw events, refused (400) when some of them are archived."""
+    first = bounds[0][0] - bounds[0][0] % BUCKET_US
+    rows = conn.execute("SELECT bucket, n FROM event_counts WHERE bucket >= ? AND bucket < ? ORDER BY bucket",
+                        (first, bounds[-1][1])).fetchall()
+    buckets, running = [bucket for bucket, _ in rows], [0]
+    for _, n in rows:
+        running.append(running[-1] + n)
+    counts = []
+    for a, b in bounds:
+        whole_a, whole_b = -(-a // BUCKET_US) * BUCKET_US, b - b % BUCKET_US
+        if whole_a >= whole_b:  # inside one bucket, or across one edge of two
+            counts.append(_raw_count(conn, a, b, bounds))
+            continue
+        whole = running[bisect.bisect_left(buckets, whole_b)] - running[bisect.bisect_left(buckets, whole_a)]
+        counts.append(whole + _raw_count(conn, a, whole_a, bounds) + _raw_count(conn, whole_b, b, bounds))
+    return counts
+
+
+def _raw_count(conn, a, b, bounds):
+    """The stored events of [a, b), at most two buckets' parts, read from the raw events."""
+    if a >= b:
+        return 0
+    for bucket in {a - a % BUCKET_US, (b - 1) - (b - 1) % BUCKET_US}:
+        if archive.archived_anywhere(conn, bucket):
+            start, end = bounds[0][0], bounds[-1][1]
+            field = "from" if bucket <= start < bucket + BUCKET_US else "to" if bucket < end < bucket + BUCKET_US else None
+            raise ValidationError([{"field": field, "message": (
+                f"falls inside the 15-minute bucket {times.format_micros(bucket)} – "
+                f"{times.format_micros(bucket + BUCKET_US)}, whose raw events are archived; over archived time "
+                "events are counted only on 15-minute boundaries: start or end the range on one")}])
+    (count,) = conn.execute("SELECT count(*) AS n FROM events WHERE ts >= ? AND ts < ?", (a, b)).fetchone()
+    return count

@@ -122,3 +122,6 @@ def test_a_new_database_counts_from_its_first_event(server, admin):
                                      "timestamp": "2025-11-24T10:00:00Z"}).status == 200  # a duplicate: not counted
     body = admin.get("/v1/analytics/events?from=2025-11-24&to=2025-11-25").json
     assert body["total"] == 3 and [d["count"] for d in body["data"]] == [3]
+    # the overview's events today: the 24th is still today in New York, no longer in UTC
+    assert admin.get("/v1/analytics/overview?timezone=America/New_York").json["events_today"] == 3
+    assert admin.get("/v1/analytics/overview").json["events_today"] == 0
