@@ -42,7 +42,8 @@ What it does:
            sequentially (up to --requests times or --budget seconds each) and
            the latency of each answer (request sent → body read) is recorded:
            the overview, revenue by customer over the last 12 months (the §10
-           dashboard's range), by meter, basis=period, and without groups.
+           dashboard's range), by meter, basis=period, and without groups, and
+           the dashboard's events chart (the last 30 days, per day and per hour).
            Also the very first by-customer answer after the start (nothing
            kept yet), and the first answer after each of 20 invoices enters
            the revenue (an approval issues an invoice waiting for it).
@@ -535,6 +536,10 @@ def queries(now):
         ("revenue by meter", revenue_path(**base, group_by="meter"), None),
         ("revenue by customer, basis=period", revenue_path(**base, group_by="customer", basis="period"), None),
         ("revenue, no groups", revenue_path(**base), None),
+        # the dashboard's events chart: the last 30 local days (the default range), per day and per hour
+        ("events per day, last 30 days", "/v1/analytics/events?interval=day", 50),
+        ("events per hour, last 30 days, Asia/Kathmandu", "/v1/analytics/events?interval=hour&timezone=Asia/Kathmandu",
+         None),
     ]
 
 
@@ -734,6 +739,15 @@ def check(db_path, answers, built_at):
             problems.append(f"overview customers {ov['customers']}")
         notes.append(f"overview: customers {ov['customers']:,}, events_today {ov['events_today']:,}, "
                      f"revenue_this_month {ov['revenue_this_month']}")
+        for name in ("events per day, last 30 days", "events per hour, last 30 days, Asia/Kathmandu"):
+            chart = answers[name]  # every window against a count of the raw events
+            for window in chart["data"]:
+                (want,) = ro.execute("SELECT count(*) FROM events WHERE ts >= ? AND ts < ?",
+                                     (us(datetime.fromisoformat(window["start"].replace("Z", "+00:00"))),
+                                      us(datetime.fromisoformat(window["end"].replace("Z", "+00:00"))))).fetchone()
+                if window["count"] != want:
+                    problems.append(f"{name} {window['start']}: {window['count']} vs SQL {want}")
+            notes.append(f"{name}: {len(chart['data'])} windows, {chart['total']:,} events")
     finally:
         ro.close()
     return {"problems": problems, "notes": notes}

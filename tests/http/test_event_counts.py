@@ -11,7 +11,7 @@ import sqlite3
 from billing.domain import times
 from billing.store import migrations
 from tests.http.helpers import pin
-from tests.http.test_rollups import BUCKET, HOT, METERS, iso, make_meters, random_event, zone_customers
+from tests.http.test_rollups import BUCKET, HOT, METERS, iso, make_meters, old_database, random_event, zone_customers
 
 ZONES = ["UTC", "America/New_York", "Asia/Kathmandu", "Australia/Lord_Howe"]
 NOW = "2025-11-25T00:00:00Z"
@@ -87,12 +87,7 @@ def test_the_chart_counts_every_event_received(server, admin):
 def test_the_migration_counts_stored_and_archived_events(tmp_path):
     """A database from before the counts: stored events and the archived ones
     still remembered are counted per bucket (before 1970 too)."""
-    path = str(tmp_path / "old.db")
-    conn = sqlite3.connect(path, isolation_level=None)
-    migrations.migrate(conn, migrations.MIGRATIONS[:19])
-    conn.execute("INSERT INTO customers (id, name, email, created_at, updated_at) VALUES (1, 'A', 'a@x', 0, 0)")
-    conn.execute("INSERT INTO meters (id, key, name, aggregation, group_by, created_at, updated_at)"
-                 " VALUES (1, 's', 's', 'sum', '[]', 0, 0)")
+    conn = old_database(str(tmp_path / "old.db"), 19, "(1, 's', 'sum', '[]')")
     rng = random.Random(11)
     stamps = [rng.choice([-1, 1]) * rng.randrange(0, 40) * BUCKET // 3 + 1_756_684_800_000_000 * rng.choice([0, 1])
               for _ in range(2000)]

@@ -192,14 +192,22 @@ def test_rollups_equal_the_raw_events(server, admin):
     assert assert_days_add_up(server.app.config.db_path)
 
 
+def old_database(path, version, meters):
+    """A database at schema `version` (the migrations before a change) with
+    customer 1 and the meters of `meters` (VALUES rows: id, key, aggregation,
+    group_by); its connection."""
+    conn = sqlite3.connect(path, isolation_level=None)
+    migrations.migrate(conn, migrations.MIGRATIONS[:version])
+    conn.execute("INSERT INTO customers (id, name, email, created_at, updated_at) VALUES (1, 'A', 'a@x', 0, 0)")
+    conn.execute("INSERT INTO meters (id, key, name, aggregation, group_by, created_at, updated_at)"
+                 " SELECT column1, column2, column2, column3, column4, 0, 0 FROM (VALUES " + meters + ")")
+    return conn
+
+
 def test_the_migration_builds_rollups_of_stored_events(tmp_path):
     """A database from before rollups: the migration aggregates what it holds."""
     path = str(tmp_path / "old.db")
-    conn = sqlite3.connect(path, isolation_level=None)
-    migrations.migrate(conn, migrations.MIGRATIONS[:11])
-    conn.execute("INSERT INTO customers (id, name, email, created_at, updated_at) VALUES (1, 'A', 'a@x', 0, 0)")
-    conn.execute("INSERT INTO meters (id, key, name, aggregation, group_by, created_at, updated_at)"
-                 " VALUES (1, 's', 's', 'sum', '[\"region\"]', 0, 0), (2, 'u', 'u', 'unique_count', '[]', 0, 0)")
+    conn = old_database(path, 11, "(1, 's', 'sum', '[\"region\"]'), (2, 'u', 'unique_count', '[]')")
     rng = random.Random(7)
     for seq in range(1, 3000):
         meter = rng.choice([1, 2])
