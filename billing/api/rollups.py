@@ -286,11 +286,18 @@ def check_stored(conn, meter, customer_id, start_us, end_us, cut):
     naming the first bucket whose events are archived, and the bound in it."""
     for bucket in sorted(cut):
         if archive.archived_bucket(conn, customer_id, meter.id, bucket):
-            field = "from" if bucket <= start_us < bucket + BUCKET_US else "to" if bucket < end_us < bucket + BUCKET_US else None
-            raise ValidationError([{"field": field, "message": (
-                f"falls inside the 15-minute bucket {times.format_micros(bucket)} – "
-                f"{times.format_micros(bucket + BUCKET_US)}, whose raw events of meter {meter.key!r} are archived; "
-                "over archived time a range is exact only on 15-minute boundaries: start or end it on one")}])
+            raise _archived_cut(bucket, start_us, end_us, f"raw events of meter {meter.key!r}",
+                                "a range is exact only on 15-minute boundaries: start or end it on one")
+
+
+def _archived_cut(bucket, start_us, end_us, whose, rule):
+    """The 400 for a range edge inside a bucket whose raw events (`whose`) are
+    archived, naming the bucket and the bound in it (`from`, `to`, or none
+    for a window boundary)."""
+    field = "from" if bucket <= start_us < bucket + BUCKET_US else "to" if bucket < end_us < bucket + BUCKET_US else None
+    return ValidationError([{"field": field, "message": (
+        f"falls inside the 15-minute bucket {times.format_micros(bucket)} – "
+        f"{times.format_micros(bucket + BUCKET_US)}, whose {whose} are archived; over archived time {rule}")}])
 
 
 def _has_events(conn, meter, customer_id, start_us, end_us):
@@ -413,11 +420,7 @@ def _raw_count(conn, a, b, bounds):
         return 0
     for bucket in {a - a % BUCKET_US, (b - 1) - (b - 1) % BUCKET_US}:
         if archive.archived_anywhere(conn, bucket):
-            start, end = bounds[0][0], bounds[-1][1]
-            field = "from" if bucket <= start < bucket + BUCKET_US else "to" if bucket < end < bucket + BUCKET_US else None
-            raise ValidationError([{"field": field, "message": (
-                f"falls inside the 15-minute bucket {times.format_micros(bucket)} – "
-                f"{times.format_micros(bucket + BUCKET_US)}, whose raw events are archived; over archived time "
-                "events are counted only on 15-minute boundaries: start or end the range on one")}])
+            raise _archived_cut(bucket, bounds[0][0], bounds[-1][1], "raw events",
+                                "events are counted only on 15-minute boundaries: start or end the range on one")
     (count,) = conn.execute("SELECT count(*) AS n FROM events WHERE ts >= ? AND ts < ?", (a, b)).fetchone()
     return count
