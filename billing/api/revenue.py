@@ -72,7 +72,7 @@ def overview(request):
     month_start, month_end = times.calendar_month_bounds(now, zone)
     day_start = times.local_midnight(times.local_date(now, zone), zone)
     day_end = times.local_midnight(times.local_date(now, zone) + timedelta(days=1), zone)
-    with request.app.db.reader() as conn:
+    with request.app.db.snapshot() as conn:  # one instant for every figure
         one = lambda sql, params=(): scalar(conn, sql, params)  # noqa: E731
         revenue = named(conn, "SELECT currency, sum(total) AS amount FROM invoices WHERE status IN ('issued', 'paid')"
                               " AND issued_at >= ? AND issued_at < ? GROUP BY currency",

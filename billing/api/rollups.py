@@ -392,25 +392,24 @@ def many_pieces(conn, asks):
 
 # -- the events chart: events received per window ---------------------------------
 
+# the sum of each window's whole buckets: one rowid range each, added up by SQLite
+_COUNTS = ("SELECT (SELECT coalesce(sum(n), 0) FROM event_counts WHERE bucket >= json_extract(value, '$[0]')"
+           " AND bucket < json_extract(value, '$[1]')) AS n FROM json_each(?) ORDER BY key")
+
+
 def count_events(conn, bounds):
     """The events received in each window [a, b) of `bounds` (in time order):
     its whole 15-minute buckets from `event_counts` (a few rows a day, however
     many events, archived ones included), and a bucket a window's edge cuts
     from the raw events, refused (400) when some of them are archived."""
-    first = bounds[0][0] - bounds[0][0] % BUCKET_US
-    rows = conn.execute("SELECT bucket, n FROM event_counts WHERE bucket >= ? AND bucket < ? ORDER BY bucket",
-                        (first, bounds[-1][1])).fetchall()
-    buckets, running = [bucket for bucket, _ in rows], [0]
-    for _, n in rows:
-        running.append(running[-1] + n)
+    wholes = [(-(-a // BUCKET_US) * BUCKET_US, b - b % BUCKET_US) for a, b in bounds]
+    sums = [n for (n,) in conn.execute(_COUNTS, (encode(wholes),))]
     counts = []
-    for a, b in bounds:
-        whole_a, whole_b = -(-a // BUCKET_US) * BUCKET_US, b - b % BUCKET_US
+    for (a, b), (whole_a, whole_b), whole in zip(bounds, wholes, sums):
         if whole_a >= whole_b:  # inside one bucket, or across one edge of two
             counts.append(_raw_count(conn, a, b, bounds))
-            continue
-        whole = running[bisect.bisect_left(buckets, whole_b)] - running[bisect.bisect_left(buckets, whole_a)]
-        counts.append(whole + _raw_count(conn, a, whole_a, bounds) + _raw_count(conn, whole_b, b, bounds))
+        else:
+            counts.append(whole + _raw_count(conn, a, whole_a, bounds) + _raw_count(conn, whole_b, b, bounds))
     return counts
 
 

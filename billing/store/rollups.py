@@ -180,7 +180,8 @@ def _add_counts(conn, rows):
 def forget_event(conn, customer_id, meter_id, ts):
     """A stored event was deleted (retracted): its bucket, its span and its count."""
     recompute_bucket(conn, customer_id, meter_id, ts)
-    conn.execute("UPDATE event_counts SET n = n - 1 WHERE bucket = ?", (ts - ts % BUCKET_US,))
+    # never below zero: an event archived before the counts were kept may have been left out (rebuild_counts)
+    conn.execute("UPDATE event_counts SET n = max(n - 1, 0) WHERE bucket = ?", (ts - ts % BUCKET_US,))
     key = (customer_id, meter_id)
     conn.execute("UPDATE event_spans SET n = n - 1 WHERE customer_id = ? AND meter_id = ?", key)
     conn.execute("DELETE FROM event_spans WHERE customer_id = ? AND meter_id = ? AND n <= 0", key)
@@ -217,14 +218,29 @@ def add_inserted(conn, before, rows):
         _write(conn, parts, values, hot=True)
 
 
+# events archived before the counts were kept, per archived (customer, meter, bucket): those
+# still remembered (all of them, unless their lateness window passed), or, if more, the matched
+# ones the rollups count beyond the stored ones
+_ARCHIVED_BEFORE = (
+    "SELECT a.bucket, max((SELECT count(*) FROM archived_events e WHERE e.ts >= a.bucket AND e.ts < a.bucket + {b}"
+    " AND e.customer_id = a.customer_id AND e.meter_id = a.meter_id),"
+    " (SELECT coalesce(sum(n), 0) FROM rollups r WHERE r.customer_id = a.customer_id AND r.meter_id = a.meter_id"
+    " AND r.bucket = a.bucket) + (SELECT coalesce(sum(n), 0) FROM rollups_hot h WHERE h.customer_id = a.customer_id"
+    " AND h.meter_id = a.meter_id AND h.bucket = a.bucket) - (SELECT count(*) FROM events e WHERE e.ts >= a.bucket"
+    " AND e.ts < a.bucket + {b} AND e.customer_id = a.customer_id AND e.meter_id = a.meter_id AND e.matched = 1))"
+    " AS k FROM archived_buckets a").format(b=BUCKET_US)
+
+
 def rebuild_counts(conn):
-    """event_counts of every stored event and every archived one still
-    remembered (the migration that adds it; bulk loads)."""
+    """event_counts of every stored event, and of the events archived before
+    (the migration that adds it; bulk loads): of those, every one whose id is
+    still remembered, and otherwise every one its meter's filter matched (the
+    rollups count them); an unmatched one whose id was forgotten is lost."""
     conn.execute("DELETE FROM event_counts")
     floor = f"ts - ((ts % {BUCKET_US}) + {BUCKET_US}) % {BUCKET_US}"  # floored as Python floors
     conn.execute(f"INSERT INTO event_counts (bucket, n) SELECT bucket, sum(k) FROM ("
-                 f"SELECT {floor} AS bucket, count(*) AS k FROM events GROUP BY 1 UNION ALL "
-                 f"SELECT {floor} AS bucket, count(*) AS k FROM archived_events GROUP BY 1) GROUP BY bucket")
+                 f"SELECT {floor} AS bucket, count(*) AS k FROM events GROUP BY 1 UNION ALL {_ARCHIVED_BEFORE})"
+                 " GROUP BY bucket HAVING sum(k) > 0")
 
 
 def recompute_bucket(conn, customer_id, meter_id, ts):

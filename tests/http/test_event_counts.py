@@ -8,8 +8,10 @@ half an hour) and +05:45."""
 import random
 import sqlite3
 
+from billing.api import rollups as rollups_api
 from billing.domain import times
-from billing.store import migrations
+from billing.store import archive, event_ids, migrations, rollups
+from billing.store.archive_files import COLUMNS
 from tests.http.helpers import pin
 from tests.http.test_rollups import BUCKET, HOT, METERS, iso, make_meters, old_database, random_event, zone_customers
 
@@ -84,24 +86,69 @@ def test_the_chart_counts_every_event_received(server, admin):
     assert checked >= 30
 
 
+def _archive_at_v19(conn, seqs, remember_from):
+    """An archive pass before the counts were kept: the events `seqs` leave
+    the database, their ids remembered where stamped at or after `remember_from`."""
+    conn.row_factory = sqlite3.Row
+    records = [dict(zip(COLUMNS, [row[name] for name in COLUMNS]))
+               for row in conn.execute(f"SELECT * FROM events WHERE seq IN ({','.join('?' * len(seqs))})", seqs)]
+    conn.row_factory = None
+    conn.execute("BEGIN")
+    archive.mark(conn, records)
+    archive.delete_chunk(conn, seqs, remember_from)
+    conn.execute("COMMIT")
+    return records
+
+
 def test_the_migration_counts_stored_and_archived_events(tmp_path):
-    """A database from before the counts: stored events and the archived ones
-    still remembered are counted per bucket (before 1970 too)."""
-    conn = old_database(str(tmp_path / "old.db"), 19, "(1, 's', 'sum', '[]')")
+    """A database from before the counts, with events archived before: every
+    stored event is counted, and every archived one whose id is remembered or
+    that its meter's filter matched (the rollups count it); only an unmatched
+    one whose id was forgotten is lost. Timestamps before 1970 too. A restore
+    afterwards leaves every bucket's count equal to its stored events but for
+    those lost ones, and a retraction never takes a count below zero."""
+    conn = old_database(str(tmp_path / "old.db"), 19, "(1, 's', 'sum', '[]'), (2, 'f', 'sum', '[]')")
     rng = random.Random(11)
-    stamps = [rng.choice([-1, 1]) * rng.randrange(0, 40) * BUCKET // 3 + 1_756_684_800_000_000 * rng.choice([0, 1])
-              for _ in range(2000)]
-    for seq, ts in enumerate(stamps, 1):
-        table = "archived_events" if seq % 4 == 0 else "events"
-        extra = ("", "") if table == "archived_events" else (", value, matched", ", 1, 1")
-        conn.execute(f"INSERT INTO {table} (seq, customer_id, event_id, meter_id, ts, quantity, late, received_at,"
-                     f" id_hash{extra[0]}) VALUES (?, 1, ?, 1, ?, 1, 0, 0, ?{extra[1]})", (seq, f"e{seq}", ts, seq))
+    september = 1_756_684_800_000_000
+    for seq in range(1, 2001):  # around 1970 (before it too) and around September 2025
+        ts = rng.choice([0, september]) + rng.choice([-1, 1]) * rng.randrange(0, 40) * BUCKET // 3
+        meter = rng.choice([1, 2])
+        conn.execute("INSERT INTO events (seq, customer_id, event_id, meter_id, ts, quantity, value, matched, late,"
+                     " received_at, id_hash) VALUES (?, 1, ?, ?, ?, 1, 1, ?, 0, 0, ?)",
+                     (seq, f"e{seq}", meter, ts, 0 if meter == 2 and seq % 3 else 1, seq))
+    rollups.rebuild_all(conn)
+    rollups.rebuild_spans(conn)
+    event_ids.rebuild(conn)
+    everything = dict(conn.execute(f"SELECT ts - ((ts % {BUCKET}) + {BUCKET}) % {BUCKET}, count(*) FROM events"
+                                   " GROUP BY 1"))
+    archived = [seq for (seq,) in conn.execute("SELECT seq FROM events WHERE seq % 4 = 0 AND seq < 2000")]
+    remember_from = september  # ids of the events stamped from then on stay remembered
+    records = _archive_at_v19(conn, archived, remember_from)
+    lost = {}
+    for record in records:
+        if record["ts"] < remember_from and record["meter_id"] == 2 and record["seq"] % 3:
+            bucket = record["ts"] - record["ts"] % BUCKET
+            lost[bucket] = lost.get(bucket, 0) + 1
+    assert sum(lost.values()) > 20 and conn.execute("SELECT count(*) FROM archived_events").fetchone()[0] > 100
     assert migrations.migrate(conn) == list(range(20, len(migrations.MIGRATIONS) + 1))
-    expected = {}
-    for ts in stamps:
-        expected[ts - ts % BUCKET] = expected.get(ts - ts % BUCKET, 0) + 1
+    expected = {bucket: n - lost.get(bucket, 0) for bucket, n in everything.items() if n - lost.get(bucket, 0)}
     assert dict(conn.execute("SELECT bucket, n FROM event_counts")) == expected
     assert min(expected) < 0
+    conn.execute("BEGIN")
+    assert archive.restore_chunk(conn, records) == len(records)
+    conn.execute("COMMIT")
+    for bucket, n in everything.items():
+        assert rollups_api.count_events(conn, [(bucket, bucket + BUCKET)]) == [n - lost.get(bucket, 0)]
+    short = max(lost, key=lost.get)  # retract every stored event of the bucket with the most lost
+    seqs = [seq for (seq,) in conn.execute("SELECT seq FROM events WHERE ts >= ? AND ts < ?", (short, short + BUCKET))]
+    conn.execute("BEGIN")
+    for seq in seqs:
+        customer_id, meter_id, ts = conn.execute("SELECT customer_id, meter_id, ts FROM events WHERE seq = ?",
+                                                 (seq,)).fetchone()
+        conn.execute("DELETE FROM events WHERE seq = ?", (seq,))
+        rollups.forget_event(conn, customer_id, meter_id, ts)
+    conn.execute("COMMIT")
+    assert conn.execute("SELECT n FROM event_counts WHERE bucket = ?", (short,)).fetchone() == (0,)
     conn.close()
 
 

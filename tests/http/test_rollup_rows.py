@@ -151,3 +151,13 @@ def test_a_chunk_read_equals_the_ranges_read_one_by_one_whatever_the_hot_buckets
     assert admin.post("/v1/events/batch", {"events": late}).status == 200
     assert hot_buckets()[0] >= max(end for *_, end in asks)
     assert compare() >= 100
+    # ranges ending just past the oldest hot bucket read it; ranges ending on it read no hot row
+    with server.app.db.snapshot() as conn:
+        oldest = [(cid, by_id[mid], bucket) for cid, mid, bucket in conn.execute(
+            "SELECT customer_id, meter_id, bucket FROM rollups_hot WHERE bucket = (SELECT min(bucket) FROM rollups_hot)")
+            if mid in by_id]
+    assert oldest
+    edge = [(cid, meter, bucket - back, bucket + ahead) for cid, meter, bucket in oldest
+            for back in (BUCKET_US, DAY_US, DAY_US + 3 * BUCKET_US) for ahead in (0, BUCKET_US)]
+    asks[:] = edge
+    assert compare() == len(oldest) * 3  # each (customer, meter) of the oldest hot bucket, in the ranges past it
