@@ -743,8 +743,8 @@ def check(db_path, answers, built_at):
             chart = answers[name]  # every window against a count of the raw events
             for window in chart["data"]:
                 (want,) = ro.execute("SELECT count(*) FROM events WHERE ts >= ? AND ts < ?",
-                                     (us(datetime.fromisoformat(window["start"].replace("Z", "+00:00"))),
-                                      us(datetime.fromisoformat(window["end"].replace("Z", "+00:00"))))).fetchone()
+                                     (us(datetime.fromisoformat(window["start"])),
+                                      us(datetime.fromisoformat(window["end"])))).fetchone()
                 if window["count"] != want:
                     problems.append(f"{name} {window['start']}: {window['count']} vs SQL {want}")
             notes.append(f"{name}: {len(chart['data'])} windows, {chart['total']:,} events")

@@ -24,6 +24,8 @@ import urllib.error
 import urllib.parse
 import urllib.request
 
+from ..store.rollups import BUCKET_US, floor_sql
+
 READ_TIMEOUT = 2.0  # seconds a read waits for ClickHouse before the node answers
 WRITE_TIMEOUT = 60.0
 RETRY_READS_AFTER = 5.0  # seconds reads skip ClickHouse after it failed
@@ -44,9 +46,8 @@ _LIVE = "SELECT {columns} FROM (SELECT {columns}, deleted FROM {db}.events FINAL
 EVENT_COLUMNS = "seq, customer_id, event_id, meter_id, ts, quantity, properties, late, received_at"
 EVENTS = _LIVE.replace("{columns}", EVENT_COLUMNS) + " ORDER BY ts DESC, seq DESC LIMIT {limit} FORMAT JSONCompact"
 
-BUCKET_US = 15 * 60 * 1_000_000
 # the 15-minute bucket of ts, floored; a bucket a boundary cuts is keyed by ts itself
-_BUCKET = f"(ts - ((ts % {BUCKET_US}) + {BUCKET_US}) % {BUCKET_US})"
+_BUCKET = floor_sql("ts", BUCKET_US)
 _USAGE_COLUMNS = "ts, seq, value, value_text, matched, customer_id, prop_keys, prop_values"
 # per key and group: count, the sum of millionths in three parts (each sum stays far inside
 # 64 bits), min, max, the latest (ts, seq, value), and for counted values the distinct ones

@@ -418,7 +418,7 @@ def _raw_count(conn, a, b, bounds):
     if a >= b:
         return 0
     for bucket in {a - a % BUCKET_US, (b - 1) - (b - 1) % BUCKET_US}:
-        if archive.archived_anywhere(conn, bucket):
+        if archive.archived_bucket(conn, None, None, bucket):
             raise _archived_cut(bucket, bounds[0][0], bounds[-1][1], "raw events",
                                 "events are counted only on 15-minute boundaries: start or end the range on one")
     (count,) = conn.execute("SELECT count(*) AS n FROM events WHERE ts >= ? AND ts < ?", (a, b)).fetchone()

@@ -129,19 +129,17 @@ def restore_chunk(conn, records):
 
 
 def archived_bucket(conn, customer_id, meter_id, bucket):
-    """Whether the bucket holds archived events (of any customer with `customer_id` None)."""
-    if customer_id is None:
+    """Whether the bucket holds archived events of the customer and meter
+    (None: of any customer; of any meter too with `meter_id` None)."""
+    if meter_id is None:
+        sql, params = ("SELECT 1 AS found FROM archived_buckets WHERE meter_id IN (SELECT id FROM meters)"
+                       " AND bucket = ? LIMIT 1", (bucket,))
+    elif customer_id is None:
         sql, params = "SELECT 1 AS found FROM archived_buckets WHERE meter_id = ? AND bucket = ? LIMIT 1", (meter_id, bucket)
     else:
         sql = "SELECT 1 AS found FROM archived_buckets WHERE customer_id = ? AND meter_id = ? AND bucket = ?"
         params = (customer_id, meter_id, bucket)
     return conn.execute(sql, params).fetchone() is not None
-
-
-def archived_anywhere(conn, bucket):
-    """Whether the bucket holds archived events of any customer and meter."""
-    return conn.execute("SELECT 1 AS found FROM archived_buckets WHERE meter_id IN (SELECT id FROM meters)"
-                        " AND bucket = ? LIMIT 1", (bucket,)).fetchone() is not None
 
 
 def has_archived(conn, meter_id):

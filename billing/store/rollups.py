@@ -74,11 +74,19 @@ _ADD_VALUE = {
     False: "INSERT OR IGNORE INTO rollup_values (customer_id, meter_id, bucket, grp, value) VALUES (?, ?, ?, ?, ?)",
 }
 DAY_US = 86_400 * 1_000_000
+
+
+def floor_sql(column, unit):
+    """SQL of `column` floored to a multiple of `unit` as Python floors (SQL's %
+    truncates toward zero, so times before 1970 need the second modulo)."""
+    return f"({column} - (({column} % {unit}) + {unit}) % {unit})"
+
+
 _DAY_COLUMNS = _COLUMNS.replace("bucket", "day")
 _DAY_UPSERT = (f"INSERT INTO rollup_days ({_DAY_COLUMNS}) VALUES ({', '.join('?' * 12)})"
                " ON CONFLICT (customer_id, meter_id, day, grp)" + _MERGE)
 # the UTC day of a bucket, floored as Python floors (SQLite's % truncates before 1970)
-_DAY_OF = f"(bucket - ((bucket % {DAY_US}) + {DAY_US}) % {DAY_US})"
+_DAY_OF = floor_sql("bucket", DAY_US)
 # a day's row from its settled buckets; its latest is that of the bucket with the highest (last_ts, last_seq)
 _DAYS_FROM_BUCKETS = (
     f"INSERT INTO rollup_days ({_DAY_COLUMNS}) SELECT customer_id, meter_id, day, grp, sum(n),"
@@ -237,10 +245,9 @@ def rebuild_counts(conn):
     still remembered, and otherwise every one its meter's filter matched (the
     rollups count them); an unmatched one whose id was forgotten is lost."""
     conn.execute("DELETE FROM event_counts")
-    floor = f"ts - ((ts % {BUCKET_US}) + {BUCKET_US}) % {BUCKET_US}"  # floored as Python floors
-    conn.execute(f"INSERT INTO event_counts (bucket, n) SELECT bucket, sum(k) FROM ("
-                 f"SELECT {floor} AS bucket, count(*) AS k FROM events GROUP BY 1 UNION ALL {_ARCHIVED_BEFORE})"
-                 " GROUP BY bucket HAVING sum(k) > 0")
+    stored = f"SELECT {floor_sql('ts', BUCKET_US)} AS bucket, count(*) AS k FROM events GROUP BY 1"
+    conn.execute(f"INSERT INTO event_counts (bucket, n) SELECT bucket, sum(k) FROM ({stored} UNION ALL"
+                 f" {_ARCHIVED_BEFORE}) GROUP BY bucket HAVING sum(k) > 0")
 
 
 def recompute_bucket(conn, customer_id, meter_id, ts):
