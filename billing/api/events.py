@@ -22,7 +22,7 @@ from .. import jsonutil
 from ..domain import quantities, times
 from ..errors import Conflict, FieldErrors, NotFound, ValidationError
 from ..store import archive, event_ids, rollups
-from ..store.db import named, scalar
+from ..store.db import named
 from .responses import Response, created
 from . import clickhouse_reads, invoices
 from .common import audit, decode_cursor, int_arg, now_micros, one_or_404, page, page_limit, path_int
@@ -88,10 +88,9 @@ def store_new(conn, rows, invoiced_through=None):
         fresh.setdefault((row[_CUSTOMER], row[_EVENT_ID]), row)
     if not fresh:
         return []
-    _check_customers_live(conn, {row[_CUSTOMER] for row in fresh.values()})
+    before = _check_customers_live(conn, {row[_CUSTOMER] for row in fresh.values()})
     _drop_stored(conn, fresh)
     new_rows = list(fresh.values())
-    before = rollups.last_seq(conn)
     late = [r for r in new_rows if r[_TS] < invoiced_through.get(r[_CUSTOMER], -1)] if invoiced_through else []
     inserted = new_rows
     if late:
@@ -110,11 +109,15 @@ def store_new(conn, rows, invoiced_through=None):
 
 def _check_customers_live(conn, wanted):
     """Validation read the catalog before this transaction: a customer deleted
-    or archived since then must not receive events."""
-    live = scalar(conn, f"SELECT count(*) FROM customers WHERE archived = 0 AND id IN ({','.join('?' * len(wanted))})",
-                  tuple(wanted))
+    or archived since then must not receive events. Returns the highest seq
+    stored (rollups.last_seq), read by the same statement: one call into
+    SQLite fewer for every write, which single events pay per group."""
+    live, highest = conn.execute(
+        f"SELECT (SELECT count(*) FROM customers WHERE archived = 0 AND id IN ({','.join('?' * len(wanted))})),"
+        f" ({rollups.LAST_SEQ})", tuple(wanted)).fetchone()
     if live != len(wanted):
         raise Conflict("A customer of this batch was deleted or archived meanwhile; nothing was stored.")
+    return highest
 
 
 def _drop_stored(conn, fresh):

@@ -263,11 +263,14 @@ class Database:
     def _run_group(self, group):
         try:
             with self.transaction() as conn:
-                for run in _runs(group):
-                    if len(run) == 1 or not _run_merged(conn, run):
-                        for job in run:
-                            _run_alone(conn, job)
-        except Exception as exc:  # the COMMIT itself failed: nobody's rows are stored
+                if len(group) == 1:  # alone in its transaction: no SAVEPOINT needed to fail alone
+                    group[0].result = group[0].fn(conn)
+                else:
+                    for run in _runs(group):
+                        if len(run) == 1 or not _run_merged(conn, run):
+                            for job in run:
+                                _run_alone(conn, job)
+        except Exception as exc:  # the COMMIT itself failed (or a lone job): nobody's rows are stored
             for job in group:
                 if job.error is None:
                     job.error, job.result = exc, None

@@ -40,6 +40,8 @@ or not; the events chart): the same insert adds to it, a retraction
 subtracts, and archiving leaves it as it is.
 """
 
+import json
+
 from . import event_ids
 
 BUCKET_US = 15 * 60 * 1_000_000
@@ -142,9 +144,12 @@ def _add(conn, where, params, hot=False):
         _write(conn, parts, values, hot)
 
 
+LAST_SEQ = "SELECT coalesce(max(seq), 0) AS highest FROM events"
+
+
 def last_seq(conn):
     """The highest event seq stored (0 without events): call before inserting, then `add_since`."""
-    (highest,) = conn.execute("SELECT coalesce(max(seq), 0) AS highest FROM events").fetchone()
+    (highest,) = conn.execute(LAST_SEQ).fetchone()
     return highest
 
 
@@ -204,20 +209,26 @@ def rebuild_spans(conn):
         _add_spans(conn, rows)
 
 
+# after an insert, in one statement (one call into SQLite: single events pay these per group):
+# the highest seq, and the meters whose events' groups SQLite builds (a JSON list of ids)
+_AFTER_INSERT = (f"SELECT ({LAST_SEQ}), (SELECT json_group_array(id) FROM meters WHERE group_by != '[]')")
+
+
 def add_inserted(conn, before, rows):
     """Add the events this transaction just inserted to the rollups and spans:
     `rows` are (customer_id, meter_id, ts, value, matched) in insertion
     order, stored with the seqs after `before` (the highest seq before)."""
     _add_spans(conn, rows)
     _add_counts(conn, rows)
-    if last_seq(conn) != before + len(rows):  # seqs not consecutive: read them back instead
+    highest, grouped = conn.execute(_AFTER_INSERT).fetchone()
+    if highest != before + len(rows):  # seqs not consecutive: read them back instead
         add_since(conn, before)
         return
-    grouped = {meter_id for (meter_id,) in conn.execute("SELECT id FROM meters WHERE group_by != '[]'")}
+    grouped = set(json.loads(grouped))
     parts, values = _partials((seq, customer_id, meter_id, ts, value, "{}")
                               for seq, (customer_id, meter_id, ts, value, matched) in enumerate(rows, before + 1)
                               if matched and meter_id not in grouped)
-    if grouped:
+    if grouped and any(matched and meter_id in grouped for _c, meter_id, _ts, _v, matched in rows):
         more, more_values = _partials(conn.execute(
             _READ + f"e.seq > ? AND e.meter_id IN ({','.join('?' * len(grouped))})", (before, *grouped)))
         parts.update(more)  # disjoint keys: other meters
