@@ -108,10 +108,8 @@ def store_new(conn, rows, invoiced_through=None):
 
 
 def _check_customers_live(conn, wanted):
-    """Validation read the catalog before this transaction: a customer deleted
-    or archived since then must not receive events. Returns the highest seq
-    stored (rollups.last_seq), read by the same statement: one call into
-    SQLite fewer for every write, which single events pay per group."""
+    """Validation read the catalog before this transaction: a customer deleted or archived
+    since must not receive events. Returns rollups.last_seq, read by the same statement."""
     live, highest = conn.execute(
         f"SELECT (SELECT count(*) FROM customers WHERE archived = 0 AND id IN ({','.join('?' * len(wanted))})),"
         f" ({rollups.LAST_SEQ})", tuple(wanted)).fetchone()
