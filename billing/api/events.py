@@ -88,7 +88,7 @@ def store_new(conn, rows, invoiced_through=None):
         fresh.setdefault((row[_CUSTOMER], row[_EVENT_ID]), row)
     if not fresh:
         return []
-    before = _check_customers_live(conn, {row[_CUSTOMER] for row in fresh.values()})
+    before = _check_customers_live(conn, {row[_CUSTOMER] for row in fresh.values()})  # _drop_stored only reads
     _drop_stored(conn, fresh)
     new_rows = list(fresh.values())
     late = [r for r in new_rows if r[_TS] < invoiced_through.get(r[_CUSTOMER], -1)] if invoiced_through else []

@@ -4,7 +4,8 @@ All writes go through one writer connection guarded by one lock:
 - `Database.transaction()`: `BEGIN IMMEDIATE … COMMIT` around a block of code;
 - `Database.submit(job)`: for the hot ingest path. Jobs that arrive while the
   writer is busy are committed together in one transaction (each inside its own
-  SAVEPOINT, so one failing job rolls back alone); every caller gets its answer
+  SAVEPOINT, so one failing job rolls back alone; a job alone in its transaction
+  needs none); every caller gets its answer
   only after the COMMIT that holds its rows. One commit then pays for many
   requests, which is what bounds throughput on a small machine.
 - `Database.submit_merged(combine, item)`: the same, for work that is cheaper
