@@ -160,3 +160,24 @@ def test_closing_while_jobs_wait_answers_every_caller_truthfully(tmp_path):
         check.close()
     assert stored == {item for item, answer in answers.items() if answer != "closed"}
     assert all(answer in (item, "closed") for item, answer in answers.items())
+
+
+def test_a_job_alone_in_its_group_runs_without_a_savepoint_and_fails_alone(db):
+    """A group of one job is its own transaction: no SAVEPOINT; when the job
+    fails, its caller gets the error and nothing it wrote is kept."""
+    statements = []
+    db._writer.set_trace_callback(statements.append)
+
+    def refused(conn):
+        conn.execute("INSERT INTO notes (item) VALUES ('half written')")
+        raise ValueError("refused by the job")
+
+    try:
+        with pytest.raises(ValueError, match="refused by the job"):
+            db.submit(refused)
+        assert db.submit(lambda conn: conn.execute("INSERT INTO notes (item) VALUES ('next')").rowcount) == 1
+    finally:
+        db._writer.set_trace_callback(None)
+    assert [row[0] for row in db.query("SELECT item FROM notes")] == ["next"]
+    assert statements.count("BEGIN IMMEDIATE") == 2
+    assert not [sql for sql in statements if "SAVEPOINT" in sql or sql.startswith("RELEASE")]
