@@ -402,7 +402,7 @@ def count_events(conn, bounds):
     its whole 15-minute buckets from `event_counts` (a few rows a day, however
     many events, archived ones included), and a bucket a window's edge cuts
     from the raw events, refused (400) when some of them are archived."""
-    wholes = [(-(-a // BUCKET_US) * BUCKET_US, b - b % BUCKET_US) for a, b in bounds]
+    wholes = [whole_buckets(a, b) for a, b in bounds]
     sums = [n for (n,) in conn.execute(_COUNTS, (encode(wholes),))]
     counts = []
     for (a, b), (whole_a, whole_b), whole in zip(bounds, wholes, sums):
