@@ -141,7 +141,8 @@ class App:
 
     def start_background(self, scheduler=True):
         """Start the outbound dispatcher (webhooks, e-mail) and, unless told not
-        to, the scheduler."""
+        to, the scheduler; and the build of the filter of stored event ids."""
+        self.db.build_known_ids()
         self.dispatcher.start()
         self._background.append(self.dispatcher)
         self.flusher.start()

@@ -102,7 +102,7 @@ def store_new(conn, rows, invoiced_through=None):
     else:
         conn.executemany(INSERT_SQL, new_rows)
     # in the same transaction as the events, in the order they were inserted
-    event_ids.add_since(conn, before)
+    event_ids.add_since(conn, before, [r[_HASH] for r in inserted])
     rollups.add_inserted(conn, before, [(r[_CUSTOMER], r[_METER], r[_TS], r[_VALUE], r[_MATCHED]) for r in inserted])
     return new_rows
 
@@ -120,7 +120,7 @@ def _check_customers_live(conn, wanted):
 
 def _drop_stored(conn, fresh):
     """Remove from `fresh` ((customer_id, event_id) → row) the ids already stored."""
-    hashes = list({row[_HASH] for row in fresh.values()})
+    hashes = event_ids.maybe_stored(conn, list({row[_HASH] for row in fresh.values()}))
     for start in range(0, len(hashes), HASH_CHUNK):
         part = hashes[start:start + HASH_CHUNK]
         for found in named(conn, event_ids.stored_sql("customer_id, event_id", len(part)), part * 2):

@@ -120,8 +120,7 @@ def restore_chunk(conn, records):
     restored = conn.total_changes - before
     for record in fresh:  # one dedup entry each, whether it stayed or was pruned
         event_ids.forget(conn, record["id_hash"], record["seq"])
-    conn.executemany("INSERT INTO event_ids_hot (id_hash, seq) VALUES (?, ?)",
-                     [(record["id_hash"], record["seq"]) for record in fresh])
+    event_ids.add_entries(conn, [(record["id_hash"], record["seq"]) for record in fresh])
     conn.execute(f"DELETE FROM archived_events WHERE seq IN ({marks})", seqs)
     conn.executemany("DELETE FROM archived_buckets WHERE customer_id = ? AND meter_id = ? AND bucket = ?",
                      {(record["customer_id"], record["meter_id"], _bucket(record["ts"])) for record in records})

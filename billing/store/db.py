@@ -27,7 +27,8 @@ import sqlite3
 import threading
 
 from ..errors import ServiceUnavailable
-from . import migrations
+from . import event_ids, known_ids, migrations
+from .known_ids import KnownIds
 from .turnlock import TurnLock
 
 
@@ -46,9 +47,16 @@ FORCE_FRAMES = 25_000  # WAL frames past which the last pass holds the lock even
 MAX_GROUP_JOBS = 64
 
 
+class WriterConnection(sqlite3.Connection):
+    """The writer's connection: `known_ids` is its filter of stored event ids
+    (billing/store/known_ids.py), set by a Database running its background
+    threads; None asks SQLite for every id."""
+    known_ids = None
+
+
 def connect(path, writer=False):
     conn = sqlite3.connect(path, isolation_level=None, check_same_thread=False,
-                           timeout=BUSY_TIMEOUT_MS / 1000)
+                           timeout=BUSY_TIMEOUT_MS / 1000, factory=WriterConnection if writer else sqlite3.Connection)
     conn.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
     conn.execute("PRAGMA foreign_keys = ON")
     conn.execute("PRAGMA synchronous = NORMAL")
@@ -160,7 +168,9 @@ class Database:
         self.on_transaction = None  # called with each write transaction's seconds (metrics)
         self._threads = []
         if background:
-            for target, name in ((self._write_loop, "db-writer"), (self._checkpoint_loop, "db-checkpoint")):
+            self._writer.known_ids = KnownIds()
+            for target, name in ((self._write_loop, "db-writer"), (self._checkpoint_loop, "db-checkpoint"),
+                                 (self._known_ids_loop, "db-known-ids")):
                 thread = threading.Thread(target=target, name=name, daemon=True)
                 thread.start()
                 self._threads.append(thread)
@@ -316,6 +326,46 @@ class Database:
         with self._write_lock:  # in turn: after the transaction under way
             _busy, frames, copied = conn.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchone()
         return frames, copied
+
+    def known_ids_state(self):
+        """(whether the writer's filter of stored ids answers, its bytes); (False, 0) without one."""
+        known = self._writer.known_ids
+        return known.state() if known is not None else (False, 0)
+
+    def build_known_ids(self):
+        """Build the writer's filter of stored ids now, in the background (the
+        server at start), instead of when the first event is stored."""
+        if self._writer.known_ids is not None:
+            self._writer.known_ids.wanted.set()
+
+    def _known_ids_loop(self):
+        """Build the writer's filter of stored ids whenever one is due (at
+        start, after another connection's commit, when the ids outgrow it)."""
+        known = self._writer.known_ids
+        conn = connect(self.path)
+        try:
+            while not self._stop.is_set():
+                if not known.wanted.wait(timeout=CHECKPOINT_SECONDS):
+                    continue
+                try:
+                    known.build(lambda start: self._begin_known_ids(conn, start),
+                                lambda: event_ids.hash_chunks(conn, known_ids.BUILD_CHUNK))
+                except sqlite3.Error:
+                    known.wanted.set()  # locked or busy: again after a pause
+                    self._stop.wait(CHECKPOINT_SECONDS)
+                finally:
+                    if conn.in_transaction:
+                        conn.execute("ROLLBACK")
+        finally:
+            conn.close()
+
+    def _begin_known_ids(self, conn, start):
+        """A read snapshot for a filter build, begun while no write transaction is under way."""
+        with self._write_lock:
+            conn.execute("BEGIN")
+            ids = event_ids.about_how_many(conn)  # the first read: the snapshot starts here
+            (version,) = self._writer.execute("PRAGMA data_version").fetchone()
+            start(version, ids)
 
     def queue_depth(self):
         """Grouped write jobs waiting for the writer."""

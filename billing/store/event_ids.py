@@ -12,6 +12,11 @@ touches each settled page once for many entries. Every stored event is in
 one part or the other at every moment (a chunk's insert and delete are one
 transaction), so a lookup asks both.
 
+The writer's connection keeps an in-memory filter of the index's hashes in
+front of it (billing/store/known_ids.py): `maybe_stored` leaves out the ids
+that surely are not stored, so only the rest are looked up; whatever adds
+entries here tells the filter (`add_since`, `add_entries`).
+
 An archived event (billing/store/archive.py) keeps its entry while its id
 must still be recognised: its columns are then in `archived_events` under
 the same seq, and `stored_sql` reads both tables.
@@ -38,9 +43,47 @@ def stored_sql(columns, count):
             f" WHERE seq IN found UNION ALL SELECT {columns}, 1 AS archived FROM archived_events WHERE seq IN found")
 
 
-def add_since(conn, seq):
-    """Index the events stored after `seq` (those this transaction just inserted)."""
+def maybe_stored(conn, hashes):
+    """Of `hashes`, those that may be in the index: all of them, or, on the
+    writer's connection once its filter is built (billing/store/known_ids.py),
+    only those the filter cannot rule out. Call inside the write transaction."""
+    known = getattr(conn, "known_ids", None)
+    if known is None or not known.usable(conn):
+        return hashes
+    return known.maybe_stored(hashes)
+
+
+def add_since(conn, seq, hashes):
+    """Index the events stored after `seq` (those this transaction just
+    inserted, whose id hashes are `hashes`)."""
     conn.execute("INSERT INTO event_ids_hot (id_hash, seq) SELECT id_hash, seq FROM events WHERE seq > ?", (seq,))
+    _note(conn, hashes)
+
+
+def add_entries(conn, entries):
+    """Index (id_hash, seq) pairs of events put back under their own seqs (a restore)."""
+    conn.executemany("INSERT INTO event_ids_hot (id_hash, seq) VALUES (?, ?)", entries)
+    _note(conn, [id_hash for id_hash, _seq in entries])
+
+
+def _note(conn, hashes):
+    known = getattr(conn, "known_ids", None)
+    if known is not None:
+        known.add(hashes)
+
+
+def about_how_many(conn):
+    """About how many ids the index holds, cheaply: the highest seq stored or archived."""
+    (highest,) = conn.execute("SELECT max((SELECT coalesce(max(seq), 0) FROM events),"
+                              " (SELECT coalesce(max(seq), 0) FROM archived_events))").fetchone()
+    return highest
+
+
+def hash_chunks(conn, size):
+    """Every id hash of the index (both parts), in lists of at most `size`."""
+    cursor = conn.execute(" UNION ALL ".join(f"SELECT id_hash FROM {table}" for table in _PARTS))
+    while rows := cursor.fetchmany(size):
+        yield [id_hash for (id_hash,) in rows]
 
 
 def forget(conn, id_hash, seq):

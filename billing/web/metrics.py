@@ -93,6 +93,12 @@ def scrape(request):
     prometheus.render_gauge(lines, "meterline_scheduler_last_success_timestamp_seconds",
                             "When the scheduler last finished a run without error (0: never).",
                             [((), last if last is not None else 0)])
+    usable, size = app.db.known_ids_state()
+    prometheus.render_gauge(lines, "meterline_event_id_filter_ready",
+                            "1 when the in-memory filter of stored event ids answers (0: built at start"
+                            " or after another process's write; every id is looked up meanwhile).", [((), int(usable))])
+    prometheus.render_gauge(lines, "meterline_event_id_filter_bytes", "Memory of that filter, in bytes.",
+                            [((), size)])
     prometheus.render_gauge(lines, "process_resident_memory_bytes", "Resident memory of the server process.",
                             [((), _rss_bytes())])
     if app.clickhouse is not None:

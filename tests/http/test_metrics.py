@@ -3,6 +3,7 @@ unless public, and no writes."""
 
 import re
 
+from tests.helpers import wait_for
 from tests.harness import RunningServer, make_key, temp_db
 from tests.http.helpers import WriteCounter, create_customer, create_meter
 
@@ -72,7 +73,7 @@ def test_metrics_are_valid_prometheus_text(server, admin):
                  "meterline_webhook_deliveries_total", "meterline_writer_queue_depth",
                  "meterline_writer_transaction_seconds", "meterline_db_size_bytes",
                  "meterline_scheduler_last_success_timestamp_seconds", "process_resident_memory_bytes",
-                 "meterline_build_info"):
+                 "meterline_event_id_filter_ready", "meterline_event_id_filter_bytes", "meterline_build_info"):
         assert name in families and families[name]["type"], name
     check_histogram(families["meterline_http_request_duration_seconds"], "meterline_http_request_duration_seconds")
     check_histogram(families["meterline_writer_transaction_seconds"], "meterline_writer_transaction_seconds")
@@ -82,6 +83,21 @@ def test_metrics_are_valid_prometheus_text(server, admin):
     assert families["meterline_events_ingested_total"]["samples"][0][2] == 1
     assert families["meterline_events_duplicate_total"]["samples"][0][2] == 1
     assert families["process_resident_memory_bytes"]["samples"][0][2] > 10 ** 6
+
+
+def test_the_event_id_filter_is_built_when_events_come_and_shown(server, admin):
+    """(server.py builds it at start; the test server, which starts no background work, at the first write.)"""
+    customer = create_customer(admin)
+    create_meter(admin, key="api_calls")
+    assert admin.post("/v1/events", {"id": "e1", "customer_id": customer["id"], "meter": "api_calls"}).status == 201
+
+    def gauges():
+        families = parse(admin.get("/metrics").raw.decode("utf-8"))
+        return (families["meterline_event_id_filter_ready"]["samples"][0][2],
+                families["meterline_event_id_filter_bytes"]["samples"][0][2])
+
+    wait_for(lambda: gauges()[0] == 1, message="the filter was never ready")
+    assert gauges()[1] == 2 ** 20  # the smallest filter: 8 M bits
 
 
 def test_label_values_are_escaped():

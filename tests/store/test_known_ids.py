@@ -1,0 +1,203 @@
+"""The writer's in-memory filter of stored event ids (billing/store/known_ids.py):
+an id it lacks is surely not stored, so only the others are looked up in
+SQLite; it never wrongly answers "not stored", also after another
+connection's commit, a build racing with the writer, or a rollback."""
+
+import random
+import threading
+
+from billing.api import events
+from billing.store import known_ids
+from billing.store.db import Database
+from billing.store.known_ids import KnownIds, _Bits
+from tests.helpers import wait_for
+
+
+def row(customer_id, event_id):
+    return (customer_id, event_id, 1, 0, 1, 1, 1, None, 0, events.id_hash(customer_id, event_id))
+
+
+def open_db(path, background=True):
+    db = Database(str(path), background=background)
+    with db.transaction() as conn:
+        if not conn.execute("SELECT 1 FROM customers").fetchone():
+            conn.execute("INSERT INTO customers (name, email, created_at, updated_at) VALUES ('c', 'c@example.com', 0, 0)")
+    return db
+
+
+def lookups(db, fn):
+    """Run `fn(conn)` in a write transaction; returns (its result, the dedup-index reads it made)."""
+    statements = []
+    with db.transaction() as conn:
+        conn.set_trace_callback(statements.append)
+        try:
+            result = fn(conn)
+        finally:
+            conn.set_trace_callback(None)
+    return result, [sql for sql in statements if "FROM event_ids" in sql and sql.lstrip().startswith("WITH")]
+
+
+def built(db):
+    known = db._writer.known_ids
+    with db.transaction() as conn:
+        return known.usable(conn)
+
+
+def test_every_added_hash_may_be_stored_and_few_others_seem_so():
+    rng = random.Random(7)
+    bits = _Bits(known_ids.bits_log2(50_000))
+    added = [rng.getrandbits(64) - 2 ** 63 for _ in range(50_000)]
+    bits.add(added)
+    assert bits.maybe(added) == added  # never a false "not stored", negative hashes included
+    others = [rng.getrandbits(64) - 2 ** 63 for _ in range(50_000)]
+    assert len(bits.maybe(others)) < 0.02 * len(others)  # 16 bits an id: about 1.5 % at most
+
+
+def test_the_size_follows_the_ids_within_bounds():
+    assert known_ids.bits_log2(0) == known_ids.MIN_BITS_LOG2
+    assert known_ids.bits_log2(1_000_000) == 24  # 16 M bits for 1 M ids
+    assert known_ids.bits_log2(10 ** 9) == known_ids.MAX_BITS_LOG2
+
+
+def test_with_the_filter_built_new_ids_are_not_looked_up_and_stored_ones_still_are(tmp_path):
+    db = open_db(tmp_path / "k.db")
+    try:
+        db.submit(lambda conn: events.store_new(conn, [row(1, f"old-{i}") for i in range(100)]))
+        db.build_known_ids()
+        wait_for(lambda: built(db), message="the filter was never built")
+        stored, reads = lookups(db, lambda conn: events.store_new(conn, [row(1, f"new-{i}") for i in range(100)]))
+        assert len(stored) == 100 and reads == []  # no new id needed SQLite
+        again, reads = lookups(db, lambda conn: events.store_new(conn, [row(1, "old-5"), row(1, "new-7"), row(1, "x")]))
+        assert [r[1] for r in again] == ["x"] and len(reads) == 1  # the stored ones were looked up, and found
+    finally:
+        db.close()
+
+
+def test_another_connections_commit_sets_the_filter_aside_until_a_build_after_it(tmp_path):
+    path = tmp_path / "k.db"
+    server = open_db(path)
+    try:
+        server.build_known_ids()
+        wait_for(lambda: built(server), message="the filter was never built")
+        tool = Database(str(path), background=False)  # another process's database: no filter of its own
+        try:
+            tool.submit(lambda conn: events.store_new(conn, [row(1, "from-the-tool")]))
+        finally:
+            tool.close()
+        stored, reads = lookups(server, lambda conn: events.store_new(conn, [row(1, "from-the-tool")]))
+        assert stored == [] and len(reads) == 1  # asked SQLite, which knows it
+        wait_for(lambda: built(server), message="no build after the other commit")
+        stored, reads = lookups(server, lambda conn: events.store_new(conn, [row(1, "from-the-tool"), row(1, "y")]))
+        assert [r[1] for r in stored] == ["y"]  # the rebuilt filter holds the tool's id
+    finally:
+        server.close()
+
+
+def test_a_rolled_back_insert_leaves_only_harmless_bits(tmp_path):
+    db = open_db(tmp_path / "k.db")
+    try:
+        db.build_known_ids()
+        wait_for(lambda: built(db), message="the filter was never built")
+
+        def fail(conn):
+            events.store_new(conn, [row(1, "undone")])
+            raise RuntimeError("the job fails after storing")
+
+        try:
+            db.submit(fail)
+        except RuntimeError:
+            pass
+        stored, reads = lookups(db, lambda conn: events.store_new(conn, [row(1, "undone")]))
+        assert len(stored) == 1 and len(reads) == 1  # the filter said "maybe", SQLite said no
+    finally:
+        db.close()
+
+
+def test_what_the_writer_adds_during_a_build_is_in_the_built_filter():
+    known = KnownIds()
+    version = 5
+
+    class Writer:  # stands in for the writer connection's PRAGMA data_version
+        def execute(self, sql):
+            return self
+
+        def fetchone(self):
+            return (version,)
+
+    def chunks():
+        yield [1, 2, 3]
+        known.add([-99])  # the writer stores an event while the build reads its snapshot
+        yield [4]
+
+    assert not known.usable(Writer())
+    assert known.build(lambda start: start(version, 4), chunks)
+    assert known.usable(Writer())
+    assert known.maybe_stored([1, 2, 3, 4, -99]) == [1, 2, 3, 4, -99]
+
+
+def test_a_commit_by_another_connection_during_a_build_voids_it():
+    known = KnownIds()
+    state = {"version": 1}
+
+    class Writer:
+        def execute(self, sql):
+            return self
+
+        def fetchone(self):
+            return (state["version"],)
+
+    def chunks():
+        yield [1]
+        state["version"] = 2  # another connection commits while the build reads
+        assert not known.usable(Writer())  # the writer sees it in its next transaction
+        yield [2]
+
+    known.usable(Writer())
+    assert not known.build(lambda start: start(1, 2), chunks)
+    assert not known.usable(Writer()) and known.wanted.is_set()  # a new build is due
+    assert known.build(lambda start: start(2, 2), lambda: iter([[1, 2]]))
+    assert known.usable(Writer())
+
+
+def test_an_outgrown_filter_asks_for_a_larger_one_and_keeps_answering():
+    known = KnownIds()
+
+    class Writer:
+        def execute(self, sql):
+            return self
+
+        def fetchone(self):
+            return (1,)
+
+    known.usable(Writer())
+    assert known.build(lambda start: start(1, 0), lambda: iter([]))
+    known.wanted.clear()
+    size = len(known._bits.array)
+    many = list(range(size * 8 // known_ids.BITS_PER_ID + 1))
+    known.add(many)
+    assert known.wanted.is_set()
+    assert known.usable(Writer()) and known.maybe_stored(many[:10]) == many[:10]
+    known.build(lambda start: start(1, len(many)), lambda: iter([many]))
+    assert len(known._bits.array) > size and known.maybe_stored(many) == many
+
+
+def test_concurrent_batches_with_the_filter_store_each_id_once(tmp_path):
+    db = open_db(tmp_path / "k.db")
+    try:
+        db.build_known_ids()
+        wait_for(lambda: built(db), message="the filter was never built")
+        counts = []
+
+        def send(start):
+            batch = [row(1, f"id-{i}") for i in range(start, start + 300)]
+            counts.append(len(db.submit(lambda conn: events.store_new(conn, batch))))
+
+        threads = [threading.Thread(target=send, args=(k * 150,)) for k in range(8)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+        assert sum(counts) == 7 * 150 + 300
+        assert db.query_one("SELECT count(*), count(DISTINCT event_id) FROM events") == (1350, 1350)
+    finally:
+        db.close()
