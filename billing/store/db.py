@@ -16,7 +16,8 @@ All writes go through one writer connection guarded by one lock:
 Writers queue on a Python lock, taken in turn (`TurnLock`), instead of
 spinning on SQLITE_BUSY. Reads use a pool of connections that see the last
 committed state. WAL checkpoints run in a background thread so no request's
-COMMIT pays for copying pages back.
+COMMIT pays for copying pages back, and another keeps the writer's in-memory
+filter of stored event ids (billing/store/known_ids.py) built.
 """
 
 import contextlib
@@ -79,6 +80,10 @@ def named(conn, sql, params=()):
     cursor = conn.cursor()
     cursor.row_factory = sqlite3.Row
     return cursor.execute(sql, params)
+
+
+class _Stopped(Exception):
+    """The database is closing: a filter build stops where it is."""
 
 
 class _Job:
@@ -345,13 +350,15 @@ class Database:
         conn = connect(self.path)
         try:
             while not self._stop.is_set():
-                if not known.wanted.wait(timeout=CHECKPOINT_SECONDS):
+                # close() sets `wanted` too, to wake this thread at once
+                if not known.wanted.wait(CHECKPOINT_SECONDS) or self._stop.is_set():
                     continue
                 try:
-                    known.build(lambda start: self._begin_known_ids(conn, start),
-                                lambda: event_ids.hash_chunks(conn, known_ids.BUILD_CHUNK))
-                except sqlite3.Error:
-                    known.wanted.set()  # locked or busy: again after a pause
+                    known.build(lambda start: self._begin_known_ids(conn, start), lambda: self._hash_chunks(conn))
+                except _Stopped:
+                    return
+                except Exception:  # locked or busy, or out of memory: the filter stays aside; again after a pause
+                    known.wanted.set()
                     self._stop.wait(CHECKPOINT_SECONDS)
                 finally:
                     if conn.in_transaction:
@@ -360,12 +367,22 @@ class Database:
             conn.close()
 
     def _begin_known_ids(self, conn, start):
-        """A read snapshot for a filter build, begun while no write transaction is under way."""
+        """A read snapshot for a filter build, begun while no write transaction
+        is under way. The writer's data_version is read first: another
+        process's commit between the two reads is then in the snapshot and
+        also seen as a change by the writer's next `usable` (one build more),
+        never in the version but missing from the snapshot."""
         with self._write_lock:
+            (version,) = self._writer.execute("PRAGMA data_version").fetchone()
             conn.execute("BEGIN")
             ids = event_ids.about_how_many(conn)  # the first read: the snapshot starts here
-            (version,) = self._writer.execute("PRAGMA data_version").fetchone()
             start(version, ids)
+
+    def _hash_chunks(self, conn):
+        for chunk in event_ids.hash_chunks(conn, known_ids.BUILD_CHUNK):
+            if self._stop.is_set():
+                raise _Stopped()  # never a short read taken for the whole index
+            yield chunk
 
     def queue_depth(self):
         """Grouped write jobs waiting for the writer."""
@@ -428,6 +445,8 @@ class Database:
             return
         self._closed = True
         self._stop.set()
+        if self._writer.known_ids is not None:
+            self._writer.known_ids.wanted.set()  # wakes its thread, which then stops
         self._jobs.put(None)
         for thread in self._threads:
             thread.join(timeout=10)

@@ -14,8 +14,10 @@ transaction), so a lookup asks both.
 
 The writer's connection keeps an in-memory filter of the index's hashes in
 front of it (billing/store/known_ids.py): `maybe_stored` leaves out the ids
-that surely are not stored, so only the rest are looked up; whatever adds
-entries here tells the filter (`add_since`, `add_entries`).
+that surely are not stored, so only the rest are looked up. What adds
+entries while the server runs tells the filter (`add_since`, `add_entries`;
+`settle_chunk` only moves them); `rebuild` runs in migrations and bulk loads,
+before a filter is built.
 
 An archived event (billing/store/archive.py) keeps its entry while its id
 must still be recognised: its columns are then in `archived_events` under

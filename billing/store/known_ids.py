@@ -130,13 +130,19 @@ class KnownIds:
         self.wanted.clear()
         with self._lock:
             generation = self._generation
-        begin(lambda version, ids: self._start(generation, version, ids))
-        for chunk in read_chunks():
+        try:
+            begin(lambda version, ids: self._start(generation, version, ids))
+            for chunk in read_chunks():
+                with self._lock:
+                    if generation != self._generation:
+                        self._next = None
+                        return False
+                    self._next.add(chunk)
+        except BaseException:
             with self._lock:
-                if generation != self._generation:
-                    self._next = None
-                    return False
-                self._next.add(chunk)
+                if generation == self._generation:
+                    self._next = None  # half filled: dropped, so growth is watched again
+            raise
         with self._lock:
             if generation != self._generation:
                 self._next = None

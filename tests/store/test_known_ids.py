@@ -7,7 +7,7 @@ import random
 import threading
 
 from billing.api import events
-from billing.store import known_ids
+from billing.store import event_ids, known_ids
 from billing.store.db import Database
 from billing.store.known_ids import KnownIds, _Bits
 from tests.helpers import wait_for
@@ -35,6 +35,19 @@ def lookups(db, fn):
         finally:
             conn.set_trace_callback(None)
     return result, [sql for sql in statements if "FROM event_ids" in sql and sql.lstrip().startswith("WITH")]
+
+
+class FakeWriter:
+    """Stands in for the writer connection: answers PRAGMA data_version with `version`."""
+
+    def __init__(self, version=1):
+        self.version = version
+
+    def execute(self, sql):
+        return self
+
+    def fetchone(self):
+        return (self.version,)
 
 
 def built(db):
@@ -109,76 +122,76 @@ def test_a_rolled_back_insert_leaves_only_harmless_bits(tmp_path):
             pass
         stored, reads = lookups(db, lambda conn: events.store_new(conn, [row(1, "undone")]))
         assert len(stored) == 1 and len(reads) == 1  # the filter said "maybe", SQLite said no
+        assert built(db)  # still in use: a rollback sets nothing aside
+        stored, reads = lookups(db, lambda conn: events.store_new(conn, [row(1, "never-sent")]))
+        assert len(stored) == 1 and reads == []
     finally:
         db.close()
 
 
 def test_what_the_writer_adds_during_a_build_is_in_the_built_filter():
     known = KnownIds()
-    version = 5
-
-    class Writer:  # stands in for the writer connection's PRAGMA data_version
-        def execute(self, sql):
-            return self
-
-        def fetchone(self):
-            return (version,)
+    writer = FakeWriter(5)
 
     def chunks():
         yield [1, 2, 3]
         known.add([-99])  # the writer stores an event while the build reads its snapshot
         yield [4]
 
-    assert not known.usable(Writer())
-    assert known.build(lambda start: start(version, 4), chunks)
-    assert known.usable(Writer())
+    assert not known.usable(writer)
+    assert known.build(lambda start: start(5, 4), chunks)
+    assert known.usable(writer)
     assert known.maybe_stored([1, 2, 3, 4, -99]) == [1, 2, 3, 4, -99]
 
 
 def test_a_commit_by_another_connection_during_a_build_voids_it():
     known = KnownIds()
-    state = {"version": 1}
-
-    class Writer:
-        def execute(self, sql):
-            return self
-
-        def fetchone(self):
-            return (state["version"],)
+    writer = FakeWriter(1)
 
     def chunks():
         yield [1]
-        state["version"] = 2  # another connection commits while the build reads
-        assert not known.usable(Writer())  # the writer sees it in its next transaction
+        writer.version = 2  # another connection commits while the build reads
+        assert not known.usable(writer)  # the writer sees it in its next transaction
         yield [2]
 
-    known.usable(Writer())
+    known.usable(writer)
     assert not known.build(lambda start: start(1, 2), chunks)
-    assert not known.usable(Writer()) and known.wanted.is_set()  # a new build is due
+    assert not known.usable(writer) and known.wanted.is_set()  # a new build is due
     assert known.build(lambda start: start(2, 2), lambda: iter([[1, 2]]))
-    assert known.usable(Writer())
+    assert known.usable(writer)
 
 
 def test_an_outgrown_filter_asks_for_a_larger_one_and_keeps_answering():
     known = KnownIds()
-
-    class Writer:
-        def execute(self, sql):
-            return self
-
-        def fetchone(self):
-            return (1,)
-
-    known.usable(Writer())
+    writer = FakeWriter()
+    known.usable(writer)
     assert known.build(lambda start: start(1, 0), lambda: iter([]))
     known.wanted.clear()
     size = len(known._bits.array)
-    many = list(range(size * 8 // known_ids.BITS_PER_ID + 1))
+    rng = random.Random(3)
+    many = [rng.getrandbits(64) - 2 ** 63 for _ in range(size * 8 // known_ids.BITS_PER_ID + 1)]
     known.add(many)
     assert known.wanted.is_set()
-    assert known.usable(Writer()) and known.maybe_stored(many[:10]) == many[:10]
+    assert known.usable(writer) and known.maybe_stored(many) == many
     known.build(lambda start: start(1, len(many)), lambda: iter([many]))
     assert len(known._bits.array) > size and known.maybe_stored(many) == many
+
+
+def test_a_build_that_fails_midway_leaves_the_filter_aside_and_watched(tmp_path):
+    known = KnownIds()
+    writer = FakeWriter()
+    known.usable(writer)
+
+    def chunks():
+        yield [1]
+        raise OSError("the disk went away")
+
+    try:
+        known.build(lambda start: start(1, 2), chunks)
+    except OSError:
+        pass
+    assert not known.usable(writer) and known._next is None
+    assert known.build(lambda start: start(1, 2), lambda: iter([[1, 2]])) and known.usable(writer)
 
 
 def test_concurrent_batches_with_the_filter_store_each_id_once(tmp_path):
@@ -201,3 +214,32 @@ def test_concurrent_batches_with_the_filter_store_each_id_once(tmp_path):
         assert db.query_one("SELECT count(*), count(DISTINCT event_id) FROM events") == (1350, 1350)
     finally:
         db.close()
+
+
+def test_a_commit_by_another_process_just_as_a_build_begins_is_never_missed(tmp_path, monkeypatch):
+    """The build's snapshot begins with its first read; a commit by another
+    connection right after it is not in the snapshot, so the filter must not
+    take it as seen (the writer's data_version is read before the snapshot)."""
+    path = tmp_path / "k.db"
+    server = open_db(path)
+    tool = Database(str(path), background=False)
+    real = event_ids.about_how_many
+    sneaked = []
+
+    def then_another_commit(conn):
+        ids = real(conn)  # the snapshot has begun
+        if not sneaked:
+            sneaked.append(tool.submit(lambda c: events.store_new(c, [row(1, "sneaked-in")])))
+        return ids
+
+    monkeypatch.setattr(event_ids, "about_how_many", then_another_commit)
+    try:
+        server.build_known_ids()
+        wait_for(lambda: sneaked and built(server), message="no filter built after the other commit")
+        assert len(sneaked[0]) == 1
+        stored, _reads = lookups(server, lambda conn: events.store_new(conn, [row(1, "sneaked-in")]))
+        assert stored == []  # a duplicate, however the filter was built
+        assert server.query_one("SELECT count(*) FROM events WHERE event_id = 'sneaked-in'") == (1,)
+    finally:
+        tool.close()
+        server.close()
