@@ -367,16 +367,14 @@ class Database:
             conn.close()
 
     def _begin_known_ids(self, conn, start):
-        """A read snapshot for a filter build, begun while no write transaction
-        is under way. The writer's data_version is read first: another
-        process's commit between the two reads is then in the snapshot and
-        also seen as a change by the writer's next `usable` (one build more),
-        never in the version but missing from the snapshot."""
+        """The start of a filter build, while no write transaction is under way
+        (so every one after it adds to the fresh filter). The writer's
+        data_version is read before any of the index: another process's
+        commit after it is then seen by the writer's next `usable` (and the
+        build set aside), never counted as read before the reads began."""
         with self._write_lock:
             (version,) = self._writer.execute("PRAGMA data_version").fetchone()
-            conn.execute("BEGIN")
-            ids = event_ids.about_how_many(conn)  # the first read: the snapshot starts here
-            start(version, ids)
+            start(version, event_ids.about_how_many(conn))
 
     def _hash_chunks(self, conn):
         for chunk in event_ids.hash_chunks(conn, known_ids.BUILD_CHUNK):

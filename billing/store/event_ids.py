@@ -82,10 +82,30 @@ def about_how_many(conn):
 
 
 def hash_chunks(conn, size):
-    """Every id hash of the index (both parts), in lists of at most `size`."""
-    cursor = conn.execute(" UNION ALL ".join(f"SELECT id_hash FROM {table}" for table in _PARTS))
-    while rows := cursor.fetchmany(size):
-        yield [id_hash for (id_hash,) in rows]
+    """Every id hash of the index, a range of hashes at a time: about `size`
+    settled ones and the hot ones of the same range, both read in one short
+    read transaction (a settling chunk moves entries between the parts in one
+    transaction, so none is missed), never one snapshot held for the whole
+    index (which would keep the WAL from starting over meanwhile). An entry
+    added after its range was read is not in it: the caller learns of those
+    otherwise (billing/store/known_ids.py: the writer adds them)."""
+    low, first = _LOWEST[0], True
+    while True:
+        above = ">=" if first else ">"
+        conn.execute("BEGIN")
+        try:
+            last = conn.execute(f"SELECT id_hash FROM event_ids WHERE id_hash {above} ? ORDER BY id_hash"
+                                " LIMIT 1 OFFSET ?", (low, size - 1)).fetchone()
+            high = last[0] if last is not None else _HIGHEST[0]
+            chunk = [id_hash for (id_hash,) in conn.execute(" UNION ALL ".join(
+                f"SELECT id_hash FROM {table} WHERE id_hash {above} ? AND id_hash <= ?" for table in _PARTS),
+                (low, high) * len(_PARTS))]
+        finally:
+            conn.execute("COMMIT")
+        yield chunk
+        if last is None or high == _HIGHEST[0]:
+            return
+        low, first = high, False
 
 
 def forget(conn, id_hash, seq):

@@ -15,10 +15,11 @@ other way round. So the filter must hold every hash the index holds:
 
 - the writer connection adds the hashes it writes to the index, in the
   transaction that writes them (a rolled-back one leaves harmless bits);
-- `build` fills a fresh filter from the index in the background, reading one
-  snapshot that starts while no write transaction is under way, and the
-  writer adds to the fresh filter meanwhile: every entry is either in the
-  snapshot or added by the writer afterwards;
+- `build` fills a fresh filter from the index in the background, made while
+  no write transaction is under way and then read a range of hashes at a
+  time, each in its own short read transaction; the writer adds to the
+  fresh filter meanwhile: every entry is either in its range's read or
+  added by the writer after the fresh filter was made;
 - another connection's commit (another process restoring an archive, a
   tool) is caught by `PRAGMA data_version` inside the writer's transaction:
   the filter is set aside (every id is looked up again) until a build that
@@ -122,11 +123,11 @@ class KnownIds:
 
     def build(self, begin, read_chunks):
         """Fill a fresh filter from the dedup index, and use it. `begin(start)`
-        holds the writer's lock (no write transaction under way), begins a read
-        snapshot and calls `start(the writer's data_version, about how many ids
-        the index holds)`; `read_chunks()` then yields lists of the snapshot's
-        hashes. Returns whether the filter is in use afterwards (False: set
-        aside meanwhile; `wanted` is set again)."""
+        holds the writer's lock (no write transaction under way) and calls
+        `start(the writer's data_version, about how many ids the index holds)`;
+        `read_chunks()` then yields lists of the index's hashes (each entry
+        there when it began, unless deleted since). Returns whether the filter
+        is in use afterwards (False: set aside meanwhile; `wanted` is set again)."""
         self.wanted.clear()
         with self._lock:
             generation = self._generation
@@ -154,6 +155,6 @@ class KnownIds:
         with self._lock:
             if generation != self._generation:
                 return
-            if version != self._version:  # another connection committed, unseen yet: the snapshot holds it
+            if version != self._version:  # another connection committed, unseen yet: the reads, all later, see it
                 self._version, self._usable = version, False
             self._next = _Bits(bits_log2(2 * ids))  # room to grow before the next build

@@ -8,7 +8,7 @@ import threading
 
 from billing.api import events
 from billing.store import event_ids, known_ids
-from billing.store.db import Database
+from billing.store.db import Database, connect
 from billing.store.known_ids import KnownIds, _Bits
 from tests.helpers import wait_for
 
@@ -243,3 +243,28 @@ def test_a_commit_by_another_process_just_as_a_build_begins_is_never_missed(tmp_
     finally:
         tool.close()
         server.close()
+
+
+def test_the_build_reads_ranges_in_short_transactions_and_misses_no_entry_a_settling_pass_moves(tmp_path):
+    db = Database(str(tmp_path / "k.db"), background=False)
+    rng = random.Random(11)
+    try:
+        settled = sorted({rng.getrandbits(64) - 2 ** 63 for _ in range(500)} | {-(2 ** 63), 2 ** 63 - 1})
+        hot = [rng.getrandbits(64) - 2 ** 63 for _ in range(300)] + [settled[5]]  # one hash in both parts
+        with db.transaction() as conn:
+            conn.executemany("INSERT INTO event_ids (id_hash, seq) VALUES (?, ?)", [(h, i) for i, h in enumerate(settled)])
+            conn.executemany("INSERT INTO event_ids_hot (id_hash, seq) VALUES (?, ?)",
+                             [(h, 10_000 + i) for i, h in enumerate(hot)])
+        reader = connect(db.path)
+        seen, key = [], None
+        for number, chunk in enumerate(event_ids.hash_chunks(reader, 40)):
+            assert not reader.in_transaction  # no snapshot held between ranges
+            seen.extend(chunk)
+            if number % 3 == 1:  # a settling chunk moves hot entries meanwhile, maybe into ranges read already
+                with db.transaction() as conn:
+                    key = event_ids.settle_chunk(conn, key, 50)
+        reader.close()
+        assert set(seen) == set(settled) | set(hot)
+        assert len(seen) < len(settled) + len(hot) + 60  # each range once (a moved entry at most twice)
+    finally:
+        db.close()
