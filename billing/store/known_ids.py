@@ -37,7 +37,7 @@ import threading
 BITS_PER_ID = 16
 MIN_BITS_LOG2 = 23   # 1 MiB
 MAX_BITS_LOG2 = 28   # 32 MiB
-BUILD_CHUNK = 20_000  # hashes added per turn of the lock while building
+BUILD_CHUNK = 20_000  # settled entries per range a build reads in one read transaction (the range's hot ones come too)
 
 
 def bits_log2(ids):
@@ -141,8 +141,7 @@ class KnownIds:
                     self._next.add(chunk)
         except BaseException:
             with self._lock:
-                if generation == self._generation:
-                    self._next = None  # half filled: dropped, so growth is watched again
+                self._next = None  # half filled (one build runs at a time): dropped, so growth is watched again
             raise
         with self._lock:
             if generation != self._generation:

@@ -135,7 +135,7 @@ def test_what_the_writer_adds_during_a_build_is_in_the_built_filter():
 
     def chunks():
         yield [1, 2, 3]
-        known.add([-99])  # the writer stores an event while the build reads its snapshot
+        known.add([-99])  # the writer stores an event while the build reads the index
         yield [4]
 
     assert not known.usable(writer)
@@ -177,21 +177,51 @@ def test_an_outgrown_filter_asks_for_a_larger_one_and_keeps_answering():
     assert len(known._bits.array) > size and known.maybe_stored(many) == many
 
 
-def test_a_build_that_fails_midway_leaves_the_filter_aside_and_watched(tmp_path):
+def failing_chunks(before_failing=None):
+    def chunks():
+        yield [1]
+        if before_failing:
+            before_failing()
+        raise OSError("the disk went away")
+    return chunks
+
+
+def test_a_first_build_that_fails_midway_leaves_the_filter_aside_and_the_next_one_brings_it():
     known = KnownIds()
     writer = FakeWriter()
     known.usable(writer)
-
-    def chunks():
-        yield [1]
-        raise OSError("the disk went away")
-
     try:
-        known.build(lambda start: start(1, 2), chunks)
+        known.build(lambda start: start(1, 2), failing_chunks())
     except OSError:
         pass
     assert not known.usable(writer) and known._next is None
     assert known.build(lambda start: start(1, 2), lambda: iter([[1, 2]])) and known.usable(writer)
+
+
+def test_a_larger_build_that_fails_keeps_the_filter_in_use_and_growth_watched():
+    known = KnownIds()
+    writer = FakeWriter()
+    known.usable(writer)
+    assert known.build(lambda start: start(1, 0), lambda: iter([[7]]))
+    for set_aside_meanwhile in (False, True):
+        if set_aside_meanwhile:
+            def other_commit():
+                writer.version += 1
+                known.usable(writer)  # the writer sees another connection's commit during the build
+        else:
+            other_commit = None
+        try:
+            known.build(lambda start: start(writer.version, 10 ** 6), failing_chunks(other_commit))
+        except OSError:
+            pass
+        assert known._next is None  # dropped either way: nothing half filled is kept or added to
+        if not set_aside_meanwhile:
+            assert known.usable(writer) and known.maybe_stored([7]) == [7]  # the filter before still answers
+    assert not known.usable(writer)  # set aside by that commit, until a build after it
+    assert known.build(lambda start: start(writer.version, 1), lambda: iter([[7]])) and known.usable(writer)
+    known.wanted.clear()
+    known.add(list(range(len(known._bits.array) * 8 // known_ids.BITS_PER_ID + 1)))
+    assert known.wanted.is_set()  # growth is watched again
 
 
 def test_concurrent_batches_with_the_filter_store_each_id_once(tmp_path):
@@ -216,55 +246,64 @@ def test_concurrent_batches_with_the_filter_store_each_id_once(tmp_path):
         db.close()
 
 
-def test_a_commit_by_another_process_just_as_a_build_begins_is_never_missed(tmp_path, monkeypatch):
-    """The build's snapshot begins with its first read; a commit by another
-    connection right after it is not in the snapshot, so the filter must not
-    take it as seen (the writer's data_version is read before the snapshot)."""
+def test_a_commit_by_another_process_after_the_build_read_its_range_is_never_missed(tmp_path, monkeypatch):
+    """The build reads the index a range at a time; another connection's
+    commit into a range already read is in none of the reads, so the filter
+    must not take it as seen: the writer's data_version, read before any of
+    the index, shows the commit to the writer's next transaction."""
     path = tmp_path / "k.db"
     server = open_db(path)
     tool = Database(str(path), background=False)
-    real = event_ids.about_how_many
+    real = event_ids.hash_chunks
     sneaked = []
 
-    def then_another_commit(conn):
-        ids = real(conn)  # the snapshot has begun
+    def then_another_commit(conn, size):
+        yield from real(conn, size)  # every range read (one, with so few ids)
         if not sneaked:
             sneaked.append(tool.submit(lambda c: events.store_new(c, [row(1, "sneaked-in")])))
-        return ids
 
-    monkeypatch.setattr(event_ids, "about_how_many", then_another_commit)
+    monkeypatch.setattr(event_ids, "hash_chunks", then_another_commit)
     try:
         server.build_known_ids()
-        wait_for(lambda: sneaked and built(server), message="no filter built after the other commit")
+        wait_for(lambda: sneaked and server.known_ids_state()[0], message="no filter built")
         assert len(sneaked[0]) == 1
-        stored, _reads = lookups(server, lambda conn: events.store_new(conn, [row(1, "sneaked-in")]))
-        assert stored == []  # a duplicate, however the filter was built
+        stored, reads = lookups(server, lambda conn: events.store_new(conn, [row(1, "sneaked-in")]))
+        assert stored == [] and len(reads) == 1  # set aside at once: looked up, and found
         assert server.query_one("SELECT count(*) FROM events WHERE event_id = 'sneaked-in'") == (1,)
     finally:
         tool.close()
         server.close()
 
 
-def test_the_build_reads_ranges_in_short_transactions_and_misses_no_entry_a_settling_pass_moves(tmp_path):
+def index_with(db, settled, hot):
+    with db.transaction() as conn:
+        conn.execute("DELETE FROM event_ids")
+        conn.execute("DELETE FROM event_ids_hot")
+        conn.executemany("INSERT INTO event_ids (id_hash, seq) VALUES (?, ?)", [(h, i) for i, h in enumerate(settled)])
+        conn.executemany("INSERT INTO event_ids_hot (id_hash, seq) VALUES (?, ?)",
+                         [(h, 100_000 + i) for i, h in enumerate(hot)])
+
+
+def test_the_build_reads_every_entry_once_a_range_at_a_time_while_a_settling_pass_moves_them(tmp_path):
     db = Database(str(tmp_path / "k.db"), background=False)
     rng = random.Random(11)
+    reader = connect(db.path)
     try:
-        settled = sorted({rng.getrandbits(64) - 2 ** 63 for _ in range(500)} | {-(2 ** 63), 2 ** 63 - 1})
-        hot = [rng.getrandbits(64) - 2 ** 63 for _ in range(300)] + [settled[5]]  # one hash in both parts
-        with db.transaction() as conn:
-            conn.executemany("INSERT INTO event_ids (id_hash, seq) VALUES (?, ?)", [(h, i) for i, h in enumerate(settled)])
-            conn.executemany("INSERT INTO event_ids_hot (id_hash, seq) VALUES (?, ?)",
-                             [(h, 10_000 + i) for i, h in enumerate(hot)])
-        reader = connect(db.path)
+        settled = sorted([rng.getrandbits(64) - 2 ** 63 for _ in range(500)] + [-(2 ** 63), 2 ** 63 - 1])
+        hot = [rng.getrandbits(64) - 2 ** 63 for _ in range(300)] + [settled[5], settled[39], -(2 ** 63), 2 ** 63 - 1]
+        settled[40:40] = [settled[39]] * 2  # equal hashes (other seqs) across the first range's end
+        index_with(db, settled, hot)
         seen, key = [], None
         for number, chunk in enumerate(event_ids.hash_chunks(reader, 40)):
             assert not reader.in_transaction  # no snapshot held between ranges
             seen.extend(chunk)
-            if number % 3 == 1:  # a settling chunk moves hot entries meanwhile, maybe into ranges read already
+            if number % 3 == 1:  # a settling chunk moves hot entries meanwhile, into ranges read already or not
                 with db.transaction() as conn:
                     key = event_ids.settle_chunk(conn, key, 50)
-        reader.close()
-        assert set(seen) == set(settled) | set(hot)
-        assert len(seen) < len(settled) + len(hot) + 60  # each range once (a moved entry at most twice)
+        assert sorted(seen) == sorted(settled + hot)  # each entry once, none missed
+        for settled_part, hot_part in (([], []), ([], hot), (settled[:3], [])):
+            index_with(db, settled_part, hot_part)
+            assert sorted(h for chunk in event_ids.hash_chunks(reader, 2) for h in chunk) == sorted(settled_part + hot_part)
     finally:
+        reader.close()
         db.close()
