@@ -3,8 +3,11 @@ collision must never drop an event, and repeats are stored once."""
 
 import threading
 
+import pytest
+
 from billing.api import events
 from billing.store.db import Database
+from tests.helpers import wait_for
 
 
 def row(customer_id, event_id, hash_value=None, quantity=1):
@@ -45,10 +48,17 @@ def test_first_write_wins_within_a_batch(tmp_path):
         db.close()
 
 
-def test_group_commit_from_many_threads_stores_each_id_once(tmp_path):
+@pytest.mark.parametrize("filter_first", [False, True], ids=["filter-building", "filter-built"])
+def test_group_commit_from_many_threads_stores_each_id_once(tmp_path, filter_first):
+    """Either while the writer's filter of stored ids (billing/store/known_ids.py)
+    is built, from the first write on, or with it built before: new ids then
+    skip the lookup, and the overlapping ones are still found."""
     db = open_db(tmp_path)
     results = []
     try:
+        if filter_first:
+            db.build_known_ids()
+            wait_for(lambda: db.known_ids_state()[0], message="the filter was never built")
         def send(n):
             batch = [row(1, f"id-{i}") for i in range(n, n + 200)]
             results.append(len(db.submit(lambda conn: events.store_new(conn, batch))))

@@ -4,7 +4,6 @@ SQLite; it never wrongly answers "not stored", also after another
 connection's commit, a build racing with the writer, or a rollback."""
 
 import random
-import threading
 
 from billing.api import events
 from billing.store import event_ids, known_ids
@@ -222,28 +221,6 @@ def test_a_larger_build_that_fails_keeps_the_filter_in_use_and_growth_watched():
     known.wanted.clear()
     known.add(list(range(len(known._bits.array) * 8 // known_ids.BITS_PER_ID + 1)))
     assert known.wanted.is_set()  # growth is watched again
-
-
-def test_concurrent_batches_with_the_filter_store_each_id_once(tmp_path):
-    db = open_db(tmp_path / "k.db")
-    try:
-        db.build_known_ids()
-        wait_for(lambda: built(db), message="the filter was never built")
-        counts = []
-
-        def send(start):
-            batch = [row(1, f"id-{i}") for i in range(start, start + 300)]
-            counts.append(len(db.submit(lambda conn: events.store_new(conn, batch))))
-
-        threads = [threading.Thread(target=send, args=(k * 150,)) for k in range(8)]
-        for thread in threads:
-            thread.start()
-        for thread in threads:
-            thread.join()
-        assert sum(counts) == 7 * 150 + 300
-        assert db.query_one("SELECT count(*), count(DISTINCT event_id) FROM events") == (1350, 1350)
-    finally:
-        db.close()
 
 
 def test_a_commit_by_another_process_after_the_build_read_its_range_is_never_missed(tmp_path, monkeypatch):
