@@ -33,10 +33,11 @@ What it does, in one run:
            -> requests/s.
 
 Before (b) and (c) the bench waits until the server's in-memory filter of
-stored event ids (built at start: about 1 s at 1 M events, 7 s at 10 M) answers,
-so they time the steady state. Request bodies are JSON-encoded before the clock starts. The client runs on the
-same machine as the server (the 2-core box), so its CPU is taken from the
-server: the table shows both processes' CPU use during each timed window.
+stored event ids (built at start: about 1 s at 1 M events, 7 s at 10 M)
+answers, so they time the steady state. Request bodies are JSON-encoded
+before the clock starts. The client runs on the same machine as the server
+(the 2-core box), so its CPU is taken from the server: the table shows both
+processes' CPU use during each timed window.
 """
 
 import argparse

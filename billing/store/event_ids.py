@@ -103,7 +103,7 @@ def hash_chunks(conn, size):
         finally:
             conn.execute("COMMIT")
         yield chunk
-        if last is None or high == _HIGHEST[0]:
+        if high == _HIGHEST[0]:  # the last range: no settled entry was left past `size`, or the top hash
             return
         low, first = high, False
 
