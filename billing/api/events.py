@@ -22,10 +22,9 @@ from .. import jsonutil
 from ..domain import quantities, times
 from ..errors import Conflict, FieldErrors, NotFound, ValidationError
 from ..store import archive, event_ids, rollups
-from ..store.db import named
 from .responses import Response, created
 from . import clickhouse_reads, invoices
-from .common import audit, decode_cursor, int_arg, now_micros, one_or_404, page, page_limit, path_int
+from .common import audit, decode_cursor, int_arg, now_micros, page, page_limit, path_int
 
 MAX_BATCH = 10_000
 MAX_PROPERTIES_BYTES = 4096
@@ -34,7 +33,6 @@ FUTURE_TOLERANCE_US = 5 * 60 * 1_000_000
 DAY_US = 86_400 * 1_000_000
 EVENT_FIELDS = frozenset({"id", "customer_id", "customer", "meter", "feature", "quantity",
                           "timestamp", "ts", "properties"})
-HASH_CHUNK = 500  # ids looked up per query
 
 
 class EventRow(NamedTuple):
@@ -121,24 +119,17 @@ def _check_customers_live(conn, wanted):
 def _drop_stored(conn, fresh):
     """Remove from `fresh` ((customer_id, event_id) → row) the ids already stored."""
     hashes = event_ids.maybe_stored(conn, list({row[_HASH] for row in fresh.values()}))
-    for start in range(0, len(hashes), HASH_CHUNK):
-        part = hashes[start:start + HASH_CHUNK]
-        for found in named(conn, event_ids.stored_sql("customer_id, event_id", len(part)), part * 2):
-            fresh.pop((found["customer_id"], found["event_id"]), None)
-
-
-# a stored event, or an archived one whose id is still recognised (`archived` 1)
-_FIND_SQL = f"SELECT * FROM ({event_ids.stored_sql(EVENT_COLUMNS, 1)}) WHERE customer_id = ? AND event_id = ?"
-
-
-def _find_params(customer_id, event_id):
-    key = id_hash(customer_id, event_id)
-    return key, key, customer_id, event_id
+    for found in event_ids.stored(conn, "customer_id, event_id", hashes):
+        fresh.pop((found["customer_id"], found["event_id"]), None)
 
 
 def find_stored(conn, customer_id, event_id):
-    """The stored (or archived) event (sqlite3.Row of EVENT_COLUMNS) with this id, or None."""
-    return named(conn, _FIND_SQL, _find_params(customer_id, event_id)).fetchone()
+    """The stored (or archived) event (sqlite3.Row of EVENT_COLUMNS and
+    `archived`) with this id, or None."""
+    for found in event_ids.stored(conn, EVENT_COLUMNS, [id_hash(customer_id, event_id)]):
+        if found["customer_id"] == customer_id and found["event_id"] == event_id:
+            return found
+    return None
 
 
 def _as_stored(row, late):
@@ -481,8 +472,9 @@ def retract(request, customer_id, event_id):
     event_id = unquote(event_id)
     app = request.app
     with app.db.transaction() as conn:
-        row = one_or_404(conn, _FIND_SQL, _find_params(customer_id, event_id),
-                         f"Event {event_id!r} of customer {customer_id} not found.")
+        row = find_stored(conn, customer_id, event_id)
+        if row is None:
+            raise NotFound(f"Event {event_id!r} of customer {customer_id} not found.")
         if row["archived"]:
             raise Conflict(f"Event {event_id!r} of customer {customer_id} is archived; it cannot be retracted.")
         invoices.check_retractable(conn, customer_id, row["ts"])

@@ -1,24 +1,31 @@
-"""Settling what every ingest commit writes into small hot tables
-(billing/store/rollups.py, billing/store/event_ids.py): every few seconds,
-with the other background flushes, buckets older than an hour move from the
-hot rollup tables to the settled ones, and once the hot dedup table holds
-enough entries they move to the settled one in hash order — each chunk in
-its own short writer transaction, so the hot tables stay small and no
-request waits long for the writer."""
+"""Settling what ingest leaves to later (billing/store/rollups.py,
+billing/store/event_ids.py, billing/store/event_id_runs.py): every few
+seconds, with the other background flushes, buckets older than an hour move
+from the hot rollup tables to the settled ones; once the dedup index's tail
+holds enough events, it becomes new runs; and runs due for a merge are
+merged, at most MERGE_STEPS ranges a flush (a merge goes on at the next) —
+each chunk in its own short writer transaction, so no request waits long
+for the writer."""
 
 from ..api.common import now_micros
-from ..store import event_ids, rollups
+from ..store import event_id_runs, rollups
+
+SETTLE_IDS_AT = 50_000  # events in the dedup tail that start a settling pass
+MERGE_STEPS = 300       # merge ranges per flush: about 1.5 M entries, a few seconds of writer time at most
 
 
 class Settler:
-    def __init__(self, db, chunk=rollups.SETTLE_CHUNK, ids_at=event_ids.SETTLE_AT, ids_chunk=event_ids.SETTLE_CHUNK):
+    def __init__(self, db, chunk=rollups.SETTLE_CHUNK, ids_at=SETTLE_IDS_AT, run_seqs=event_id_runs.RUN_SEQS,
+                 merge_chunk=event_id_runs.MERGE_CHUNK, merge_steps=MERGE_STEPS):
         self.db = db
         self.chunk = chunk
-        self.ids_at, self.ids_chunk = ids_at, ids_chunk
+        self.ids_at, self.run_seqs = ids_at, run_seqs
+        self.merge_chunk, self.merge_steps = merge_chunk, merge_steps
 
     def flush(self):
-        """Settle what is due; returns the rollup rows and ids moved."""
-        return self.settle_rollups() + self.settle_ids()
+        """Settle and merge what is due; returns the rollup rows and tail
+        seqs moved and the merge ranges done."""
+        return self.settle_rollups() + self.settle_ids() + self.merge_runs()
 
     def settle_rollups(self):
         before = rollups.settle_before(now_micros())
@@ -34,15 +41,28 @@ class Settler:
                 return moved
 
     def settle_ids(self, force=False):
-        """One pass over the hot dedup entries, when there are enough of them
-        (or any, with `force`); entries added behind the pass wait for the next."""
+        """Turn the dedup tail into runs, when it holds enough events (or any,
+        with `force`); returns the seqs moved. Events stored meanwhile join
+        the pass until one finds fewer than a run's worth."""
         with self.db.reader() as conn:
-            waiting = event_ids.hot_count(conn)
+            waiting = event_id_runs.tail_size(conn)
         if not waiting or (waiting < self.ids_at and not force):
             return 0
-        key = None
+        settled = 0
         while True:
             with self.db.transaction() as conn:
-                key = event_ids.settle_chunk(conn, key, self.ids_chunk)
-            if key is None:
-                return waiting
+                moved = event_id_runs.settle(conn, self.run_seqs)
+            settled += moved
+            if moved < self.run_seqs:
+                return settled
+
+    def merge_runs(self):
+        """Up to `merge_steps` ranges of the due merges; returns how many were done."""
+        with self.db.reader() as conn:
+            if not event_id_runs.merge_due(conn):
+                return 0  # no write transaction at all
+        for step in range(self.merge_steps):
+            with self.db.transaction() as conn:
+                if not event_id_runs.merge_step(conn, self.merge_chunk):
+                    return step
+        return self.merge_steps

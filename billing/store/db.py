@@ -29,6 +29,7 @@ import threading
 
 from ..errors import ServiceUnavailable
 from . import event_ids, known_ids, migrations
+from .id_tail import IdTail
 from .known_ids import KnownIds
 from .turnlock import TurnLock
 
@@ -51,8 +52,11 @@ MAX_GROUP_JOBS = 64
 class WriterConnection(sqlite3.Connection):
     """The writer's connection: `known_ids` is its filter of stored event ids
     (billing/store/known_ids.py), set by a Database running its background
-    threads; None asks SQLite for every id."""
+    threads (None asks SQLite for every id); `id_tail` is the dedup index's
+    tail in memory (billing/store/id_tail.py), set by every Database (None
+    reads the tail's rows)."""
     known_ids = None
+    id_tail = None
 
 
 def connect(path, writer=False):
@@ -158,6 +162,7 @@ class Database:
         self.path = path
         create_private(path)
         self._writer = connect(path, writer=True)
+        self._writer.id_tail = IdTail()
         self._write_lock = TurnLock()  # taken in turn: a background loop cannot keep it from the writer
         self._depth = 0
         self._owner = None

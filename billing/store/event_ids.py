@@ -2,47 +2,103 @@
 event, where `id_hash` is the 64-bit hash of (customer_id, id) the events
 table keeps (billing/api/events.py compares the real ids of every match).
 
-Hash order is random order: an index of the hashes of all events takes a
-random page for every new event, and a commit of a few thousand events then
-rewrites thousands of pages. So the index has two parts, like the rollups:
-inserts go to the small hot table `event_ids_hot`, whose pages a commit
-rewrites few of, and `settle` moves the hot entries into the large settled
-table `event_ids` in hash order, a chunk per short transaction — a pass
-touches each settled page once for many entries. Every stored event is in
-one part or the other at every moment (a chunk's insert and delete are one
-transaction), so a lookup asks both.
+Hash order is random order: a B-tree of the hashes of all events takes a
+random page for every entry, and at 10 M events merging even a sorted
+batch of entries into it rewrote about one page per entry. So no entry is
+ever inserted into a large B-tree:
 
-The writer's connection keeps an in-memory filter of the index's hashes in
-front of it (billing/store/known_ids.py): `maybe_stored` leaves out the ids
-that surely are not stored, so only the rest are looked up. What adds
-entries while the server runs tells the filter (`add_since`, `add_entries`;
-`settle_chunk` only moves them); `rebuild` runs in migrations and bulk loads,
-before a filter is built.
+- **The tail.** The events stored after the settled mark (`counters`
+  'event_ids_settled') have no entry at all: their rows are their entries.
+  The writer's connection keeps the tail's hashes in memory
+  (billing/store/id_tail.py); another connection reads the tail's rows
+  (`seq > mark`: a few tens of thousands at most).
+- **Runs.** `event_id_runs` holds entries in runs, each written once, in
+  hash order, with a run number above every other: a settling pass turns
+  the tail into a new run (its pages are appended, each filled once), and a
+  merge turns FANIN runs of one size tier into one larger run the same way
+  (billing/store/event_id_runs.py). `event_id_run_list` lists the runs; a
+  lookup seeks each listed run. Entries only ever move to a higher run.
+- **Run 0** takes the entries of events put back under seqs below the mark
+  (an archive restore); it is never merged.
+
+Every stored event is in the tail or in a run at every moment (a pass's
+insert and its move of the mark, a merge chunk's insert and delete, are
+each one transaction), so a lookup asks both. The writer's connection also
+keeps an in-memory filter of every hash in front of them
+(billing/store/known_ids.py): `maybe_stored` leaves out the ids that surely
+are not stored. What adds entries while the server runs tells the filter
+(`add_since`, `add_entries`); passes and merges only move them; `rebuild`
+runs in migrations and bulk loads, before a filter is built.
 
 An archived event (billing/store/archive.py) keeps its entry while its id
 must still be recognised: its columns are then in `archived_events` under
-the same seq, and `stored_sql` reads both tables.
+the same seq, and the tail and `stored` read both tables.
 """
 
 import json
+import sqlite3
 
-SETTLE_AT = 50_000     # hot entries that start a settling pass
-SETTLE_CHUNK = 2_000   # entries moved per transaction: 20–35 ms at 10 M events, no dearer per entry than 5,000
-_PARTS = ("event_ids", "event_ids_hot")
-# the seqs of the events with these hashes: `{marks}` is the placeholders of one list of hashes
-_SEQS = " UNION ALL ".join(f"SELECT seq FROM {table} WHERE id_hash IN ({{marks}})" for table in _PARTS)
+MARK = "event_ids_settled"
+LOOSE_RUN = 0
+LOWEST, HIGHEST = -(2 ** 63), 2 ** 63 - 1
+_MARK_SQL = f"(SELECT value FROM counters WHERE name = '{MARK}')"
+# a JSON array of hashes (or seqs), given as parameter ?1
+_LIST = "(SELECT value FROM json_each(?1))"
+# the tail's entries: the stored and archived events after the mark
+TAIL = (f"SELECT id_hash, seq FROM events WHERE seq > {_MARK_SQL}"
+        f" UNION ALL SELECT id_hash, seq FROM archived_events WHERE seq > {_MARK_SQL}")
+_TAIL_SEQS = (f"SELECT seq FROM events WHERE seq > {_MARK_SQL} AND id_hash IN {_LIST}"
+              f" UNION ALL SELECT seq FROM archived_events WHERE seq > {_MARK_SQL} AND id_hash IN {_LIST}")
+# one seek per listed run and hash
+_RUN_SEQS = ("SELECT r.seq FROM event_id_run_list l CROSS JOIN event_id_runs r"
+             f" ON r.run = l.run AND r.id_hash IN {_LIST}")
+_LISTED = "run IN (SELECT run FROM event_id_run_list)"
 
 
-def seqs_sql(count):
-    """SQL of the seqs whose hash is one of `count` parameters (given twice: once per part)."""
-    return _SEQS.format(marks=",".join("?" * count))
+def mark(conn):
+    """The highest seq whose entry is in a run (the tail is above it)."""
+    (value,) = conn.execute(f"SELECT {_MARK_SQL}").fetchone()
+    return value
 
 
-def stored_sql(columns, count):
-    """SQL of `columns` (and `archived`: 0 or 1) of the stored and the archived
-    events whose hash is one of `count` parameters (given twice: once per part)."""
-    return (f"WITH found(seq) AS ({seqs_sql(count)}) SELECT {columns}, 0 AS archived FROM events"
-            f" WHERE seq IN found UNION ALL SELECT {columns}, 1 AS archived FROM archived_events WHERE seq IN found")
+def set_mark(conn, seq):
+    conn.execute("UPDATE counters SET value = ? WHERE name = ?", (seq, MARK))
+
+
+def _tail(conn):
+    """The writer connection's in-memory tail, up to date inside its transaction, or None."""
+    tail = getattr(conn, "id_tail", None)
+    if tail is not None and tail.due(conn):
+        tail.load(mark(conn), conn.execute(TAIL))
+    return tail
+
+
+def seqs(conn, hashes):
+    """The seqs of the entries with one of `hashes` (an event may come twice,
+    and a seq whose event is gone may come too: callers read the events)."""
+    if not hashes:
+        return []
+    param = json.dumps(hashes)
+    found = [seq for (seq,) in conn.execute(_RUN_SEQS, (param,))]
+    tail = _tail(conn)
+    if tail is not None:
+        found += tail.seqs(hashes)
+    else:
+        found += [seq for (seq,) in conn.execute(_TAIL_SEQS, (param,))]
+    return found
+
+
+def stored(conn, columns, hashes):
+    """`columns` (and `archived`: 0 or 1) of the stored and the archived events
+    whose hash is one of `hashes`, as named rows; callers compare the ids."""
+    found = seqs(conn, hashes)
+    if not found:
+        return []
+    cursor = conn.cursor()
+    cursor.row_factory = sqlite3.Row
+    return cursor.execute(f"SELECT {columns}, 0 AS archived FROM events WHERE seq IN {_LIST}"
+                          f" UNION ALL SELECT {columns}, 1 AS archived FROM archived_events WHERE seq IN {_LIST}",
+                          (json.dumps(sorted(set(found))),)).fetchall()
 
 
 def maybe_stored(conn, hashes):
@@ -56,15 +112,33 @@ def maybe_stored(conn, hashes):
 
 
 def add_since(conn, seq, hashes):
-    """Index the events stored after `seq` (those this transaction just
-    inserted, whose id hashes are `hashes`)."""
-    conn.execute("INSERT INTO event_ids_hot (id_hash, seq) SELECT id_hash, seq FROM events WHERE seq > ?", (seq,))
+    """The events stored after `seq` (those this transaction just inserted, in
+    order, whose id hashes are `hashes`) join the tail."""
+    tail = _tail(conn)
+    settled = tail.mark if tail is not None else mark(conn)
+    if seq < settled:
+        # the newest events were deleted and SQLite hands their seqs out again:
+        # the tail starts lower (no run holds an entry of a seq no event has)
+        set_mark(conn, seq)
+        if tail is not None:
+            tail.stale = True
+    elif tail is not None:
+        (highest,) = conn.execute("SELECT max(seq) FROM events").fetchone()
+        if highest == seq + len(hashes):
+            tail.add(zip(hashes, range(seq + 1, highest + 1)))
+        else:  # not one after another: the tail is read again
+            tail.stale = True
     _note(conn, hashes)
 
 
 def add_entries(conn, entries):
     """Index (id_hash, seq) pairs of events put back under their own seqs (a restore)."""
-    conn.executemany("INSERT INTO event_ids_hot (id_hash, seq) VALUES (?, ?)", entries)
+    settled = mark(conn)
+    conn.executemany(f"INSERT OR IGNORE INTO event_id_runs (run, id_hash, seq) VALUES ({LOOSE_RUN}, ?, ?)",
+                     [(id_hash, seq) for id_hash, seq in entries if seq <= settled])
+    tail = _tail(conn)
+    if tail is not None:
+        tail.add((id_hash, seq) for id_hash, seq in entries if seq > settled)
     _note(conn, [id_hash for id_hash, _seq in entries])
 
 
@@ -82,74 +156,59 @@ def about_how_many(conn):
 
 
 def hash_chunks(conn, size):
-    """Every id hash of the index, a range of hashes at a time: about `size`
-    settled ones and the hot ones of the same range, both read in one short
-    read transaction (a settling chunk moves entries between the parts in one
-    transaction, so none is missed), never one snapshot held for the whole
-    index (which would keep the WAL from starting over meanwhile). An entry
-    added after its range was read is not in it: the caller learns of those
-    otherwise (billing/store/known_ids.py: the writer adds them)."""
-    low, first = _LOWEST[0], True
+    """Every id hash of the index, never one snapshot held for the whole of
+    it (which would keep the WAL from starting over meanwhile): the tail's
+    in one short read transaction, then the runs' `size` entries at a time in
+    (run, hash) order, each in its own. Entries only ever leave the tail for
+    a new run, or a run for a higher one, so each is read where it was or
+    where it went. An entry added after the tail was read is not in it: the
+    caller learns of those otherwise (billing/store/known_ids.py: the writer
+    adds them)."""
+    conn.execute("BEGIN")
+    try:
+        chunk = [id_hash for id_hash, _seq in conn.execute(TAIL)]
+    finally:
+        conn.execute("COMMIT")
+    yield chunk
+    key = (-1, LOWEST, LOWEST)
     while True:
-        above = ">=" if first else ">"
         conn.execute("BEGIN")
         try:
-            last = conn.execute(f"SELECT id_hash FROM event_ids WHERE id_hash {above} ? ORDER BY id_hash"
-                                " LIMIT 1 OFFSET ?", (low, size - 1)).fetchone()
-            high = last[0] if last is not None else _HIGHEST[0]
-            chunk = [id_hash for (id_hash,) in conn.execute(" UNION ALL ".join(
-                f"SELECT id_hash FROM {table} WHERE id_hash {above} ? AND id_hash <= ?" for table in _PARTS),
-                (low, high) * len(_PARTS))]
+            rows = conn.execute("SELECT run, id_hash, seq FROM event_id_runs WHERE (run, id_hash, seq) > (?, ?, ?)"
+                                " ORDER BY run, id_hash, seq LIMIT ?", (*key, size)).fetchall()
         finally:
             conn.execute("COMMIT")
-        yield chunk
-        if high == _HIGHEST[0]:  # the last range: no settled entry was left past `size`, or the top hash
+        yield [id_hash for _run, id_hash, _seq in rows]
+        if len(rows) < size:
             return
-        low, first = high, False
+        key = tuple(rows[-1])
 
 
 def forget(conn, id_hash, seq):
     """The event was deleted (retracted): its id may be sent again."""
-    for table in _PARTS:
-        conn.execute(f"DELETE FROM {table} WHERE id_hash = ? AND seq = ?", (id_hash, seq))
+    forget_many(conn, [(id_hash, seq)])
 
 
 def forget_many(conn, entries):
-    """forget() for each (id_hash, seq) of `entries`: one statement per part,
-    the pairs passed as one JSON array (one call into SQLite, not one a pair)."""
-    pairs = json.dumps([[id_hash, seq] for id_hash, seq in entries])
-    for table in _PARTS:
-        conn.execute(f"DELETE FROM {table} WHERE (id_hash, seq) IN"
-                     " (SELECT json_extract(value, '$[0]'), json_extract(value, '$[1]') FROM json_each(?))", (pairs,))
+    """forget() for each (id_hash, seq) of `entries`, in every run, the pairs
+    passed as one JSON array (one call into SQLite, not one a pair). An entry
+    of the tail goes with its event's row."""
+    if not entries:
+        return
+    conn.execute(f"DELETE FROM event_id_runs WHERE {_LISTED} AND (id_hash, seq) IN"
+                 " (SELECT json_extract(value, '$[0]'), json_extract(value, '$[1]') FROM json_each(?))",
+                 (json.dumps([[id_hash, seq] for id_hash, seq in entries]),))
 
 
 def rebuild(conn):
-    """The index of every stored event (the migration that adds it; bulk loads)."""
-    for table in _PARTS:
-        conn.execute(f"DELETE FROM {table}")
-    conn.execute("INSERT INTO event_ids (id_hash, seq) SELECT id_hash, seq FROM events ORDER BY id_hash, seq")
-
-
-def hot_count(conn):
-    (count,) = conn.execute("SELECT count(*) AS n FROM event_ids_hot").fetchone()
-    return count
-
-
-_LOWEST, _HIGHEST = (-(2 ** 63), -(2 ** 63)), (2 ** 63 - 1, 2 ** 63 - 1)
-_RANGE = "(id_hash, seq) > (?, ?) AND (id_hash, seq) <= (?, ?)"
-
-
-def settle_chunk(conn, after, limit=SETTLE_CHUNK):
-    """Move the next `limit` hot entries after the key `after` ((id_hash, seq),
-    or None for the start) into the settled table, in one transaction; returns
-    the last key moved, or None when the pass has reached the end. The entries
-    go by SQL alone (no row through Python): a pass over 50,000 entries took
-    52 instead of 82 ms at 1 M events, all of it under the writer's lock."""
-    low = after if after is not None else _LOWEST
-    last = conn.execute("SELECT id_hash, seq FROM event_ids_hot WHERE (id_hash, seq) > (?, ?)"
-                        " ORDER BY id_hash, seq LIMIT 1 OFFSET ?", (*low, limit - 1)).fetchone()
-    high = tuple(last) if last is not None else _HIGHEST  # fewer than `limit` left: all of them
-    conn.execute(f"INSERT OR IGNORE INTO event_ids (id_hash, seq) SELECT id_hash, seq FROM event_ids_hot"
-                 f" WHERE {_RANGE} ORDER BY id_hash, seq", (*low, *high))
-    conn.execute(f"DELETE FROM event_ids_hot WHERE {_RANGE}", (*low, *high))
-    return high if last is not None else None
+    """The index of every stored and archived event as one run, nothing in
+    the tail (the migration that adds runs; bulk loads)."""
+    conn.execute("DELETE FROM event_id_runs")
+    conn.execute("DELETE FROM event_id_run_list")
+    conn.execute(f"INSERT INTO event_id_run_list (run, entries) VALUES ({LOOSE_RUN}, 0)")
+    count = conn.execute("INSERT INTO event_id_runs (run, id_hash, seq) SELECT 1, id_hash, seq FROM"
+                         " (SELECT id_hash, seq FROM events UNION ALL SELECT id_hash, seq FROM archived_events)"
+                         " ORDER BY id_hash, seq").rowcount
+    if count:
+        conn.execute("INSERT INTO event_id_run_list (run, entries) VALUES (1, ?)", (count,))
+    set_mark(conn, about_how_many(conn))

@@ -5,7 +5,6 @@ Append-only: a migration that shipped is never edited; a new one is a new
 list here, added to MIGRATIONS in migrations.py.
 """
 
-from . import event_ids
 from .rollups import rebuild_all, rebuild_counts, rebuild_days, rebuild_spans
 
 class _Step:
@@ -329,6 +328,11 @@ V14_HOT_ROLLUPS = [
 ]
 
 
+def _index_event_ids(conn):
+    """V15's index of the stored events (the tables V21 replaces)."""
+    conn.execute("INSERT INTO event_ids (id_hash, seq) SELECT id_hash, seq FROM events ORDER BY id_hash, seq")
+
+
 # Deduplication in two parts (billing/store/event_ids.py): a small hot table
 # that inserts write and a settled one that takes the hot entries in hash
 # order; they replace the index on events(id_hash), which a commit of events
@@ -342,7 +346,7 @@ V15_EVENT_IDS = [
         id_hash INTEGER NOT NULL,
         seq INTEGER NOT NULL,
         PRIMARY KEY (id_hash, seq)) WITHOUT ROWID""",
-    _Step(event_ids.rebuild, "event_ids.rebuild"),
+    _Step(_index_event_ids, "event_ids.rebuild"),
     "DROP INDEX events_dedup",
 ]
 
@@ -384,4 +388,42 @@ V20_EVENT_COUNTS = [
         bucket INTEGER PRIMARY KEY,
         n INTEGER NOT NULL)""",
     _Step(rebuild_counts, "rollups.rebuild_counts"),
+]
+
+
+def _runs_from_tables(conn):
+    """V21: the settled entries become run 1 (already in hash order: its pages
+    are appended), the hot ones run 0; every stored seq is then in a run."""
+    count = conn.execute("INSERT INTO event_id_runs (run, id_hash, seq)"
+                         " SELECT 1, id_hash, seq FROM event_ids ORDER BY id_hash, seq").rowcount
+    loose = conn.execute("INSERT OR IGNORE INTO event_id_runs (run, id_hash, seq)"
+                         " SELECT 0, id_hash, seq FROM event_ids_hot").rowcount
+    conn.executemany("INSERT INTO event_id_run_list (run, entries) VALUES (?, ?)",
+                     [(0, loose)] + ([(1, count)] if count else []))
+    conn.execute("INSERT INTO counters (name, value) SELECT 'event_ids_settled', max("
+                 "(SELECT coalesce(max(seq), 0) FROM events), (SELECT coalesce(max(seq), 0) FROM archived_events))")
+
+
+# The dedup index as a tail and runs (billing/store/event_ids.py,
+# billing/store/event_id_runs.py): storing an event writes no entry (the tail
+# is the events after the mark); a settling pass appends the tail as a run
+# sorted by hash, merges keep the runs few. They replace V15's two tables,
+# whose settling merged entries into one large hash-ordered table, about a
+# page an entry at 10 M events.
+V21_EVENT_ID_RUNS = [
+    """CREATE TABLE event_id_runs (
+        run INTEGER NOT NULL,
+        id_hash INTEGER NOT NULL,
+        seq INTEGER NOT NULL,
+        PRIMARY KEY (run, id_hash, seq)) WITHOUT ROWID""",
+    # `into_run`: the merge under way that takes this run; `merged_through`: of
+    # that merge's new run, the last hash moved into it
+    """CREATE TABLE event_id_run_list (
+        run INTEGER PRIMARY KEY,
+        entries INTEGER NOT NULL,
+        into_run INTEGER,
+        merged_through INTEGER)""",
+    _Step(_runs_from_tables, "event_ids.runs_from_tables"),
+    "DROP TABLE event_ids",
+    "DROP TABLE event_ids_hot",
 ]

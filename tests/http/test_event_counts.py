@@ -10,7 +10,7 @@ import sqlite3
 
 from billing.api import rollups as rollups_api
 from billing.domain import times
-from billing.store import archive, event_ids, migrations, rollups
+from billing.store import archive, event_ids, migrations, rollups, schema_features
 from billing.store.archive_files import COLUMNS
 from tests.http.helpers import pin
 from tests.http.test_rollups import BUCKET, HOT, METERS, iso, make_meters, old_database, random_event, zone_customers
@@ -92,9 +92,16 @@ def test_the_chart_counts_every_event_received(server, admin):
     assert checked >= 30
 
 
-def _archive_at_v19(conn, seqs, remember_from):
+def _forget_at_v19(conn, entries):
+    """event_ids.forget_many as it was at V19 (the dedup index in two tables, V15)."""
+    for table in ("event_ids", "event_ids_hot"):
+        conn.executemany(f"DELETE FROM {table} WHERE id_hash = ? AND seq = ?", entries)
+
+
+def _archive_at_v19(conn, seqs, remember_from, monkeypatch):
     """An archive pass before the counts were kept: the events `seqs` leave
     the database, their ids remembered where stamped at or after `remember_from`."""
+    monkeypatch.setattr(event_ids, "forget_many", _forget_at_v19)
     conn.row_factory = sqlite3.Row
     records = [dict(zip(COLUMNS, [row[name] for name in COLUMNS]))
                for row in conn.execute(f"SELECT * FROM events WHERE seq IN ({','.join('?' * len(seqs))})", seqs)]
@@ -103,10 +110,11 @@ def _archive_at_v19(conn, seqs, remember_from):
     archive.mark(conn, records)
     archive.delete_chunk(conn, seqs, remember_from)
     conn.execute("COMMIT")
+    monkeypatch.undo()
     return records
 
 
-def test_the_migration_counts_stored_and_archived_events(tmp_path):
+def test_the_migration_counts_stored_and_archived_events(tmp_path, monkeypatch):
     """A database from before the counts, with events archived before: every
     stored event is counted, and every archived one whose id is remembered or
     that its meter's filter matched (the rollups count it); only an unmatched
@@ -124,12 +132,12 @@ def test_the_migration_counts_stored_and_archived_events(tmp_path):
                      (seq, f"e{seq}", meter, ts, 0 if meter == 2 and seq % 3 else 1, seq))
     rollups.rebuild_all(conn)
     rollups.rebuild_spans(conn)
-    event_ids.rebuild(conn)
+    schema_features._index_event_ids(conn)  # V15's index, as the database had it at V19
     everything = dict(conn.execute(f"SELECT ts - ((ts % {BUCKET}) + {BUCKET}) % {BUCKET}, count(*) FROM events"
                                    " GROUP BY 1"))
     archived = [seq for (seq,) in conn.execute("SELECT seq FROM events WHERE seq % 4 = 0 AND seq < 2000")]
     remember_from = september  # ids of the events stamped from then on stay remembered
-    records = _archive_at_v19(conn, archived, remember_from)
+    records = _archive_at_v19(conn, archived, remember_from, monkeypatch)
     lost = {}
     for record in records:
         if record["ts"] < remember_from and record["meter_id"] == 2 and record["seq"] % 3:

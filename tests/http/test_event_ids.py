@@ -1,33 +1,37 @@
-"""Deduplication in two parts (billing/store/event_ids.py): new ids go to a
-small hot table, a settling pass moves them into the settled one in hash
-order, chunk by chunk. Whichever part holds an id — or while a pass is half
-done, with events arriving between its chunks — a resent id is a duplicate,
-across restarts, and a retracted id may be sent again."""
+"""Deduplication through the tail and the runs (billing/store/event_ids.py,
+billing/store/event_id_runs.py): new events are the tail, settling passes
+turn the tail into runs, merges turn runs into larger ones, a range at a
+time. Wherever an id's entry is — or while a merge is half done, with
+events arriving between its ranges — a resent id is a duplicate, across
+restarts, and a retracted id may be sent again."""
 
 import random
 import sqlite3
 
-from billing.store import event_ids
+from billing.store import event_id_runs, event_ids
 from tests.harness import RunningServer, temp_db
 from tests.http.helpers import WriteCounter, create_customer, create_meter, event_count, post_event
 
 ENV = {"BILLING_MAX_EVENT_AGE_DAYS": "0"}
 
 
-def parts(server):
-    """(hot, settled, events) as sets of (id_hash, seq)."""
+def index(server):
+    """(entries of listed runs, the tail's entries, stored events) as sets of (id_hash, seq)."""
     conn = sqlite3.connect(server.app.config.db_path)
     try:
-        return tuple({tuple(r) for r in conn.execute(f"SELECT id_hash, seq FROM {table}")}
-                     for table in ("event_ids_hot", "event_ids", "events"))
+        mark = event_ids.mark(conn)
+        runs = set(conn.execute("SELECT id_hash, seq FROM event_id_runs WHERE run IN"
+                                " (SELECT run FROM event_id_run_list)"))
+        stored = set(conn.execute("SELECT id_hash, seq FROM events"))
+        return runs, {pair for pair in stored if pair[1] > mark}, stored
     finally:
         conn.close()
 
 
 def assert_every_event_indexed_once(server):
-    hot, settled, stored = parts(server)
-    assert not hot & settled
-    assert hot | settled == stored
+    runs, tail, stored = index(server)
+    assert not runs & tail
+    assert runs | tail == stored
 
 
 def send(client, cid, ids):
@@ -37,33 +41,37 @@ def send(client, cid, ids):
     return reply.json
 
 
-def test_a_resent_id_is_a_duplicate_in_either_part_during_a_pass_and_after_a_restart(tmp_path):
+def test_a_resent_id_is_a_duplicate_in_the_tail_a_run_or_a_merge_half_done_and_after_a_restart(tmp_path):
     path = temp_db(tmp_path)
     server = RunningServer(path, env=ENV)
     try:
         cid = create_customer(server.admin)["id"]
         create_meter(server.admin)
-        settled = [f"s{i}" for i in range(300)]
-        assert send(server.admin, cid, settled) == {"accepted": 300, "duplicates": 0}
-        assert server.app.settler.settle_ids(force=True) == 300
-        hot, done, _ = parts(server)
-        assert not hot and len(done) == 300
+        settled = []
+        for n in range(4):  # four runs of one tier: a merge is due
+            ids = [f"s{n}-{i}" for i in range(75)]
+            assert send(server.admin, cid, ids) == {"accepted": 75, "duplicates": 0}
+            assert server.app.settler.settle_ids(force=True) == 75
+            settled += ids
+        runs, tail, _ = index(server)
+        assert not tail and len(runs) == 300
         fresh = [f"h{i}" for i in range(200)]
         assert send(server.admin, cid, fresh + settled[:50]) == {"accepted": 200, "duplicates": 50}
-        # a pass in chunks of 37, with new events and resends arriving between its chunks
-        rng, key, arrived = random.Random(3), None, []
+        # a merge in ranges of about 37 entries, with new events and resends arriving between them
+        rng, arrived, steps = random.Random(3), [], 0
         while True:
             with server.app.db.transaction() as conn:
-                key = event_ids.settle_chunk(conn, key, 37)
+                if not event_id_runs.merge_step(conn, 37):
+                    break
+            steps += 1
             batch = [f"m{len(arrived) + i}" for i in range(5)]
             again = rng.sample(settled + fresh + arrived, 10)
             assert send(server.admin, cid, batch + again) == {"accepted": 5, "duplicates": 10}
             arrived += batch
             assert_every_event_indexed_once(server)
-            if key is None:
-                break
-        hot, done, _ = parts(server)
-        assert hot and done  # what arrived behind the pass waits in the hot part
+        assert steps >= 5
+        runs, tail, _ = index(server)
+        assert len(runs) == 300 and len(tail) == 200 + len(arrived)  # what arrived meanwhile is the tail
     finally:
         server.stop()
     again = RunningServer(path, env=ENV)
@@ -72,13 +80,15 @@ def test_a_resent_id_is_a_duplicate_in_either_part_during_a_pass_and_after_a_res
         assert send(again.admin, cid, everything) == {"accepted": 0, "duplicates": len(everything)}
         single = post_event(again.admin, id=fresh[0], customer_id=cid, meter="api_calls", quantity=9)
         assert single.status == 200 and single.json["duplicate"] is True
+        single = post_event(again.admin, id=settled[0], customer_id=cid, meter="api_calls", quantity=9)
+        assert single.status == 200 and single.json["duplicate"] is True
         assert event_count(again) == len(everything)
         assert_every_event_indexed_once(again)
     finally:
         again.stop()
 
 
-def test_a_retracted_id_may_be_sent_again_from_either_part(server, admin):
+def test_a_retracted_id_may_be_sent_again_from_a_run_or_the_tail(server, admin):
     cid = create_customer(admin)["id"]
     create_meter(admin)
     send(admin, cid, ["old"])
@@ -88,23 +98,27 @@ def test_a_retracted_id_may_be_sent_again_from_either_part(server, admin):
         assert admin.delete(f"/v1/customers/{cid}/events/{event_id}").status == 200
         assert_every_event_indexed_once(server)
         assert send(admin, cid, [event_id]) == {"accepted": 1, "duplicates": 0}
+        assert send(admin, cid, [event_id]) == {"accepted": 0, "duplicates": 1}
         assert_every_event_indexed_once(server)
     assert event_count(server) == 2
 
 
-def test_the_background_pass_starts_once_enough_entries_wait(server, admin):
+def test_the_background_pass_starts_once_enough_events_wait_and_merges_follow(server, admin):
     cid = create_customer(admin)["id"]
     create_meter(admin)
     settler = server.app.settler
-    settler.ids_at, settler.ids_chunk = 40, 9
+    settler.ids_at, settler.run_seqs, settler.merge_chunk = 40, 10, 7
     send(admin, cid, [f"a{i}" for i in range(39)])
-    assert settler.settle_ids() == 0  # 39 entries wait
-    assert len(parts(server)[0]) == 39
+    assert settler.settle_ids() == 0  # 39 events wait
+    assert len(index(server)[1]) == 39
     send(admin, cid, ["a39"])
-    settler.flush()  # as the background flusher calls it
-    hot, settled, _ = parts(server)
-    assert not hot and len(settled) == 40
+    settler.flush()  # as the background flusher calls it: four runs of ten, then their merge
+    runs, tail, _ = index(server)
+    assert not tail and len(runs) == 40
+    with server.app.db.reader() as conn:
+        assert conn.execute("SELECT entries FROM event_id_run_list WHERE run != 0").fetchall() == [(40,)]
     assert_every_event_indexed_once(server)
+    assert send(admin, cid, [f"a{i}" for i in range(40)]) == {"accepted": 0, "duplicates": 40}
 
 
 def test_the_settler_writes_nothing_when_nothing_is_due(server, admin):

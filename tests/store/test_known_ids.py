@@ -6,7 +6,7 @@ connection's commit, a build racing with the writer, or a rollback."""
 import random
 
 from billing.api import events
-from billing.store import event_ids, known_ids
+from billing.store import event_id_runs, event_ids, known_ids
 from billing.store.db import Database, connect
 from billing.store.known_ids import KnownIds, _Bits
 from tests.helpers import wait_for
@@ -33,7 +33,7 @@ def lookups(db, fn):
             result = fn(conn)
         finally:
             conn.set_trace_callback(None)
-    return result, [sql for sql in statements if "FROM event_ids" in sql and sql.lstrip().startswith("WITH")]
+    return result, [sql for sql in statements if "FROM event_id_run_list" in sql]
 
 
 class FakeWriter:
@@ -252,35 +252,39 @@ def test_a_commit_by_another_process_after_the_build_read_its_range_is_never_mis
         server.close()
 
 
-def index_with(db, settled, hot):
-    with db.transaction() as conn:
-        conn.execute("DELETE FROM event_ids")
-        conn.execute("DELETE FROM event_ids_hot")
-        conn.executemany("INSERT INTO event_ids (id_hash, seq) VALUES (?, ?)", [(h, i) for i, h in enumerate(settled)])
-        conn.executemany("INSERT INTO event_ids_hot (id_hash, seq) VALUES (?, ?)",
-                         [(h, 100_000 + i) for i, h in enumerate(hot)])
+def stored_with(db, hashes):
+    """Store one event per hash (ids e0, e1, …) with exactly these id hashes."""
+    rows = [(1, f"e{i}", 1, 0, 1, 1, 1, None, 0, h) for i, h in enumerate(hashes)]
+    db.submit(lambda conn: events.store_new(conn, rows))
 
 
-def test_the_build_reads_every_entry_once_a_range_at_a_time_while_a_settling_pass_moves_them(tmp_path):
-    db = Database(str(tmp_path / "k.db"), background=False)
+def test_the_build_reads_every_entry_while_passes_and_merges_move_them(tmp_path):
+    """Entries leave the tail for a new run, and runs for a higher one, while
+    the build reads the tail and then the runs a range at a time: none is
+    missed (one moved past the build's position may be read twice)."""
+    db = open_db(tmp_path / "k.db", background=False)
     rng = random.Random(11)
     reader = connect(db.path)
     try:
-        settled = sorted([rng.getrandbits(64) - 2 ** 63 for _ in range(500)] + [-(2 ** 63), 2 ** 63 - 1])
-        hot = [rng.getrandbits(64) - 2 ** 63 for _ in range(300)] + [settled[5], settled[39], -(2 ** 63), 2 ** 63 - 1]
-        settled[40:40] = [settled[39]] * 2  # equal hashes (other seqs) across the first range's end
-        index_with(db, settled, hot)
-        seen, key = [], None
+        hashes = [rng.getrandbits(64) - 2 ** 63 for _ in range(700)] + [-(2 ** 63), 2 ** 63 - 1]
+        hashes[40:40] = [hashes[39]] * 2  # equal hashes (other seqs) across a range's end
+        stored_with(db, hashes)
+        for _ in range(9):  # nine runs of 50 seqs; the rest stays in the tail
+            with db.transaction() as conn:
+                event_id_runs.settle(conn, 50)
+        seen, merged = [], []
         for number, chunk in enumerate(event_ids.hash_chunks(reader, 40)):
             assert not reader.in_transaction  # no snapshot held between ranges
             seen.extend(chunk)
-            if number % 3 == 1:  # a settling chunk moves hot entries meanwhile, into ranges read already or not
-                with db.transaction() as conn:
-                    key = event_ids.settle_chunk(conn, key, 50)
-        assert sorted(seen) == sorted(settled + hot)  # each entry once, none missed
-        for settled_part, hot_part in (([], []), ([], hot), (settled[:3], [])):
-            index_with(db, settled_part, hot_part)
-            assert sorted(h for chunk in event_ids.hash_chunks(reader, 2) for h in chunk) == sorted(settled_part + hot_part)
+            with db.transaction() as conn:  # meanwhile the tail settles and merges move runs
+                if number % 2:
+                    event_id_runs.settle(conn, 50)
+                else:
+                    merged.append(event_id_runs.merge_step(conn, 30))
+        assert sorted(set(seen)) == sorted(set(hashes)) and len(seen) >= len(hashes)
+        assert sum(merged) >= 5  # merge ranges ran between the build's reads
+        for size in (1, 7, 1000):  # quiet: each entry exactly once, whatever the range size
+            assert sorted(h for chunk in event_ids.hash_chunks(reader, size) for h in chunk) == sorted(hashes)
     finally:
         reader.close()
         db.close()

@@ -1,0 +1,67 @@
+"""The tail of the dedup index in the writer's memory (billing/store/event_ids.py).
+
+The events stored after the settled mark have no index entry: their rows
+are their entries. The writer's connection keeps their (id_hash → seq) here,
+so a lookup on it never reads the tail's rows, and storing an event writes
+no entry at all.
+
+Read once from the tail's rows (inside the writer's transaction), then kept
+by the writer: `add` for the events it stores. It is read again when it is
+`stale` (a settling pass moved the mark, the mark went down, seqs came not
+one after another) or another connection committed (`PRAGMA data_version`).
+It may hold more than the tail — the seqs of a rolled-back insert, or of
+an event deleted since — never less; callers read the events of the seqs
+it answers and compare their ids, so an extra seq is never a match.
+Only the writer's transaction uses it (under the writer's lock).
+"""
+
+
+class IdTail:
+    __slots__ = ("_seqs", "_version", "mark", "stale")
+
+    def __init__(self):
+        self._seqs = {}       # id_hash → seq, or a tuple of seqs (the same hash more than once)
+        self._version = None  # PRAGMA data_version when it was read
+        self.mark = None      # the settled mark it was read above
+        self.stale = True
+
+    def due(self, conn):
+        """Inside the writer's transaction: whether it must be read again (`load`)."""
+        (version,) = conn.execute("PRAGMA data_version").fetchone()
+        if version != self._version:
+            self._version, self.stale = version, True
+        return self.stale
+
+    def load(self, mark, entries):
+        """The tail above `mark`: its (id_hash, seq) pairs, read in the writer's transaction."""
+        self._seqs, self.mark = {}, mark
+        self.add(entries)
+        self.stale = False
+
+    def add(self, entries):
+        """(id_hash, seq) pairs of events just stored."""
+        found = self._seqs
+        for id_hash, seq in entries:
+            had = found.get(id_hash)
+            if had is None:
+                found[id_hash] = seq
+            elif type(had) is tuple:
+                found[id_hash] = had + (seq,)
+            elif had != seq:
+                found[id_hash] = (had, seq)
+
+    def seqs(self, hashes):
+        found = self._seqs
+        result = []
+        for id_hash in hashes:
+            had = found.get(id_hash)
+            if had is None:
+                continue
+            if type(had) is tuple:
+                result.extend(had)
+            else:
+                result.append(had)
+        return result
+
+    def __len__(self):
+        return len(self._seqs)

@@ -1,0 +1,212 @@
+"""The dedup index as a tail and runs (billing/store/event_ids.py,
+billing/store/event_id_runs.py): whatever mix of stores, resends,
+retractions, settling passes, merge steps half done, rollbacks, restarts
+and another connection's commits, every stored id is a duplicate and no
+other is, and the index holds every stored event exactly: in the tail
+(above the mark) or in a listed run."""
+
+import random
+
+from billing.api import events
+from billing.store import event_id_runs, event_ids
+from billing.store.db import Database, connect
+
+
+def row(customer_id, event_id, hash_value=None):
+    h = events.id_hash(customer_id, event_id) if hash_value is None else hash_value
+    return (customer_id, event_id, 1, 0, 1, 1, 1, None, 0, h)
+
+
+def open_db(path):
+    db = Database(str(path), background=False)
+    with db.transaction() as conn:
+        if not conn.execute("SELECT 1 FROM customers").fetchone():
+            for n in (1, 2):
+                conn.execute("INSERT INTO customers (name, email, created_at, updated_at) VALUES (?, ?, 0, 0)",
+                             (f"c{n}", f"c{n}@example.com"))
+    return db
+
+
+def index_state(conn):
+    """(entries in listed runs, run entries outside listed runs, tail seqs, stored (hash, seq) pairs)."""
+    mark = event_ids.mark(conn)
+    listed = set(conn.execute("SELECT id_hash, seq FROM event_id_runs WHERE run IN (SELECT run FROM event_id_run_list)"))
+    unlisted = conn.execute("SELECT count(*) FROM event_id_runs WHERE run NOT IN"
+                            " (SELECT run FROM event_id_run_list)").fetchone()[0]
+    stored = set(conn.execute("SELECT id_hash, seq FROM events UNION ALL SELECT id_hash, seq FROM archived_events"))
+    tail = {pair for pair in stored if pair[1] > mark}
+    return listed, unlisted, tail, stored
+
+
+def assert_index_exact(db):
+    with db.transaction() as conn:
+        listed, unlisted, tail, stored = index_state(conn)
+    assert unlisted == 0
+    assert listed | tail == stored  # every stored event indexed
+    assert listed <= stored  # no entry of an event gone
+    assert not listed & tail  # none both settled and in the tail
+
+
+def test_the_tiers_grow_by_fanin():
+    size = event_id_runs.RUN_SEQS
+    assert event_id_runs.tier(1) == event_id_runs.tier(size) == 0
+    assert event_id_runs.tier(size * event_id_runs.FANIN - 1) == 0
+    assert event_id_runs.tier(size * event_id_runs.FANIN) == 1
+    assert event_id_runs.tier(size * event_id_runs.FANIN ** 3) == 3
+
+
+def test_a_merge_moves_every_entry_into_one_run_in_hash_order_and_goes_on_after_a_restart(tmp_path):
+    path = tmp_path / "r.db"
+    db = open_db(path)
+    rng = random.Random(5)
+    hashes = [rng.getrandbits(64) - 2 ** 63 for _ in range(398)] + [-(2 ** 63), 2 ** 63 - 1]
+    try:
+        db.submit(lambda conn: events.store_new(conn, [row(1, f"e{i}", h) for i, h in enumerate(hashes)]))
+        for _ in range(4):
+            with db.transaction() as conn:
+                assert event_id_runs.settle(conn, 100) == 100
+        with db.transaction() as conn:
+            assert event_id_runs.settle(conn, 100) == 0  # the tail is empty
+            assert event_id_runs.merge_due(conn)
+            assert event_id_runs.merge_step(conn, 60)
+            assert event_id_runs.merge_step(conn, 60)
+    finally:
+        db.close()
+    db = open_db(path)  # a restart half way
+    try:
+        assert_index_exact(db)
+        steps = 0
+        while True:
+            with db.transaction() as conn:
+                if not event_id_runs.merge_step(conn, 60):
+                    break
+            steps += 1
+            assert_index_exact(db)
+        assert 3 <= steps <= 12
+        with db.transaction() as conn:
+            assert conn.execute("SELECT run, entries, into_run, merged_through FROM event_id_run_list").fetchall() == [(0, 0, None, None), (5, 400, None, None)]
+            run = conn.execute("SELECT id_hash FROM event_id_runs WHERE run = 5 ORDER BY id_hash, seq").fetchall()
+            assert [h for (h,) in run] == sorted(hashes)
+            assert not event_id_runs.merge_due(conn)
+        stored = db.submit(lambda conn: events.store_new(conn, [row(1, f"e{i}", h) for i, h in enumerate(hashes)]))
+        assert stored == []
+    finally:
+        db.close()
+
+
+def test_a_retracted_newest_event_hands_its_seq_out_again_below_the_mark(tmp_path):
+    """SQLite gives the next event the seq of a deleted newest one: if that
+    seq was settled, the tail starts lower, so the new event is indexed."""
+    db = open_db(tmp_path / "r.db")
+    try:
+        db.submit(lambda conn: events.store_new(conn, [row(1, f"e{i}") for i in range(5)]))
+        with db.transaction() as conn:
+            event_id_runs.settle(conn)
+            seq, hash_value = conn.execute("SELECT seq, id_hash FROM events ORDER BY seq DESC LIMIT 1").fetchone()
+            conn.execute("DELETE FROM events WHERE seq = ?", (seq,))
+            event_ids.forget(conn, hash_value, seq)
+        assert [r[1] for r in db.submit(lambda conn: events.store_new(conn, [row(1, "new")]))] == ["new"]
+        with db.transaction() as conn:
+            assert conn.execute("SELECT seq FROM events WHERE event_id = 'new'").fetchone() == (seq,)
+            assert event_ids.mark(conn) == seq - 1
+        assert_index_exact(db)
+        assert db.submit(lambda conn: events.store_new(conn, [row(1, "new"), row(1, "e4")])) != []  # e4 was retracted
+        assert db.submit(lambda conn: events.store_new(conn, [row(1, "new"), row(1, "e4")])) == []
+    finally:
+        db.close()
+
+
+def _store(db, ids, fail=False):
+    """Store (customer, id) pairs; returns those stored (with `fail`, those
+    the transaction stored before it rolled back)."""
+    seen = []
+
+    def job(conn):
+        seen.extend((r[0], r[1]) for r in events.store_new(conn, [row(c, i) for c, i in ids]))
+        if fail:
+            raise RuntimeError("rolled back")
+    try:
+        db.submit(job)
+    except RuntimeError:
+        pass
+    return set(seen)
+
+
+def _retract(db, key):
+    with db.transaction() as conn:
+        found = events.find_stored(conn, *key)
+        conn.execute("DELETE FROM events WHERE seq = ?", (found["seq"],))
+        event_ids.forget(conn, events.id_hash(*key), found["seq"])
+
+
+def _tool_store(path, ids):
+    """Another process storing events: a plain writer connection, no tail in memory."""
+    conn = connect(str(path), writer=True)
+    try:
+        conn.execute("BEGIN IMMEDIATE")
+        stored = {(r[0], r[1]) for r in events.store_new(conn, [row(c, i) for c, i in ids])}
+        conn.execute("COMMIT")
+        return stored
+    finally:
+        conn.close()
+
+
+def test_random_stores_resends_retractions_passes_merges_restarts_and_other_writers(tmp_path):
+    path = tmp_path / "r.db"
+    rng = random.Random(2026)
+    db = open_db(path)
+    model, counter = set(), 0
+    try:
+        for step in range(260):
+            op = rng.random()
+            if op < 0.40:
+                fresh = [(rng.choice((1, 2)), f"id{counter + k}") for k in range(rng.randrange(1, 30))]
+                counter += len(fresh)
+                again = rng.sample(sorted(model), min(len(model), rng.randrange(0, 6)))
+                batch = fresh + again + fresh[:2]  # resends, and repeats within the batch
+                rng.shuffle(batch)
+                expected = set(fresh) - model
+                if rng.random() < 0.1:
+                    assert _store(db, batch, fail=True) == expected  # then rolled back: nothing stays
+                elif rng.random() < 0.15:
+                    assert _tool_store(path, batch) == expected
+                    model |= expected
+                else:
+                    assert _store(db, batch) == expected
+                    model |= expected
+            elif op < 0.55 and model:
+                newest = rng.random() < 0.5
+                if newest:
+                    with db.transaction() as conn:
+                        key = tuple(conn.execute("SELECT customer_id, event_id FROM events ORDER BY seq DESC"
+                                                 " LIMIT 1").fetchone())
+                else:
+                    key = rng.choice(sorted(model))
+                _retract(db, key)
+                model.discard(key)
+            elif op < 0.75:
+                with db.transaction() as conn:
+                    event_id_runs.settle(conn, rng.randrange(1, 40))
+            elif op < 0.93:
+                with db.transaction() as conn:
+                    event_id_runs.merge_step(conn, rng.randrange(1, 25))
+            else:
+                db.close()
+                db = open_db(path)
+            if step % 10 == 0:
+                assert_index_exact(db)
+                probe = rng.sample(sorted(model), min(len(model), 20)) + [(1, "never"), (2, "sent")]
+                assert _store(db, probe, fail=True) == {k for k in probe if k not in model}
+                with db.transaction() as conn:
+                    for key in probe:
+                        assert (events.find_stored(conn, *key) is not None) == (key in model)
+        with db.transaction() as conn:
+            runs = conn.execute("SELECT count(*) FROM event_id_run_list").fetchone()[0]
+            merged = conn.execute("SELECT max(entries) FROM event_id_run_list").fetchone()[0]
+        assert runs >= 3 and merged > 40  # passes and merges really ran
+        assert_index_exact(db)
+        everything = sorted(model)
+        assert _store(db, everything) == set()
+        assert _tool_store(path, everything) == set()  # the rows of the tail, read by SQL, know them too
+    finally:
+        db.close()
