@@ -53,10 +53,7 @@ def settle(conn, seqs=RUN_SEQS):
                          " ORDER BY id_hash, seq", (run, low, high)).rowcount
     if count:
         conn.execute("INSERT INTO event_id_run_list (run, entries) VALUES (?, ?)", (run, count))
-    event_ids.set_mark(conn, high)
-    tail = getattr(conn, "id_tail", None)
-    if tail is not None:
-        tail.stale = True  # read again above the new mark (by the next transaction, or this one)
+    event_ids.set_mark(conn, high)  # the writer's tail in memory prunes what is below it when it sees it
     return high - low
 
 

@@ -68,8 +68,13 @@ def set_mark(conn, seq):
 def _tail(conn):
     """The writer connection's in-memory tail, up to date inside its transaction, or None."""
     tail = getattr(conn, "id_tail", None)
-    if tail is not None and tail.due(conn):
-        tail.load(mark(conn), conn.execute(TAIL))
+    if tail is None:
+        return None
+    settled = mark(conn)
+    if tail.due(conn) or settled < tail.mark:
+        tail.load(settled, conn.execute(TAIL))
+    elif settled > tail.mark:  # a settling pass committed
+        tail.prune(settled)
     return tail
 
 

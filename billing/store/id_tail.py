@@ -6,12 +6,14 @@ so a lookup on it never reads the tail's rows, and storing an event writes
 no entry at all.
 
 Read once from the tail's rows (inside the writer's transaction), then kept
-by the writer: `add` for the events it stores. It is read again when it is
-`stale` (a settling pass moved the mark, the mark went down, seqs came not
-one after another) or another connection committed (`PRAGMA data_version`).
-It may hold more than the tail — the seqs of a rolled-back insert, or of
-an event deleted since — never less; callers read the events of the seqs
-it answers and compare their ids, so an extra seq is never a match.
+by the writer: `add` for the events it stores, `prune` when a settling pass
+moved the mark up (seen as a higher mark in a later transaction, so a
+rolled-back pass changes nothing here). It is read again when it is `stale`
+(the mark went down, seqs came not one after another) or another connection
+committed (`PRAGMA data_version`). It may hold more than the tail — the
+seqs of a rolled-back insert, of an event deleted since, or below the mark
+— never less; callers read the events of the seqs it answers and compare
+their ids, so an extra seq is never a wrong match.
 Only the writer's transaction uses it (under the writer's lock).
 """
 
@@ -49,6 +51,19 @@ class IdTail:
                 found[id_hash] = had + (seq,)
             elif had != seq:
                 found[id_hash] = (had, seq)
+
+    def prune(self, mark):
+        """The mark moved up to `mark`: drop the entries at or below it, from
+        the oldest on (entries come in seq order but for a restore's or a
+        rollback's: any left behind are harmless extras)."""
+        found, drop = self._seqs, []
+        for id_hash, had in found.items():
+            if (had if type(had) is int else max(had)) > mark:
+                break
+            drop.append(id_hash)
+        for id_hash in drop:
+            del found[id_hash]
+        self.mark = mark
 
     def seqs(self, hashes):
         found = self._seqs
