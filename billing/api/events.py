@@ -100,8 +100,9 @@ def store_new(conn, rows, invoiced_through=None):
     else:
         conn.executemany(INSERT_SQL, new_rows)
     # in the same transaction as the events, in the order they were inserted
-    event_ids.add_since(conn, before, [r[_HASH] for r in inserted])
-    rollups.add_inserted(conn, before, [(r[_CUSTOMER], r[_METER], r[_TS], r[_VALUE], r[_MATCHED]) for r in inserted])
+    highest = rollups.add_inserted(conn, before, [(r[_CUSTOMER], r[_METER], r[_TS], r[_VALUE], r[_MATCHED])
+                                                  for r in inserted])
+    event_ids.add_since(conn, before, [r[_HASH] for r in inserted], highest)
     return new_rows
 
 

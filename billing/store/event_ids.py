@@ -53,6 +53,8 @@ _TAIL_SEQS = (f"SELECT seq FROM events WHERE seq > {_MARK_SQL} AND id_hash IN {_
 _RUN_SEQS = ("SELECT r.seq FROM event_id_run_list l CROSS JOIN event_id_runs r"
              f" ON r.run = l.run AND r.id_hash IN {_LIST}")
 _LISTED = "run IN (SELECT run FROM event_id_run_list)"
+# the mark and the connection's data_version, in one call into SQLite
+_TAIL_STATE = f"SELECT {_MARK_SQL}, (SELECT data_version FROM pragma_data_version)"
 
 
 def mark(conn):
@@ -70,8 +72,8 @@ def _tail(conn):
     tail = getattr(conn, "id_tail", None)
     if tail is None:
         return None
-    settled = mark(conn)
-    if tail.due(conn) or settled < tail.mark:
+    settled, version = conn.execute(_TAIL_STATE).fetchone()
+    if tail.due(version) or settled < tail.mark:
         tail.load(settled, conn.execute(TAIL))
     elif settled > tail.mark:  # a settling pass committed
         tail.prune(settled)
@@ -116,9 +118,10 @@ def maybe_stored(conn, hashes):
     return known.maybe_stored(hashes)
 
 
-def add_since(conn, seq, hashes):
+def add_since(conn, seq, hashes, highest):
     """The events stored after `seq` (those this transaction just inserted, in
-    order, whose id hashes are `hashes`) join the tail."""
+    order, whose id hashes are `hashes`; `highest` the highest seq stored
+    now) join the tail."""
     tail = _tail(conn)
     settled = tail.mark if tail is not None else mark(conn)
     if seq < settled:
@@ -128,7 +131,6 @@ def add_since(conn, seq, hashes):
         if tail is not None:
             tail.stale = True
     elif tail is not None:
-        (highest,) = conn.execute("SELECT max(seq) FROM events").fetchone()
         if highest == seq + len(hashes):
             tail.add(zip(hashes, range(seq + 1, highest + 1)))
         else:  # not one after another: the tail is read again

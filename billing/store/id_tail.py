@@ -27,9 +27,9 @@ class IdTail:
         self.mark = None      # the settled mark it was read above
         self.stale = True
 
-    def due(self, conn):
-        """Inside the writer's transaction: whether it must be read again (`load`)."""
-        (version,) = conn.execute("PRAGMA data_version").fetchone()
+    def due(self, version):
+        """Whether it must be read again (`load`), given the writer's `PRAGMA
+        data_version` read inside its transaction."""
         if version != self._version:
             self._version, self.stale = version, True
         return self.stale

@@ -217,13 +217,14 @@ _AFTER_INSERT = (f"SELECT ({LAST_SEQ}), (SELECT json_group_array(id) FROM meters
 def add_inserted(conn, before, rows):
     """Add the events this transaction just inserted to the rollups and spans:
     `rows` are (customer_id, meter_id, ts, value, matched) in insertion
-    order, stored with the seqs after `before` (the highest seq before)."""
+    order, stored with the seqs after `before` (the highest seq before).
+    Returns the highest seq stored now."""
     _add_spans(conn, rows)
     _add_counts(conn, rows)
     highest, grouped = conn.execute(_AFTER_INSERT).fetchone()
     if highest != before + len(rows):  # seqs not consecutive: read them back instead
         add_since(conn, before)
-        return
+        return highest
     grouped = set(json.loads(grouped))
     parts, values = _partials((seq, customer_id, meter_id, ts, value, "{}")
                               for seq, (customer_id, meter_id, ts, value, matched) in enumerate(rows, before + 1)
@@ -235,6 +236,7 @@ def add_inserted(conn, before, rows):
         values |= more_values
     if parts:
         _write(conn, parts, values, hot=True)
+    return highest
 
 
 # events archived before the counts were kept, per archived (customer, meter, bucket): those
