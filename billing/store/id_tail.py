@@ -63,6 +63,8 @@ class IdTail:
             drop.append(id_hash)
         for id_hash in drop:
             del found[id_hash]
+        if len(drop) > len(found):  # a dict never shrinks its table by itself: a compact copy frees it
+            self._seqs = dict(found)
         self.mark = mark
 
     def seqs(self, hashes):
