@@ -13,13 +13,16 @@ entry (a retraction, a forgotten archived id) leaves its bits, which can make
 an id look possibly stored — a lookup in SQLite then answers — but never the
 other way round. So the filter must hold every hash the index holds:
 
-- the writer connection adds the hashes it writes to the index, in the
-  transaction that writes them (a rolled-back one leaves harmless bits);
+- the writer connection adds the hashes of the events it stores (which
+  join the index's tail) and of the entries it adds, in the transaction
+  that writes them (a rolled-back one leaves harmless bits);
 - `build` fills a fresh filter from the index in the background, made while
-  no write transaction is under way and then read a range of hashes at a
-  time, each in its own short read transaction; the writer adds to the
-  fresh filter meanwhile: every entry is either in its range's read or
-  added by the writer after the fresh filter was made;
+  no write transaction is under way and then read part by part (the tail,
+  then the runs a range at a time), each part in its own short read
+  transaction; the writer adds to the fresh filter meanwhile: every entry
+  is either read where it was or where it moved to (entries only move from
+  the tail to a new run, or from a run to a higher one), or added by the
+  writer after the fresh filter was made;
 - another connection's commit (another process restoring an archive, a
   tool) is caught by `PRAGMA data_version` inside the writer's transaction:
   the filter is set aside (every id is looked up again) until a build that
@@ -37,7 +40,7 @@ import threading
 BITS_PER_ID = 16
 MIN_BITS_LOG2 = 23   # 1 MiB
 MAX_BITS_LOG2 = 28   # 32 MiB
-BUILD_CHUNK = 20_000  # settled entries per range a build reads in one read transaction (the range's hot ones come too)
+BUILD_CHUNK = 20_000  # run entries a build reads per read transaction (the tail comes first, in one)
 
 
 def bits_log2(ids):
