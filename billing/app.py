@@ -114,7 +114,7 @@ class App:
         self.requests = selfmeter.RequestMeter(self)
         self.auth = auth.Authenticator(self.db, config)
         self.settler = Settler(self.db)
-        # auth: revoked keys' use; settler: hot rollups and dedup entries into the settled tables
+        # auth: revoked keys' use; settler: hot rollups into the settled tables, the dedup tail into runs, merges
         self.flusher = Flusher(self, [self.storage, self.requests, self.auth, self.settler])
         self.revenue_parts = BucketCache()
         self.router = http.Router(ROUTES)

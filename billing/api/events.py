@@ -2,7 +2,7 @@
 
 This is the ingest hot path: validation runs against the in-memory catalog,
 a whole batch is one `executemany` in one transaction, and duplicates are
-found through the dedup tables (billing/store/event_ids.py): the first write
+found through the dedup index (billing/store/event_ids.py): the first write
 wins. Single events that reach the writer together are stored by one call
 (`_store_singles`, through `Database.submit_merged`).
 

@@ -24,8 +24,18 @@ class Settler:
 
     def flush(self):
         """Settle and merge what is due; returns the rollup rows and tail
-        seqs moved and the merge ranges done."""
-        return self.settle_rollups() + self.settle_ids() + self.merge_runs()
+        seqs moved and the merge ranges done. A step that fails keeps none of
+        the others from running (the dedup tail in memory shrinks only when
+        a pass settles it); the first failure is raised afterwards."""
+        done, failure = 0, None
+        for step in (self.settle_rollups, self.settle_ids, self.merge_runs):
+            try:
+                done += step()
+            except Exception as exc:
+                failure = failure or exc
+        if failure is not None:
+            raise failure
+        return done
 
     def settle_rollups(self):
         before = rollups.settle_before(now_micros())

@@ -47,7 +47,7 @@ def settle(conn, seqs=RUN_SEQS):
     if high <= low:
         return 0
     run = _next_run(conn)
-    count = conn.execute("INSERT INTO event_id_runs (run, id_hash, seq) SELECT ?1, id_hash, seq FROM"
+    count = conn.execute("INSERT OR IGNORE INTO event_id_runs (run, id_hash, seq) SELECT ?1, id_hash, seq FROM"
                          " (SELECT id_hash, seq FROM events WHERE seq > ?2 AND seq <= ?3 UNION ALL"
                          "  SELECT id_hash, seq FROM archived_events WHERE seq > ?2 AND seq <= ?3)"
                          " ORDER BY id_hash, seq", (run, low, high)).rowcount
@@ -112,8 +112,10 @@ def merge_step(conn, chunk=MERGE_CHUNK):
     end = min(HIGHEST, start + max(1, _SPACE * chunk // max(entries, 1)) - 1)
     where = f"run IN ({','.join('?' * len(sources))}) AND id_hash >= ? AND id_hash <= ?"
     params = (*sources, start, end)
-    moved = conn.execute(f"INSERT INTO event_id_runs (run, id_hash, seq) SELECT ?, id_hash, seq FROM event_id_runs"
-                         f" WHERE {where} ORDER BY id_hash, seq", (target, *params)).rowcount
+    # OR IGNORE: two runs may hold the same entry (an archived event's, settled again after
+    # the mark went down below its seq: event_ids.add_since); the new run keeps it once
+    moved = conn.execute(f"INSERT OR IGNORE INTO event_id_runs (run, id_hash, seq) SELECT ?, id_hash, seq"
+                         f" FROM event_id_runs WHERE {where} ORDER BY id_hash, seq", (target, *params)).rowcount
     conn.execute(f"DELETE FROM event_id_runs WHERE {where}", params)
     if end == HIGHEST:
         conn.execute("DELETE FROM event_id_run_list WHERE into_run = ?", (target,))

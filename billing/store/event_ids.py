@@ -85,14 +85,10 @@ def seqs(conn, hashes):
     and a seq whose event is gone may come too: callers read the events)."""
     if not hashes:
         return []
-    param = json.dumps(hashes)
-    found = [seq for (seq,) in conn.execute(_RUN_SEQS, (param,))]
     tail = _tail(conn)
-    if tail is not None:
-        found += tail.seqs(hashes)
-    else:
-        found += [seq for (seq,) in conn.execute(_TAIL_SEQS, (param,))]
-    return found
+    if tail is None:  # the runs and the tail's rows in one statement: one snapshot, also outside a transaction
+        return [seq for (seq,) in conn.execute(f"{_RUN_SEQS} UNION ALL {_TAIL_SEQS}", (json.dumps(hashes),))]
+    return [seq for (seq,) in conn.execute(_RUN_SEQS, (json.dumps(hashes),))] + tail.seqs(hashes)
 
 
 def stored(conn, columns, hashes):
@@ -126,7 +122,9 @@ def add_since(conn, seq, hashes, highest):
     settled = tail.mark if tail is not None else mark(conn)
     if seq < settled:
         # the newest events were deleted and SQLite hands their seqs out again:
-        # the tail starts lower (no run holds an entry of a seq no event has)
+        # the tail starts lower (no run holds an entry of a stored seq above
+        # `seq`; an archived event's above it is in a run and now in the tail
+        # too, so the next pass writes it again: harmless, merges keep one)
         set_mark(conn, seq)
         if tail is not None:
             tail.stale = True

@@ -48,7 +48,8 @@ class IdTail:
             if had is None:
                 found[id_hash] = seq
             elif type(had) is tuple:
-                found[id_hash] = had + (seq,)
+                if seq not in had:
+                    found[id_hash] = had + (seq,)
             elif had != seq:
                 found[id_hash] = (had, seq)
 

@@ -79,7 +79,8 @@ V1_FOUNDATION = [
     # It is not unique: ingest compares the real ids of any hash match, so a hash
     # collision can never drop an event. (Migrations 13 and 15 replace the
     # indexes made here: events are indexed by time only, and the hashes live
-    # in the hot and settled tables of billing/store/event_ids.py.)
+    # in the dedup index of billing/store/event_ids.py, since migration 21 its
+    # tail and runs.)
     """CREATE TABLE events (
         seq INTEGER PRIMARY KEY,
         customer_id INTEGER NOT NULL,

@@ -6,10 +6,14 @@ other is, and the index holds every stored event exactly: in the tail
 (above the mark) or in a listed run."""
 
 import random
+import sqlite3
+import sys
 
 from billing.api import events
-from billing.store import event_id_runs, event_ids
+from billing.store import archive, event_id_runs, event_ids, migrations
+from billing.store.archive_files import COLUMNS
 from billing.store.db import Database, connect
+from billing.store.id_tail import IdTail
 
 
 def row(customer_id, event_id, hash_value=None):
@@ -216,3 +220,111 @@ def test_random_stores_resends_retractions_passes_merges_restarts_and_other_writ
         assert _tool_store(path, everything) == set()  # the rows of the tail, read by SQL, know them too
     finally:
         db.close()
+
+
+def _archive(conn, seqs, remember=True):
+    """An archive pass's writes for `seqs` (billing/store/archive.py); their records."""
+    cursor = conn.cursor()
+    cursor.row_factory = sqlite3.Row
+    records = [{name: row[name] for name in COLUMNS} for row in cursor.execute(
+        f"SELECT * FROM events WHERE seq IN ({','.join('?' * len(seqs))})", seqs)]
+    archive.mark(conn, records)
+    archive.delete_chunk(conn, seqs, None if remember else 2 ** 62)
+    return records
+
+
+def test_archived_ids_settled_twice_after_the_newest_seq_is_handed_out_again_merge_once(tmp_path):
+    """Archived events keep their entries; the newest stored event retracted
+    and a new one stored takes a seq at or below theirs, so the tail starts
+    below them and a pass writes their entries again: lookups still answer,
+    and the merge of those runs keeps each entry once."""
+    db = open_db(tmp_path / "r.db")
+    try:
+        db.submit(lambda conn: events.store_new(conn, [row(1, f"e{i}") for i in range(1, 6)]))
+        with db.transaction() as conn:
+            event_id_runs.settle(conn)
+            _archive(conn, [1, 2, 3, 4])
+        _retract(db, (1, "e5"))
+        assert _store(db, [(1, "x")]) == {(1, "x")}
+        with db.transaction() as conn:
+            assert event_ids.mark(conn) == 0 and conn.execute("SELECT seq FROM events").fetchall() == [(1,)]
+            event_id_runs.settle(conn)  # x, and the archived 1–4 again
+        for n in range(2):  # two more runs: four of tier 0
+            _store(db, [(2, f"more{n}")])
+            with db.transaction() as conn:
+                event_id_runs.settle(conn)
+        while True:
+            with db.transaction() as conn:
+                if not event_id_runs.merge_step(conn, 2):
+                    break
+        with db.transaction() as conn:
+            assert conn.execute("SELECT count(*) FROM event_id_run_list WHERE run != 0").fetchone() == (1,)
+            assert sorted(conn.execute("SELECT id_hash, seq FROM event_id_runs")) == sorted(conn.execute(
+                "SELECT id_hash, seq FROM events UNION ALL SELECT id_hash, seq FROM archived_events"))
+        resent = [(1, f"e{i}") for i in range(1, 6)] + [(1, "x"), (2, "more0"), (2, "more1")]
+        assert _store(db, resent) == {(1, "e5")}  # only the retracted one is new
+    finally:
+        db.close()
+
+
+def test_entries_restored_below_the_mark_go_to_run_0_and_are_found_there(tmp_path):
+    db = open_db(tmp_path / "r.db")
+    try:
+        db.submit(lambda conn: events.store_new(conn, [row(1, f"e{i}") for i in range(1, 8)]))
+        with db.transaction() as conn:
+            event_id_runs.settle(conn)
+            records = _archive(conn, [2, 3, 4], remember=False)  # their ids forgotten
+            assert conn.execute("SELECT count(*) FROM event_id_runs").fetchone() == (4,)
+        with db.transaction() as conn:
+            assert archive.restore_chunk(conn, records) == 3
+            assert sorted(conn.execute("SELECT seq FROM event_id_runs WHERE run = 0")) == [(2,), (3,), (4,)]
+        assert _store(db, [(1, f"e{i}") for i in range(1, 8)]) == set()
+        assert _tool_store(tmp_path / "r.db", [(1, "e3")]) == set()  # by SQL too
+        assert_index_exact(db)
+    finally:
+        db.close()
+
+
+def test_the_upgrade_puts_settled_entries_in_run_1_and_hot_ones_in_run_0(tmp_path):
+    path = str(tmp_path / "old.db")
+    conn = sqlite3.connect(path, isolation_level=None)
+    migrations.migrate(conn, migrations.MIGRATIONS[:20])
+    conn.execute("INSERT INTO customers (id, name, email, created_at, updated_at) VALUES (1, 'A', 'a@x', 0, 0)")
+    pairs = [(events.id_hash(1, f"e{seq}"), seq) for seq in range(1, 201)]
+    conn.executemany("INSERT INTO events (seq, customer_id, event_id, meter_id, ts, quantity, value, matched,"
+                     " received_at, id_hash) VALUES (?, 1, ?, 1, 0, 1, 1, 1, 0, ?)",
+                     [(seq, f"e{seq}", h) for h, seq in pairs])
+    conn.executemany("INSERT INTO event_ids (id_hash, seq) VALUES (?, ?)", pairs[:150])
+    conn.executemany("INSERT INTO event_ids_hot (id_hash, seq) VALUES (?, ?)", pairs[150:])
+    assert migrations.migrate(conn) == [21]
+    assert conn.execute("SELECT run, count(*) FROM event_id_runs GROUP BY run").fetchall() == [(0, 50), (1, 150)]
+    assert conn.execute("SELECT run, entries FROM event_id_run_list").fetchall() == [(0, 50), (1, 150)]
+    assert event_ids.mark(conn) == 200
+    tables = {name for (name,) in conn.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
+    assert not tables & {"event_ids", "event_ids_hot"}
+    conn.close()
+    db = Database(path, background=False)
+    try:
+        assert _store(db, [(1, f"e{seq}") for seq in range(1, 202)]) == {(1, "e201")}
+        assert_index_exact(db)
+    finally:
+        db.close()
+
+
+def test_the_tail_in_memory_adds_prunes_oldest_first_and_keeps_every_seq_of_a_hash():
+    tail = IdTail()
+    assert tail.due(1)  # never read yet
+    tail.load(10, [(5, 11), (6, 12)])
+    assert not tail.due(1) and tail.due(2)  # another connection committed
+    tail.load(10, [(5, 11), (6, 12)])
+    tail.add([(7, 13), (5, 14), (5, 14), (8, 15)])  # hash 5 again under another seq (retracted and sent again)
+    assert tail.seqs([5, 6, 9]) == [11, 14, 12]
+    tail.prune(12)  # the oldest, hash 5, has a seq (14) above: it stays, and so does all that came after it
+    assert tail.mark == 12 and len(tail) == 4 and tail.seqs([6]) == [12]  # a harmless extra
+    tail.prune(15)
+    assert len(tail) == 0 and tail.seqs([5, 7, 8]) == []
+    tail.add([(h, 100 + h) for h in range(10_000)])
+    grown = sys.getsizeof(tail._seqs)
+    tail.prune(10_000)  # all but 99 dropped: a compact copy keeps them, and the large table goes
+    assert len(tail) == 99 and tail.seqs([9_999, 9_899, 9_900]) == [10_099]
+    assert sys.getsizeof(tail._seqs) < grown / 20
