@@ -51,20 +51,26 @@ class Settler:
                 return moved
 
     def settle_ids(self, force=False):
-        """Turn the dedup tail into runs, when it holds enough events (or any,
-        with `force`); returns the seqs moved. Events stored meanwhile join
-        the pass until one finds fewer than a run's worth."""
+        """Turn the dedup tail into runs of `run_seqs` seqs, once it holds
+        `ids_at` events; returns the seqs moved. Only whole runs (but with
+        `force`): the rest waits for the next flush, so that the runs a
+        merge takes are full and the merged run moves up a tier (a short
+        last run would keep a merge of four in the tier below, to be merged
+        again)."""
         with self.db.reader() as conn:
             waiting = event_id_runs.tail_size(conn)
         if not waiting or (waiting < self.ids_at and not force):
             return 0
         settled = 0
-        while True:
+        while force or waiting >= self.run_seqs:
             with self.db.transaction() as conn:
                 moved = event_id_runs.settle(conn, self.run_seqs)
             settled += moved
             if moved < self.run_seqs:
-                return settled
+                break
+            with self.db.reader() as conn:
+                waiting = event_id_runs.tail_size(conn)
+        return settled
 
     def merge_runs(self):
         """Up to `merge_steps` ranges of the due merges; returns how many were done."""
