@@ -40,6 +40,7 @@ import sqlite3
 
 MARK = "event_ids_settled"
 LOOSE_RUN = 0
+EXTRA_ENTRIES = 10_000  # entries the writer's tail may hold beyond twice the tail before it is read again
 LOWEST, HIGHEST = -(2 ** 63), 2 ** 63 - 1
 _MARK_SQL = f"(SELECT value FROM counters WHERE name = '{MARK}')"
 # a JSON array of hashes (or seqs), given as parameter ?1
@@ -133,6 +134,8 @@ def add_since(conn, seq, hashes, highest):
             tail.add(zip(hashes, range(seq + 1, highest + 1)))
         else:  # not one after another: the tail is read again
             tail.stale = True
+        if len(tail) > 2 * (highest - settled) + EXTRA_ENTRIES:
+            tail.stale = True  # mostly extras (rolled-back inserts, kept by a prune): read again
     _note(conn, hashes)
 
 

@@ -328,3 +328,22 @@ def test_the_tail_in_memory_adds_prunes_oldest_first_and_keeps_every_seq_of_a_ha
     tail.prune(10_000)  # all but 99 dropped: a compact copy keeps them, and the large table goes
     assert len(tail) == 99 and tail.seqs([9_999, 9_899, 9_900]) == [10_099]
     assert sys.getsizeof(tail._seqs) < grown / 20
+
+
+def test_the_tail_in_memory_is_read_again_when_extras_outgrow_it(tmp_path, monkeypatch):
+    """Rolled-back inserts leave extra entries in the writer's tail (harmless)
+    until a pass prunes them; if commits keep failing, none does: once the
+    entries outnumber twice the tail by EXTRA_ENTRIES, the tail is read again."""
+    monkeypatch.setattr(event_ids, "EXTRA_ENTRIES", 50)
+    db = open_db(tmp_path / "r.db")
+    try:
+        sizes = []
+        for n in range(12):  # each a rolled-back batch of 20 new ids (seqs 1–20 each time)
+            _store(db, [(1, f"undone{n}-{i}") for i in range(20)], fail=True)
+            sizes.append(len(db._writer.id_tail))
+        assert max(sizes) <= 2 * 20 + 50 + 20 and sizes.count(20) >= 2  # read again (empty), then grown anew
+        _store(db, [(1, "kept")])
+        assert _store(db, [(1, "kept"), (1, "undone0-1")]) == {(1, "undone0-1")}
+        assert len(db._writer.id_tail) <= 2 * 2 + 50  # within the bound: twice the tail (2) and the extras
+    finally:
+        db.close()
