@@ -89,6 +89,8 @@ def store_new(conn, rows, invoiced_through=None):
     before = _check_customers_live(conn, {row[_CUSTOMER] for row in fresh.values()})  # _drop_stored only reads
     _drop_stored(conn, fresh)
     new_rows = list(fresh.values())
+    if not new_rows:  # every one a duplicate: nothing to write
+        return []
     late = [r for r in new_rows if r[_TS] < invoiced_through.get(r[_CUSTOMER], -1)] if invoiced_through else []
     inserted = new_rows
     if late:

@@ -347,3 +347,19 @@ def test_the_tail_in_memory_is_read_again_when_extras_outgrow_it(tmp_path, monke
         assert len(db._writer.id_tail) <= 2 * 2 + 50  # within the bound: twice the tail (2) and the extras
     finally:
         db.close()
+
+
+def test_a_batch_of_duplicates_only_writes_nothing_even_with_no_event_stored(tmp_path):
+    db = open_db(tmp_path / "r.db")
+    try:
+        db.submit(lambda conn: events.store_new(conn, [row(1, f"e{i}") for i in range(1, 4)]))
+        with db.transaction() as conn:
+            event_id_runs.settle(conn)
+            _archive(conn, [1, 2])  # ids remembered
+        _retract(db, (1, "e3"))  # no event stored any more
+        with db.transaction() as conn:
+            changes = conn.total_changes
+            assert events.store_new(conn, [row(1, "e1"), row(1, "e2")]) == []
+            assert conn.total_changes == changes and event_ids.mark(conn) == 3
+    finally:
+        db.close()
