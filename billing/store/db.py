@@ -379,7 +379,7 @@ class Database:
         build set aside), never counted as read before the reads began."""
         with self._write_lock:
             (version,) = self._writer.execute("PRAGMA data_version").fetchone()
-            start(version, event_ids.about_how_many(conn))
+            start(version, event_ids.highest_seq(conn))
 
     def _hash_chunks(self, conn):
         for chunk in event_ids.hash_chunks(conn, known_ids.BUILD_CHUNK):

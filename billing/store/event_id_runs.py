@@ -31,7 +31,7 @@ _SPACE = 2 ** 64      # hashes are uniform over the signed 64-bit range
 
 def tail_size(conn):
     """About how many entries the tail holds (seqs above the mark)."""
-    return max(0, event_ids.about_how_many(conn) - event_ids.mark(conn))
+    return max(0, event_ids.highest_seq(conn) - event_ids.mark(conn))
 
 
 def _next_run(conn):
@@ -43,7 +43,7 @@ def settle(conn, seqs=RUN_SEQS):
     """Turn the tail's next `seqs` seqs into a new run, in the caller's
     transaction; returns how many seqs the mark moved (0: the tail is empty)."""
     low = event_ids.mark(conn)
-    high = min(event_ids.about_how_many(conn), low + seqs)
+    high = min(event_ids.highest_seq(conn), low + seqs)
     if high <= low:
         return 0
     run = _next_run(conn)

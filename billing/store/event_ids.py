@@ -126,9 +126,7 @@ def add_since(conn, seq, hashes, highest):
         # the tail starts lower (no run holds an entry of a stored seq above
         # `seq`; an archived event's above it is in a run and now in the tail
         # too, so the next pass writes it again: harmless, merges keep one)
-        set_mark(conn, seq)
-        if tail is not None:
-            tail.stale = True
+        set_mark(conn, seq)  # the writer's tail, above the old mark, is read again: `_tail` sees it lower
     elif tail is not None:
         if highest == seq + len(hashes):
             tail.add(zip(hashes, range(seq + 1, highest + 1)))
@@ -156,8 +154,9 @@ def _note(conn, hashes):
         known.add(hashes)
 
 
-def about_how_many(conn):
-    """About how many ids the index holds, cheaply: the highest seq stored or archived."""
+def highest_seq(conn):
+    """The highest seq stored or archived (0 without any): where a settling
+    pass may take the mark, and about how many ids the index holds."""
     (highest,) = conn.execute("SELECT max((SELECT coalesce(max(seq), 0) FROM events),"
                               " (SELECT coalesce(max(seq), 0) FROM archived_events))").fetchone()
     return highest
@@ -219,4 +218,4 @@ def rebuild(conn):
                          " ORDER BY id_hash, seq").rowcount
     if count:
         conn.execute("INSERT INTO event_id_run_list (run, entries) VALUES (1, ?)", (count,))
-    set_mark(conn, about_how_many(conn))
+    set_mark(conn, highest_seq(conn))

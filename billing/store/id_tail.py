@@ -8,9 +8,10 @@ no entry at all.
 Read once from the tail's rows (inside the writer's transaction), then kept
 by the writer: `add` for the events it stores, `prune` when a settling pass
 moved the mark up (seen as a higher mark in a later transaction, so a
-rolled-back pass changes nothing here). It is read again when it is `stale`
-(the mark went down, seqs came not one after another) or another connection
-committed (`PRAGMA data_version`). It may hold more than the tail — the
+rolled-back pass changes nothing here). It is read again when the mark is
+lower than the one it was read above, when it is `stale` (seqs came not one
+after another, or extras outgrew it) or another connection committed
+(`PRAGMA data_version`). It may hold more than the tail — the
 seqs of a rolled-back insert, of an event deleted since, or below the mark
 — never less; callers read the events of the seqs it answers and compare
 their ids, so an extra seq is never a wrong match.
