@@ -234,6 +234,15 @@ def _archive(conn, seqs, remember=True):
     return records
 
 
+def _settled_then_archived(db, count, archived, remember=True):
+    """Events e1…e`count` of customer 1 stored and settled into a run, then
+    the seqs `archived` archived (ids remembered, or forgotten); their records."""
+    db.submit(lambda conn: events.store_new(conn, [row(1, f"e{i}") for i in range(1, count + 1)]))
+    with db.transaction() as conn:
+        event_id_runs.settle(conn)
+        return _archive(conn, archived, remember)
+
+
 def test_archived_ids_settled_twice_after_the_newest_seq_is_handed_out_again_merge_once(tmp_path):
     """Archived events keep their entries; the newest stored event retracted
     and a new one stored takes a seq at or below theirs, so the tail starts
@@ -241,10 +250,7 @@ def test_archived_ids_settled_twice_after_the_newest_seq_is_handed_out_again_mer
     and the merge of those runs keeps each entry once."""
     db = open_db(tmp_path / "r.db")
     try:
-        db.submit(lambda conn: events.store_new(conn, [row(1, f"e{i}") for i in range(1, 6)]))
-        with db.transaction() as conn:
-            event_id_runs.settle(conn)
-            _archive(conn, [1, 2, 3, 4])
+        _settled_then_archived(db, 5, [1, 2, 3, 4])
         _retract(db, (1, "e5"))
         assert _store(db, [(1, "x")]) == {(1, "x")}
         with db.transaction() as conn:
@@ -271,10 +277,8 @@ def test_archived_ids_settled_twice_after_the_newest_seq_is_handed_out_again_mer
 def test_entries_restored_below_the_mark_go_to_run_0_and_are_found_there(tmp_path):
     db = open_db(tmp_path / "r.db")
     try:
-        db.submit(lambda conn: events.store_new(conn, [row(1, f"e{i}") for i in range(1, 8)]))
+        records = _settled_then_archived(db, 7, [2, 3, 4], remember=False)  # their ids forgotten
         with db.transaction() as conn:
-            event_id_runs.settle(conn)
-            records = _archive(conn, [2, 3, 4], remember=False)  # their ids forgotten
             assert conn.execute("SELECT count(*) FROM event_id_runs").fetchone() == (4,)
         with db.transaction() as conn:
             assert archive.restore_chunk(conn, records) == 3
@@ -353,10 +357,7 @@ def test_the_tail_in_memory_is_read_again_when_extras_outgrow_it(tmp_path, monke
 def test_a_batch_of_duplicates_only_writes_nothing_even_with_no_event_stored(tmp_path):
     db = open_db(tmp_path / "r.db")
     try:
-        db.submit(lambda conn: events.store_new(conn, [row(1, f"e{i}") for i in range(1, 4)]))
-        with db.transaction() as conn:
-            event_id_runs.settle(conn)
-            _archive(conn, [1, 2])  # ids remembered
+        _settled_then_archived(db, 3, [1, 2])  # ids remembered
         _retract(db, (1, "e3"))  # no event stored any more
         with db.transaction() as conn:
             changes = conn.total_changes
