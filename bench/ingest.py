@@ -149,20 +149,43 @@ class ServerProcess:
             time.sleep(0.1)
         raise RuntimeError("the server's event id filter was never built")
 
+    def pids(self):
+        """The server's process and its children (its ingest worker processes,
+        billing/api/ingest_pool.py): the figures below add them up."""
+        pids = [self.proc.pid]
+        for task in os.listdir(f"/proc/{self.proc.pid}/task"):
+            with open(f"/proc/{self.proc.pid}/task/{task}/children") as f:
+                pids += [int(pid) for pid in f.read().split()]
+        return pids
+
     def status(self):
-        """{'VmRSS': kB, 'VmHWM': kB} from /proc/<pid>/status."""
-        out = {}
-        with open(f"/proc/{self.proc.pid}/status") as f:
-            for line in f:
-                name, _, value = line.partition(":")
-                if name in ("VmRSS", "VmHWM"):
-                    out[name] = int(value.split()[0])
+        """{'VmRSS': kB, 'VmHWM': kB, 'processes': n} from /proc/<pid>/status,
+        summed over the server and its workers (VmHWM: each one's peak)."""
+        out = {"VmRSS": 0, "VmHWM": 0, "processes": 0}
+        for pid in self.pids():
+            try:
+                with open(f"/proc/{pid}/status") as f:
+                    for line in f:
+                        name, _, value = line.partition(":")
+                        if name in ("VmRSS", "VmHWM"):
+                            out[name] += int(value.split()[0])
+            except FileNotFoundError:  # a worker that just ended
+                continue
+            out["processes"] += 1
         return out
 
     def cpu_seconds(self):
-        with open(f"/proc/{self.proc.pid}/stat") as f:
-            fields = f.read().rsplit(")", 1)[1].split()
-        return (int(fields[11]) + int(fields[12])) / CLK_TCK  # utime + stime
+        """utime + stime of the server and its live workers (a worker that
+        ended within the window takes its CPU with it: none do in a phase)."""
+        total = 0.0
+        for pid in self.pids():
+            try:
+                with open(f"/proc/{pid}/stat") as f:
+                    fields = f.read().rsplit(")", 1)[1].split()
+            except FileNotFoundError:
+                continue
+            total += (int(fields[11]) + int(fields[12])) / CLK_TCK
+        return total
 
     def stop(self):
         if self.proc.poll() is None:
@@ -518,7 +541,7 @@ def phase_server(name, db, work_dir, path, bodies, clients, per_body, check, pro
             "p50_ms": percentile(latencies, 50) * 1000, "p99_ms": percentile(latencies, 99) * 1000,
             "max_ms": max(latencies) * 1000, "server_cpu": server_cpu, "client_cpu": client_cpu,
             "rss_idle_mb": idle["VmRSS"] / 1024, "rss_end_mb": end["VmRSS"] / 1024,
-            "rss_peak_mb": end["VmHWM"] / 1024, "cmd": " ".join(server.cmd)}
+            "rss_peak_mb": end["VmHWM"] / 1024, "processes": end["processes"], "cmd": " ".join(server.cmd)}
 
 
 def check_batch(expected):
@@ -646,7 +669,9 @@ def report(r, args):
     out("process during the timed window. Client and server share the same machine "
         f"({r['cpus']} CPUs), so client")
     out("CPU (http.client, response parsing) is taken from the server; request bodies were encoded")
-    out("before timing. RSS = server VmRSS after start (idle) / at the end of the phase; peak = VmHWM.")
+    out("before timing. RSS = server VmRSS after start (idle) / at the end of the phase; peak = VmHWM;")
+    out("server CPU and RSS include its ingest worker processes (processes: "
+        + ", ".join(f"{k} {r[k]['processes']}" for k in ("b", "r", "c") if k in r) + ").")
     print("\n".join(lines), flush=True)
 
 

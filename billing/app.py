@@ -10,6 +10,7 @@ from .api import auth, users, webhooks
 from .api.adjustments import Lateness
 from .api.catalog import Catalog
 from .api.clickhouse import ClickHouse
+from .api.ingest_pool import IngestPool
 from .api.objects import Reservations
 from .api import selfmeter, storage
 from .api.meters import ensure_system_meters
@@ -105,6 +106,7 @@ class App:
         self.secrets = SecretBox(load_master_key(config.master_key_path))
         webhooks.wrap_stored_secrets(self.db, self.secrets)
         self.catalog = Catalog(self.db)
+        self.ingest_pool = IngestPool(config.ingest_workers)  # started by the first large batch
         ensure_system_meters(self.db, storage.METERS + selfmeter.METERS)
         self.files = FileStore(config.objects_dir)
         # after a crash: temporary uploads, and files no object points to
@@ -175,6 +177,7 @@ class App:
             worker.stop()
         if self.flusher not in self._background:
             self.flusher.flush()  # what the meters counted is written at a clean stop
+        self.ingest_pool.close()
         self.db.close()
 
     # -- the pipeline ------------------------------------------------------

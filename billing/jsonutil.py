@@ -9,6 +9,8 @@ import json
 import re
 from decimal import Decimal, DecimalException
 
+from . import errors
+
 _encode_string = json.encoder.encode_basestring_ascii
 
 
@@ -68,6 +70,23 @@ def decode(text):
         raise JSONDecodeError(str(exc)) from None
     if _SURROGATE_ESCAPE.search(text):
         _check_strings(value)
+    return value
+
+
+def decode_object(body):
+    """A request body (bytes) that must hold a JSON object, decoded: 400
+    (errors.BadRequest) unless it is strict UTF-8 and JSON, 400
+    (errors.ValidationError) for anything but an object."""
+    try:
+        text = body.decode("utf-8")  # strict: no UTF-16, no lone surrogates
+    except UnicodeDecodeError:
+        raise errors.BadRequest("The body is not valid UTF-8.") from None
+    try:
+        value = decode(text)
+    except JSONDecodeError as exc:
+        raise errors.BadRequest(f"Malformed JSON body: {exc}") from None
+    if not isinstance(value, dict):
+        raise errors.ValidationError([{"field": None, "message": "the body must be a JSON object"}])
     return value
 
 

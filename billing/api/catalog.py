@@ -100,3 +100,15 @@ class Catalog:
         if external is None:
             _, external = self._load_customers()
         return external.get(external_id)
+
+    def snapshot(self):
+        """(generation, meters by key, customers by id), the maps loaded after
+        the generation's last invalidation: what an ingest worker is sent."""
+        while True:
+            generation = self._generation
+            meters = self.meters()
+            customers = self._customers
+            if customers is None:
+                customers, _ = self._load_customers()
+            if self._generation == generation:
+                return generation, meters, customers

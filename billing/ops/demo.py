@@ -39,6 +39,11 @@ PLAN_PRICES = {
 }
 
 
+
+def _ingest(app, age_days=0):
+    """A validator of events received now, older events allowed unless `age_days`."""
+    return Ingest(app.catalog, times.to_micros(clock.now()), age_days)
+
 def _plan_body(currency, prices):
     base_fee, commitment, per_thousand, per_second = prices
     return {"code": f"growth-{currency.lower()}", "name": f"Growth ({currency})", "currency": currency,
@@ -204,8 +209,7 @@ def _platform(app, rng):
         conn.execute("INSERT INTO subscriptions (customer_id, plan_id, status, start_date, billing_anchor, anchor_date,"
                      " created_at, updated_at) VALUES (?, ?, 'active', ?, 'calendar', ?, ?, ?)",
                      (customer_id, plan_id, start.isoformat(), start.isoformat(), now_us, now_us))
-    ingest = Ingest(app)
-    ingest.oldest_us = None
+    ingest = _ingest(app)
     rows = []
     first_hour = now.replace(minute=0, second=0, microsecond=0) - timedelta(days=7)
     for n in range(7 * 24):
@@ -307,8 +311,7 @@ def _catalog(db, now_us):
 def _usage(app, rng):
     """Three months of the customers' usage (API calls, compute, active users,
     storage), stored; returns how many events."""
-    ingest = Ingest(app)
-    ingest.oldest_us = None  # history older than the lateness limit is the point here
+    ingest = _ingest(app)  # history older than the lateness limit is the point here
     start = clock.now() - timedelta(days=DAYS)
     rows = []
     for external_id, *_, size in CUSTOMERS:
@@ -467,7 +470,7 @@ def _alerts(app):
                       "threshold": money.format_minor(max(spend["hooli"] // 2, 100), "INR")},
                      {"name": "Large USD invoice", "type": "spend", "currency": "USD", "threshold": "25000.00"}):
             alerts.insert_rule(conn, alerts.check_rule(app, conn, body))
-    ingest = Ingest(app)
+    ingest = _ingest(app, app.config.max_event_age_days)
     burst = ingest.row({"id": "demo-initech-burst", "customer": "initech", "meter": "api_calls",
                         "quantity": 40000, "timestamp": times.format_instant(clock.now() - timedelta(seconds=1)),
                         "properties": {"region": "eu", "endpoint": "/export"}})

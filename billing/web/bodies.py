@@ -80,22 +80,22 @@ def json_values(body):
     return body.count(b",") + body.count(b":") + body.count(b"[") + body.count(b"{") + 1
 
 
-def decode_json(body, held, budget):
-    """The decoded body; 413 for more values than MAX_JSON_VALUES, paid for from `budget`."""
+def check_values(body):
+    """413 for a body of more values than MAX_JSON_VALUES; returns how many it may hold."""
     values = json_values(body)
     if values > MAX_JSON_VALUES:
         raise errors.PayloadTooLarge(f"The body holds more than {MAX_JSON_VALUES} JSON values; "
                                      "send smaller batches.")
+    return values
+
+
+def decode_json(body, held, budget):
+    """The decoded body (a JSON object), paid for from `budget`; 413 past
+    MAX_JSON_VALUES, 400 for anything but a JSON object in UTF-8."""
+    values = check_values(body)
     if budget is not None:
         held.take(budget, values * VALUE_COST + 2 * len(body))  # the values, the text, its strings
-    try:
-        text = body.decode("utf-8")  # strict: no UTF-16, no lone surrogates
-    except UnicodeDecodeError:
-        raise errors.BadRequest("The body is not valid UTF-8.") from None
-    try:
-        return jsonutil.decode(text)
-    except jsonutil.JSONDecodeError as exc:
-        raise errors.BadRequest(f"Malformed JSON body: {exc}") from None
+    return jsonutil.decode_object(body)
 
 
 class BodyError(ApiError):

@@ -1,0 +1,265 @@
+"""Events as the ingest path validates them (§4): raw JSON events become
+`EventRow`s, the columns an insert writes, or field problems by index.
+
+Pure: no SQL, no clock of its own (the caller passes the instant the events
+are received), and the catalog is whatever answers `meter(key)`,
+`customer(id)` and `customer_by_external(text)` — the app's `Catalog` in the
+request thread, a snapshot of it in an ingest worker process
+(`billing/api/ingest_worker.py`), which runs exactly this code.
+"""
+
+import functools
+import hashlib
+import json
+import uuid
+from typing import NamedTuple
+
+from .. import jsonutil
+from ..domain import quantities, times
+from ..errors import FieldErrors, ValidationError
+
+
+MAX_BATCH = 10_000
+MAX_PROPERTIES_BYTES = 4096
+MAX_ID_LENGTH = 255
+FUTURE_TOLERANCE_US = 5 * 60 * 1_000_000
+DAY_US = 86_400 * 1_000_000
+EVENT_FIELDS = frozenset({"id", "customer_id", "customer", "meter", "feature", "quantity",
+                          "timestamp", "ts", "properties"})
+
+
+class EventRow(NamedTuple):
+    """An event as inserted: the columns of INSERT_SQL, in their order."""
+    customer_id: int
+    event_id: str
+    meter_id: int
+    ts: int
+    quantity: int
+    value: object          # what the meter aggregates: µs of a number, or the JSON of a counted value
+    matched: int           # 1 when the meter's filter accepts the properties
+    properties: str | None
+    received_at: int
+    id_hash: int
+
+
+# EventRow(...) runs a Python-level __new__: on the batch path that cost 1.5 µs
+# an event (12.5 µs instead of 11 µs per Ingest.row, micro-measured over
+# 1,000-event batches); building the tuple directly costs what a plain tuple does.
+_new_event_row = functools.partial(tuple.__new__, EventRow)
+
+
+def id_hash(customer_id, event_id):
+    """The 64-bit dedup key of an event id (signed, to fit an SQLite integer)."""
+    digest = hashlib.blake2b(f"{customer_id}\x00{event_id}".encode("utf-8", "surrogatepass"),
+                             digest_size=8).digest()
+    return int.from_bytes(digest, "big", signed=True)
+
+
+
+_PROPERTIES_ENCODER = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False, allow_nan=False)
+
+
+def _properties_text(properties):
+    try:
+        return _PROPERTIES_ENCODER.encode(properties)
+    except (TypeError, ValueError):
+        return jsonutil.encode(properties)  # Decimals inside
+
+
+def _matches(filter_, properties):
+    for name, expected in filter_.items():
+        actual = properties.get(name)
+        if isinstance(expected, list):
+            if actual not in expected or isinstance(actual, (dict, list)):
+                return False
+        elif actual != expected or (type(actual) is bool) != (type(expected) is bool):
+            return False
+    return True
+
+
+class Ingest:
+    """Validates raw events into EventRows, collecting problems by index."""
+
+    def __init__(self, catalog, now_us, age_days, scope_customer=None):
+        """`now_us`: when the events are received (µs); `age_days`: how old an
+        event may be (BILLING_MAX_EVENT_AGE_DAYS, 0 for no limit)."""
+        self.catalog = catalog
+        self.now_us = now_us
+        self.oldest_us = self.now_us - age_days * DAY_US if age_days else None
+        self.newest_us = self.now_us + FUTURE_TOLERANCE_US
+        self.scope = scope_customer
+        self.problems = FieldErrors()
+
+    def row(self, raw, index=None, default_customer=None):
+        """The EventRow for one raw event, or None (problems recorded)."""
+        if not isinstance(raw, dict):
+            self.problems.add(None, "each event must be an object", index)
+            return None
+        before = len(self.problems.details)
+        self._unknown_fields(raw, index)
+        event_id = self._event_id(raw, index)
+        customer = self._customer(raw, default_customer, index)
+        meter = self._meter(raw, index)
+        quantity_us = self._quantity(raw, index)
+        ts_us = self._timestamp(raw, index)
+        properties, properties_text = self._properties(raw, index)
+        value = self._value(meter, properties, quantity_us, index)
+        if len(self.problems.details) != before:
+            return None
+        matched = 1 if not meter.filter or _matches(meter.filter, properties) else 0
+        return _new_event_row((customer.id, event_id, meter.id, ts_us, quantity_us, value, matched,
+                               properties_text, self.now_us, id_hash(customer.id, event_id)))
+
+    def _unknown_fields(self, raw, index):
+        for name in raw:
+            if name not in EVENT_FIELDS:
+                self.problems.add(name, "is not a known event field", index)
+
+    def _event_id(self, raw, index):
+        event_id = raw.get("id")
+        if event_id is None:
+            return "evt_" + uuid.uuid4().hex
+        if not isinstance(event_id, str) or not event_id or len(event_id) > MAX_ID_LENGTH:
+            self.problems.add("id", f"must be a non-empty string of at most {MAX_ID_LENGTH} characters", index)
+        return event_id
+
+    def _customer(self, raw, default_customer, index):
+        found = self._named_customer(raw, default_customer, index)
+        if found is None:
+            return None
+        customer, label = found
+        if customer is None or (self.scope is not None and customer.id != self.scope):
+            # a customer-scoped caller naming another customer: as if it did not exist
+            self.problems.add("customer_id", f"unknown customer {label}", index)
+            return None
+        if customer.archived:
+            self.problems.add("customer_id", f"customer {customer.id} is archived", index)
+            return None
+        return customer
+
+    def _named_customer(self, raw, default_customer, index):
+        """(customer or None, how the event named it), or None (problem recorded)."""
+        problems = self.problems
+        if raw.get("customer_id") is not None:
+            cid = raw["customer_id"]
+            if isinstance(cid, bool) or not isinstance(cid, int):
+                problems.add("customer_id", "must be an integer", index)
+                return None
+            return self.catalog.customer(cid), cid
+        if raw.get("customer") is not None:
+            ext = raw["customer"]
+            if not isinstance(ext, str):
+                problems.add("customer", "must be a string (the customer's external_id)", index)
+                return None
+            return self.catalog.customer_by_external(ext), repr(ext)
+        for fallback in (default_customer, self.scope):
+            if fallback is not None:
+                return self.catalog.customer(fallback), fallback
+        problems.add("customer_id", "is required (customer_id or customer)", index)
+        return None
+
+    def _meter(self, raw, index):
+        meter_key = raw.get("meter", raw.get("feature"))
+        if meter_key is None:
+            self.problems.add("meter", "is required", index)
+        elif not isinstance(meter_key, str):
+            self.problems.add("meter", "must be a string (a meter key)", index)
+        else:
+            meter = self.catalog.meter(meter_key)
+            if meter is None:
+                self.problems.add("meter", f"unknown meter {meter_key!r}", index)
+            return meter
+        return None
+
+    def _quantity(self, raw, index):
+        try:
+            return quantities.to_micros(raw.get("quantity", 1))
+        except quantities.QuantityError as exc:
+            self.problems.add("quantity", str(exc), index)
+            return None
+
+    def _timestamp(self, raw, index):
+        ts_text = raw.get("timestamp", raw.get("ts"))
+        if ts_text is None:
+            return self.now_us
+        try:
+            ts_us = times.to_micros(times.parse_instant(ts_text))
+        except times.TimeError as exc:
+            self.problems.add("timestamp", str(exc), index)
+            return None
+        if ts_us > self.newest_us:
+            self.problems.add("timestamp", "is more than 5 minutes in the future", index)
+        elif self.oldest_us is not None and ts_us < self.oldest_us:
+            self.problems.add("timestamp", "is older than the lateness limit (BILLING_MAX_EVENT_AGE_DAYS)", index)
+        return ts_us
+
+    def _properties(self, raw, index):
+        """(properties, their JSON text or None); properties None when not an object."""
+        properties = raw.get("properties")
+        if properties is None:
+            return {}, None
+        if not isinstance(properties, dict):
+            self.problems.add("properties", "must be an object", index)
+            return None, None
+        if not properties:
+            return properties, None
+        text = _properties_text(properties)
+        if len(text.encode("utf-8")) > MAX_PROPERTIES_BYTES:
+            self.problems.add("properties", f"must be at most {MAX_PROPERTIES_BYTES} bytes as JSON", index)
+        return properties, text
+
+    def _value(self, meter, properties, quantity_us, index):
+        """What the meter aggregates: the quantity, or its value_property."""
+        if meter is None or properties is None or meter.value_property is None or meter.aggregation == "count":
+            return quantity_us
+        prop = meter.value_property
+        raw_value = properties.get(prop)
+        if meter.aggregation == "unique_count":
+            if raw_value is None or isinstance(raw_value, (dict, list)):
+                self.problems.add(f"properties.{prop}", "is required: a scalar value to count", index)
+                return None
+            return jsonutil.encode(raw_value)
+        try:
+            return quantities.to_micros(raw_value)
+        except quantities.QuantityError as exc:
+            self.problems.add(f"properties.{prop}", "is required as a number" if raw_value is None else str(exc),
+                              index)
+            return None
+
+
+def system_row(meter, customer_id, event_id, ts_us, quantity_us, properties, received_us):
+    """The EventRow of an event the server writes itself (storage metering):
+    no validation beyond the meter's filter, which decides `matched`."""
+    properties = properties or {}
+    matched = 1 if not meter.filter or _matches(meter.filter, properties) else 0
+    return EventRow(customer_id, event_id, meter.id, ts_us, quantity_us, quantity_us, matched,
+                    _properties_text(properties) if properties else None, received_us, id_hash(customer_id, event_id))
+
+
+def _default_customer(body, problems):
+    default = body.get("customer_id")
+    if default is not None and (isinstance(default, bool) or not isinstance(default, int)):
+        problems.add("customer_id", "must be an integer")
+        return None
+    return default
+
+
+
+
+def batch_rows(body, ingest):
+    """The EventRows of a decoded batch body ({"events": [...], "customer_id"?});
+    raises ValidationError with every problem, by index."""
+    events = body.get("events")
+    problems = ingest.problems
+    unknown = set(body) - {"events", "customer_id"}
+    if unknown:
+        problems.add(sorted(unknown)[0], "is not a known field")
+    default = _default_customer(body, problems)
+    if not isinstance(events, list):
+        problems.add("events", "is required: a list of events")
+        problems.raise_if_any()
+    if len(events) > MAX_BATCH:
+        raise ValidationError([{"field": "events", "message": f"at most {MAX_BATCH} events per batch"}])
+    rows = [ingest.row(raw, i, default) for i, raw in enumerate(events)]
+    problems.raise_if_any()
+    return rows

@@ -1,0 +1,197 @@
+"""Ingest worker processes: large batches validated beside the server.
+
+Validating a batch (decoding its JSON, checking every event, hashing its
+ids) is Python work, and one process runs one thread of Python at a time.
+While request threads validated batches, the writer thread — which spends
+most of its time inside SQLite, without the interpreter lock — waited for
+that lock after each statement, so the server used one core of two and
+batch ingest stopped near 45,000 events/s (bench/ingest.py). A batch body
+of at least `MIN_BYTES` is therefore sent to a worker process
+(`billing/api/ingest_worker.py`), which answers its rows; the request
+thread waits on a pipe, without the lock, and the writer stores the rows
+as before. Small batches and single events are validated in the request
+thread: a round trip through a pipe would cost them more than it saves.
+
+The workers start at the first large batch (that batch and those arriving
+before they answer are validated in the request thread). A worker is used
+by one request at a time; a request waits for a free one. Each worker is
+sent the catalog (meters and customers) again whenever it changed
+(`Catalog.snapshot`), before the next body. A worker that dies is
+replaced, and the batch it held is validated in the request thread, so a
+request never fails because of a worker. `close()` ends them; a worker
+also ends when the server dies (the end of its stdin).
+"""
+
+import dataclasses
+import marshal
+import os
+import queue
+import subprocess
+import sys
+import threading
+
+from ..errors import BadRequest, ValidationError
+from .ingest_worker import read_frame, write_frame
+
+MIN_BYTES = 32 * 1024  # a batch body this large goes to a worker (about 150 events)
+START_SECONDS = 30     # a worker that does not answer its first ping by then is not used
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+
+class _Worker:
+    def __init__(self):
+        self.process = subprocess.Popen([sys.executable, "-m", "billing.api.ingest_worker"], cwd=ROOT,
+                                        stdin=subprocess.PIPE, stdout=subprocess.PIPE)
+        self.generation = None  # of the catalog it holds
+
+    def ask(self, *frames):
+        """Sends the frames (marshalled values); returns the answer to the last."""
+        for data in frames:
+            write_frame(self.process.stdin, data)
+        answer = read_frame(self.process.stdout)
+        if answer is None:
+            raise EOFError("the ingest worker ended")
+        return answer
+
+    def stop(self, wait=2.0):
+        try:
+            self.process.stdin.close()  # the end of its input: it exits
+            self.process.wait(wait)
+        except (OSError, subprocess.TimeoutExpired):
+            self.process.kill()
+            self.process.wait()
+        finally:
+            self.process.stdout.close()
+
+
+class IngestPool:
+    def __init__(self, workers, min_bytes=MIN_BYTES):
+        self.size = workers
+        self.min_bytes = min_bytes
+        self._idle = queue.SimpleQueue()
+        self._lock = threading.Lock()
+        self._workers = []       # every live worker, idle or in use
+        self._starting = None    # the thread starting them
+        self._closed = False
+        self._catalog = None     # (generation, the catalog frame)
+        self.served = 0          # bodies a worker answered
+
+    def takes(self, size):
+        """Whether a body of `size` bytes goes to a worker."""
+        return self.size > 0 and size >= self.min_bytes
+
+    def start(self):
+        """Starts the workers and returns once they answer (or could not start)."""
+        self._begin().join()
+
+    def _begin(self):
+        """The thread starting the workers, started by the first call."""
+        with self._lock:
+            if self._starting is None:
+                self._starting = threading.Thread(target=self._start_all, name="ingest-workers", daemon=True)
+                self._starting.start()
+            return self._starting
+
+    def _start_all(self):
+        for _ in range(self.size):
+            self._add()
+
+    def _add(self):
+        """A new worker, idle once it has answered a ping; False when none could start."""
+        try:
+            worker = _Worker()
+        except OSError:
+            return False
+        try:
+            worker.ask(marshal.dumps(("ping",)))
+        except (OSError, EOFError, ValueError):
+            worker.stop(0)
+            return False
+        with self._lock:
+            if self._closed:
+                worker.stop(0)
+                return False
+            self._workers.append(worker)
+        self._idle.put(worker)
+        return True
+
+    def rows(self, body, catalog, now_us, age_days, scope):
+        """The EventRows of the batch body (bytes) as a worker validated them,
+        raising what `event_rows.batch_rows` raises; None when no worker took
+        it (the caller validates it itself)."""
+        worker = self._checkout()
+        if worker is None:
+            return None
+        try:
+            answer = worker.ask(*self._catalog_frames(worker, catalog),
+                                marshal.dumps(("parse", body, now_us, age_days, scope)))
+        except (OSError, EOFError, ValueError):  # it died: another in its place; this body is validated here
+            self._replace(worker)
+            return None
+        self._idle.put(worker)
+        if answer[0] != "failed":
+            with self._lock:
+                self.served += 1
+        if answer[0] == "rows":
+            return answer[1]
+        if answer[0] == "invalid":
+            raise ValidationError(answer[1], answer[2])
+        if answer[0] == "bad_request":
+            raise BadRequest(answer[1])
+        return None  # "failed": validated in the request thread, where the error surfaces
+
+    def _checkout(self):
+        """An idle worker (waiting for one while all are busy), or None when
+        none runs: the first call starts them and answers None."""
+        if self.size <= 0 or self._closed:
+            return None
+        if self._starting is None:
+            self._begin()
+            return None
+        while True:
+            with self._lock:
+                if self._closed or not self._workers:
+                    return None  # none could start, or closing
+            try:
+                return self._idle.get(timeout=1.0)
+            except queue.Empty:
+                if self._starting.is_alive():
+                    return None  # still starting: not worth the wait
+
+    def _catalog_frames(self, worker, catalog):
+        """The catalog frame when the worker holds another generation than the
+        app's (encoded once per generation), else nothing."""
+        generation, meters, customers = catalog.snapshot()
+        if worker.generation == generation:
+            return ()
+        cached = self._catalog
+        if cached is None or cached[0] != generation:
+            frame = marshal.dumps(("catalog", [dataclasses.astuple(m) for m in meters.values()],
+                                   [dataclasses.astuple(c) for c in customers.values()]))
+            cached = self._catalog = (generation, frame)
+        worker.generation = generation
+        return (cached[1],)
+
+    def _replace(self, worker):
+        worker.stop(0)
+        with self._lock:
+            if worker in self._workers:
+                self._workers.remove(worker)
+        if not self._closed:
+            self._add()
+
+    def pids(self):
+        """The live workers' process ids (for the benchmarks' memory and CPU figures)."""
+        with self._lock:
+            return [worker.process.pid for worker in self._workers]
+
+    def close(self):
+        """Ends every worker (a request using one falls back to validating itself)."""
+        with self._lock:
+            self._closed = True
+            workers, self._workers = self._workers, []
+            starting = self._starting
+        if starting is not None:
+            starting.join()
+        for worker in workers:
+            worker.stop()

@@ -1,0 +1,114 @@
+"""An ingest worker process: validates batch bodies into event rows.
+
+    python3 -m billing.api.ingest_worker    (started by billing/api/ingest_pool.py)
+
+It runs `event_rows.batch_rows` on the body's bytes — the very code a
+request thread runs for a small batch — against a snapshot of the catalog,
+and answers the rows, or the problems, to the server. It never opens the
+database and has no clock: the server sends the catalog whenever it changed
+and, with each body, the instant the events are received.
+
+The protocol, on stdin and stdout: frames of a 4-byte big-endian length and
+a `marshal`ed tuple (only the server that started this process writes to
+it). In: ("catalog", meters, customers) — the fields of each MeterInfo and
+CustomerInfo, in order; ("parse", body, now_us, age_days, scope);
+("ping",). Out, for each parse: ("rows", rows) | ("invalid", details,
+message) | ("bad_request", message) | ("failed", traceback); ("pong",).
+The process ends at the end of stdin (the server closed it, or died).
+"""
+
+import marshal
+import os
+import signal
+import sys
+import traceback
+
+from .. import jsonutil
+from ..errors import BadRequest, ValidationError
+from .catalog import CustomerInfo, MeterInfo
+from .event_rows import Ingest, batch_rows
+
+HEADER = 4
+
+
+def read_frame(stream):
+    """The next frame's value, or None at the end of the stream."""
+    header = stream.read(HEADER)
+    if len(header) < HEADER:
+        return None
+    size = int.from_bytes(header, "big")
+    data = stream.read(size)
+    if len(data) < size:
+        return None
+    return marshal.loads(data)
+
+
+def write_frame(stream, data):
+    """Writes one frame of `data` (a marshalled value)."""
+    stream.write(len(data).to_bytes(HEADER, "big"))
+    stream.write(data)
+    stream.flush()
+
+
+class Snapshot:
+    """The catalog as the server sent it: what `Ingest` asks of a catalog."""
+
+    def __init__(self, meters, customers):
+        self._meters = {fields[1]: MeterInfo(*fields) for fields in meters}
+        self._customers = {fields[0]: CustomerInfo(*fields) for fields in customers}
+        self._external = {c.external_id: c for c in self._customers.values() if c.external_id is not None}
+
+    def meter(self, key):
+        return self._meters.get(key)
+
+    def customer(self, customer_id):
+        return self._customers.get(customer_id)
+
+    def customer_by_external(self, external_id):
+        return self._external.get(external_id)
+
+
+def parse(catalog, body, now_us, age_days, scope):
+    """The answer to one body."""
+    try:
+        rows = batch_rows(jsonutil.decode_object(body), Ingest(catalog, now_us, age_days, scope))
+    except ValidationError as exc:
+        return ("invalid", exc.details, exc.message)
+    except BadRequest as exc:
+        return ("bad_request", exc.message)
+    except Exception:  # a bug: the server validates this body itself, where it is reported
+        return ("failed", traceback.format_exc())
+    return ("rows", [tuple(row) for row in rows])
+
+
+def _encoded(answer):
+    try:
+        return marshal.dumps(answer)
+    except ValueError:  # a value marshal cannot carry: the server validates this body itself
+        return marshal.dumps(("failed", traceback.format_exc()))
+
+
+def serve(source, sink):
+    catalog = Snapshot((), ())
+    while True:
+        message = read_frame(source)
+        if message is None:
+            return
+        kind = message[0]
+        if kind == "catalog":
+            catalog = Snapshot(message[1], message[2])
+        elif kind == "parse":
+            write_frame(sink, _encoded(parse(catalog, *message[1:])))
+        elif kind == "ping":
+            write_frame(sink, marshal.dumps(("pong",)))
+
+
+def main():
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C reaches the server, which closes this process
+    source, sink = os.fdopen(0, "rb"), os.fdopen(1, "wb")
+    sys.stdout = sys.stderr  # nothing but frames on the pipe
+    serve(source, sink)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,216 @@
+"""Ingest worker processes (billing/api/ingest_pool.py): a large batch is
+validated in a worker process, and what it answers — stored rows, problems,
+400s — is exactly what the request thread answers for the same body. A
+worker that dies costs no request; the workers end with the server, also
+when it is killed."""
+
+import json
+import os
+import signal
+import sqlite3
+import time
+from datetime import datetime, timezone
+
+import pytest
+
+from billing import clock
+from tests.harness import ADMIN_KEY, Client, RunningServer, make_key, temp_db
+from tests.http.helpers import create_customer, create_meter, post_raw
+from tests.http.test_events import _cases
+from tests.test_server_process import start
+
+NOW = datetime(2030, 6, 15, 12, 0, 0, tzinfo=timezone.utc)
+ROW_COLUMNS = ("customer_id, event_id, meter_id, ts, quantity, value, matched, properties, late, received_at,"
+               " id_hash")
+
+
+def _server(tmp_path, name, workers):
+    os.makedirs(tmp_path / name)
+    server = RunningServer(temp_db(tmp_path / name), env={"BILLING_MAX_EVENT_AGE_DAYS": "30",
+                                                          "BILLING_INGEST_WORKERS": str(workers)})
+    admin = server.admin
+    create_customer(admin, name="One", external_id="ext-1")
+    create_customer(admin, name="Two", external_id="ext-2")
+    create_meter(admin, key="api_calls", aggregation="sum")
+    create_meter(admin, key="bytes", aggregation="sum", value_property="size")
+    create_meter(admin, key="users", aggregation="unique_count", value_property="user")
+    create_meter(admin, key="eu_calls", aggregation="count", filter={"region": ["eu", "uk"]})
+    return server
+
+
+@pytest.fixture
+def pair(tmp_path):
+    """Two servers with the same catalog: one sends every batch to its worker
+    processes (started, no size threshold), the other has none."""
+    workers, plain = _server(tmp_path, "workers", 2), _server(tmp_path, "plain", 0)
+    workers.app.ingest_pool.min_bytes = 1
+    workers.app.ingest_pool.start()
+    assert len(workers.app.ingest_pool.pids()) == 2
+    yield workers, plain
+    for server in (workers, plain):
+        server.stop()
+
+
+def _rows(server):
+    conn = sqlite3.connect(server.app.config.db_path)
+    try:
+        return conn.execute(f"SELECT {ROW_COLUMNS} FROM events ORDER BY seq").fetchall()
+    finally:
+        conn.close()
+
+
+def _bodies(cid):
+    """Batch bodies (bytes): valid ones in every spelling, one per invalid
+    event of test_events, broken envelopes and broken JSON."""
+    good = f'{{"customer_id": {cid}, "meter": "api_calls", "quantity": 2}}'
+    valid = [
+        {"events": [{"id": "a1", "customer_id": cid, "meter": "api_calls", "quantity": 3,
+                     "timestamp": "2030-06-15T11:00:00Z", "properties": {"region": "eu", "n": 3}},
+                    {"id": "a2", "customer": "ext-2", "feature": "api_calls", "ts": "2030-06-15T11:30:00.123456Z"},
+                    {"id": "a1", "customer_id": cid, "meter": "api_calls", "quantity": 9},  # the first wins
+                    {"id": "a3", "customer_id": cid, "meter": "bytes", "properties": {"size": 1024}},
+                    {"id": "a4", "customer_id": cid, "meter": "users", "properties": {"user": "u-1"}},
+                    {"id": "a5", "customer_id": cid, "meter": "eu_calls", "properties": {"region": "us"}},
+                    {"id": "a6", "customer_id": cid, "meter": "eu_calls", "properties": {"region": "uk"}},
+                    {"id": "ü-7", "customer_id": cid, "meter": "api_calls", "properties": {"note": "naïve ✓"}}]},
+        {"customer_id": cid, "events": [{"id": "d1", "meter": "api_calls"}, {"id": "d2", "meter": "bytes",
+                                                                             "properties": {"size": 0.25}}]},
+        {"events": [{"id": "a2", "customer": "ext-2", "meter": "api_calls"}]},  # a duplicate across batches
+        {"events": []},
+        {"events": [{"id": f"m{i}", "customer_id": cid, "meter": "api_calls", "quantity": i} for i in range(500)]},
+    ]
+    bodies = [json.dumps(body).encode() for body in valid]
+    bodies.append(f'{{"events": [{{"id": "q1", "customer_id": {cid}, "meter": "api_calls", "quantity": 1.5}}]}}'.encode())
+    bodies += [f'{{"events": [{good}, {text}, {good}]}}'.encode() for text, _field in _cases(cid)]
+    bodies += [b'{"events": {}}', b'{"events": [], "extra": 1}', b'{"customer_id": "1", "events": []}',
+               b'{"customer_id": true, "events": [{"meter": "api_calls"}]}', b'{"events": [5, "x", null]}',
+               b'[1, 2]', b'"text"', b'{"events": [', b'{"events": [] } trailing', b'\xff\xfe{}',
+               b'{"events": [{"customer_id": 1, "meter": "api_calls", "quantity": NaN}]}',
+               json.dumps({"events": [{"customer_id": cid, "meter": "api_calls"}] * 10_001}).encode()]
+    return bodies
+
+
+def test_workers_answer_what_the_request_thread_answers(pair):
+    workers, plain = pair
+    clock.pin(NOW)
+    bodies = _bodies(1)
+    answers = []
+    for body in bodies:
+        a = post_raw(workers.admin, "/v1/events/batch", body)
+        b = post_raw(plain.admin, "/v1/events/batch", body)
+        assert (a.status, a.json) == (b.status, b.json), body[:200]
+        answers.append(a.status)
+    assert answers[:6] == [200] * 6 and set(answers[6:]) == {400}, answers
+    assert workers.app.ingest_pool.served == len(bodies)  # every one validated by a worker
+    rows = _rows(workers)
+    assert len(rows) == 510 and rows == _rows(plain)
+
+
+def test_a_customer_scoped_key_through_a_worker(pair):
+    workers, plain = pair
+    clock.pin(NOW)
+    for body in ('{"events": [{"id": "s1", "meter": "api_calls"}]}',
+                 '{"events": [{"id": "s2", "customer_id": 2, "meter": "api_calls"}]}',
+                 '{"events": [{"id": "s3", "customer": "ext-1", "meter": "api_calls"}]}'):
+        answers = [post_raw(Client(server.port, make_key(server, customer_id=1)), "/v1/events/batch", body)
+                   for server in pair]
+        assert (answers[0].status, answers[0].json) == (answers[1].status, answers[1].json)
+    assert answers[0].status == 200 and workers.app.ingest_pool.served == 3
+    assert _rows(workers) == _rows(plain) and len(_rows(plain)) == 2
+
+
+def test_workers_see_catalog_changes(pair):
+    workers, _plain = pair
+    admin = workers.admin
+    batch = {"events": [{"id": "c1", "customer_id": 1, "meter": "later"}]}
+    assert admin.post("/v1/events/batch", batch).status == 400  # no such meter yet
+    create_meter(admin, key="later", aggregation="sum")
+    assert admin.post("/v1/events/batch", batch).json == {"accepted": 1, "duplicates": 0}
+    third = create_customer(admin, name="Three", external_id="ext-3")
+    named = {"events": [{"id": "c2", "customer": "ext-3", "meter": "later"}]}
+    assert admin.post("/v1/events/batch", named).json == {"accepted": 1, "duplicates": 0}
+    assert admin.patch(f"/v1/customers/{third['id']}", {"archived": True}).status == 200
+    refused = admin.post("/v1/events/batch", {"events": [{"id": "c3", "customer_id": third["id"], "meter": "later"}]})
+    assert refused.status == 400 and "archived" in refused.json["error"]["message"], refused
+    assert workers.app.ingest_pool.served == 4
+
+
+def test_a_killed_worker_costs_no_request(pair):
+    workers, plain = pair
+    pool = workers.app.ingest_pool
+    victim = pool.pids()[0]
+    os.kill(victim, signal.SIGKILL)
+    for n in range(4):  # whichever worker each batch gets, the dead one included
+        body = {"events": [{"id": f"k{n}", "customer_id": 1, "meter": "api_calls"}]}
+        assert workers.admin.post("/v1/events/batch", body).json == {"accepted": 1, "duplicates": 0}
+    pids = pool.pids()
+    assert len(pids) == 2 and victim not in pids  # replaced
+    assert pool.served >= 3  # the batch the dead one held was validated by the request thread
+
+
+def test_the_first_large_batch_starts_the_workers(tmp_path):
+    server = _server(tmp_path, "lazy", 1)
+    try:
+        pool = server.app.ingest_pool
+        assert pool.pids() == []  # none until a batch is large enough
+        events = [{"id": f"l{i}", "customer_id": 1, "meter": "api_calls"} for i in range(1000)]
+        body = {"events": events}
+        assert len(json.dumps(body)) >= pool.min_bytes
+        small = server.admin.post("/v1/events/batch", {"events": events[:10]})
+        assert small.json == {"accepted": 10, "duplicates": 0} and pool.pids() == []
+        assert server.admin.post("/v1/events/batch", body).json == {"accepted": 990, "duplicates": 10}
+        pool.start()  # the batch above started them; it was validated by its own thread
+        assert pool.served == 0 and len(pool.pids()) == 1
+        body["events"] = [dict(e, id="n" + e["id"]) for e in events]
+        assert server.admin.post("/v1/events/batch", body).json == {"accepted": 1000, "duplicates": 0}
+        assert pool.served == 1
+        pids = pool.pids()
+    finally:
+        server.stop()
+    for pid in pids:  # close() ended them
+        assert _ended(pid, 5)
+
+
+def _ended(pid, seconds):
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        try:
+            with open(f"/proc/{pid}/stat") as f:
+                if f.read().rsplit(")", 1)[1].split()[0] == "Z":
+                    return True  # exited; its parent is gone and nothing reaped it yet
+        except FileNotFoundError:
+            return True
+        time.sleep(0.05)
+    return False
+
+
+def test_workers_end_when_the_server_is_killed(tmp_path):
+    proc, port, _lines = start(["--db", temp_db(tmp_path)], {"BILLING_ADMIN_KEY": ADMIN_KEY,
+                                                             "BILLING_INGEST_WORKERS": "2"})
+    try:
+        admin = Client(port, ADMIN_KEY)
+        customer = create_customer(admin, name="One")
+        create_meter(admin, key="api_calls", aggregation="sum")
+        events = [{"customer_id": customer["id"], "meter": "api_calls"} for _ in range(1000)]
+        children = []
+        deadline = time.monotonic() + 30
+        while len(children) < 2 and time.monotonic() < deadline:
+            assert admin.post("/v1/events/batch", {"events": events}).status == 200
+            children = _children(proc.pid)
+        assert len(children) == 2
+        admin.close()
+    finally:
+        proc.send_signal(signal.SIGKILL)
+        proc.wait()
+        proc.stdout.close()
+        proc.stderr.close()
+    for pid in children:
+        assert _ended(pid, 10), pid
+
+
+def _children(pid):
+    found = []
+    for task in os.listdir(f"/proc/{pid}/task"):
+        with open(f"/proc/{pid}/task/{task}/children") as f:
+            found += [int(p) for p in f.read().split()]
+    return found
