@@ -154,8 +154,11 @@ class ServerProcess:
         billing/api/ingest_pool.py): the figures below add them up."""
         pids = [self.proc.pid]
         for task in os.listdir(f"/proc/{self.proc.pid}/task"):
-            with open(f"/proc/{self.proc.pid}/task/{task}/children") as f:
-                pids += [int(pid) for pid in f.read().split()]
+            try:
+                with open(f"/proc/{self.proc.pid}/task/{task}/children") as f:
+                    pids += [int(pid) for pid in f.read().split()]
+            except FileNotFoundError:  # a thread that just ended
+                continue
         return pids
 
     def status(self):
