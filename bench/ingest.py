@@ -32,6 +32,10 @@ What it does, in one run:
   (c)      Single-event POST /v1/events from --single-clients keep-alive threads
            -> requests/s.
 
+(b) and (c) run the server with BILLING_INGEST_WORKERS=--ingest-workers (default
+1: one worker process validates batches of 32 KiB or more; the server's own
+default is 0, one process). The server's CPU and RSS include its workers.
+
 Before (b) and (c) the bench waits until the server's in-memory filter of
 stored event ids (built at start: about 1 s at 1 M events, 7 s at 10 M)
 answers, so they time the steady state. Request bodies are JSON-encoded
@@ -582,9 +586,13 @@ def main(argv=None):
     p.add_argument("--profile-dir", default=None,
                    help="run the server under bench/profserver.py (cProfile of every request thread);"
                         " writes b.prof / c.prof there. Numbers are then not representative.")
+    p.add_argument("--ingest-workers", type=int, default=1,
+                   help="BILLING_INGEST_WORKERS of the server in (b) and (c) (default 1; the server's own"
+                        " default is 0, one process: pass 0 to measure that)")
     p.add_argument("--seed", type=int, default=20250916)
     p.add_argument("--json", default=None, help="also write the results as JSON to this file")
     args = p.parse_args(argv)
+    os.environ["BILLING_INGEST_WORKERS"] = str(args.ingest_workers)  # the servers of (b) and (c) inherit it
     phases = set(args.phases.split(","))
 
     preload_db, meta = build_preload(args.cache_dir, args.preload, args.rebuild)
@@ -644,7 +652,8 @@ def report(r, args):
     out("")
     out(f"Meterline ingest benchmark — {r['preload']:,} events preloaded, 1,000 customers, "
         f"{len(METERS)} meters")
-    out(f"Python {r['python']}, SQLite {r['sqlite']}, {r['cpus']} CPUs")
+    out(f"Python {r['python']}, SQLite {r['sqlite']}, {r['cpus']} CPUs; the server with "
+        f"BILLING_INGEST_WORKERS={args.ingest_workers}")
     if args.profile_dir:
         out("!! server ran under cProfile (bench/profserver.py): rates are NOT representative")
     out("")

@@ -29,7 +29,7 @@ sys.path.insert(0, os.path.join(ROOT, "bench"))
 
 import ingest as bench  # noqa: E402  (bench/ingest.py)
 from billing import jsonutil  # noqa: E402
-from billing.api import events as events_api  # noqa: E402
+from billing.api import event_rows, events as events_api  # noqa: E402
 from billing.app import App  # noqa: E402
 from billing.config import Config  # noqa: E402
 from billing.domain import quantities, times  # noqa: E402
@@ -45,6 +45,11 @@ def per_item(fn, items, repeat=3):
         dt = time.perf_counter() - t
         best = dt if best is None else min(best, dt)
     return best / items * 1e6
+
+
+def _ingest(app):
+    """The validator a request thread uses (billing/api/events.py:_ingest)."""
+    return events_api.Ingest(app.catalog, events_api.now_micros(), app.config.max_event_age_days)
 
 
 def fake_request(app, path, body):
@@ -109,7 +114,8 @@ def main(argv=None):
     db_path = bench.copy_db(preload_db, work, "micro.db")
     rng = random.Random(7)
     customers = meta["customer_ids"]
-    app = App(Config(db_path=db_path, max_event_age_days=0, log_requests=False))
+    # batches validated in the request thread (no ingest worker processes): the in-process costs
+    app = App(Config(db_path=db_path, max_event_age_days=0, log_requests=False, ingest_workers=0))
     out = []
 
     def line(label, value, unit="µs/event"):
@@ -128,7 +134,7 @@ def main(argv=None):
         line("json.loads(body)  [for comparison: floats]", per_item(lambda: json.loads(body), n))
 
         def validate():
-            ingest = events_api.Ingest(app)
+            ingest = _ingest(app)
             return [ingest.row(raw, i) for i, raw in enumerate(decoded)]
         validate()  # loads the catalog
         line("Ingest.row (validation -> insert tuple), all of it", per_item(validate, n))
@@ -139,7 +145,7 @@ def main(argv=None):
         line("  quantities.to_micros", per_item(lambda: [quantities.to_micros(q) for q in qs], n))
         props = [e["properties"] for e in decoded]
         line("  _properties_text (json.dumps of properties)",
-             per_item(lambda: [events_api._properties_text(x) for x in props], n))
+             per_item(lambda: [event_rows._properties_text(x) for x in props], n))
         line("  catalog.customer + catalog.meter",
              per_item(lambda: [(app.catalog.customer(e["customer_id"]), app.catalog.meter(e["meter"]))
                                for e in decoded], n))
@@ -151,7 +157,7 @@ def main(argv=None):
             batches.append(bench.to_json({"events": [bench.public(e) for e in evs]}).encode())
         rows_batches = []
         for b in batches:
-            ingest = events_api.Ingest(app)
+            ingest = _ingest(app)
             rows_batches.append([ingest.row(raw, i) for i, raw in enumerate(jsonutil.decode(b)["events"])])
         t = time.perf_counter()
         for rows in rows_batches:
@@ -195,9 +201,9 @@ def main(argv=None):
         one = bodies[0]
         raw_one = jsonutil.decode(one)
         line("  Ingest.row for one event (incl. Ingest() set-up)",
-             per_item(lambda: [events_api.Ingest(app).row(raw_one) for _ in range(1000)], 1000), "µs/req")
+             per_item(lambda: [_ingest(app).row(raw_one) for _ in range(1000)], 1000), "µs/req")
         extra = [bench.to_json(bench.public(e)).encode() for e in bench.make_events(args.single, customers, rng)]
-        rows = [events_api.Ingest(app).row(jsonutil.decode(b)) for b in extra]
+        rows = [_ingest(app).row(jsonutil.decode(b)) for b in extra]
         t = time.perf_counter()
         for row in rows:
             with app.db.transaction() as conn:

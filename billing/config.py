@@ -115,7 +115,7 @@ class Config:
     trusted_proxies: tuple = ()  # ip_network objects whose X-Forwarded-For is believed
     smtp_tls: bool = True  # STARTTLS required and the certificate verified (SMTP_TLS=off: plain)
     clickhouse_url: str | None = None  # events shipped there, usage and event search read there
-    ingest_workers: int = 2  # processes validating large batches (billing/api/ingest_pool.py); 0: none
+    ingest_workers: int = 0  # processes validating large batches (billing/api/ingest_pool.py); 0: none (§1: one process)
 
     def __post_init__(self):
         if not self.data_dir:  # the master key, objects and archive files live beside the database
@@ -141,7 +141,7 @@ class Config:
             trusted_proxies=_proxies_env(env, "BILLING_TRUSTED_PROXIES"),
             smtp_tls=_smtp_tls_env(env),
             clickhouse_url=_clickhouse_env(env),
-            ingest_workers=_int_env(env, "BILLING_INGEST_WORKERS", 2),
+            ingest_workers=_int_env(env, "BILLING_INGEST_WORKERS", 0),
             smtp={k: env[k] for k in ("SMTP_HOST", "SMTP_PORT", "SMTP_USER", "SMTP_PASSWORD",
                                       "SMTP_FROM") if env.get(k)},
         )

@@ -48,6 +48,14 @@ def test_rate_limit_and_smtp_tls():
         Config.from_env({"SMTP_TLS": "maybe"})
 
 
+def test_ingest_workers_are_off_unless_asked_for():
+    assert Config.from_env({}).ingest_workers == 0  # §1: one process
+    assert Config.from_env({"BILLING_INGEST_WORKERS": "2"}).ingest_workers == 2
+    for bad in ("-1", "many"):
+        with pytest.raises(ConfigError, match="BILLING_INGEST_WORKERS"):
+            Config.from_env({"BILLING_INGEST_WORKERS": bad})
+
+
 def test_a_config_made_in_code_keeps_its_files_beside_its_database(tmp_path):
     config = Config(db_path=str(tmp_path / "sub" / "billing.db"))
     assert config.data_dir == str(tmp_path / "sub")

@@ -171,6 +171,17 @@ def test_the_first_large_batch_starts_the_workers(tmp_path):
         assert _ended(pid, 5)
 
 
+def test_by_default_the_server_stays_one_process(tmp_path):
+    server = _server(tmp_path, "default", 0)
+    try:
+        events = [{"id": f"o{i}", "customer_id": 1, "meter": "api_calls"} for i in range(1000)]
+        for _ in range(2):
+            assert server.admin.post("/v1/events/batch", {"events": events}).status == 200
+        assert server.app.ingest_pool.pids() == [] and server.app.ingest_pool.served == 0
+    finally:
+        server.stop()
+
+
 def _ended(pid, seconds):
     deadline = time.monotonic() + seconds
     while time.monotonic() < deadline:
