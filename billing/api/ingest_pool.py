@@ -5,8 +5,9 @@ ids) is Python work, and one process runs one thread of Python at a time.
 While request threads validated batches, the writer thread — which spends
 most of its time inside SQLite, without the interpreter lock — waited for
 that lock after each statement, so the server used one core of two and
-batch ingest stopped near 45,000 events/s (bench/ingest.py). A batch body
-of at least `MIN_BYTES` is therefore sent to a worker process
+batch ingest stopped near 45,000 events/s (bench/ingest.py). With
+BILLING_INGEST_WORKERS set (0 by default: SPEC §1 asks for one process), a
+batch body of at least `MIN_BYTES` is therefore sent to a worker process
 (`billing/api/ingest_worker.py`), which answers its rows; the request
 thread waits on a pipe, without the lock, and the writer stores the rows
 as before. Small batches and single events are validated in the request
