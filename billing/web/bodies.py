@@ -80,21 +80,21 @@ def json_values(body):
     return body.count(b",") + body.count(b":") + body.count(b"[") + body.count(b"{") + 1
 
 
-def check_values(body):
-    """413 for a body of more values than MAX_JSON_VALUES; returns how many it may hold."""
+def charge_json(body, held, budget):
+    """The size rules of a JSON body, wherever it is decoded: 413 past
+    MAX_JSON_VALUES, and what its decoding holds paid for from `budget`."""
     values = json_values(body)
     if values > MAX_JSON_VALUES:
         raise errors.PayloadTooLarge(f"The body holds more than {MAX_JSON_VALUES} JSON values; "
                                      "send smaller batches.")
-    return values
+    if budget is not None:
+        held.take(budget, values * VALUE_COST + 2 * len(body))  # the values, the text, its strings
 
 
 def decode_json(body, held, budget):
-    """The decoded body (a JSON object), paid for from `budget`; 413 past
-    MAX_JSON_VALUES, 400 for anything but a JSON object in UTF-8."""
-    values = check_values(body)
-    if budget is not None:
-        held.take(budget, values * VALUE_COST + 2 * len(body))  # the values, the text, its strings
+    """The decoded body (a JSON object), paid for from `budget` (charge_json);
+    400 for anything but a JSON object in UTF-8."""
+    charge_json(body, held, budget)
     return jsonutil.decode_object(body)
 
 

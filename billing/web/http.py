@@ -131,8 +131,8 @@ class Request:
     def json_bytes(self):
         """The body's bytes, for a decoder in another process (an ingest
         worker, which decodes them as `json` would, with
-        `jsonutil.decode_object`); the same size rule first (413)."""
-        bodies.check_values(self.body)
+        `jsonutil.decode_object`), under the same size rules and budget."""
+        bodies.charge_json(self.body, self.held, self.budget)
         return self.body
 
     # -- query -----------------------------------------------------------

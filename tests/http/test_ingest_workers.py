@@ -102,6 +102,10 @@ def test_workers_answer_what_the_request_thread_answers(pair):
         answers.append(a.status)
     assert answers[:6] == [200] * 6 and set(answers[6:]) == {400}, answers
     assert workers.app.ingest_pool.served == len(bodies)  # every one validated by a worker
+    too_many = b'{"events": [' + b"1," * 600_000 + b'1]}'  # past MAX_JSON_VALUES: 413 before any decoding
+    a, b = (post_raw(server.admin, "/v1/events/batch", too_many) for server in pair)
+    assert a.status == 413 and (a.status, a.json) == (b.status, b.json)
+    assert workers.app.ingest_pool.served == len(bodies)
     rows = _rows(workers)
     assert len(rows) == 510 and rows == _rows(plain)
 
