@@ -102,13 +102,16 @@ class Catalog:
         return external.get(external_id)
 
     def snapshot(self):
-        """(generation, meters by key, customers by id), the maps loaded after
-        the generation's last invalidation: what an ingest worker is sent."""
+        """(generation, meters by key, customers by id): maps loaded after the
+        generation's last invalidation (read with it under the lock, which an
+        invalidation holds while it moves the generation and drops the maps) —
+        what an ingest worker is sent."""
         while True:
-            generation = self._generation
-            meters = self.meters()
-            customers = self._customers
-            if customers is None:
-                customers, _ = self._load_customers()
-            if self._generation == generation:
+            with self._lock:
+                generation, meters, customers = self._generation, self._meters, self._customers
+            if meters is not None and customers is not None:
                 return generation, meters, customers
+            if meters is None:
+                self.meters()
+            if customers is None:
+                self._load_customers()

@@ -55,7 +55,6 @@ def id_hash(customer_id, event_id):
     return int.from_bytes(digest, "big", signed=True)
 
 
-
 _PROPERTIES_ENCODER = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False, allow_nan=False)
 
 
@@ -242,8 +241,6 @@ def _default_customer(body, problems):
         problems.add("customer_id", "must be an integer")
         return None
     return default
-
-
 
 
 def batch_rows(body, ingest):

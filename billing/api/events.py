@@ -40,7 +40,6 @@ _CUSTOMER, _EVENT_ID, _METER, _TS, _VALUE, _MATCHED, _HASH = (
     EventRow._fields.index(name) for name in ("customer_id", "event_id", "meter_id", "ts", "value", "matched", "id_hash"))
 
 
-
 def store_new(conn, rows, invoiced_through=None):
     """Insert the rows (EventRow) whose (customer_id, id) is not stored yet, the
     first of a batch winning over later ones; returns the rows stored. Runs

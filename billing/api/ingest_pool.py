@@ -27,28 +27,36 @@ import dataclasses
 import marshal
 import os
 import queue
+import select
 import subprocess
 import sys
 import threading
 
-from ..errors import BadRequest, ValidationError
+from ..errors import ValidationError
 from .ingest_worker import read_frame, write_frame
 
 MIN_BYTES = 32 * 1024  # a batch body this large goes to a worker (about 150 events)
 START_SECONDS = 30     # a worker that does not answer its first ping by then is not used
+ANSWER_SECONDS = 30    # nor one that takes longer over a body (10,000 events take about 0.1 s)
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 
 class _Worker:
     def __init__(self):
+        # a session of its own: the terminal's Ctrl-C is the server's; the worker ends with its stdin
         self.process = subprocess.Popen([sys.executable, "-m", "billing.api.ingest_worker"], cwd=ROOT,
-                                        stdin=subprocess.PIPE, stdout=subprocess.PIPE)
+                                        stdin=subprocess.PIPE, stdout=subprocess.PIPE, start_new_session=True)
         self.generation = None  # of the catalog it holds
 
-    def ask(self, *frames):
-        """Sends the frames (marshalled values); returns the answer to the last."""
+    def ask(self, frames, seconds=None):
+        """Sends the frames (marshalled values); returns the answer to the
+        last (TimeoutError past `seconds`, ANSWER_SECONDS unless given;
+        EOFError if the worker ended)."""
+        seconds = ANSWER_SECONDS if seconds is None else seconds
         for data in frames:
             write_frame(self.process.stdin, data)
+        if not select.select([self.process.stdout], [], [], seconds)[0]:
+            raise TimeoutError(f"the ingest worker did not answer within {seconds} s")
         answer = read_frame(self.process.stdout)
         if answer is None:
             raise EOFError("the ingest worker ended")
@@ -104,8 +112,8 @@ class IngestPool:
         except OSError:
             return False
         try:
-            worker.ask(marshal.dumps(("ping",)))
-        except (OSError, EOFError, ValueError):
+            worker.ask([marshal.dumps(("ping",))], START_SECONDS)
+        except (OSError, EOFError, ValueError):  # TimeoutError is an OSError
             worker.stop(0)
             return False
         with self._lock:
@@ -118,28 +126,29 @@ class IngestPool:
 
     def rows(self, body, catalog, now_us, age_days, scope):
         """The EventRows of the batch body (bytes) as a worker validated them,
-        raising what `event_rows.batch_rows` raises; None when no worker took
-        it (the caller validates it itself)."""
+        raising the ValidationError `event_rows.batch_rows` raises; None when
+        no worker answered it (the caller validates it itself)."""
+        snapshot = catalog.snapshot()
         worker = self._checkout()
         if worker is None:
             return None
         try:
-            answer = worker.ask(*self._catalog_frames(worker, catalog),
-                                marshal.dumps(("parse", body, now_us, age_days, scope)))
-        except (OSError, EOFError, ValueError):  # it died: another in its place; this body is validated here
+            answer = worker.ask([*self._catalog_frames(worker, snapshot),
+                                 marshal.dumps(("parse", body, now_us, age_days, scope))])
+        except (OSError, EOFError, ValueError):  # it died or hangs: another in its place; the body is validated here
             self._replace(worker)
             return None
+        except BaseException:  # mid-exchange: its stream is in no known state
+            self._replace(worker)
+            raise
         self._idle.put(worker)
-        if answer[0] != "failed":
-            with self._lock:
-                self.served += 1
-        if answer[0] == "rows":
-            return answer[1]
+        if answer[0] == "failed":
+            return None  # validated in the request thread, which answers it
+        with self._lock:
+            self.served += 1
         if answer[0] == "invalid":
             raise ValidationError(answer[1], answer[2])
-        if answer[0] == "bad_request":
-            raise BadRequest(answer[1])
-        return None  # "failed": validated in the request thread, where the error surfaces
+        return answer[1]
 
     def _checkout(self):
         """An idle worker (waiting for one while all are busy), or None when
@@ -159,10 +168,10 @@ class IngestPool:
                 if self._starting.is_alive():
                     return None  # still starting: not worth the wait
 
-    def _catalog_frames(self, worker, catalog):
+    def _catalog_frames(self, worker, snapshot):
         """The catalog frame when the worker holds another generation than the
-        app's (encoded once per generation), else nothing."""
-        generation, meters, customers = catalog.snapshot()
+        snapshot's (encoded once per generation), else nothing."""
+        generation, meters, customers = snapshot
         if worker.generation == generation:
             return ()
         cached = self._catalog
@@ -174,12 +183,14 @@ class IngestPool:
         return (cached[1],)
 
     def _replace(self, worker):
+        """Ends the worker; another starts in the background (the request goes on)."""
         worker.stop(0)
         with self._lock:
             if worker in self._workers:
                 self._workers.remove(worker)
-        if not self._closed:
-            self._add()
+            closed = self._closed
+        if not closed:
+            threading.Thread(target=self._add, name="ingest-worker-start", daemon=True).start()
 
     def pids(self):
         """The live workers' process ids (for the benchmarks' memory and CPU figures)."""

@@ -13,8 +13,20 @@ a `marshal`ed tuple (only the server that started this process writes to
 it). In: ("catalog", meters, customers) — the fields of each MeterInfo and
 CustomerInfo, in order; ("parse", body, now_us, age_days, scope);
 ("ping",). Out, for each parse: ("rows", rows) | ("invalid", details,
-message) | ("bad_request", message) | ("failed", traceback); ("pong",).
-The process ends at the end of stdin (the server closed it, or died).
+message) | ("failed", reason); ("pong",). The process ends at the end of
+stdin (the server closed it, or died).
+
+"failed" hands the body back to the request thread, whose answer is the
+reference: a body that is not JSON (rare: its 400 is worded there), and
+anything nested deeper than this process allows. JSON decoding and
+encoding count nesting against the interpreter's recursion limit from the
+caller's stack depth, which differs between this process and a request
+thread; here the limit is lower (RECURSION_LIMIT), so whatever this
+process accepts a request thread accepts too, and what it refuses for
+depth the request thread decides. (That holds on Python 3.11. From 3.12
+C code keeps its own limit, which this one does not lower: a body nested
+within a few levels of it — hundreds deep — may then be refused with
+another 400 here than in a request thread.)
 """
 
 import marshal
@@ -29,6 +41,8 @@ from .catalog import CustomerInfo, MeterInfo
 from .event_rows import Ingest, batch_rows
 
 HEADER = 4
+MAX_FRAME = 256 * 1024 * 1024  # a longer length is a broken stream, not a frame
+RECURSION_LIMIT = 700          # the interpreter's default is 1,000 (see the module)
 
 
 def read_frame(stream):
@@ -37,6 +51,8 @@ def read_frame(stream):
     if len(header) < HEADER:
         return None
     size = int.from_bytes(header, "big")
+    if size > MAX_FRAME:
+        raise ValueError(f"a frame of {size} bytes: the stream is broken")
     data = stream.read(size)
     if len(data) < size:
         return None
@@ -74,9 +90,9 @@ def parse(catalog, body, now_us, age_days, scope):
         rows = batch_rows(jsonutil.decode_object(body), Ingest(catalog, now_us, age_days, scope))
     except ValidationError as exc:
         return ("invalid", exc.details, exc.message)
-    except BadRequest as exc:
-        return ("bad_request", exc.message)
-    except Exception:  # a bug: the server validates this body itself, where it is reported
+    except BadRequest as exc:  # not JSON, or nested past this process's limit: the request thread answers
+        return ("failed", exc.message)
+    except Exception:  # too deep to encode, or a bug: the request thread validates it and answers
         return ("failed", traceback.format_exc())
     return ("rows", [tuple(row) for row in rows])
 
@@ -104,9 +120,11 @@ def serve(source, sink):
 
 
 def main():
-    signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C reaches the server, which closes this process
-    source, sink = os.fdopen(0, "rb"), os.fdopen(1, "wb")
-    sys.stdout = sys.stderr  # nothing but frames on the pipe
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the server's to handle; it closes this process
+    sys.setrecursionlimit(RECURSION_LIMIT)
+    source, sink = os.fdopen(0, "rb"), os.fdopen(os.dup(1), "wb")
+    os.dup2(2, 1)  # nothing but frames on the pipe: any other output goes to stderr
+    sys.stdout = sys.stderr
     serve(source, sink)
 
 

@@ -39,10 +39,10 @@ PLAN_PRICES = {
 }
 
 
-
 def _ingest(app, age_days=0):
     """A validator of events received now, older events allowed unless `age_days`."""
     return Ingest(app.catalog, times.to_micros(clock.now()), age_days)
+
 
 def _plan_body(currency, prices):
     base_fee, commitment, per_thousand, per_second = prices
@@ -442,7 +442,6 @@ def _replay(app, conn, invoice, mine, now, finance, success):
     amount = due // 2 if who == "initech" and invoice_id == mine[-2] else due  # half paid, then overdue
     with clock.at(paid_at):
         lifecycle.record_payment(conn, invoice_id, amount, "bank transfer", f"DEMO-{invoice_id:05d}", finance)
-
 
 
 def _customer(conn, external_id):

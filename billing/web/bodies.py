@@ -12,7 +12,7 @@ refused before it is decoded.
 import threading
 import time
 
-from .. import errors, jsonutil
+from .. import errors
 from ..errors import ApiError
 
 MAX_BODY_BYTES = 10 * 1024 * 1024
@@ -89,13 +89,6 @@ def charge_json(body, held, budget):
                                      "send smaller batches.")
     if budget is not None:
         held.take(budget, values * VALUE_COST + 2 * len(body))  # the values, the text, its strings
-
-
-def decode_json(body, held, budget):
-    """The decoded body (a JSON object), paid for from `budget` (charge_json);
-    400 for anything but a JSON object in UTF-8."""
-    charge_json(body, held, budget)
-    return jsonutil.decode_object(body)
 
 
 class BodyError(ApiError):

@@ -12,7 +12,7 @@ import traceback
 from http.server import BaseHTTPRequestHandler
 from urllib.parse import parse_qs, urlsplit
 
-from .. import errors
+from .. import errors, jsonutil
 from ..api.responses import FileResponse, Response
 from ..errors import ApiError
 from . import bodies, head, wire
@@ -117,6 +117,7 @@ class Request:
         self.held = bodies.Held()  # what the body holds of the server's memory budgets
         self.budget = None         # the budget decoded JSON is paid from
         self._json = None
+        self._charged = False      # the body's JSON paid for (_charge_json)
 
     # -- body ------------------------------------------------------------
     def json(self):
@@ -125,15 +126,23 @@ class Request:
             if not self.body:
                 self._json = {}
             else:
-                self._json = bodies.decode_json(self.body, self.held, self.budget)
+                self._charge_json()
+                self._json = jsonutil.decode_object(self.body)
         return self._json
 
     def json_bytes(self):
         """The body's bytes, for a decoder in another process (an ingest
         worker, which decodes them as `json` would, with
         `jsonutil.decode_object`), under the same size rules and budget."""
-        bodies.charge_json(self.body, self.held, self.budget)
+        self._charge_json()
         return self.body
+
+    def _charge_json(self):
+        """The size rules and budget of decoding the body, once a request
+        (json() after json_bytes(), when no worker took the body, pays nothing more)."""
+        if not self._charged:
+            bodies.charge_json(self.body, self.held, self.budget)
+            self._charged = True
 
     # -- query -----------------------------------------------------------
     def arg(self, name, default=None):

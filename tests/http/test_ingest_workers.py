@@ -14,7 +14,9 @@ from datetime import datetime, timezone
 import pytest
 
 from billing import clock
+from billing.api import ingest_pool
 from tests.harness import ADMIN_KEY, Client, RunningServer, make_key, temp_db
+from tests.helpers import wait_for
 from tests.http.helpers import create_customer, create_meter, post_raw
 from tests.http.test_events import _cases
 from tests.test_server_process import start
@@ -87,7 +89,14 @@ def _bodies(cid):
                b'[1, 2]', b'"text"', b'{"events": [', b'{"events": [] } trailing', b'\xff\xfe{}',
                b'{"events": [{"customer_id": 1, "meter": "api_calls", "quantity": NaN}]}',
                json.dumps({"events": [{"customer_id": cid, "meter": "api_calls"}] * 10_001}).encode()]
+    bodies += [_nested(cid, 680), _nested(cid, 850), _nested(cid, 980)]  # what each path can take, and past it
     return bodies
+
+
+def _nested(cid, depth):
+    """A batch whose one event's properties nest `depth` lists deep."""
+    return (f'{{"events": [{{"id": "deep{depth}", "customer_id": {cid}, "meter": "api_calls", "properties": {{"p": '
+            + "[" * depth + "]" * depth + "}}]}").encode()
 
 
 def test_workers_answer_what_the_request_thread_answers(pair):
@@ -99,15 +108,17 @@ def test_workers_answer_what_the_request_thread_answers(pair):
         a = post_raw(workers.admin, "/v1/events/batch", body)
         b = post_raw(plain.admin, "/v1/events/batch", body)
         assert (a.status, a.json) == (b.status, b.json), body[:200]
-        answers.append(a.status)
-    assert answers[:6] == [200] * 6 and set(answers[6:]) == {400}, answers
-    assert workers.app.ingest_pool.served == len(bodies)  # every one validated by a worker
+        answers.append((a.status, a.error_code if a.status != 200 else None))
+    assert answers[:6] == [(200, None)] * 6 and {status for status, _ in answers[6:-3]} == {400}, answers
+    assert answers[-3:] == [(200, None), (200, None), (400, "bad_request")], answers[-3:]
+    # every body but those that are not JSON (worded by the request thread) and the one nested
+    # past the worker's limit (850 levels: the request thread decides) was answered by a worker
+    assert workers.app.ingest_pool.served == len(bodies) - sum(code == "bad_request" for _, code in answers) - 1
     too_many = b'{"events": [' + b"1," * 600_000 + b'1]}'  # past MAX_JSON_VALUES: 413 before any decoding
     a, b = (post_raw(server.admin, "/v1/events/batch", too_many) for server in pair)
     assert a.status == 413 and (a.status, a.json) == (b.status, b.json)
-    assert workers.app.ingest_pool.served == len(bodies)
     rows = _rows(workers)
-    assert len(rows) == 510 and rows == _rows(plain)
+    assert len(rows) == 512 and rows == _rows(plain)
 
 
 def test_a_customer_scoped_key_through_a_worker(pair):
@@ -147,9 +158,33 @@ def test_a_killed_worker_costs_no_request(pair):
     for n in range(4):  # whichever worker each batch gets, the dead one included
         body = {"events": [{"id": f"k{n}", "customer_id": 1, "meter": "api_calls"}]}
         assert workers.admin.post("/v1/events/batch", body).json == {"accepted": 1, "duplicates": 0}
-    pids = pool.pids()
-    assert len(pids) == 2 and victim not in pids  # replaced
-    assert pool.served >= 3  # the batch the dead one held was validated by the request thread
+    assert pool.served == 3  # the batch the dead one held was validated by the request thread
+    pids = wait_for(lambda: len(pool.pids()) == 2 and pool.pids(), message="a worker in the dead one's place")
+    assert victim not in pids
+
+
+def test_a_hung_worker_is_given_up_on(pair, monkeypatch):
+    workers, _plain = pair
+    pool = workers.app.ingest_pool
+    monkeypatch.setattr(ingest_pool, "ANSWER_SECONDS", 0.5)
+    stuck = pool.pids()
+    for pid in stuck:
+        os.kill(pid, signal.SIGSTOP)  # alive, answering nothing
+    try:
+        for n in range(2):
+            body = {"events": [{"id": f"h{n}", "customer_id": 1, "meter": "api_calls"}]}
+            assert workers.admin.post("/v1/events/batch", body).json == {"accepted": 1, "duplicates": 0}
+        assert pool.served == 0  # both validated by their request threads, after half a second each
+        fresh = wait_for(lambda: len(pool.pids()) == 2 and pool.pids(), message="two workers in their place")
+        assert not set(fresh) & set(stuck)
+        body = {"events": [{"id": "h2", "customer_id": 1, "meter": "api_calls"}]}
+        assert workers.admin.post("/v1/events/batch", body).json == {"accepted": 1, "duplicates": 0}
+        assert pool.served == 1
+    finally:
+        for pid in stuck:
+            if not _ended(pid, 0):
+                os.kill(pid, signal.SIGKILL)
+    assert all(_ended(pid, 5) for pid in stuck)
 
 
 def test_the_first_large_batch_starts_the_workers(tmp_path):
@@ -187,16 +222,18 @@ def test_by_default_the_server_stays_one_process(tmp_path):
 
 
 def _ended(pid, seconds):
+    """Whether the process has exited (gone, or a zombie nothing reaped yet), within `seconds`."""
     deadline = time.monotonic() + seconds
-    while time.monotonic() < deadline:
+    while True:
         try:
             with open(f"/proc/{pid}/stat") as f:
                 if f.read().rsplit(")", 1)[1].split()[0] == "Z":
-                    return True  # exited; its parent is gone and nothing reaped it yet
+                    return True
         except FileNotFoundError:
             return True
+        if time.monotonic() > deadline:
+            return False
         time.sleep(0.05)
-    return False
 
 
 def test_workers_end_when_the_server_is_killed(tmp_path):
