@@ -17,27 +17,30 @@ The workers start at the first large batch (that batch and those arriving
 before they answer are validated in the request thread). A worker is used
 by one request at a time; a request waits for a free one. Each worker is
 sent the catalog (meters and customers) again whenever it changed
-(`Catalog.snapshot`), before the next body. A worker that dies is
-replaced, and the batch it held is validated in the request thread, so a
-request never fails because of a worker. `close()` ends them; a worker
-also ends when the server dies (the end of its stdin).
+(`Catalog.snapshot`), before the next body. A worker that dies, or does
+not answer within ANSWER_SECONDS (it is killed), is replaced in the
+background — no more often than every RETRY_SECONDS — and the batch it held
+is validated in the request thread, so a request never fails because of a
+worker. `close()` ends them; a worker also ends when the server dies (the
+end of its stdin).
 """
 
 import dataclasses
 import marshal
 import os
 import queue
-import select
 import subprocess
 import sys
 import threading
+import time
 
 from ..errors import ValidationError
 from .ingest_worker import read_frame, write_frame
 
 MIN_BYTES = 32 * 1024  # a batch body this large goes to a worker (about 150 events)
 START_SECONDS = 30     # a worker that does not answer its first ping by then is not used
-ANSWER_SECONDS = 30    # nor one that takes longer over a body (10,000 events take about 0.1 s)
+ANSWER_SECONDS = 30    # nor one that takes longer over an exchange (10,000 events take about 0.1 s)
+RETRY_SECONDS = 5      # a missing worker is started again at most this often
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 
@@ -50,27 +53,31 @@ class _Worker:
 
     def ask(self, frames, seconds=None):
         """Sends the frames (marshalled values); returns the answer to the
-        last (TimeoutError past `seconds`, ANSWER_SECONDS unless given;
-        EOFError if the worker ended)."""
-        seconds = ANSWER_SECONDS if seconds is None else seconds
-        for data in frames:
-            write_frame(self.process.stdin, data)
-        if not select.select([self.process.stdout], [], [], seconds)[0]:
-            raise TimeoutError(f"the ingest worker did not answer within {seconds} s")
-        answer = read_frame(self.process.stdout)
+        last. The whole exchange has `seconds` (ANSWER_SECONDS unless
+        given): past them the worker is killed, and a write blocked on its
+        full pipe fails (BrokenPipeError), a read ends (EOFError)."""
+        deadline = threading.Timer(ANSWER_SECONDS if seconds is None else seconds, self.process.kill)
+        deadline.daemon = True
+        deadline.start()
+        try:
+            for data in frames:
+                write_frame(self.process.stdin, data)
+            answer = read_frame(self.process.stdout)
+        finally:
+            deadline.cancel()
         if answer is None:
             raise EOFError("the ingest worker ended")
         return answer
 
-    def stop(self, wait=2.0):
-        try:
-            self.process.stdin.close()  # the end of its input: it exits
-            self.process.wait(wait)
-        except (OSError, subprocess.TimeoutExpired):
-            self.process.kill()
-            self.process.wait()
-        finally:
-            self.process.stdout.close()
+    def stop(self):
+        """Kills it (it holds nothing) and closes its pipes once a user of them let go."""
+        self.process.kill()
+        self.process.wait()
+        for stream in (self.process.stdin, self.process.stdout):
+            try:
+                stream.close()
+            except OSError:  # a write that could not be flushed to the dead process
+                pass
 
 
 class IngestPool:
@@ -80,7 +87,9 @@ class IngestPool:
         self._idle = queue.SimpleQueue()
         self._lock = threading.Lock()
         self._workers = []       # every live worker, idle or in use
-        self._starting = None    # the thread starting them
+        self._spawning = []      # threads starting one worker each
+        self._started = False    # the first large batch starts them
+        self._last_spawn = None  # time.monotonic() of the last start
         self._closed = False
         self._catalog = None     # (generation, the catalog frame)
         self.served = 0          # bodies a worker answered
@@ -91,38 +100,59 @@ class IngestPool:
 
     def start(self):
         """Starts the workers and returns once they answer (or could not start)."""
-        self._begin().join()
+        self._begin()
+        with self._lock:
+            spawning = list(self._spawning)
+        for thread in spawning:
+            thread.join()
 
     def _begin(self):
-        """The thread starting the workers, started by the first call."""
         with self._lock:
-            if self._starting is None:
-                self._starting = threading.Thread(target=self._start_all, name="ingest-workers", daemon=True)
-                self._starting.start()
-            return self._starting
-
-    def _start_all(self):
+            if self._started:
+                return
+            self._started = True
         for _ in range(self.size):
-            self._add()
+            self._spawn()
+
+    def _spawn(self):
+        """Starts one worker in the background (nothing once closed)."""
+        with self._lock:
+            if self._closed:
+                return
+            thread = threading.Thread(target=self._add, name="ingest-worker-start", daemon=True)
+            self._spawning.append(thread)
+            self._last_spawn = time.monotonic()
+        thread.start()
+
+    def _refill(self):
+        """Starts a worker in place of one lost, if the last start is RETRY_SECONDS ago."""
+        with self._lock:
+            missing = self.size - len(self._workers) - len(self._spawning)
+            due = self._last_spawn is None or time.monotonic() - self._last_spawn >= RETRY_SECONDS
+        if missing > 0 and due:
+            self._spawn()
 
     def _add(self):
-        """A new worker, idle once it has answered a ping; False when none could start."""
+        """(in a _spawn thread) A new worker, idle once it has answered a ping."""
         try:
             worker = _Worker()
         except OSError:
-            return False
+            worker = None
         try:
-            worker.ask([marshal.dumps(("ping",))], START_SECONDS)
-        except (OSError, EOFError, ValueError):  # TimeoutError is an OSError
-            worker.stop(0)
-            return False
+            if worker is not None:
+                worker.ask([marshal.dumps(("ping",))], START_SECONDS)
+        except (OSError, EOFError, ValueError):
+            worker.stop()
+            worker = None
         with self._lock:
-            if self._closed:
-                worker.stop(0)
-                return False
-            self._workers.append(worker)
-        self._idle.put(worker)
-        return True
+            self._spawning.remove(threading.current_thread())
+            if worker is not None and self._closed:
+                worker.stop()
+                return
+            if worker is not None:
+                self._workers.append(worker)
+        if worker is not None:
+            self._idle.put(worker)
 
     def rows(self, body, catalog, now_us, age_days, scope):
         """The EventRows of the batch body (bytes) as a worker validated them,
@@ -135,7 +165,7 @@ class IngestPool:
         try:
             answer = worker.ask([*self._catalog_frames(worker, snapshot),
                                  marshal.dumps(("parse", body, now_us, age_days, scope))])
-        except (OSError, EOFError, ValueError):  # it died or hangs: another in its place; the body is validated here
+        except (OSError, EOFError, ValueError):  # it died or hung: another in its place; the body is validated here
             self._replace(worker)
             return None
         except BaseException:  # mid-exchange: its stream is in no known state
@@ -155,18 +185,20 @@ class IngestPool:
         none runs: the first call starts them and answers None."""
         if self.size <= 0 or self._closed:
             return None
-        if self._starting is None:
+        if not self._started:
             self._begin()
             return None
+        self._refill()
         while True:
             with self._lock:
                 if self._closed or not self._workers:
-                    return None  # none could start, or closing
+                    return None  # none started yet or none could, or closing
+                starting = bool(self._spawning)
             try:
                 return self._idle.get(timeout=1.0)
             except queue.Empty:
-                if self._starting.is_alive():
-                    return None  # still starting: not worth the wait
+                if starting:
+                    return None  # more are starting: not worth the wait
 
     def _catalog_frames(self, worker, snapshot):
         """The catalog frame when the worker holds another generation than the
@@ -184,13 +216,11 @@ class IngestPool:
 
     def _replace(self, worker):
         """Ends the worker; another starts in the background (the request goes on)."""
-        worker.stop(0)
+        worker.stop()
         with self._lock:
             if worker in self._workers:
                 self._workers.remove(worker)
-            closed = self._closed
-        if not closed:
-            threading.Thread(target=self._add, name="ingest-worker-start", daemon=True).start()
+        self._refill()
 
     def pids(self):
         """The live workers' process ids (for the benchmarks' memory and CPU figures)."""
@@ -202,8 +232,8 @@ class IngestPool:
         with self._lock:
             self._closed = True
             workers, self._workers = self._workers, []
-            starting = self._starting
-        if starting is not None:
-            starting.join()
+            spawning = list(self._spawning)
+        for thread in spawning:  # each ends its worker once it sees the pool closed
+            thread.join()
         for worker in workers:
             worker.stop()

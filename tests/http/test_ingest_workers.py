@@ -8,13 +8,14 @@ import json
 import os
 import signal
 import sqlite3
+import sys
 import time
 from datetime import datetime, timezone
 
 import pytest
 
 from billing import clock
-from billing.api import ingest_pool
+from billing.api import ingest_pool, ingest_worker
 from tests.harness import ADMIN_KEY, Client, RunningServer, make_key, temp_db
 from tests.helpers import wait_for
 from tests.http.helpers import create_customer, create_meter, post_raw
@@ -89,7 +90,8 @@ def _bodies(cid):
                b'[1, 2]', b'"text"', b'{"events": [', b'{"events": [] } trailing', b'\xff\xfe{}',
                b'{"events": [{"customer_id": 1, "meter": "api_calls", "quantity": NaN}]}',
                json.dumps({"events": [{"customer_id": cid, "meter": "api_calls"}] * 10_001}).encode()]
-    bodies += [_nested(cid, 680), _nested(cid, 850), _nested(cid, 980)]  # what each path can take, and past it
+    # what a worker takes; what only a request thread takes; past both (on Python 3.11)
+    bodies += [_nested(cid, ingest_worker.RECURSION_LIMIT - 100), _nested(cid, 850), _nested(cid, 980)]
     return bodies
 
 
@@ -110,15 +112,17 @@ def test_workers_answer_what_the_request_thread_answers(pair):
         assert (a.status, a.json) == (b.status, b.json), body[:200]
         answers.append((a.status, a.error_code if a.status != 200 else None))
     assert answers[:6] == [(200, None)] * 6 and {status for status, _ in answers[6:-3]} == {400}, answers
-    assert answers[-3:] == [(200, None), (200, None), (400, "bad_request")], answers[-3:]
     # every body but those that are not JSON (worded by the request thread) and the one nested
     # past the worker's limit (850 levels: the request thread decides) was answered by a worker
-    assert workers.app.ingest_pool.served == len(bodies) - sum(code == "bad_request" for _, code in answers) - 1
+    handed_back = sum(code == "bad_request" for _, code in answers) + 1
+    if sys.version_info < (3, 12):  # from 3.12 JSON's C code has a limit of its own (ingest_worker's docstring)
+        assert answers[-3:] == [(200, None), (200, None), (400, "bad_request")], answers[-3:]
+        assert workers.app.ingest_pool.served == len(bodies) - handed_back
     too_many = b'{"events": [' + b"1," * 600_000 + b'1]}'  # past MAX_JSON_VALUES: 413 before any decoding
     a, b = (post_raw(server.admin, "/v1/events/batch", too_many) for server in pair)
     assert a.status == 413 and (a.status, a.json) == (b.status, b.json)
     rows = _rows(workers)
-    assert len(rows) == 512 and rows == _rows(plain)
+    assert rows == _rows(plain) and (len(rows) == 512 or sys.version_info >= (3, 12))
 
 
 def test_a_customer_scoped_key_through_a_worker(pair):
@@ -150,16 +154,18 @@ def test_workers_see_catalog_changes(pair):
     assert workers.app.ingest_pool.served == 4
 
 
-def test_a_killed_worker_costs_no_request(pair):
+def test_a_killed_worker_costs_no_request(pair, monkeypatch):
     workers, plain = pair
     pool = workers.app.ingest_pool
+    monkeypatch.setattr(ingest_pool, "RETRY_SECONDS", 0)  # replaced at once
     victim = pool.pids()[0]
     os.kill(victim, signal.SIGKILL)
     for n in range(4):  # whichever worker each batch gets, the dead one included
         body = {"events": [{"id": f"k{n}", "customer_id": 1, "meter": "api_calls"}]}
         assert workers.admin.post("/v1/events/batch", body).json == {"accepted": 1, "duplicates": 0}
     assert pool.served == 3  # the batch the dead one held was validated by the request thread
-    pids = wait_for(lambda: len(pool.pids()) == 2 and pool.pids(), message="a worker in the dead one's place")
+    pids = wait_for(lambda: len(pool.pids()) == 2 and pool.pids(), timeout=ingest_pool.START_SECONDS + 5,
+                    message="a worker in the dead one's place")
     assert victim not in pids
 
 
@@ -167,16 +173,22 @@ def test_a_hung_worker_is_given_up_on(pair, monkeypatch):
     workers, _plain = pair
     pool = workers.app.ingest_pool
     monkeypatch.setattr(ingest_pool, "ANSWER_SECONDS", 0.5)
+    monkeypatch.setattr(ingest_pool, "RETRY_SECONDS", 0)
     stuck = pool.pids()
     for pid in stuck:
         os.kill(pid, signal.SIGSTOP)  # alive, answering nothing
     try:
-        for n in range(2):
-            body = {"events": [{"id": f"h{n}", "customer_id": 1, "meter": "api_calls"}]}
-            assert workers.admin.post("/v1/events/batch", body).json == {"accepted": 1, "duplicates": 0}
+        # a body larger than a pipe holds: the write blocks on the stopped worker until it is killed
+        large = {"events": [{"id": f"h0-{i}", "customer_id": 1, "meter": "api_calls"} for i in range(3000)]}
+        assert len(json.dumps(large)) > 128 * 1024
+        assert workers.admin.post("/v1/events/batch", large).json == {"accepted": 3000, "duplicates": 0}
+        small = {"events": [{"id": "h1", "customer_id": 1, "meter": "api_calls"}]}
+        assert workers.admin.post("/v1/events/batch", small).json == {"accepted": 1, "duplicates": 0}
         assert pool.served == 0  # both validated by their request threads, after half a second each
-        fresh = wait_for(lambda: len(pool.pids()) == 2 and pool.pids(), message="two workers in their place")
+        fresh = wait_for(lambda: len(pool.pids()) == 2 and pool.pids(), timeout=ingest_pool.START_SECONDS + 5,
+                         message="two workers in their place")
         assert not set(fresh) & set(stuck)
+        monkeypatch.setattr(ingest_pool, "ANSWER_SECONDS", 30)  # a fresh worker's first exchange, on a slow machine
         body = {"events": [{"id": "h2", "customer_id": 1, "meter": "api_calls"}]}
         assert workers.admin.post("/v1/events/batch", body).json == {"accepted": 1, "duplicates": 0}
         assert pool.served == 1
