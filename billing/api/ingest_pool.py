@@ -41,6 +41,7 @@ MIN_BYTES = 32 * 1024  # a batch body this large goes to a worker (about 150 eve
 START_SECONDS = 30     # a worker that does not answer its first ping by then is not used
 ANSWER_SECONDS = 30    # nor one that takes longer over an exchange (10,000 events take about 0.1 s)
 RETRY_SECONDS = 5      # a missing worker is started again at most this often
+WATCH_SECONDS = 0.1    # how often deadlines are looked at
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 
@@ -51,20 +52,12 @@ class _Worker:
                                         stdin=subprocess.PIPE, stdout=subprocess.PIPE, start_new_session=True)
         self.generation = None  # of the catalog it holds
 
-    def ask(self, frames, seconds=None):
+    def ask(self, frames):
         """Sends the frames (marshalled values); returns the answer to the
-        last. The whole exchange has `seconds` (ANSWER_SECONDS unless
-        given): past them the worker is killed, and a write blocked on its
-        full pipe fails (BrokenPipeError), a read ends (EOFError)."""
-        deadline = threading.Timer(ANSWER_SECONDS if seconds is None else seconds, self.process.kill)
-        deadline.daemon = True
-        deadline.start()
-        try:
-            for data in frames:
-                write_frame(self.process.stdin, data)
-            answer = read_frame(self.process.stdout)
-        finally:
-            deadline.cancel()
+        last (EOFError if the worker ended: killed by the watch, below)."""
+        for data in frames:
+            write_frame(self.process.stdin, data)
+        answer = read_frame(self.process.stdout)
         if answer is None:
             raise EOFError("the ingest worker ended")
         return answer
@@ -80,6 +73,41 @@ class _Worker:
                 pass
 
 
+class _Watch:
+    """One thread that kills a worker whose exchange outlasts its deadline:
+    a write blocked on the worker's full pipe then fails (BrokenPipeError),
+    a read ends (EOFError)."""
+
+    def __init__(self):
+        self._lock = threading.Lock()
+        self._due = {}  # worker → time.monotonic() deadline of its exchange
+        self._stop = threading.Event()
+        self._thread = None
+
+    def ask(self, worker, frames, seconds):
+        with self._lock:
+            self._due[worker] = time.monotonic() + seconds
+            if self._thread is None:
+                self._thread = threading.Thread(target=self._run, name="ingest-watch", daemon=True)
+                self._thread.start()
+        try:
+            return worker.ask(frames)
+        finally:
+            with self._lock:
+                self._due.pop(worker, None)
+
+    def _run(self):
+        while not self._stop.wait(WATCH_SECONDS):
+            now = time.monotonic()
+            with self._lock:
+                overdue = [worker for worker, due in self._due.items() if due <= now]
+            for worker in overdue:
+                worker.process.kill()
+
+    def stop(self):
+        self._stop.set()
+
+
 class IngestPool:
     def __init__(self, workers, min_bytes=MIN_BYTES):
         self.size = workers
@@ -93,6 +121,7 @@ class IngestPool:
         self._closed = False
         self._catalog = None     # (generation, the catalog frame)
         self.served = 0          # bodies a worker answered
+        self._watch = _Watch()
 
     def takes(self, size):
         """Whether a body of `size` bytes goes to a worker."""
@@ -140,7 +169,7 @@ class IngestPool:
             worker = None
         try:
             if worker is not None:
-                worker.ask([marshal.dumps(("ping",))], START_SECONDS)
+                self._watch.ask(worker, [marshal.dumps(("ping",))], START_SECONDS)
         except (OSError, EOFError, ValueError):
             worker.stop()
             worker = None
@@ -163,8 +192,9 @@ class IngestPool:
         if worker is None:
             return None
         try:
-            answer = worker.ask([*self._catalog_frames(worker, snapshot),
-                                 marshal.dumps(("parse", body, now_us, age_days, scope))])
+            answer = self._watch.ask(worker, [*self._catalog_frames(worker, snapshot),
+                                              marshal.dumps(("parse", body, now_us, age_days, scope))],
+                                     ANSWER_SECONDS)
         except (OSError, EOFError, ValueError):  # it died or hung: another in its place; the body is validated here
             self._replace(worker)
             return None
@@ -237,3 +267,4 @@ class IngestPool:
             thread.join()
         for worker in workers:
             worker.stop()
+        self._watch.stop()
