@@ -273,11 +273,15 @@ def test_workers_end_when_the_server_is_killed(tmp_path):
 
 
 def _children(pid):
+    """The processes whose parent is `pid` (from each process's stat line)."""
     found = []
-    for task in os.listdir(f"/proc/{pid}/task"):
-        try:
-            with open(f"/proc/{pid}/task/{task}/children") as f:
-                found += [int(p) for p in f.read().split()]
-        except FileNotFoundError:  # a thread that just ended
-            continue
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                with open(f"/proc/{entry}/stat") as f:
+                    fields = f.read().rsplit(")", 1)[1].split()
+            except OSError:  # ended meanwhile
+                continue
+            if int(fields[1]) == pid and fields[0] != "Z":
+                found.append(int(entry))
     return found
