@@ -43,9 +43,9 @@ class Metrics:
 _METHODS = {"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"}
 
 
-def _rss_bytes():
+def _rss_bytes(pid="self"):
     try:
-        with open("/proc/self/status") as status:
+        with open(f"/proc/{pid}/status") as status:
             for line in status:
                 if line.startswith("VmRSS:"):
                     return int(line.split()[1]) * 1024
@@ -62,6 +62,20 @@ def _db_size(path):
         except OSError:
             pass
     return total
+
+
+def _ingest_workers(lines, pool):
+    """BILLING_INGEST_WORKERS: how many run, their memory, the batches they answered."""
+    pids = pool.pids()
+    prometheus.render_gauge(lines, "meterline_ingest_workers",
+                            "Ingest worker processes running (they start at the first large batch).",
+                            [((), len(pids))])
+    prometheus.render_gauge(lines, "meterline_ingest_workers_resident_memory_bytes",
+                            "Resident memory of the ingest worker processes, together.",
+                            [((), sum(_rss_bytes(pid) for pid in pids))])
+    prometheus.family(lines, "meterline_ingest_worker_batches_total", "counter",
+                      "Batches an ingest worker validated (the rest: in their request threads).")
+    lines.append(f"meterline_ingest_worker_batches_total {pool.served}")
 
 
 def scrape(request):
@@ -101,6 +115,8 @@ def scrape(request):
                             [((), size)])
     prometheus.render_gauge(lines, "process_resident_memory_bytes", "Resident memory of the server process.",
                             [((), _rss_bytes())])
+    if app.ingest_pool.size > 0:
+        _ingest_workers(lines, app.ingest_pool)
     if app.clickhouse is not None:
         prometheus.render_gauge(lines, "meterline_clickhouse_outbox_backlog",
                                 "Stored events and retractions not yet shipped to ClickHouse.", [((), backlog)])

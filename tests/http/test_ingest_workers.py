@@ -19,6 +19,7 @@ from billing.api import ingest_pool, ingest_worker
 from tests.harness import ADMIN_KEY, Client, RunningServer, make_key, temp_db
 from tests.helpers import wait_for
 from tests.http.helpers import create_customer, create_meter, post_raw
+from tests.http.test_metrics import parse
 from tests.http.test_events import _cases
 from tests.test_server_process import start
 
@@ -123,6 +124,18 @@ def test_workers_answer_what_the_request_thread_answers(pair):
     assert a.status == 413 and (a.status, a.json) == (b.status, b.json)
     rows = _rows(workers)
     assert rows == _rows(plain) and (len(rows) == 512 or sys.version_info >= (3, 12))
+
+
+def test_metrics_show_the_workers(pair):
+    workers, plain = pair
+    body = {"events": [{"id": "g1", "customer_id": 1, "meter": "api_calls"}]}
+    assert workers.admin.post("/v1/events/batch", body).status == 200
+    families = parse(workers.admin.get("/metrics").raw.decode("utf-8"))
+    assert families["meterline_ingest_workers"]["samples"][0][2] == 2
+    assert families["meterline_ingest_workers_resident_memory_bytes"]["samples"][0][2] > 2 * 10 ** 6
+    assert families["meterline_ingest_worker_batches_total"]["type"] == "counter"
+    assert families["meterline_ingest_worker_batches_total"]["samples"][0][2] == 1
+    assert "meterline_ingest_workers" not in parse(plain.admin.get("/metrics").raw.decode("utf-8"))
 
 
 def test_a_customer_scoped_key_through_a_worker(pair):
