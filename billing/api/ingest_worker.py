@@ -25,8 +25,8 @@ thread; here the limit is lower (RECURSION_LIMIT), so whatever this
 process accepts a request thread accepts too, and what it refuses for
 depth the request thread decides. (That holds on Python 3.11. From 3.12
 C code keeps its own limit, which this one does not lower: a body nested
-within a few levels of it — hundreds deep — may then be refused with
-another 400 here than in a request thread.)
+within a few levels of it — hundreds deep — may then be stored through a
+worker and refused (400) in a request thread, or the other way round.)
 """
 
 import marshal
