@@ -47,11 +47,6 @@ def per_item(fn, items, repeat=3):
     return best / items * 1e6
 
 
-def _ingest(app):
-    """The validator a request thread uses (billing/api/events.py:_ingest)."""
-    return events_api.Ingest(app.catalog, events_api.now_micros(), app.config.max_event_age_days)
-
-
 def fake_request(app, path, body):
     return web_http.Request(app, "POST", path, {}, body, "bench", "127.0.0.1")
 
@@ -134,7 +129,7 @@ def main(argv=None):
         line("json.loads(body)  [for comparison: floats]", per_item(lambda: json.loads(body), n))
 
         def validate():
-            ingest = _ingest(app)
+            ingest = events_api.ingest_for(app)
             return [ingest.row(raw, i) for i, raw in enumerate(decoded)]
         validate()  # loads the catalog
         line("Ingest.row (validation -> insert tuple), all of it", per_item(validate, n))
@@ -157,7 +152,7 @@ def main(argv=None):
             batches.append(bench.to_json({"events": [bench.public(e) for e in evs]}).encode())
         rows_batches = []
         for b in batches:
-            ingest = _ingest(app)
+            ingest = events_api.ingest_for(app)
             rows_batches.append([ingest.row(raw, i) for i, raw in enumerate(jsonutil.decode(b)["events"])])
         t = time.perf_counter()
         for rows in rows_batches:
@@ -201,9 +196,9 @@ def main(argv=None):
         one = bodies[0]
         raw_one = jsonutil.decode(one)
         line("  Ingest.row for one event (incl. Ingest() set-up)",
-             per_item(lambda: [_ingest(app).row(raw_one) for _ in range(1000)], 1000), "µs/req")
+             per_item(lambda: [events_api.ingest_for(app).row(raw_one) for _ in range(1000)], 1000), "µs/req")
         extra = [bench.to_json(bench.public(e)).encode() for e in bench.make_events(args.single, customers, rng)]
-        rows = [_ingest(app).row(jsonutil.decode(b)) for b in extra]
+        rows = [events_api.ingest_for(app).row(jsonutil.decode(b)) for b in extra]
         t = time.perf_counter()
         for row in rows:
             with app.db.transaction() as conn:

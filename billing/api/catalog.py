@@ -30,6 +30,11 @@ class CustomerInfo:
     archived: bool
 
 
+def by_external_id(customers):
+    """CustomerInfo by external id, of those that have one."""
+    return {c.external_id: c for c in customers.values() if c.external_id is not None}
+
+
 def _meter_info(row):
     return MeterInfo(row["id"], row["key"], row["name"], row["unit"], row["aggregation"], row["value_property"],
                      json.loads(row["filter"]) if row["filter"] else None, tuple(json.loads(row["group_by"])))
@@ -83,7 +88,7 @@ class Catalog:
         rows = self.db.rows("SELECT id, external_id, timezone, currency, archived FROM customers")
         customers = {r["id"]: CustomerInfo(r["id"], r["external_id"], r["timezone"], r["currency"], bool(r["archived"]))
                      for r in rows}
-        external = {c.external_id: c for c in customers.values() if c.external_id is not None}
+        external = by_external_id(customers)
         with self._lock:
             if self._generation == generation:
                 self._customers, self._external = customers, external

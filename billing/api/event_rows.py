@@ -84,6 +84,7 @@ class Ingest:
         event may be (BILLING_MAX_EVENT_AGE_DAYS, 0 for no limit)."""
         self.catalog = catalog
         self.now_us = now_us
+        self.age_days = age_days
         self.oldest_us = self.now_us - age_days * DAY_US if age_days else None
         self.newest_us = self.now_us + FUTURE_TOLERANCE_US
         self.scope = scope_customer

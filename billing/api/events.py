@@ -104,10 +104,16 @@ def _as_stored(row, late):
     return {**row._asdict(), "late": 1 if late else 0}
 
 
+def ingest_for(app, scope=None, age_days=None):
+    """A validator of events received now, against the app's catalog: older
+    ones refused past `age_days` (the app's BILLING_MAX_EVENT_AGE_DAYS unless
+    given; 0: none), a customer-scoped caller's `scope` kept to its own."""
+    age_days = app.config.max_event_age_days if age_days is None else age_days
+    return Ingest(app.catalog, now_micros(), age_days, scope)
+
+
 def _ingest(request):
-    """The request's validator: the app's catalog, the events received now."""
-    app = request.app
-    return Ingest(app.catalog, now_micros(), app.config.max_event_age_days, request.customer_scope)
+    return ingest_for(request.app, request.customer_scope)
 
 
 def ingest_batch(request):
@@ -115,8 +121,7 @@ def ingest_batch(request):
     ingest = _ingest(request)
     rows = None
     if app.ingest_pool.takes(len(request.body)):
-        rows = app.ingest_pool.rows(request.json_bytes(), app.catalog, ingest.now_us,
-                                    app.config.max_event_age_days, ingest.scope)
+        rows = app.ingest_pool.rows(request.json_bytes(), ingest)
     if rows is None:  # a small batch, or no worker process to take it
         rows = batch_rows(request.json(), ingest)
     if not rows:

@@ -183,17 +183,19 @@ class IngestPool:
         if worker is not None:
             self._idle.put(worker)
 
-    def rows(self, body, catalog, now_us, age_days, scope):
-        """The EventRows of the batch body (bytes) as a worker validated them,
-        raising the ValidationError `event_rows.batch_rows` raises; None when
-        no worker answered it (the caller validates it itself)."""
-        snapshot = catalog.snapshot()
+    def rows(self, body, ingest):
+        """The EventRows of the batch body (bytes) as a worker validated them
+        with what the validator `ingest` (event_rows.Ingest) holds — its
+        catalog, instant, age limit and scope — raising the ValidationError
+        `event_rows.batch_rows` raises; None when no worker answered it (the
+        caller validates it itself)."""
+        snapshot = ingest.catalog.snapshot()
         worker = self._checkout()
         if worker is None:
             return None
         try:
             answer = self._watch.ask(worker, [*self._catalog_frames(worker, snapshot),
-                                              marshal.dumps(("parse", body, now_us, age_days, scope))],
+                                              marshal.dumps(("parse", body, ingest.now_us, ingest.age_days, ingest.scope))],
                                      ANSWER_SECONDS)
         except (OSError, EOFError, ValueError):  # it died or hung: another in its place; the body is validated here
             self._replace(worker)

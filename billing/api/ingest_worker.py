@@ -37,7 +37,7 @@ import traceback
 
 from .. import jsonutil
 from ..errors import BadRequest, ValidationError
-from .catalog import CustomerInfo, MeterInfo
+from .catalog import CustomerInfo, MeterInfo, by_external_id
 from .event_rows import Ingest, batch_rows
 
 HEADER = 4
@@ -72,7 +72,7 @@ class Snapshot:
     def __init__(self, meters, customers):
         self._meters = {fields[1]: MeterInfo(*fields) for fields in meters}
         self._customers = {fields[0]: CustomerInfo(*fields) for fields in customers}
-        self._external = {c.external_id: c for c in self._customers.values() if c.external_id is not None}
+        self._external = by_external_id(self._customers)
 
     def meter(self, key):
         return self._meters.get(key)

@@ -10,7 +10,7 @@ from datetime import timedelta
 from .. import clock, jsonutil
 from ..api import alert_eval, alerts, auth, estimates, invoices, lifecycle, objects, selfmeter, sessions, storage
 from ..api import customers as customers_api
-from ..api.events import Ingest, store_new
+from ..api.events import ingest_for, store_new
 from ..collect import GROUP_BY, METERS as COLLECTOR_METERS  # the collector's own meter definitions
 from ..domain import money, plans, times
 from ..errors import FieldErrors
@@ -37,11 +37,6 @@ PLAN_PRICES = {
     "GBP": ("39.00", "80.00", "0.65", "0.0003"), "INR": ("3999.00", "8000.00", "60.00", "0.03"),
     "JPY": ("7400", "15000", "120", "0.06"), "KWD": ("15.000", "30.000", "0.250", "0.0001"),
 }
-
-
-def _ingest(app, age_days=0):
-    """A validator of events received now, older events allowed unless `age_days`."""
-    return Ingest(app.catalog, times.to_micros(clock.now()), age_days)
 
 
 def _plan_body(currency, prices):
@@ -209,7 +204,7 @@ def _platform(app, rng):
         conn.execute("INSERT INTO subscriptions (customer_id, plan_id, status, start_date, billing_anchor, anchor_date,"
                      " created_at, updated_at) VALUES (?, ?, 'active', ?, 'calendar', ?, ?, ?)",
                      (customer_id, plan_id, start.isoformat(), start.isoformat(), now_us, now_us))
-    ingest = _ingest(app)
+    ingest = ingest_for(app, age_days=0)
     rows = []
     first_hour = now.replace(minute=0, second=0, microsecond=0) - timedelta(days=7)
     for n in range(7 * 24):
@@ -311,7 +306,7 @@ def _catalog(db, now_us):
 def _usage(app, rng):
     """Three months of the customers' usage (API calls, compute, active users,
     storage), stored; returns how many events."""
-    ingest = _ingest(app)  # history older than the lateness limit is the point here
+    ingest = ingest_for(app, age_days=0)  # history older than the lateness limit is the point here
     start = clock.now() - timedelta(days=DAYS)
     rows = []
     for external_id, *_, size in CUSTOMERS:
@@ -469,7 +464,7 @@ def _alerts(app):
                       "threshold": money.format_minor(max(spend["hooli"] // 2, 100), "INR")},
                      {"name": "Large USD invoice", "type": "spend", "currency": "USD", "threshold": "25000.00"}):
             alerts.insert_rule(conn, alerts.check_rule(app, conn, body))
-    ingest = _ingest(app, app.config.max_event_age_days)
+    ingest = ingest_for(app)
     burst = ingest.row({"id": "demo-initech-burst", "customer": "initech", "meter": "api_calls",
                         "quantity": 40000, "timestamp": times.format_instant(clock.now() - timedelta(seconds=1)),
                         "properties": {"region": "eu", "endpoint": "/export"}})
