@@ -19,7 +19,7 @@ from urllib.parse import unquote
 from .. import jsonutil
 from ..domain import quantities, times
 from ..errors import Conflict, NotFound, ValidationError
-from ..store import archive, event_ids, rollups
+from ..store import archive, event_ids, event_time, rollups
 from .responses import Response, created
 from . import clickhouse_reads, invoices
 from .common import audit, decode_cursor, int_arg, now_micros, page, page_limit, path_int
@@ -183,10 +183,13 @@ def _range(request, zone):
     return bounds.get("from"), bounds.get("to")
 
 
-# the list reads events newest first through the `ts` index: a customer's or a
-# meter's events lie within the first and last timestamps of their spans
-_SPAN_BOUNDS = ("ts BETWEEN (SELECT min(first_ts) FROM event_spans WHERE {where})"
-                " AND (SELECT max(last_ts) FROM event_spans WHERE {where})")
+# the list reads events newest first along the time index (billing/store/event_time.py),
+# bucket by bucket, sorting each bucket's events by time: a customer's or a meter's
+# events lie within the first and last timestamps of their spans
+_ORDER = f" ORDER BY {event_time.KEY} DESC, ts DESC, seq DESC LIMIT ?"
+_SPAN_BOUNDS = (f"{event_time.KEY} BETWEEN (SELECT min(first_ts) FROM event_spans WHERE {{where}})"
+                f" / {event_time.BUCKET_US} AND (SELECT max(last_ts) FROM event_spans WHERE {{where}})"
+                f" / {event_time.BUCKET_US}")
 
 
 def _filter_values(request):
@@ -220,11 +223,28 @@ def _filters(customer_id, meter_id, start, end):
     if where:
         where.append(_SPAN_BOUNDS.format(where=" AND ".join(where)))
         params += params * 2  # the filters again, once per subquery
-    for clause, value in (("ts >= ?", start), ("ts < ?", end)):
-        if value is not None:
-            where.append(clause)
-            params.append(value)
+    if start is not None:
+        where.append(f"{event_time.KEY} >= ? AND ts >= ?")
+        params += [event_time.key(start), start]
+    if end is not None:
+        where.append(f"{event_time.KEY} <= ? AND ts < ?")
+        params += [event_time.key(end - 1), end]
     return where, params
+
+
+def list_sql(filters, cursor):
+    """The node's statement of a page of the list (newest first) and its
+    parameters but the last (the page's length): `filters` as
+    _filter_values gives them, `cursor` the (ts, seq) the last page ended on."""
+    where, params = _filters(*filters)
+    if cursor:
+        ts, seq = cursor
+        where.append(f"{event_time.KEY} <= ? AND (ts < ? OR (ts = ? AND seq < ?))")
+        params += [event_time.key(ts), ts, ts, seq]
+    sql = f"SELECT {EVENT_COLUMNS} FROM events"
+    if where:
+        sql += " WHERE " + " AND ".join(where)
+    return sql + _ORDER, params
 
 
 def list_events(request):
@@ -235,15 +255,8 @@ def list_events(request):
     rows, source = clickhouse_reads.event_rows(app, *filters, cursor, limit + 1), "clickhouse"
     if rows is None:
         source = "node"
-        where, params = _filters(*filters)
-        if cursor:
-            ts, seq = cursor
-            where.append("(ts < ? OR (ts = ? AND seq < ?))")
-            params += [ts, ts, seq]
-        sql = f"SELECT {EVENT_COLUMNS} FROM events"
-        if where:
-            sql += " WHERE " + " AND ".join(where)
-        rows = app.db.rows(sql + " ORDER BY ts DESC, seq DESC LIMIT ?", (*params, limit + 1))
+        sql, params = list_sql(filters, cursor)
+        rows = app.db.rows(sql, (*params, limit + 1))
     return clickhouse_reads.served(app, page(rows, limit, lambda r: view(app, r), lambda r: [r["ts"], r["seq"]]),
                                    source)
 

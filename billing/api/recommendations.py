@@ -19,6 +19,7 @@ from decimal import Decimal
 from .. import clock, jsonutil
 from ..domain import invoicing, money, plans, times
 from ..errors import NotFound, ValidationError
+from ..store import event_time
 from ..store.db import named
 from ..store.rollups import SPLIT, TABLES
 from .common import int_arg
@@ -126,7 +127,7 @@ _HOURLY_ROLLUPS = " UNION ALL ".join(
     f" FROM {table} WHERE customer_id = ? AND meter_id = ? AND bucket >= ? AND bucket < ?" for table in TABLES)
 # a meter set up by hand without that group: its events, one by one
 _HOURLY_EVENTS = ("SELECT ts, json_extract(properties, '$.service') AS service, 0 AS total_hi, value AS total_lo"
-                  " FROM events WHERE ts >= ? AND ts < ? AND customer_id = ? AND meter_id = ? AND matched = 1")
+                  f" FROM events WHERE {event_time.RANGE} AND customer_id = ? AND meter_id = ? AND matched = 1")
 
 
 def _hourly(app, conn, customer_id, meter_key, start_us, end_us):
@@ -137,7 +138,7 @@ def _hourly(app, conn, customer_id, meter_key, start_us, end_us):
     if "service" in meter.group_by:
         rows = named(conn, _HOURLY_ROLLUPS, (customer_id, meter.id, start_us, end_us) * len(TABLES))
     else:
-        rows = named(conn, _HOURLY_EVENTS, (start_us, end_us, customer_id, meter.id))
+        rows = named(conn, _HOURLY_EVENTS, (*event_time.range_params(start_us, end_us), customer_id, meter.id))
     result = {}
     for row in rows:
         hour = row["ts"] // 3_600_000_000 * 3_600_000_000

@@ -30,7 +30,7 @@ from ..domain import times
 from ..domain.rollup import Partial
 from ..errors import ValidationError
 from ..jsonutil import encode
-from ..store import archive
+from ..store import archive, event_time
 from ..store.regroup import holds_key
 from ..store.rollups import BUCKET_US, DAY_US, SPLIT
 
@@ -51,8 +51,9 @@ _LATEST = (_WINDOWS + " SELECT lo, g, last_ts, last_seq, last_value FROM (SELECT
            " r.last_ts, r.last_seq, r.last_value, row_number() OVER (PARTITION BY w.lo, {group}"
            " ORDER BY r.last_ts DESC, r.last_seq DESC) AS k{join}) WHERE k = 1")
 _VALUES = _WINDOWS + " SELECT DISTINCT w.lo, {group} AS g, r.value{join}"
-_RAW = " FROM events WHERE customer_id = ? AND meter_id = ? AND ts >= ? AND ts < ? AND matched = 1"
-_RAW_ALL = " FROM events WHERE meter_id = ? AND ts >= ? AND ts < ? AND matched = 1"
+# a range's raw events, through the time index (billing/store/event_time.py)
+_RAW = f" FROM events WHERE customer_id = ? AND meter_id = ? AND {event_time.RANGE} AND matched = 1"
+_RAW_ALL = f" FROM events WHERE meter_id = ? AND {event_time.RANGE} AND matched = 1"
 BY_CUSTOMER = object()  # group_by: the customer (analytics), not a property
 
 
@@ -276,7 +277,7 @@ def pieces(conn, meter, customer_id, start_us, end_us, cuts=(), group_by=None):
         if low >= high:
             continue
         for ts, seq, value, grp in conn.execute(f"SELECT ts, seq, value, {select}" + raw,
-                                                (*group_params, *whose, meter.id, low, high)):
+                                                (*group_params, *whose, meter.id, *event_time.range_params(low, high))):
             found.append((ts, grp, Partial.of_event(ts, seq, value)))
     return found
 
@@ -313,8 +314,8 @@ def _raw_pieces(conn, meter, customer_id, start_us, end_us, cuts, group_by):
     select, group_params = _group(group_by, False)
     raw, whose = (_RAW, (customer_id,)) if customer_id is not None else (_RAW_ALL, ())
     found = {}
-    for ts, seq, value, grp in conn.execute(f"SELECT ts, seq, value, {select}" + raw,
-                                            (*group_params, *whose, meter.id, start_us, end_us)):
+    for ts, seq, value, grp in conn.execute(f"SELECT ts, seq, value, {select}" + raw, (
+            *group_params, *whose, meter.id, *event_time.range_params(start_us, end_us))):
         key = (starts[bisect.bisect_right(starts, ts) - 1], grp)
         part = found.get(key)
         found[key] = Partial.of_event(ts, seq, value) if part is None else part.merge(Partial.of_event(ts, seq, value))
@@ -421,5 +422,6 @@ def _raw_count(conn, a, b, bounds):
         if archive.archived_bucket(conn, None, None, bucket):
             raise _archived_cut(bucket, bounds[0][0], bounds[-1][1], "raw events",
                                 "events are counted only on 15-minute boundaries: start or end the range on one")
-    (count,) = conn.execute("SELECT count(*) AS n FROM events WHERE ts >= ? AND ts < ?", (a, b)).fetchone()
+    (count,) = conn.execute(f"SELECT count(*) AS n FROM events WHERE {event_time.RANGE}",
+                            event_time.range_params(a, b)).fetchone()
     return count

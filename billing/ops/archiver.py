@@ -41,7 +41,7 @@ import time
 
 from ..api import adjustments
 from ..api.common import now_micros
-from ..store import archive, archive_files
+from ..store import archive, archive_files, event_time
 from ..store.db import named
 from ..store.rollups import BUCKET_US
 
@@ -58,10 +58,11 @@ def _pace():
     time.sleep(PACE_S)
 EVERY_S = 3_600   # interval runs archive at most this often
 BUDGET_S = 20     # a pass starts no batch after this many seconds
-# in the order of the time index events_time(ts, customer_id, meter_id), seq (its rowid): a batch
-# walks the index on from the last one, reading only its own rows (never sorting the older events left)
-_READ = (f"SELECT {', '.join(archive_files.COLUMNS)} FROM events WHERE ts < ? AND seq <= ?"
-         " AND (ts, customer_id, meter_id, seq) > (?, ?, ?, ?) ORDER BY ts, customer_id, meter_id, seq LIMIT ?")
+# in the order of the time index (billing/store/event_time.py: the bucket, then seq, its rowid): a
+# batch walks the index on from the last one, reading only its own rows (never sorting the older
+# events left); the cutoff is a bucket's start
+_READ = (f"SELECT {', '.join(archive_files.COLUMNS)} FROM events WHERE {event_time.KEY} <= ? AND ts < ?"
+         f" AND seq <= ? AND ({event_time.KEY}, seq) > (?, ?) ORDER BY {event_time.KEY}, seq LIMIT ?")
 _PERIODS = ("SELECT customer_id, period_start, period_end, status FROM invoices WHERE subscription_id IS NOT NULL"
             " AND period_start < ? AND status IN ('draft', 'pending_approval', 'issued', 'paid')")
 
@@ -123,7 +124,7 @@ class Archiver:
         self.app = app
         self.folder = app.config.archive_dir
         self._last = None  # time.monotonic() of the last pass that reached the end
-        self._resume = None  # (ts, customer, meter, seq) read last by a pass out of time: the next one reads on from there
+        self._resume = None  # (time key, seq) read last by a pass out of time: the next one reads on from there
 
     def run(self, manual=False):
         """One pass (when due); returns what it did for the job's details."""
@@ -189,11 +190,11 @@ class Archiver:
         if not ranges:
             self._resume = None
             return True
-        place = self._resume or (min(spans[0][0] for spans in ranges.values()) - 1, 0, 0, 0)
+        place = self._resume or (event_time.key(min(spans[0][0] for spans in ranges.values())), 0)
         owes = {}  # customer id → whether it owes an adjustment (its late events stay)
         while time.monotonic() < deadline:
             with self.app.db.snapshot() as conn:
-                rows = named(conn, _READ, (cutoff, limit, *place, BATCH)).fetchall()
+                rows = named(conn, _READ, (event_time.key(cutoff - 1), cutoff, limit, *place, BATCH)).fetchall()
                 chosen = []
                 for start in range(0, len(rows), archive_files.PACE_ROWS):
                     chosen += [row for row in rows[start:start + archive_files.PACE_ROWS]
@@ -203,7 +204,7 @@ class Archiver:
                 self._resume = None  # the next pass starts again from the first archivable bucket
                 return True
             last = rows[-1]
-            place = (last["ts"], last["customer_id"], last["meter_id"], last["seq"])
+            place = (event_time.key(last["ts"]), last["seq"])
             months = {}
             for row in chosen:
                 months.setdefault(archive_files.month_of(row["ts"]), []).append(row)

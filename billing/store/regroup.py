@@ -20,7 +20,7 @@ else it plans again.
 import json
 from typing import NamedTuple
 
-from . import rollups
+from . import event_time, rollups
 from .db import named
 
 REGROUP_CHUNK = 2_000  # events regrouped per writer transaction: tens of ms on the 2-core box
@@ -76,8 +76,10 @@ class _Plan(NamedTuple):
     finished: bool
 
 
-# the timestamp of the meter's event `chunk` places on from `low`: the events index is ordered by time
-_NEXT_EVENT = "SELECT ts FROM events WHERE ts >= ? AND meter_id = ? ORDER BY ts LIMIT 1 OFFSET ?"
+# the timestamp of the meter's event `chunk` places on from `low` in the order of the time index
+# (billing/store/event_time.py: by bucket, then as stored)
+_NEXT_EVENT = (f"SELECT ts FROM events WHERE {event_time.KEY} >= ? AND ts >= ? AND meter_id = ?"
+               f" ORDER BY {event_time.KEY} LIMIT 1 OFFSET ?")
 
 
 def _plan(conn, chunk):
@@ -87,7 +89,7 @@ def _plan(conn, chunk):
         return None
     meter_id, low = row["meter_id"], row["bucket"]
     place = (row["generation"], low)
-    past = _row(conn, _NEXT_EVENT, (low, meter_id, chunk))
+    past = _row(conn, _NEXT_EVENT, (event_time.key(low), low, meter_id, chunk))
     if past is None:  # the rest holds at most a chunk
         return _Plan(meter_id, place, low, PAST, True)
     high = past["ts"] - past["ts"] % rollups.BUCKET_US

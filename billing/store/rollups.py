@@ -42,9 +42,9 @@ subtracts, and archiving leaves it as it is.
 
 import json
 
-from . import event_ids
+from . import event_ids, event_time
+from .event_time import BUCKET_US
 
-BUCKET_US = 15 * 60 * 1_000_000
 SPLIT = 10 ** 12
 CHUNK = 50_000  # events aggregated per pass when rebuilding
 
@@ -247,7 +247,8 @@ _ARCHIVED_BEFORE = (
     " AND e.customer_id = a.customer_id AND e.meter_id = a.meter_id),"
     " (SELECT coalesce(sum(n), 0) FROM rollups r WHERE r.customer_id = a.customer_id AND r.meter_id = a.meter_id"
     " AND r.bucket = a.bucket) + (SELECT coalesce(sum(n), 0) FROM rollups_hot h WHERE h.customer_id = a.customer_id"
-    " AND h.meter_id = a.meter_id AND h.bucket = a.bucket) - (SELECT count(*) FROM events e WHERE e.ts >= a.bucket"
+    " AND h.meter_id = a.meter_id AND h.bucket = a.bucket) - (SELECT count(*) FROM events e"
+    " WHERE e.ts / {b} BETWEEN a.bucket / {b} AND (a.bucket + {b} - 1) / {b} AND e.ts >= a.bucket"
     " AND e.ts < a.bucket + {b} AND e.customer_id = a.customer_id AND e.meter_id = a.meter_id AND e.matched = 1))"
     " AS k FROM archived_buckets a").format(b=BUCKET_US)
 
@@ -269,7 +270,8 @@ def recompute_bucket(conn, customer_id, meter_id, ts):
     key = (customer_id, meter_id, bucket)
     for table in TABLES + VALUE_TABLES:
         conn.execute(f"DELETE FROM {table} WHERE customer_id = ? AND meter_id = ? AND bucket = ?", key)
-    _add(conn, "e.customer_id = ? AND e.meter_id = ? AND e.ts >= ? AND e.ts < ?", (*key[:2], bucket, bucket + BUCKET_US))
+    _add(conn, "e.customer_id = ? AND e.meter_id = ? AND " + event_time.key_range("e.ts"),
+         (*key[:2], *event_time.range_params(bucket, bucket + BUCKET_US)))
     day = bucket - bucket % DAY_US
     _recompute_days(conn, "customer_id = ? AND meter_id = ?", key[:2], day, day + DAY_US)
 
@@ -301,7 +303,7 @@ def regroup_range(conn, meter_id, low, high):
     whose = "customer_id IN (SELECT customer_id FROM event_spans WHERE meter_id = ?) AND meter_id = ?"
     for table in TABLES + VALUE_TABLES:
         conn.execute(f"DELETE FROM {table} WHERE {whose} AND bucket >= ? AND bucket < ?", (meter_id, meter_id, low, high))
-    _add(conn, "e.meter_id = ? AND e.ts >= ? AND e.ts < ?", (meter_id, low, high))
+    _add(conn, "e.meter_id = ? AND " + event_time.key_range("e.ts"), (meter_id, *event_time.range_params(low, high)))
     _recompute_days(conn, whose, (meter_id, meter_id), low - low % DAY_US, (high - 1) - (high - 1) % DAY_US + DAY_US)
 
 

@@ -427,3 +427,11 @@ V21_EVENT_ID_RUNS = [
     "DROP TABLE event_ids",
     "DROP TABLE event_ids_hot",
 ]
+
+
+# The time index ordered by 15-minute bucket, then seq (billing/store/event_time.py): a commit
+# of events appends at the end of each bucket it touches instead of at random places in time.
+V22_EVENTS_BY_BUCKET = [
+    "DROP INDEX events_time",
+    "CREATE INDEX events_time ON events(ts / 900000000)",
+]

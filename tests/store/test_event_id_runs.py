@@ -301,7 +301,7 @@ def test_the_upgrade_puts_settled_entries_in_run_1_and_hot_ones_in_run_0(tmp_pat
                      [(seq, f"e{seq}", h) for h, seq in pairs])
     conn.executemany("INSERT INTO event_ids (id_hash, seq) VALUES (?, ?)", pairs[:150])
     conn.executemany("INSERT INTO event_ids_hot (id_hash, seq) VALUES (?, ?)", pairs[150:])
-    assert migrations.migrate(conn) == [21]
+    assert migrations.migrate(conn) == [21, 22]
     assert conn.execute("SELECT run, count(*) FROM event_id_runs GROUP BY run").fetchall() == [(0, 50), (1, 150)]
     assert conn.execute("SELECT run, entries FROM event_id_run_list").fetchall() == [(0, 50), (1, 150)]
     assert event_ids.mark(conn) == 200
