@@ -54,6 +54,7 @@ _VALUES = _WINDOWS + " SELECT DISTINCT w.lo, {group} AS g, r.value{join}"
 # a range's raw events, through the time index (billing/store/event_time.py)
 _RAW = f" FROM events WHERE customer_id = ? AND meter_id = ? AND {event_time.RANGE} AND matched = 1"
 _RAW_ALL = f" FROM events WHERE meter_id = ? AND {event_time.RANGE} AND matched = 1"
+_COUNT_RAW = f"SELECT count(*) AS n FROM events WHERE {event_time.RANGE}"  # every event, matched or not
 BY_CUSTOMER = object()  # group_by: the customer (analytics), not a property
 
 
@@ -422,6 +423,5 @@ def _raw_count(conn, a, b, bounds):
         if archive.archived_bucket(conn, None, None, bucket):
             raise _archived_cut(bucket, bounds[0][0], bounds[-1][1], "raw events",
                                 "events are counted only on 15-minute boundaries: start or end the range on one")
-    (count,) = conn.execute(f"SELECT count(*) AS n FROM events WHERE {event_time.RANGE}",
-                            event_time.range_params(a, b)).fetchone()
+    (count,) = conn.execute(_COUNT_RAW, event_time.range_params(a, b)).fetchone()
     return count
