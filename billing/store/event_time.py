@@ -7,7 +7,8 @@ timestamps spread over the last minutes or hours, so an index ordered by
 time takes each insert at a random place among that span's entries — a
 commit of 4,000 events rewrote about 1,060 index pages (of 1,581 pages in
 all). Ordered by (bucket, seq), each bucket's entries grow at their end
-only: the same commit writes a page or two per bucket it touches.
+only: the same commit writes just the pages its new entries fill at the end
+of each bucket it touches (about 40 in all).
 
 The price is at the reads: within a bucket the index gives no order by time
 and no customer or meter, so a query by time reads every stored event of the
