@@ -566,7 +566,7 @@ def phase_run(db_path, meta, work_dir, month_start, month_end, as_of_text, sampl
     try:
         server = ServerProcess(copy, os.path.join(work_dir, "server-invoice-run.log"))
         try:
-            # as bench/ingest.py: the filter of stored ids is built at start (a core for about 8 s
+            # as bench/ingest.py: the filter of stored ids is built at start (a core for about 7-9 s
             # at 10 M events); a run timed during it measures that build, not the run
             server.wait_filter()
             result["rss_idle_mb"] = server.status()["VmRSS"] / 1024

@@ -19,7 +19,8 @@ Which events move. An event moves when all of these hold:
 - its seq is at most `archive.limit_seq` (the newest event stays, and with
   ClickHouse configured every event not shipped there yet).
 
-How. Events are read in time order on a reader, a batch at a time; each
+How. Events are read in the order of the time index (by 15-minute bucket,
+then as stored) on a reader, a batch at a time; each
 batch's events of one UTC month are one slice: their buckets are marked
 archived (short transactions, which also leave out meters that started a
 regroup meanwhile), the slice is appended to the month's file as one gzip

@@ -78,9 +78,10 @@ V1_FOUNDATION = [
     # cache (about twice the insert rate of a unique text index at 1 M rows).
     # It is not unique: ingest compares the real ids of any hash match, so a hash
     # collision can never drop an event. (Migrations 13 and 15 replace the
-    # indexes made here: events are indexed by time only, and the hashes live
-    # in the dedup index of billing/store/event_ids.py, since migration 21 its
-    # tail and runs.)
+    # indexes made here: events are indexed by time only — since migration 22
+    # by their 15-minute bucket, billing/store/event_time.py — and the hashes
+    # live in the dedup index of billing/store/event_ids.py, since migration
+    # 21 its tail and runs.)
     """CREATE TABLE events (
         seq INTEGER PRIMARY KEY,
         customer_id INTEGER NOT NULL,

@@ -297,8 +297,9 @@ V12_ROLLUPS = [
 # Events without per-customer indexes (§12 ingest, §13): whole buckets are read
 # from the rollups, so the covering index (customer_id, meter_id, ts, matched,
 # value) — a random insert for every event — goes. A bucket cut by a range edge
-# is one short `ts` range of that index-ordered-by-time, narrowed by customer
-# and meter inside the index. `event_spans` (one row per customer and meter
+# was then one short `ts` range of that index-ordered-by-time, narrowed by
+# customer and meter inside the index (until V22 put the index on the bucket
+# alone: billing/store/event_time.py). `event_spans` (one row per customer and meter
 # with events: their count and first and last timestamps) answers "has events"
 # and bounds the event list, and stays small.
 V13_EVENTS_BY_TIME = [

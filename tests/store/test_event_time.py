@@ -118,6 +118,16 @@ def test_every_read_by_time_walks_the_index(db, name, sql, params, bounds):
     assert _walks_the_index(plan, bounds=bounds), (name, plan)
 
 
+def test_counting_archived_buckets_reads_each_bucket_through_the_index(db):
+    """rollups._ARCHIVED_BEFORE (the upgrade that adds the event counts, bulk loads)
+    counts the stored events of each archived bucket by its key range."""
+    with db.reader() as conn:
+        plan = _plan(conn, rollups._ARCHIVED_BEFORE, ())
+    stored = [step for step in plan if "events_time" in step]
+    assert stored and all(LOW in step and HIGH in step for step in stored), plan
+    assert not any(step.startswith("SCAN e") for step in plan), plan
+
+
 def test_a_retraction_and_a_regroup_rebuild_buckets_through_the_index(db):
     """Their statements are built inside the store: traced as they run, then planned."""
     with db.transaction() as conn:
