@@ -224,11 +224,11 @@ def _filters(customer_id, meter_id, start, end):
         where.append(_SPAN_BOUNDS.format(where=" AND ".join(where)))
         params += params * 2  # the filters again, once per subquery
     if start is not None:
-        where.append(f"{event_time.KEY} >= ? AND ts >= ?")
-        params += [event_time.key(start), start]
+        where.append(event_time.SINCE)
+        params += event_time.since_params(start)
     if end is not None:
-        where.append(f"{event_time.KEY} <= ? AND ts < ?")
-        params += [event_time.key(end - 1), end]
+        where.append(event_time.BEFORE)
+        params += event_time.before_params(end)
     return where, params
 
 

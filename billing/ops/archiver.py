@@ -63,7 +63,7 @@ BUDGET_S = 20     # a pass starts no batch after this many seconds
 # batch walks the index on from the last one, reading only its own rows (never sorting the older
 # events left); the cutoff is a bucket's start. The place (key, seq) is written out, not as a row
 # value: SQLite bounds an index by a row value only when it starts with a column, not an expression.
-_READ = (f"SELECT {', '.join(archive_files.COLUMNS)} FROM events WHERE {event_time.KEY} <= ? AND ts < ?"
+_READ = (f"SELECT {', '.join(archive_files.COLUMNS)} FROM events WHERE {event_time.BEFORE}"
          f" AND seq <= ? AND {event_time.KEY} >= ? AND ({event_time.KEY} > ? OR seq > ?)"
          f" ORDER BY {event_time.KEY}, seq LIMIT ?")
 _PERIODS = ("SELECT customer_id, period_start, period_end, status FROM invoices WHERE subscription_id IS NOT NULL"
@@ -197,7 +197,7 @@ class Archiver:
         owes = {}  # customer id → whether it owes an adjustment (its late events stay)
         while time.monotonic() < deadline:
             with self.app.db.snapshot() as conn:
-                rows = named(conn, _READ, (event_time.key(cutoff - 1), cutoff, limit, place[0], *place,
+                rows = named(conn, _READ, (*event_time.before_params(cutoff), limit, place[0], *place,
                                            BATCH)).fetchall()
                 chosen = []
                 for start in range(0, len(rows), archive_files.PACE_ROWS):

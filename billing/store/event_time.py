@@ -22,7 +22,8 @@ a collector meter set up without its `service` group (recommendations).
 
 A statement uses the index only when it names the key, so every range over
 `ts` is written with `RANGE` (or `key_range` for a column of another table's
-alias) and its parameters from `range_params`. For ts ≥ 0 the key is the
+alias) and its parameters from `range_params`, and a one-sided bound with
+`SINCE` / `since_params` or `BEFORE` / `before_params`. For ts ≥ 0 the key is the
 start of the event's rollup bucket ÷ 900000000; before 1970 truncation moves
 it by one toward zero, which only widens what is read: `range_params`
 computes the keys the same way.
@@ -49,3 +50,15 @@ RANGE = key_range()
 def range_params(start_us, end_us):
     """The parameters of RANGE for [start_us, end_us)."""
     return key(start_us), key(end_us - 1), start_us, end_us
+
+
+SINCE = f"{KEY} >= ? AND ts >= ?"  # ts >= a: since_params(a)
+BEFORE = f"{KEY} <= ? AND ts < ?"  # ts < b: before_params(b)
+
+
+def since_params(start_us):
+    return key(start_us), start_us
+
+
+def before_params(end_us):
+    return key(end_us - 1), end_us

@@ -78,7 +78,7 @@ class _Plan(NamedTuple):
 
 # the timestamp of the meter's event `chunk` places on from `low` in the order of the time index
 # (billing/store/event_time.py: by bucket, then as stored)
-_NEXT_EVENT = (f"SELECT ts FROM events WHERE {event_time.KEY} >= ? AND ts >= ? AND meter_id = ?"
+_NEXT_EVENT = (f"SELECT ts FROM events WHERE {event_time.SINCE} AND meter_id = ?"
                f" ORDER BY {event_time.KEY} LIMIT 1 OFFSET ?")
 
 
@@ -89,7 +89,7 @@ def _plan(conn, chunk):
         return None
     meter_id, low = row["meter_id"], row["bucket"]
     place = (row["generation"], low)
-    past = _row(conn, _NEXT_EVENT, (event_time.key(low), low, meter_id, chunk))
+    past = _row(conn, _NEXT_EVENT, (*event_time.since_params(low), meter_id, chunk))
     if past is None:  # the rest holds at most a chunk
         return _Plan(meter_id, place, low, PAST, True)
     high = past["ts"] - past["ts"] % rollups.BUCKET_US

@@ -1,8 +1,9 @@
 """The events' time index (billing/store/event_time.py): ordered by the
 15-minute bucket (SQLite's integer division of ts), then seq. A range read
-through it finds exactly the events a plain `ts >= a AND ts < b` finds, before
-1970 too, and every statement that reads events by time names the key, so
-SQLite walks the index instead of scanning or sorting every event."""
+through it (or a one-sided bound) finds exactly the events a plain
+`ts >= a AND ts < b` (`ts >= a`, `ts < b`) finds, before 1970 too, and
+every statement that reads events by time names the key, so SQLite walks
+the index instead of scanning or sorting every event."""
 
 import random
 import re
@@ -68,6 +69,11 @@ def test_a_range_through_the_index_finds_what_a_plain_range_finds(db):
                                  event_time.range_params(a, b)).fetchall()
             assert keyed == plain, (a, b)
             assert len(plain) == sum(a <= ts < b for ts in stamps)
+            for bound, params, plain_sql in ((event_time.SINCE, event_time.since_params(a), "ts >= ?"),
+                                             (event_time.BEFORE, event_time.before_params(b), "ts < ?")):
+                keyed = conn.execute(f"SELECT seq FROM events WHERE {bound} ORDER BY seq", params).fetchall()
+                assert keyed == conn.execute(f"SELECT seq FROM events WHERE {plain_sql} ORDER BY seq",
+                                             (params[1],)).fetchall(), (bound, a, b)
 
 
 def _plan(conn, sql, params):
