@@ -13,6 +13,7 @@ from .deadlines import Deadlines
 
 HEAD_TIMEOUT = 10      # seconds for the whole request head (request line and headers)
 IDLE_TIMEOUT = 15      # seconds a keep-alive connection may wait for the first byte of its next request
+IO_TIMEOUT = 60        # seconds one read or write of a body may wait (web.http sets it on the socket)
 MAX_CONNECTIONS = 512  # open connections, all clients together
 MAX_PER_CLIENT = 64    # open connections from one client address
 
@@ -27,6 +28,7 @@ class Server(ThreadingHTTPServer):
     def __init__(self, *args, **kwargs):
         self.head_timeout = HEAD_TIMEOUT
         self.idle_timeout = IDLE_TIMEOUT
+        self.io_timeout = IO_TIMEOUT
         self.max_per_client = MAX_PER_CLIENT
         self.slots = threading.BoundedSemaphore(MAX_CONNECTIONS)
         self._per_client = {}  # client address -> open connections
@@ -86,6 +88,6 @@ class Server(ThreadingHTTPServer):
 
     def handle_error(self, request, client_address):
         exc = sys.exc_info()[1]
-        if isinstance(exc, (ConnectionError, TimeoutError)):
-            return
+        if isinstance(exc, (ConnectionError, TimeoutError, BlockingIOError)):
+            return  # the client left, or a write waited io_timeout (BlockingIOError: see web.http.io_timeouts)
         super().handle_error(request, client_address)

@@ -7,6 +7,7 @@ Handlers take `(request, **path_params)` and return data: a dict or list
 import hashlib
 import re
 import socket
+import struct
 import time
 import traceback
 from http.server import BaseHTTPRequestHandler
@@ -174,6 +175,18 @@ class Request:
             raise errors.NotFound("Customer not found.")
 
 
+def io_timeouts(sock, seconds):
+    """Let each read and write on `sock` wait at most `seconds`, kept by the
+    kernel (SO_RCVTIMEO, SO_SNDTIMEO) on a socket left in blocking mode. A
+    Python socket timeout would do the same with a poll() before every recv
+    and send: a second system call, and a second wait for the interpreter
+    lock, on every read and write. A read that waited that long returns what
+    arrived (b"" when nothing did); a write raises BlockingIOError."""
+    value = struct.pack("ll", int(seconds), int(seconds % 1 * 1_000_000))
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVTIMEO, value)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDTIMEO, value)
+
+
 def _error_response(exc, request_id):
     if isinstance(exc, ApiError):
         body = exc.body()
@@ -186,7 +199,7 @@ def _error_response(exc, request_id):
 
 class Handler(BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"
-    timeout = 60  # seconds one read or write of a body may wait (the head has its own deadline)
+    timeout = None  # no Python socket timeout: `setup` sets io_timeouts (the head has its own deadline)
     server_version = SERVER_NAME
 
     def version_string(self):
@@ -199,6 +212,7 @@ class Handler(BaseHTTPRequestHandler):
         self.body_pending = False
         try:
             self.connection.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            io_timeouts(self.connection, self.server.io_timeout)
         except OSError:
             pass
 
@@ -343,7 +357,13 @@ class Handler(BaseHTTPRequestHandler):
         self.wfile.write(self._head(response, request_id, response.length))
         if self.command == "HEAD" or not response.length:
             return
-        sent = self.connection.sendfile(response.file, response.offset, response.length)
+        # socket.sendfile waits for a blocking socket that the kernel timed out without any
+        # limit: a Python timeout for the file, so a client that stops reading is let go
+        self.connection.settimeout(self.server.io_timeout)
+        try:
+            sent = self.connection.sendfile(response.file, response.offset, response.length)
+        finally:
+            self.connection.settimeout(None)
         if sent != response.length:  # the file shrank under us (it never should): end the connection
             self.close_connection = True
 

@@ -7,7 +7,9 @@ checked before a byte of the body is read, and a request without valid
 credentials may send at most 64 KiB."""
 
 import json
+import os
 import socket
+import struct
 import threading
 import time
 
@@ -15,7 +17,8 @@ import pytest
 
 from billing.web import bodies, connections
 from tests.harness import ADMIN_KEY, RunningServer, temp_db
-from tests.http.helpers import RawConnection, make_key, request_head, table_count
+from tests.http.helpers import (RawConnection, create_customer, create_meter, make_key, put_object, request_head, storage_server,
+                                object_url, table_count)
 
 HALF_LINE = b"GET /health HT"
 HEALTH = b"GET /health HTTP/1.1\r\nHost: x\r\n\r\n"
@@ -220,6 +223,101 @@ def test_a_slow_body_and_a_long_stream_are_not_head_time(quick):
         status, headers, _ = read_answer(sock)
         assert status == 200 and headers["content-type"].startswith("text/event-stream")
         assert not closed_by_server(sock, quick.httpd.idle_timeout + 0.5)
+
+
+# -- each read and write of a body: io_timeout ---------------------------------------------
+
+def test_the_io_timeout_is_kept_by_the_kernel_not_by_a_python_timeout(quick):
+    """Connections stay in blocking mode (no poll() before every read and
+    write) with SO_RCVTIMEO and SO_SNDTIMEO set to io_timeout."""
+    assert connections.IO_TIMEOUT == 60 and quick.httpd.io_timeout == 60
+    seen = []
+    original = quick.httpd.RequestHandlerClass.setup
+
+    def spy(handler):
+        original(handler)
+        sock = handler.connection
+        seen.append((sock.gettimeout(), [struct.unpack("ll", sock.getsockopt(socket.SOL_SOCKET, option, 16))
+                                          for option in (socket.SO_RCVTIMEO, socket.SO_SNDTIMEO)]))
+
+    quick.httpd.RequestHandlerClass.setup = spy
+    try:
+        assert served_from(quick.port, "127.0.0.1") >= 0
+    finally:
+        del quick.httpd.RequestHandlerClass.setup
+    assert seen == [(None, [(60, 0), (60, 0)])]
+
+
+def test_a_body_that_stops_arriving_is_refused_after_the_io_timeout(quick):
+    """A body read waits at most io_timeout: one that stops arriving is
+    answered 400, the connection closed, nothing stored."""
+    quick.httpd.io_timeout = 1.0
+    body = json.dumps({"name": "Stalled", "email": "stalled@example.com"}).encode()
+    before = table_count(quick, "customers")
+    with connect(quick.port) as sock:
+        started = time.monotonic()
+        sock.sendall(request_head("POST", "/v1/customers", {
+            "Authorization": f"Bearer {ADMIN_KEY}", "Content-Type": "application/json",
+            "Content-Length": len(body)}) + body[:10])
+        status, headers, answer = read_answer(sock)
+        waited = time.monotonic() - started
+        assert status == 400 and headers["connection"] == "close"
+        assert json.loads(answer)["error"]["message"] == \
+            "The body ended, or stopped arriving, before Content-Length bytes."
+        assert closed_by_server(sock, 2)
+    assert 0.9 <= waited <= 3
+    assert table_count(quick, "customers") == before
+
+
+def _connections_from(server, address="127.0.0.1"):
+    with server.httpd._per_client_lock:
+        return server.httpd._per_client.get(address, 0)
+
+
+@pytest.mark.parametrize("download", ["file", "json"])
+def test_a_client_that_stops_reading_is_let_go_after_the_io_timeout(tmp_path, download):
+    """A response the client stops reading (an object's file sent with
+    sendfile, or a page of JSON larger than the socket buffers) holds its
+    thread about io_timeout at most: then the connection is closed."""
+    running = storage_server(tmp_path)
+    try:
+        customer = create_customer(running.admin, name="Reader")
+        if download == "file":
+            reply = put_object(running.admin, "big.bin", os.urandom(8 * 1024 * 1024), customer_id=customer["id"])
+            assert reply.status == 201, reply
+            target = object_url("big.bin", customer["id"])
+        else:  # 1,000 events of 4 KB properties each: a page of about 4 MB
+            create_meter(running.admin)
+            events = [{"customer_id": customer["id"], "meter": "api_calls",
+                       "properties": {"note": f"{i:04d}" + "v" * 4000}} for i in range(1000)]
+            reply = running.admin.post("/v1/events/batch", {"events": events})
+            assert reply.status == 200 and reply.json["accepted"] == 1000, reply
+            target = "/v1/events?limit=1000"
+        running.httpd.io_timeout = 1.0
+        running.admin.close()  # its keep-alive connection: then only the one below is open
+        assert wait_until(lambda: _connections_from(running) == 0, 5)
+        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)  # before connecting: a small window
+            sock.settimeout(10)
+            sock.connect(("127.0.0.1", running.port))
+            sock.sendall(request_head("GET", target, {"Authorization": f"Bearer {ADMIN_KEY}"}))
+            started = time.monotonic()
+            assert wait_until(lambda: _connections_from(running) == 1, 5)
+            assert wait_until(lambda: _connections_from(running) == 0, 10)  # let go while this socket is open
+            assert 0.9 <= time.monotonic() - started <= 6
+            assert closed_by_server(sock, 5)
+        assert served_from(running.port, "127.0.0.1") >= 0
+    finally:
+        running.stop()
+
+
+def wait_until(predicate, seconds):
+    deadline = time.monotonic() + seconds
+    while not predicate():
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(0.02)
+    return True
 
 
 # -- connections per client address ----------------------------------------------------
