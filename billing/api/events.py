@@ -19,7 +19,7 @@ from urllib.parse import unquote
 from .. import jsonutil
 from ..domain import quantities, times
 from ..errors import Conflict, NotFound, ValidationError
-from ..store import archive, event_ids, event_time, rollups
+from ..store import archive, event_ids, event_time, multirow, rollups
 from .responses import Response, created
 from . import clickhouse_reads, invoices
 from .common import audit, decode_cursor, int_arg, now_micros, page, page_limit, path_int
@@ -44,49 +44,64 @@ def store_new(conn, rows, invoiced_through=None):
     """Insert the rows (EventRow) whose (customer_id, id) is not stored yet, the
     first of a batch winning over later ones; returns the rows stored. Runs
     inside the writer's transaction, so no concurrent ingest can slip in between.
-    `invoiced_through` (customer id → µs): events before it are stored as late."""
+    `invoiced_through` (customer id → µs): events before it are stored as late.
+
+    Each statement is a call into SQLite that gives up the interpreter lock, and
+    single events pay them once per group: what is read before writing is read
+    by one statement (`_read_before`), the rows of a small group are written by
+    one statement per table (billing/store/multirow.py), and the highest seq is
+    then the insert's lastrowid."""
     fresh = {}
     for row in rows:
         fresh.setdefault((row[_CUSTOMER], row[_EVENT_ID]), row)
     if not fresh:
         return []
-    before = _check_customers_live(conn, {row[_CUSTOMER] for row in fresh.values()})  # _drop_stored only reads
-    _drop_stored(conn, fresh)
+    before, tail_state, grouped = _read_before(conn, {row[_CUSTOMER] for row in fresh.values()})
+    _drop_stored(conn, fresh, tail_state)
     new_rows = list(fresh.values())
     if not new_rows:  # every one a duplicate: nothing to write
         return []
     late = [r for r in new_rows if r[_TS] < invoiced_through.get(r[_CUSTOMER], -1)] if invoiced_through else []
     inserted = new_rows
     if late:
-        conn.executemany(INSERT_LATE_SQL, late)
         late_ids = {id(r) for r in late}
         rest = [r for r in new_rows if id(r) not in late_ids]
-        conn.executemany(INSERT_SQL, rest)
         inserted = late + rest
+        highest = multirow.write(conn, INSERT_LATE_SQL, late)
+        if rest:
+            highest = multirow.write(conn, INSERT_SQL, rest)
     else:
-        conn.executemany(INSERT_SQL, new_rows)
+        highest = multirow.write(conn, INSERT_SQL, new_rows)
+    if highest is None:  # written by executemany: no lastrowid
+        highest = rollups.last_seq(conn)
     # in the same transaction as the events, in the order they were inserted
-    highest = rollups.add_inserted(conn, before, [(r[_CUSTOMER], r[_METER], r[_TS], r[_VALUE], r[_MATCHED])
-                                                  for r in inserted])
-    event_ids.add_since(conn, before, [r[_HASH] for r in inserted], highest)
+    rollups.add_inserted(conn, before, [(r[_CUSTOMER], r[_METER], r[_TS], r[_VALUE], r[_MATCHED]) for r in inserted],
+                         highest, grouped)
+    event_ids.add_since(conn, before, [r[_HASH] for r in inserted], highest, tail_state)
     return new_rows
 
 
-def _check_customers_live(conn, wanted):
-    """Validation read the catalog before this transaction: a customer deleted or archived
-    since must not receive events. Returns rollups.last_seq, read by the same statement."""
-    live, highest = conn.execute(
-        f"SELECT (SELECT count(*) FROM customers WHERE archived = 0 AND id IN ({','.join('?' * len(wanted))})),"
-        f" ({rollups.LAST_SEQ})", tuple(wanted)).fetchone()
-    if live != len(wanted):
+# what store_new reads before it writes, in one statement: whether the customers are live
+# (validation read the catalog before this transaction), the highest seq, the dedup tail's
+# state, and the meters with group_by
+_BEFORE = ("SELECT (SELECT count(*) FROM customers WHERE archived = 0 AND id IN ({ids})),"
+           f" ({rollups.LAST_SEQ}), {event_ids.TAIL_STATE_COLUMNS}, ({rollups.GROUPED_METERS})")
+
+
+def _read_before(conn, customers):
+    """(the highest seq, the dedup tail's state, the meters with group_by as
+    JSON); 409 when a customer was deleted or archived since validation."""
+    live, highest, mark, version, grouped = conn.execute(
+        _BEFORE.format(ids=",".join("?" * len(customers))), tuple(customers)).fetchone()
+    if live != len(customers):
         raise Conflict("A customer of this batch was deleted or archived meanwhile; nothing was stored.")
-    return highest
+    return highest, (mark, version), grouped
 
 
-def _drop_stored(conn, fresh):
+def _drop_stored(conn, fresh, tail_state):
     """Remove from `fresh` ((customer_id, event_id) → row) the ids already stored."""
-    hashes = event_ids.maybe_stored(conn, list({row[_HASH] for row in fresh.values()}))
-    for found in event_ids.stored(conn, "customer_id, event_id", hashes):
+    hashes = event_ids.maybe_stored(conn, list({row[_HASH] for row in fresh.values()}), tail_state[1])
+    for found in event_ids.stored(conn, "customer_id, event_id", hashes, tail_state):
         fresh.pop((found["customer_id"], found["event_id"]), None)
 
 

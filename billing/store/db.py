@@ -130,6 +130,12 @@ def _runs(group):
     yield run
 
 
+def _one_run(group):
+    """Whether every job of the group is of one `combine`."""
+    combine = group[0].combine
+    return combine is not None and all(job.combine is combine for job in group)
+
+
 def _run_alone(conn, job):
     conn.execute("SAVEPOINT job")
     try:
@@ -282,21 +288,46 @@ class Database:
             self._run_group(group)
 
     def _run_group(self, group):
+        if len(group) > 1 and _one_run(group):
+            if not self._run_combined(group):
+                self._run_jobs(group, merge=False)  # it failed: each alone (or the commit failed: again)
+        else:
+            self._run_jobs(group)
+        for job in group:
+            job.done.release()
+
+    def _run_combined(self, group):
+        """A group of one `combine`'s jobs in one call, without the SAVEPOINT
+        and RELEASE around it (each a call into SQLite, which gives up the
+        interpreter lock); False when that failed (a refused item, or the
+        commit), and nothing of it is kept."""
+        try:
+            with self.transaction() as conn:
+                results = group[0].combine(conn, [job.item for job in group])
+                if len(results) != len(group):
+                    raise ValueError(f"a merged call answered {len(results)} results for {len(group)} items")
+        except Exception:
+            return False
+        for job, result in zip(group, results):
+            job.result = result
+        return True
+
+    def _run_jobs(self, group, merge=True):
+        """The group's jobs in one transaction, each run of one `combine` in one
+        call (each alone if that fails, or when not `merge`), every other job alone."""
         try:
             with self.transaction() as conn:
                 if len(group) == 1:  # alone in its transaction: no SAVEPOINT needed to fail alone
                     group[0].result = group[0].fn(conn)
                 else:
                     for run in _runs(group):
-                        if len(run) == 1 or not _run_merged(conn, run):
+                        if len(run) == 1 or not merge or not _run_merged(conn, run):
                             for job in run:
                                 _run_alone(conn, job)
         except Exception as exc:  # the COMMIT itself failed (or a lone job): nobody's rows are stored
             for job in group:
                 if job.error is None:
                     job.error, job.result = exc, None
-        for job in group:
-            job.done.release()
 
     def _checkpoint_loop(self):
         conn = connect(self.path)

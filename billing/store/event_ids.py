@@ -54,8 +54,10 @@ _TAIL_SEQS = (f"SELECT seq FROM events WHERE seq > {_MARK_SQL} AND id_hash IN {_
 _RUN_SEQS = ("SELECT r.seq FROM event_id_run_list l CROSS JOIN event_id_runs r"
              f" ON r.run = l.run AND r.id_hash IN {_LIST}")
 _LISTED = "run IN (SELECT run FROM event_id_run_list)"
-# the mark and the connection's data_version, in one call into SQLite
-_TAIL_STATE = f"SELECT {_MARK_SQL}, (SELECT data_version FROM pragma_data_version)"
+# the mark and the connection's data_version (the tail's state), in one call into SQLite;
+# a writer may read them with what else it reads before storing (billing/api/events.py)
+TAIL_STATE_COLUMNS = f"{_MARK_SQL}, (SELECT data_version FROM pragma_data_version)"
+_TAIL_STATE = f"SELECT {TAIL_STATE_COLUMNS}"
 
 
 def mark(conn):
@@ -68,12 +70,14 @@ def set_mark(conn, seq):
     conn.execute("UPDATE counters SET value = ? WHERE name = ?", (seq, MARK))
 
 
-def _tail(conn):
-    """The writer connection's in-memory tail, up to date inside its transaction, or None."""
+def _tail(conn, state=None):
+    """The writer connection's in-memory tail, up to date inside its transaction, or None.
+    `state`: (mark, data_version) as TAIL_STATE_COLUMNS read them earlier in
+    this transaction (neither changes within it but by `set_mark`), else read here."""
     tail = getattr(conn, "id_tail", None)
     if tail is None:
         return None
-    settled, version = conn.execute(_TAIL_STATE).fetchone()
+    settled, version = state if state is not None else conn.execute(_TAIL_STATE).fetchone()
     if tail.due(version) or settled < tail.mark:
         tail.load(settled, conn.execute(TAIL))
     elif settled > tail.mark:  # a settling pass committed
@@ -81,21 +85,22 @@ def _tail(conn):
     return tail
 
 
-def seqs(conn, hashes):
+def seqs(conn, hashes, state=None):
     """The seqs of the entries with one of `hashes` (an event may come twice,
     and a seq whose event is gone may come too: callers read the events)."""
     if not hashes:
         return []
-    tail = _tail(conn)
+    tail = _tail(conn, state)
     if tail is None:  # the runs and the tail's rows in one statement: one snapshot, also outside a transaction
         return [seq for (seq,) in conn.execute(f"{_RUN_SEQS} UNION ALL {_TAIL_SEQS}", (json.dumps(hashes),))]
     return [seq for (seq,) in conn.execute(_RUN_SEQS, (json.dumps(hashes),))] + tail.seqs(hashes)
 
 
-def stored(conn, columns, hashes):
+def stored(conn, columns, hashes, state=None):
     """`columns` (and `archived`: 0 or 1) of the stored and the archived events
-    whose hash is one of `hashes`, as named rows; callers compare the ids."""
-    found = seqs(conn, hashes)
+    whose hash is one of `hashes`, as named rows; callers compare the ids.
+    `state`: the tail's state if read already (`_tail`)."""
+    found = seqs(conn, hashes, state)
     if not found:
         return []
     cursor = conn.cursor()
@@ -105,21 +110,22 @@ def stored(conn, columns, hashes):
                           (json.dumps(sorted(set(found))),)).fetchall()
 
 
-def maybe_stored(conn, hashes):
+def maybe_stored(conn, hashes, version=None):
     """Of `hashes`, those that may be in the index: all of them, or, on the
     writer's connection once its filter is built (billing/store/known_ids.py),
-    only those the filter cannot rule out. Call inside the write transaction."""
+    only those the filter cannot rule out. Call inside the write transaction
+    (`version`: its data_version if read already)."""
     known = getattr(conn, "known_ids", None)
-    if known is None or not known.usable(conn):
+    if known is None or not known.usable(conn, version):
         return hashes
     return known.maybe_stored(hashes)
 
 
-def add_since(conn, seq, hashes, highest):
+def add_since(conn, seq, hashes, highest, state=None):
     """The events stored after `seq` (those this transaction just inserted, in
     order, whose id hashes are `hashes`; `highest` the highest seq stored
-    now) join the tail."""
-    tail = _tail(conn)
+    now) join the tail. `state`: the tail's state if read already (`_tail`)."""
+    tail = _tail(conn, state)
     settled = tail.mark if tail is not None else mark(conn)
     if seq < settled:
         # the newest events were deleted and SQLite hands their seqs out again:

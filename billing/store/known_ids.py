@@ -93,11 +93,13 @@ class KnownIds:
         # that asks (or by the server at start), by another connection's commit, by growth
         self.wanted = threading.Event()
 
-    def usable(self, conn):
+    def usable(self, conn, version=None):
         """Inside the writer's transaction on `conn`: whether an id the filter
         lacks is surely not stored. Another connection's commit since the last
-        call sets the filter aside until a build that begins after it ends."""
-        (version,) = conn.execute("PRAGMA data_version").fetchone()
+        call sets the filter aside until a build that begins after it ends.
+        `version`: the connection's data_version if read already in this transaction."""
+        if version is None:
+            (version,) = conn.execute("PRAGMA data_version").fetchone()
         if version != self._version:
             with self._lock:
                 self._version = version

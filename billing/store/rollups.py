@@ -42,7 +42,7 @@ subtracts, and archiving leaves it as it is.
 
 import json
 
-from . import event_ids, event_time
+from . import event_ids, event_time, multirow
 from .event_time import BUCKET_US
 
 SPLIT = 10 ** 12
@@ -132,10 +132,9 @@ def _partials(rows):
 
 
 def _write(conn, parts, values, hot):
-    conn.executemany(_UPSERT[hot], [(*key, n, total // SPLIT, total % SPLIT, low, high, last_ts, last_seq, last)
-                               for key, (n, total, low, high, last_ts, last_seq, last) in parts.items()])
-    if values:
-        conn.executemany(_ADD_VALUE[hot], values)
+    multirow.write(conn, _UPSERT[hot], [(*key, n, total // SPLIT, total % SPLIT, low, high, last_ts, last_seq, last)
+                                        for key, (n, total, low, high, last_ts, last_seq, last) in parts.items()])
+    multirow.write(conn, _ADD_VALUE[hot], list(values))
 
 
 def _add(conn, where, params, hot=False):
@@ -175,7 +174,7 @@ def _add_spans(conn, rows):
             span[1] = ts
         elif ts > span[2]:
             span[2] = ts
-    conn.executemany(_SPAN, [(*key, *span) for key, span in spans.items()])
+    multirow.write(conn, _SPAN, [(*key, *span) for key, span in spans.items()])
 
 
 _COUNT = ("INSERT INTO event_counts (bucket, n) VALUES (?, ?)"
@@ -187,7 +186,7 @@ def _add_counts(conn, rows):
     for _customer_id, _meter_id, ts, _value, _matched in rows:
         bucket = ts - ts % BUCKET_US
         counts[bucket] = counts.get(bucket, 0) + 1
-    conn.executemany(_COUNT, counts.items())
+    multirow.write(conn, _COUNT, list(counts.items()))
 
 
 def forget_event(conn, customer_id, meter_id, ts):
@@ -209,22 +208,21 @@ def rebuild_spans(conn):
         _add_spans(conn, rows)
 
 
-# after an insert, in one statement (one call into SQLite: single events pay these per group):
-# the highest seq, and the meters whose events' groups SQLite builds (a JSON list of ids)
-_AFTER_INSERT = (f"SELECT ({LAST_SEQ}), (SELECT json_group_array(id) FROM meters WHERE group_by != '[]')")
+# the meters whose events' groups SQLite builds (a JSON list of ids), read before an insert
+GROUPED_METERS = "SELECT json_group_array(id) FROM meters WHERE group_by != '[]'"
 
 
-def add_inserted(conn, before, rows):
+def add_inserted(conn, before, rows, highest, grouped):
     """Add the events this transaction just inserted to the rollups and spans:
     `rows` are (customer_id, meter_id, ts, value, matched) in insertion
-    order, stored with the seqs after `before` (the highest seq before).
-    Returns the highest seq stored now."""
+    order, stored with the seqs after `before` (the highest seq before);
+    `highest` is the highest seq stored now, `grouped` the JSON of
+    GROUPED_METERS (both read by the caller: billing/api/events.py)."""
     _add_spans(conn, rows)
     _add_counts(conn, rows)
-    highest, grouped = conn.execute(_AFTER_INSERT).fetchone()
     if highest != before + len(rows):  # seqs not consecutive: read them back instead
         add_since(conn, before)
-        return highest
+        return
     grouped = set(json.loads(grouped))
     parts, values = _partials((seq, customer_id, meter_id, ts, value, "{}")
                               for seq, (customer_id, meter_id, ts, value, matched) in enumerate(rows, before + 1)
@@ -236,7 +234,6 @@ def add_inserted(conn, before, rows):
         values |= more_values
     if parts:
         _write(conn, parts, values, hot=True)
-    return highest
 
 
 # events archived before the counts were kept, per archived (customer, meter, bucket): those

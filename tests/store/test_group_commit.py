@@ -105,14 +105,18 @@ def test_a_plain_job_between_merged_items_runs_in_its_place(db):
     assert calls == [["a", "b"], ["c"]]
 
 
-def test_two_single_events_with_one_id_in_one_group_store_the_first(db, tmp_path):
+def _customer_and_meter(db):
     with db.transaction() as conn:
         conn.execute("INSERT INTO customers (name, email, created_at, updated_at) VALUES ('c', 'c@example.com', 0, 0)")
         conn.execute("INSERT INTO meters (key, name, unit, aggregation, created_at, updated_at)"
                      " VALUES ('m', 'M', 'u', 'sum', 0, 0)")
         (customer_id,) = conn.execute("SELECT id FROM customers").fetchone()
         (meter_id,) = conn.execute("SELECT id FROM meters").fetchone()
+    return customer_id, meter_id
 
+
+def test_two_single_events_with_one_id_in_one_group_store_the_first(db, tmp_path):
+    customer_id, meter_id = _customer_and_meter(db)
     marks = {}  # the app's one dict of lateness marks, shared by every item
 
     def single(event_id, quantity):
@@ -181,3 +185,34 @@ def test_a_job_alone_in_its_group_runs_without_a_savepoint_and_fails_alone(db):
     assert [row[0] for row in db.query("SELECT item FROM notes")] == ["next"]
     assert statements.count("BEGIN IMMEDIATE") == 2
     assert not [sql for sql in statements if "SAVEPOINT" in sql or sql.startswith("RELEASE")]
+
+
+def test_a_group_of_single_events_is_seven_calls_into_sqlite(db):
+    """Each statement is a call into SQLite that gives up the interpreter lock
+    (the writer then waits to take it back from the request threads): a group
+    of single events is BEGIN, one read, one write per table, COMMIT — no
+    SAVEPOINT, and the same calls for 2 events as for 4. All are stored."""
+    customer_id, meter_id = _customer_and_meter(db)
+    statements = []
+
+    def singles(count, start):
+        rows = [events.EventRow(customer_id, f"e{start + i}", meter_id, 1_000_000 * (i + 1), 1_000_000, 1_000_000,
+                                1, None, 0, events.id_hash(customer_id, f"e{start + i}")) for i in range(count)]
+        return [lambda row=row: db.submit_merged(events._store_singles, (row, {})) for row in rows]
+
+    singles(1, 100)[0]()  # the first event stored reads what the writer then keeps in memory (the id tail)
+
+    for count, start in ((4, 0), (2, 10)):
+        db._writer.set_trace_callback(statements.append)
+        try:
+            outcomes = queued_together(db, singles(count, start))
+        finally:
+            db._writer.set_trace_callback(None)
+        assert [inserted for _stored, inserted in outcomes] == [True] * count
+        # after the blocking job's transaction; "-- PRAGMA …" is the read's pragma function, within its call
+        group = [sql for sql in statements[statements.index("BEGIN IMMEDIATE", 2):] if not sql.startswith("--")]
+        assert [sql.split(" (")[0].split(" WHERE")[0] for sql in group] == [
+            "BEGIN IMMEDIATE", "SELECT", "INSERT INTO events", "INSERT INTO event_spans", "INSERT INTO event_counts",
+            "INSERT INTO rollups_hot", "COMMIT"], group
+        statements.clear()
+    assert db.query("SELECT count(*) FROM events") == [(7,)]

@@ -1,0 +1,60 @@
+"""billing/store/multirow.py: a few rows written by one statement give what
+executemany gives (rows, order, ON CONFLICT per row, the last rowid), and
+more than MAX_ROWS go through executemany."""
+
+import random
+import sqlite3
+
+import pytest
+
+from billing.store import multirow
+
+INSERT = "INSERT INTO t (k, v) VALUES (?, ?)"
+UPSERT = "INSERT INTO totals (k, n) VALUES (?, ?) ON CONFLICT (k) DO UPDATE SET n = n + excluded.n"
+
+
+@pytest.fixture
+def conn():
+    connection = sqlite3.connect(":memory:", isolation_level=None)
+    connection.execute("CREATE TABLE t (seq INTEGER PRIMARY KEY, k INTEGER, v TEXT)")
+    connection.execute("CREATE TABLE totals (k INTEGER PRIMARY KEY, n INTEGER NOT NULL)")
+    yield connection
+    connection.close()
+
+
+def test_the_statement_repeats_the_values_group_and_keeps_the_rest():
+    assert multirow.statement(INSERT, 3) == "INSERT INTO t (k, v) VALUES (?, ?), (?, ?), (?, ?)"
+    assert multirow.statement(UPSERT, 2) == ("INSERT INTO totals (k, n) VALUES (?, ?), (?, ?)"
+                                             " ON CONFLICT (k) DO UPDATE SET n = n + excluded.n")
+    with pytest.raises(ValueError):
+        multirow.statement("UPDATE t SET v = ? WHERE k = ?", 2)
+
+
+@pytest.mark.parametrize("count", [1, 2, 5, multirow.MAX_ROWS, multirow.MAX_ROWS + 1, 40])
+def test_rows_and_the_last_rowid_are_those_of_executemany(conn, count):
+    rng = random.Random(count)
+    rows = [(rng.randint(0, 5), f"v{i}") for i in range(count)]
+    conn.execute("INSERT INTO t (k, v) VALUES (0, 'before')")
+    last = multirow.write(conn, INSERT, rows)
+    stored = conn.execute("SELECT seq, k, v FROM t WHERE seq > 1 ORDER BY seq").fetchall()
+    assert stored == [(seq, k, v) for seq, (k, v) in enumerate(rows, 2)]  # in their order, one seq each
+    if count <= multirow.MAX_ROWS:
+        assert last == count + 1  # one statement: its lastrowid
+    else:
+        assert last is None  # executemany: no lastrowid
+
+
+@pytest.mark.parametrize("count", [2, 7, multirow.MAX_ROWS, 30])
+def test_on_conflict_applies_to_each_row_as_one_at_a_time(conn, count):
+    rng = random.Random(count)
+    rows = [(rng.randint(0, 3), rng.randint(1, 9)) for _ in range(count)]  # repeated keys within one statement
+    multirow.write(conn, UPSERT, rows)
+    expected = {}
+    for k, n in rows:
+        expected[k] = expected.get(k, 0) + n
+    assert dict(conn.execute("SELECT k, n FROM totals")) == expected
+
+
+def test_no_rows_write_nothing(conn):
+    assert multirow.write(conn, INSERT, []) is None
+    assert conn.execute("SELECT count(*) FROM t").fetchone() == (0,)
