@@ -96,9 +96,13 @@ def decimal_text(value):
     return text.rstrip("0").rstrip(".") if "." in text else text
 
 
+# made once: json.dumps with any argument builds a new encoder on every call
+_ENCODER = json.JSONEncoder(ensure_ascii=True, separators=(",", ":"), allow_nan=False)
+
+
 def _fast(obj):
     try:
-        return json.dumps(obj, ensure_ascii=True, separators=(",", ":"), allow_nan=False)
+        return _ENCODER.encode(obj)
     except TypeError:
         return None
 

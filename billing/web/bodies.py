@@ -34,27 +34,36 @@ class Budget:
         self.total = total
         self.what = what
         self.free = total
-        self._cond = threading.Condition()
+        self._cond = threading.Condition(threading.Lock())
+        self._waiting = 0  # takers waiting for others to give back
 
     def take(self, amount, wait=BUDGET_WAIT):
         """Reserve `amount` (at most the whole budget); waits for others to give
         back, then 503 after `wait` seconds."""
         amount = min(amount, self.total)
-        deadline = time.monotonic() + wait
         with self._cond:
+            if self.free < amount:
+                self._wait_for(amount, time.monotonic() + wait)
+            self.free -= amount
+        return amount
+
+    def _wait_for(self, amount, deadline):
+        self._waiting += 1
+        try:
             while self.free < amount:
                 left = deadline - time.monotonic()
                 if left <= 0:
                     raise errors.ServiceUnavailable(f"The server is busy with other large {self.what}; try again.",
                                                     headers={"Retry-After": "1"})
                 self._cond.wait(left)
-            self.free -= amount
-        return amount
+        finally:
+            self._waiting -= 1
 
     def give(self, amount):
         with self._cond:
             self.free += amount
-            self._cond.notify_all()
+            if self._waiting:  # notify_all costs a walk through Python code: only when someone waits
+                self._cond.notify_all()
 
 
 class Held:

@@ -108,7 +108,7 @@ class Request:
         self.method = method
         parts = urlsplit(target)
         self.path = parts.path
-        self.query = parse_qs(parts.query, keep_blank_values=True, errors="strict")  # bad UTF-8: 400
+        self.query = parse_qs(parts.query, keep_blank_values=True, errors="strict") if parts.query else {}  # bad UTF-8: 400
         self.headers = headers
         self.body = body
         self.body_stream = None  # for raw-body routes: a BodyStream
@@ -204,6 +204,9 @@ class Handler(BaseHTTPRequestHandler):
 
     def version_string(self):
         return self.server_version
+
+    def date_time_string(self, timestamp=None):
+        return wire.http_date() if timestamp is None else super().date_time_string(timestamp)
     app = None  # set by make_server
 
     def setup(self):

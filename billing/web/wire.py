@@ -6,6 +6,7 @@ import email.utils
 import itertools
 import json
 import os
+import time
 
 SERVER_NAME = "Meterline"
 SECURITY_HEADERS = {
@@ -29,6 +30,20 @@ def request_id():
     return f"{_PREFIX}{next(_COUNTER):016x}"
 
 
+_date = (0, "")  # (whole second, its Date header value): formatted once a second, not per answer
+
+
+def http_date():
+    """The Date header's value now (RFC 9110 IMF-fixdate; wall-clock time, not the billing clock)."""
+    global _date
+    now = int(time.time())
+    second, text = _date
+    if second != now:
+        text = email.utils.formatdate(now, usegmt=True)
+        _date = (now, text)
+    return text
+
+
 def error_answer(status, reason, code, message, headers=None):
     """The bytes of a whole `status` answer in the one error shape, ending the
     connection: Server, Date, the security headers, X-Request-Id, then
@@ -37,7 +52,7 @@ def error_answer(status, reason, code, message, headers=None):
     body = json.dumps({"error": {"code": code, "message": message, "details": []}},
                       separators=(",", ":")).encode()
     lines = [f"HTTP/1.1 {status} {reason}", f"Server: {SERVER_NAME}",
-             f"Date: {email.utils.formatdate(usegmt=True)}", SECURITY_BLOCK, f"X-Request-Id: {rid}",
+             f"Date: {http_date()}", SECURITY_BLOCK, f"X-Request-Id: {rid}",
              f"Content-Type: {JSON_TYPE}", f"Content-Length: {len(body)}", "Cache-Control: no-store"]
     lines += [f"{name}: {value}" for name, value in (headers or {}).items()]
     lines.append("Connection: close")

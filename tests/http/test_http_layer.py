@@ -3,6 +3,7 @@ security headers, keep-alive, Idempotency-Key, 500s — through real HTTP
 (raw sockets where http.client would not send the request we need)."""
 
 import base64
+import email.utils
 import http.client
 import json
 import socket
@@ -12,6 +13,7 @@ from datetime import datetime, timezone
 import pytest
 
 from billing import clock
+from billing.web import wire
 from tests.harness import ADMIN_KEY, ADMIN_PASSWORD
 from tests.http.helpers import (assert_error, assert_validation, create_customer, create_meter,
                                 decode, event_count, post_raw, raw_exchange, table_count)
@@ -290,6 +292,22 @@ def test_client_request_id_is_echoed_and_sanitised(server, admin):
     assert admin.get("/health", headers={"X-Request-Id": "abc-123.x_y"}).headers["X-Request-Id"] == "abc-123.x_y"
     hostile = admin.get("/health", headers={"X-Request-Id": "evil<script>"}).headers["X-Request-Id"]
     assert hostile and "<" not in hostile
+
+
+def test_the_date_header_is_the_wall_clock_formatted_once_a_second(server, admin, monkeypatch):
+    """Date is an IMF-fixdate of the wall clock (not the billing clock, which
+    tests pin), formatted once a second and kept for the answers within it."""
+    reply = admin.get("/health")
+    sent = email.utils.parsedate_to_datetime(reply.headers["Date"])
+    assert abs((sent - datetime.now(timezone.utc)).total_seconds()) < 3
+    now = [1_700_000_000.25]
+    monkeypatch.setattr(wire.time, "time", lambda: now[0])
+    assert wire.http_date() == "Tue, 14 Nov 2023 22:13:20 GMT" == email.utils.formatdate(1_700_000_000, usegmt=True)
+    now[0] = 1_700_000_000.99
+    assert wire.http_date() == "Tue, 14 Nov 2023 22:13:20 GMT"
+    now[0] = 1_700_000_001.0
+    assert wire.http_date() == "Tue, 14 Nov 2023 22:13:21 GMT"
+    assert admin.get("/health").headers["Date"] == "Tue, 14 Nov 2023 22:13:21 GMT"
 
 
 def test_security_headers_on_json(server, admin):
