@@ -215,9 +215,12 @@ class Handler(BaseHTTPRequestHandler):
         self.body_pending = False
         try:
             self.connection.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-            io_timeouts(self.connection, self.server.io_timeout)
         except OSError:
             pass
+        try:
+            io_timeouts(self.connection, self.server.io_timeout)
+        except OSError:  # no kernel timeouts on this socket: a Python one (it polls before each read and write)
+            self.connection.settimeout(self.server.io_timeout)
 
     def handle_one_request(self):
         """One request: a keep-alive connection waits at most `idle_timeout` for

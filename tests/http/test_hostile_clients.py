@@ -16,6 +16,7 @@ import time
 import pytest
 
 from billing.web import bodies, connections
+from billing.web import http as web_http
 from tests.harness import ADMIN_KEY, RunningServer, temp_db
 from tests.http.helpers import (RawConnection, create_customer, create_meter, make_key, put_object, request_head, storage_server,
                                 object_url, table_count)
@@ -246,6 +247,28 @@ def test_the_io_timeout_is_kept_by_the_kernel_not_by_a_python_timeout(quick):
     finally:
         del quick.httpd.RequestHandlerClass.setup
     assert seen == [(None, [(60, 0), (60, 0)])]
+
+
+def test_without_kernel_timeouts_a_python_timeout_keeps_the_limit(quick, monkeypatch):
+    """Where the socket refuses SO_RCVTIMEO/SO_SNDTIMEO, the connection gets a
+    Python timeout of io_timeout instead: never no limit at all."""
+    def refused(sock, seconds):
+        raise OSError("no kernel timeouts here")
+
+    monkeypatch.setattr(web_http, "io_timeouts", refused)
+    seen = []
+    original = quick.httpd.RequestHandlerClass.setup
+
+    def spy(handler):
+        original(handler)
+        seen.append(handler.connection.gettimeout())
+
+    quick.httpd.RequestHandlerClass.setup = spy
+    try:
+        assert served_from(quick.port, "127.0.0.1") >= 0
+    finally:
+        del quick.httpd.RequestHandlerClass.setup
+    assert seen == [60]
 
 
 def test_a_body_that_stops_arriving_is_refused_after_the_io_timeout(quick):
