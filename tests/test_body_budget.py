@@ -24,8 +24,12 @@ def test_a_waiting_taker_goes_on_as_soon_as_enough_is_given_back():
     taken = []
     waiter = threading.Thread(target=lambda: taken.append((budget.take(50, wait=10), time.monotonic())))
     waiter.start()
-    time.sleep(0.2)
-    assert not taken and budget._waiting == 1  # 20 free: it waits
+    deadline = time.monotonic() + 10
+    while budget._waiting != 1:  # 20 free: it waits
+        assert time.monotonic() < deadline, "the taker never waited"
+        time.sleep(0.01)
+    time.sleep(0.1)
+    assert not taken
     given = time.monotonic()
     budget.give(80)
     waiter.join(5)

@@ -83,16 +83,17 @@ def store_new(conn, rows, invoiced_through=None):
 
 # what store_new reads before it writes, in one statement: whether the customers are live
 # (validation read the catalog before this transaction), the highest seq, the dedup tail's
-# state, and the meters with group_by
-_BEFORE = ("SELECT (SELECT count(*) FROM customers WHERE archived = 0 AND id IN ({ids})),"
-           f" ({rollups.LAST_SEQ}), {event_ids.TAIL_STATE_COLUMNS}, ({rollups.GROUPED_METERS})")
+# state, and the meters with group_by (the customers' placeholders go between its two parts)
+_BEFORE = ("SELECT (SELECT count(*) FROM customers WHERE archived = 0 AND id IN (",
+           f")), ({rollups.LAST_SEQ}), {event_ids.TAIL_STATE_COLUMNS}, ({rollups.GROUPED_METERS})")
 
 
 def _read_before(conn, customers):
     """(the highest seq, the dedup tail's state, the meters with group_by as
     JSON); 409 when a customer was deleted or archived since validation."""
+    head, tail = _BEFORE
     live, highest, mark, version, grouped = conn.execute(
-        _BEFORE.format(ids=",".join("?" * len(customers))), tuple(customers)).fetchone()
+        head + ",".join("?" * len(customers)) + tail, tuple(customers)).fetchone()
     if live != len(customers):
         raise Conflict("A customer of this batch was deleted or archived meanwhile; nothing was stored.")
     return highest, (mark, version), grouped

@@ -3,16 +3,14 @@
 All writes go through one writer connection guarded by one lock:
 - `Database.transaction()`: `BEGIN IMMEDIATE … COMMIT` around a block of code;
 - `Database.submit(job)`: for the hot ingest path. Jobs that arrive while the
-  writer is busy are committed together in one transaction (each inside its own
-  SAVEPOINT, so one failing job rolls back alone; a job alone in its transaction
-  needs none); every caller gets its answer
-  only after the COMMIT that holds its rows. One commit then pays for many
-  requests, which is what bounds throughput on a small machine.
+  writer is busy are committed together in one transaction; every caller gets
+  its answer only after the COMMIT that holds its rows. One commit then pays
+  for many requests, which is what bounds throughput on a small machine.
 - `Database.submit_merged(combine, item)`: the same, for work that is cheaper
   done once for many items (single events: one dedup lookup, one insert, one
-  rollup update for all). Consecutive items of one group with the same
-  `combine` are passed to one call, inside one SAVEPOINT; if that call fails,
-  each item is run alone in its own, so a bad item still fails alone.
+  rollup update for all): consecutive items of one group with the same
+  `combine` are passed to one call.
+  How a group runs, and how one bad job fails alone: billing/store/group_commit.py.
 Writers queue on a Python lock, taken in turn (`TurnLock`), instead of
 spinning on SQLITE_BUSY. Reads use a pool of connections that see the last
 committed state. WAL checkpoints run in a background thread so no request's
@@ -28,6 +26,7 @@ import sqlite3
 import threading
 
 from ..errors import ServiceUnavailable
+from . import group_commit
 from . import event_ids, known_ids, migrations
 from .id_tail import IdTail
 from .known_ids import KnownIds
@@ -90,20 +89,6 @@ class _Stopped(Exception):
     """The database is closing: a filter build stops where it is."""
 
 
-class _Job:
-    """A queued write; `done` is a lock held until the writer has answered
-    (a bare lock: cheaper for the writer to release than an Event to set)."""
-    __slots__ = ("fn", "combine", "item", "done", "result", "error")
-
-    def __init__(self, fn, combine=None, item=None):
-        self.fn = fn
-        self.combine, self.item = combine, item
-        self.done = threading.Lock()
-        self.done.acquire()
-        self.result = None
-        self.error = None
-
-
 def create_private(path):
     """Make the database file's folder (0700) and the file itself (0600) when
     missing, before SQLite opens it: SQLite gives the -wal and -shm files the
@@ -116,51 +101,6 @@ def create_private(path):
     except FileExistsError:
         return
     os.close(fd)
-
-
-def _runs(group):
-    """The group's jobs in order, consecutive jobs of one `combine` together."""
-    run = [group[0]]
-    for job in group[1:]:
-        if job.combine is not None and job.combine is run[-1].combine:
-            run.append(job)
-        else:
-            yield run
-            run = [job]
-    yield run
-
-
-def _one_run(group):
-    """Whether every job of the group is of one `combine`."""
-    combine = group[0].combine
-    return combine is not None and all(job.combine is combine for job in group)
-
-
-def _run_alone(conn, job):
-    conn.execute("SAVEPOINT job")
-    try:
-        job.result = job.fn(conn)
-    except Exception as exc:  # this job alone is undone
-        conn.execute("ROLLBACK TO job")
-        job.error = exc
-    conn.execute("RELEASE job")
-
-
-def _run_merged(conn, run):
-    """One `combine` call for the run's items; False (nothing kept) if it failed."""
-    conn.execute("SAVEPOINT merged")
-    try:
-        results = run[0].combine(conn, [job.item for job in run])
-    except Exception:  # an item the call refuses (a customer archived meanwhile): each alone, below
-        conn.execute("ROLLBACK TO merged")
-        conn.execute("RELEASE merged")
-        return False
-    conn.execute("RELEASE merged")
-    if len(results) != len(run):  # a bug, not a refusal: every job of the group gets it
-        raise ValueError(f"a merged call answered {len(results)} results for {len(run)} items")
-    for job, result in zip(run, results):
-        job.result = result
-    return True
 
 
 class Database:
@@ -245,14 +185,14 @@ class Database:
     def submit(self, fn):
         """Run `fn(conn)` in the writer thread, grouped with other jobs into one
         transaction; returns its result once committed (or raises its error)."""
-        return self._wait(_Job(fn))
+        return self._wait(group_commit.Job(fn))
 
     def submit_merged(self, combine, item):
         """Run `combine(conn, items)` in the writer thread for `item` and the
         items of the same `combine` grouped with it; `combine` answers one
         result per item, in order. Returns this item's result once committed
         (or raises its error: a failing merged call is retried item by item)."""
-        return self._wait(_Job(lambda conn: combine(conn, [item])[0], combine, item))
+        return self._wait(group_commit.Job(lambda conn: combine(conn, [item])[0], combine, item))
 
     def _wait(self, job):
         if not self._threads or self.in_transaction():
@@ -288,46 +228,7 @@ class Database:
             self._run_group(group)
 
     def _run_group(self, group):
-        if len(group) > 1 and _one_run(group):
-            if not self._run_combined(group):
-                self._run_jobs(group, merge=False)  # it failed: each alone (or the commit failed: again)
-        else:
-            self._run_jobs(group)
-        for job in group:
-            job.done.release()
-
-    def _run_combined(self, group):
-        """A group of one `combine`'s jobs in one call, without the SAVEPOINT
-        and RELEASE around it (each a call into SQLite, which gives up the
-        interpreter lock); False when that failed (a refused item, or the
-        commit), and nothing of it is kept."""
-        try:
-            with self.transaction() as conn:
-                results = group[0].combine(conn, [job.item for job in group])
-                if len(results) != len(group):
-                    raise ValueError(f"a merged call answered {len(results)} results for {len(group)} items")
-        except Exception:
-            return False
-        for job, result in zip(group, results):
-            job.result = result
-        return True
-
-    def _run_jobs(self, group, merge=True):
-        """The group's jobs in one transaction, each run of one `combine` in one
-        call (each alone if that fails, or when not `merge`), every other job alone."""
-        try:
-            with self.transaction() as conn:
-                if len(group) == 1:  # alone in its transaction: no SAVEPOINT needed to fail alone
-                    group[0].result = group[0].fn(conn)
-                else:
-                    for run in _runs(group):
-                        if len(run) == 1 or not merge or not _run_merged(conn, run):
-                            for job in run:
-                                _run_alone(conn, job)
-        except Exception as exc:  # the COMMIT itself failed (or a lone job): nobody's rows are stored
-            for job in group:
-                if job.error is None:
-                    job.error, job.result = exc, None
+        group_commit.run_group(self.transaction, group)
 
     def _checkpoint_loop(self):
         conn = connect(self.path)

@@ -89,5 +89,5 @@ class Server(ThreadingHTTPServer):
     def handle_error(self, request, client_address):
         exc = sys.exc_info()[1]
         if isinstance(exc, (ConnectionError, TimeoutError, BlockingIOError)):
-            return  # the client left, or a write waited io_timeout (BlockingIOError: see web.http.io_timeouts)
+            return  # the client left, or a write waited io_timeout (BlockingIOError: see web.socket_io)
         super().handle_error(request, client_address)

@@ -7,7 +7,6 @@ Handlers take `(request, **path_params)` and return data: a dict or list
 import hashlib
 import re
 import socket
-import struct
 import time
 import traceback
 from http.server import BaseHTTPRequestHandler
@@ -16,7 +15,7 @@ from urllib.parse import parse_qs, urlsplit
 from .. import errors, jsonutil
 from ..api.responses import FileResponse, Response
 from ..errors import ApiError
-from . import bodies, head, wire
+from . import bodies, head, socket_io, wire
 from .bodies import MAX_BODY_BYTES, UNAUTHENTICATED_BODY, BodyStream  # noqa: F401  (the limits live there)
 from .connections import Server
 from .wire import SECURITY_BLOCK, SECURITY_HEADERS, SERVER_NAME  # noqa: F401
@@ -175,18 +174,6 @@ class Request:
             raise errors.NotFound("Customer not found.")
 
 
-def io_timeouts(sock, seconds):
-    """Let each read and write on `sock` wait at most `seconds`, kept by the
-    kernel (SO_RCVTIMEO, SO_SNDTIMEO) on a socket left in blocking mode. A
-    Python socket timeout would do the same with a poll() before every recv
-    and send: a second system call, and a second wait for the interpreter
-    lock, on every read and write. A read that waited that long returns what
-    arrived (b"" when nothing did); a write raises BlockingIOError."""
-    value = struct.pack("ll", int(seconds), int(seconds % 1 * 1_000_000))
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVTIMEO, value)
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDTIMEO, value)
-
-
 def _error_response(exc, request_id):
     if isinstance(exc, ApiError):
         body = exc.body()
@@ -199,15 +186,16 @@ def _error_response(exc, request_id):
 
 class Handler(BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"
-    timeout = None  # no Python socket timeout: `setup` sets io_timeouts (the head has its own deadline)
+    timeout = None  # no Python socket timeout: `setup` sets web.socket_io's (the head has its own deadline)
     server_version = SERVER_NAME
+
+    app = None  # set by make_server
 
     def version_string(self):
         return self.server_version
 
     def date_time_string(self, timestamp=None):
         return wire.http_date() if timestamp is None else super().date_time_string(timestamp)
-    app = None  # set by make_server
 
     def setup(self):
         super().setup()
@@ -218,9 +206,10 @@ class Handler(BaseHTTPRequestHandler):
         except OSError:
             pass
         try:
-            io_timeouts(self.connection, self.server.io_timeout)
+            socket_io.io_timeouts(self.connection, self.server.io_timeout)
         except OSError:  # no kernel timeouts on this socket: a Python one (it polls before each read and write)
             self.connection.settimeout(self.server.io_timeout)
+        self.wfile = socket_io.Writer(self.connection, self.server.io_timeout)
 
     def handle_one_request(self):
         """One request: a keep-alive connection waits at most `idle_timeout` for
@@ -363,13 +352,7 @@ class Handler(BaseHTTPRequestHandler):
         self.wfile.write(self._head(response, request_id, response.length))
         if self.command == "HEAD" or not response.length:
             return
-        # socket.sendfile waits for a blocking socket that the kernel timed out without any
-        # limit: a Python timeout for the file, so a client that stops reading is let go
-        self.connection.settimeout(self.server.io_timeout)
-        try:
-            sent = self.connection.sendfile(response.file, response.offset, response.length)
-        finally:
-            self.connection.settimeout(None)
+        sent = self.wfile.send_file(response.file, response.offset, response.length)
         if sent != response.length:  # the file shrank under us (it never should): end the connection
             self.close_connection = True
 

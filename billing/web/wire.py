@@ -31,12 +31,13 @@ def request_id():
 
 
 _date = (0, "")  # (whole second, its Date header value): formatted once a second, not per answer
+wall_clock = time.time  # the Date header's clock: wall time, not the billing clock (tests replace it)
 
 
 def http_date():
-    """The Date header's value now (RFC 9110 IMF-fixdate; wall-clock time, not the billing clock)."""
+    """The Date header's value now (RFC 9110 IMF-fixdate)."""
     global _date
-    now = int(time.time())
+    now = int(wall_clock())
     second, text = _date
     if second != now:
         text = email.utils.formatdate(now, usegmt=True)

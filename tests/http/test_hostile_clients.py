@@ -6,6 +6,7 @@ keep others from being served. Bodies come after credentials: the token is
 checked before a byte of the body is read, and a request without valid
 credentials may send at most 64 KiB."""
 
+import contextlib
 import json
 import os
 import socket
@@ -15,9 +16,9 @@ import time
 
 import pytest
 
-from billing.web import bodies, connections
-from billing.web import http as web_http
+from billing.web import bodies, connections, socket_io
 from tests.harness import ADMIN_KEY, RunningServer, temp_db
+from tests.helpers import wait_for
 from tests.http.helpers import (RawConnection, create_customer, create_meter, make_key, put_object, request_head, storage_server,
                                 object_url, table_count)
 
@@ -228,47 +229,62 @@ def test_a_slow_body_and_a_long_stream_are_not_head_time(quick):
 
 # -- each read and write of a body: io_timeout ---------------------------------------------
 
+@contextlib.contextmanager
+def connection_setups(server, what):
+    """A list that gets `what(handler)` for each connection the server sets up meanwhile."""
+    seen = []
+    handler_class = server.httpd.RequestHandlerClass
+    original = handler_class.setup
+
+    def spy(handler):
+        original(handler)
+        seen.append(what(handler))
+
+    handler_class.setup = spy
+    try:
+        yield seen
+    finally:
+        del handler_class.setup
+
+
+def _kernel_timeouts(handler):
+    sock = handler.connection
+    return sock.gettimeout(), [struct.unpack("ll", sock.getsockopt(socket.SOL_SOCKET, option, 16))
+                               for option in (socket.SO_RCVTIMEO, socket.SO_SNDTIMEO)]
+
+
 def test_the_io_timeout_is_kept_by_the_kernel_not_by_a_python_timeout(quick):
     """Connections stay in blocking mode (no poll() before every read and
     write) with SO_RCVTIMEO and SO_SNDTIMEO set to io_timeout."""
     assert connections.IO_TIMEOUT == 60 and quick.httpd.io_timeout == 60
-    seen = []
-    original = quick.httpd.RequestHandlerClass.setup
-
-    def spy(handler):
-        original(handler)
-        sock = handler.connection
-        seen.append((sock.gettimeout(), [struct.unpack("ll", sock.getsockopt(socket.SOL_SOCKET, option, 16))
-                                          for option in (socket.SO_RCVTIMEO, socket.SO_SNDTIMEO)]))
-
-    quick.httpd.RequestHandlerClass.setup = spy
-    try:
+    with connection_setups(quick, _kernel_timeouts) as seen:
         assert served_from(quick.port, "127.0.0.1") >= 0
-    finally:
-        del quick.httpd.RequestHandlerClass.setup
     assert seen == [(None, [(60, 0), (60, 0)])]
 
 
-def test_without_kernel_timeouts_a_python_timeout_keeps_the_limit(quick, monkeypatch):
+def test_without_kernel_timeouts_a_python_timeout_keeps_the_limit(tmp_path, monkeypatch):
     """Where the socket refuses SO_RCVTIMEO/SO_SNDTIMEO, the connection gets a
-    Python timeout of io_timeout instead: never no limit at all."""
+    Python timeout of io_timeout instead, and keeps it after a file is sent
+    (which sets its own for the file): never no limit at all."""
     def refused(sock, seconds):
         raise OSError("no kernel timeouts here")
 
-    monkeypatch.setattr(web_http, "io_timeouts", refused)
-    seen = []
-    original = quick.httpd.RequestHandlerClass.setup
-
-    def spy(handler):
-        original(handler)
-        seen.append(handler.connection.gettimeout())
-
-    quick.httpd.RequestHandlerClass.setup = spy
+    monkeypatch.setattr(socket_io, "io_timeouts", refused)
+    running = storage_server(tmp_path)
     try:
-        assert served_from(quick.port, "127.0.0.1") >= 0
+        customer = create_customer(running.admin, name="Files")
+        assert put_object(running.admin, "a.bin", b"x" * 100_000, customer_id=customer["id"]).status == 201
+        running.admin.close()
+        handlers = []
+        with connection_setups(running, handlers.append):
+            client = running.client(ADMIN_KEY)
+            reply = client.get(object_url("a.bin", customer["id"]))
+            assert reply.status == 200 and len(reply.raw) == 100_000
+            assert client.get("/health").status == 200  # the same keep-alive connection
+            assert len(handlers) == 1 and handlers[0].connection.gettimeout() == 60
+            client.close()
     finally:
-        del quick.httpd.RequestHandlerClass.setup
-    assert seen == [60]
+        running.stop()
 
 
 def test_a_body_that_stops_arriving_is_refused_after_the_io_timeout(quick):
@@ -297,36 +313,48 @@ def _connections_from(server, address="127.0.0.1"):
         return server.httpd._per_client.get(address, 0)
 
 
+def _reader_server(tmp_path, download):
+    """A server with a response the tests below read slowly or not at all:
+    an object's file (sent with sendfile) or a page of JSON of about 4 MB;
+    (server, its target). No connection is open."""
+    running = storage_server(tmp_path)
+    customer = create_customer(running.admin, name="Reader")
+    if download == "file":
+        reply = put_object(running.admin, "big.bin", os.urandom(8 * 1024 * 1024), customer_id=customer["id"])
+        assert reply.status == 201, reply
+        target = object_url("big.bin", customer["id"])
+    else:  # 1,000 events of 4 KB properties each
+        create_meter(running.admin)
+        events = [{"customer_id": customer["id"], "meter": "api_calls",
+                   "properties": {"note": f"{i:04d}" + "v" * 4000}} for i in range(1000)]
+        reply = running.admin.post("/v1/events/batch", {"events": events})
+        assert reply.status == 200 and reply.json["accepted"] == 1000, reply
+        target = "/v1/events?limit=1000"
+    running.httpd.io_timeout = 1.0
+    running.admin.close()  # its keep-alive connection: then only the tests' own is open
+    wait_for(lambda: _connections_from(running) == 0, 5, "the admin connection to close")
+    return running, target
+
+
+def _small_window_socket(port):
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)  # before connecting: a small window
+    sock.settimeout(10)
+    sock.connect(("127.0.0.1", port))
+    return sock
+
+
 @pytest.mark.parametrize("download", ["file", "json"])
 def test_a_client_that_stops_reading_is_let_go_after_the_io_timeout(tmp_path, download):
-    """A response the client stops reading (an object's file sent with
-    sendfile, or a page of JSON larger than the socket buffers) holds its
-    thread about io_timeout at most: then the connection is closed."""
-    running = storage_server(tmp_path)
+    """A response the client stops reading holds its thread about io_timeout
+    at most: then the connection is closed."""
+    running, target = _reader_server(tmp_path, download)
     try:
-        customer = create_customer(running.admin, name="Reader")
-        if download == "file":
-            reply = put_object(running.admin, "big.bin", os.urandom(8 * 1024 * 1024), customer_id=customer["id"])
-            assert reply.status == 201, reply
-            target = object_url("big.bin", customer["id"])
-        else:  # 1,000 events of 4 KB properties each: a page of about 4 MB
-            create_meter(running.admin)
-            events = [{"customer_id": customer["id"], "meter": "api_calls",
-                       "properties": {"note": f"{i:04d}" + "v" * 4000}} for i in range(1000)]
-            reply = running.admin.post("/v1/events/batch", {"events": events})
-            assert reply.status == 200 and reply.json["accepted"] == 1000, reply
-            target = "/v1/events?limit=1000"
-        running.httpd.io_timeout = 1.0
-        running.admin.close()  # its keep-alive connection: then only the one below is open
-        assert wait_until(lambda: _connections_from(running) == 0, 5)
-        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-            sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)  # before connecting: a small window
-            sock.settimeout(10)
-            sock.connect(("127.0.0.1", running.port))
+        with _small_window_socket(running.port) as sock:
             sock.sendall(request_head("GET", target, {"Authorization": f"Bearer {ADMIN_KEY}"}))
             started = time.monotonic()
-            assert wait_until(lambda: _connections_from(running) == 1, 5)
-            assert wait_until(lambda: _connections_from(running) == 0, 10)  # let go while this socket is open
+            wait_for(lambda: _connections_from(running) == 1, 5, "the connection")
+            wait_for(lambda: _connections_from(running) == 0, 10, "the server to let go")  # this socket still open
             assert 0.9 <= time.monotonic() - started <= 6
             assert closed_by_server(sock, 5)
         assert served_from(running.port, "127.0.0.1") >= 0
@@ -334,13 +362,41 @@ def test_a_client_that_stops_reading_is_let_go_after_the_io_timeout(tmp_path, do
         running.stop()
 
 
-def wait_until(predicate, seconds):
-    deadline = time.monotonic() + seconds
-    while not predicate():
-        if time.monotonic() > deadline:
-            return False
-        time.sleep(0.02)
-    return True
+@pytest.mark.parametrize("download", ["file", "json"])
+def test_a_client_that_reads_too_slowly_is_let_go_too(tmp_path, download):
+    """A client that keeps reading, a little at a time, cannot stretch one
+    response past about twice io_timeout: each send waits at most
+    io_timeout, and the whole response must have gone out io_timeout after
+    its first send (the 4 MB would take about a minute at this pace)."""
+    running, target = _reader_server(tmp_path, download)
+    received, stop = [0], threading.Event()
+    try:
+        with _small_window_socket(running.port) as sock:
+            sock.sendall(request_head("GET", target, {"Authorization": f"Bearer {ADMIN_KEY}"}))
+            started = time.monotonic()
+
+            def trickle():
+                try:
+                    while not stop.is_set():
+                        chunk = sock.recv(16 * 1024)
+                        if not chunk:
+                            return
+                        received[0] += len(chunk)
+                        time.sleep(0.2)
+                except OSError:
+                    return
+
+            reader = threading.Thread(target=trickle, daemon=True)
+            reader.start()
+            wait_for(lambda: _connections_from(running) == 1, 5, "the connection")
+            wait_for(lambda: _connections_from(running) == 0, 10, "the server to let go")
+            assert time.monotonic() - started <= 6
+            stop.set()
+            reader.join(5)
+        assert 0 < received[0] < 4_000_000
+        assert served_from(running.port, "127.0.0.1") >= 0
+    finally:
+        running.stop()
 
 
 # -- connections per client address ----------------------------------------------------

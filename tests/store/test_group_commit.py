@@ -190,8 +190,9 @@ def test_a_job_alone_in_its_group_runs_without_a_savepoint_and_fails_alone(db):
 def test_a_group_of_single_events_is_seven_calls_into_sqlite(db):
     """Each statement is a call into SQLite that gives up the interpreter lock
     (the writer then waits to take it back from the request threads): a group
-    of single events is BEGIN, one read, one write per table, COMMIT — no
-    SAVEPOINT, and the same calls for 2 events as for 4. All are stored."""
+    of single events (new ids, none late, a meter without group_by) is BEGIN,
+    one read, one write per table, COMMIT — no SAVEPOINT, and the same calls
+    for 2 events as for 4. All are stored."""
     customer_id, meter_id = _customer_and_meter(db)
     statements = []
 
@@ -201,6 +202,11 @@ def test_a_group_of_single_events_is_seven_calls_into_sqlite(db):
         return [lambda row=row: db.submit_merged(events._store_singles, (row, {})) for row in rows]
 
     singles(1, 100)[0]()  # the first event stored reads what the writer then keeps in memory (the id tail)
+    db.build_known_ids()  # and the filter of stored ids: until it answers, every id is looked up
+    deadline = time.monotonic() + 10
+    while not db.known_ids_state()[0]:
+        assert time.monotonic() < deadline, "the filter of stored ids was never built"
+        time.sleep(0.01)
 
     for count, start in ((4, 0), (2, 10)):
         db._writer.set_trace_callback(statements.append)
@@ -216,3 +222,19 @@ def test_a_group_of_single_events_is_seven_calls_into_sqlite(db):
             "INSERT INTO rollups_hot", "COMMIT"], group
         statements.clear()
     assert db.query("SELECT count(*) FROM events") == [(7,)]
+
+
+def test_a_merged_call_answering_the_wrong_count_fails_every_job_and_keeps_nothing(db):
+    """A bug, not a refusal: with or without a SAVEPOINT around the call (a
+    group of only its items, or with a plain job too), every job of the group
+    — the plain one too — gets the error and nothing of the group is kept."""
+    def short(conn, items):
+        conn.executemany("INSERT INTO notes (item) VALUES (?)", [(item,) for item in items])
+        return list(items)[:-1]
+
+    alone = queued_together(db, [lambda item=item: db.submit_merged(short, item) for item in ("a", "b")])
+    mixed = queued_together(db, [lambda: db.submit(lambda conn: "plain"),
+                                 lambda: db.submit_merged(short, "c"), lambda: db.submit_merged(short, "d")])
+    for outcome in alone + mixed:
+        assert isinstance(outcome, ValueError) and "a merged call answered 1 results for 2 items" in str(outcome)
+    assert db.query("SELECT item FROM notes") == []

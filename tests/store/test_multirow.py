@@ -31,7 +31,7 @@ def test_the_statement_repeats_the_values_group_and_keeps_the_rest():
 
 
 @pytest.mark.parametrize("count", [1, 2, 5, multirow.MAX_ROWS, multirow.MAX_ROWS + 1, 40])
-def test_rows_and_the_last_rowid_are_those_of_executemany(conn, count):
+def test_rows_are_those_of_executemany_and_one_statement_tells_the_last_rowid(conn, count):
     rng = random.Random(count)
     rows = [(rng.randint(0, 5), f"v{i}") for i in range(count)]
     conn.execute("INSERT INTO t (k, v) VALUES (0, 'before')")
