@@ -96,12 +96,12 @@ def _read_before(conn, customers):
         head + ",".join("?" * len(customers)) + tail, tuple(customers)).fetchone()
     if live != len(customers):
         raise Conflict("A customer of this batch was deleted or archived meanwhile; nothing was stored.")
-    return highest, (mark, version), grouped
+    return highest, event_ids.TailState(mark, version), grouped
 
 
 def _drop_stored(conn, fresh, tail_state):
     """Remove from `fresh` ((customer_id, event_id) → row) the ids already stored."""
-    hashes = event_ids.maybe_stored(conn, list({row[_HASH] for row in fresh.values()}), tail_state[1])
+    hashes = event_ids.maybe_stored(conn, list({row[_HASH] for row in fresh.values()}), tail_state)
     for found in event_ids.stored(conn, "customer_id, event_id", hashes, tail_state):
         fresh.pop((found["customer_id"], found["event_id"]), None)
 

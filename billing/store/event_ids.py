@@ -37,6 +37,7 @@ the same seq, and the tail and `stored` read both tables.
 
 import json
 import sqlite3
+from typing import NamedTuple
 
 MARK = "event_ids_settled"
 LOOSE_RUN = 0
@@ -60,6 +61,13 @@ TAIL_STATE_COLUMNS = f"{_MARK_SQL}, (SELECT data_version FROM pragma_data_versio
 _TAIL_STATE = f"SELECT {TAIL_STATE_COLUMNS}"
 
 
+class TailState(NamedTuple):
+    """TAIL_STATE_COLUMNS as read inside the writer's transaction (neither
+    changes within it but by `set_mark`, which this module calls last)."""
+    mark: int
+    version: int
+
+
 def mark(conn):
     """The highest seq whose entry is in a run (the tail is above it)."""
     (value,) = conn.execute(f"SELECT {_MARK_SQL}").fetchone()
@@ -72,8 +80,7 @@ def set_mark(conn, seq):
 
 def _tail(conn, state=None):
     """The writer connection's in-memory tail, up to date inside its transaction, or None.
-    `state`: (mark, data_version) as TAIL_STATE_COLUMNS read them earlier in
-    this transaction (neither changes within it but by `set_mark`), else read here."""
+    `state`: a TailState read earlier in this transaction, else read here."""
     tail = getattr(conn, "id_tail", None)
     if tail is None:
         return None
@@ -110,13 +117,13 @@ def stored(conn, columns, hashes, state=None):
                           (json.dumps(sorted(set(found))),)).fetchall()
 
 
-def maybe_stored(conn, hashes, version=None):
+def maybe_stored(conn, hashes, state=None):
     """Of `hashes`, those that may be in the index: all of them, or, on the
     writer's connection once its filter is built (billing/store/known_ids.py),
     only those the filter cannot rule out. Call inside the write transaction
-    (`version`: its data_version if read already)."""
+    (`state`: its TailState if read already)."""
     known = getattr(conn, "known_ids", None)
-    if known is None or not known.usable(conn, version):
+    if known is None or not known.usable(conn, state.version if state is not None else None):
         return hashes
     return known.maybe_stored(hashes)
 

@@ -34,6 +34,4 @@ def write(conn, sql, rows):
     if len(rows) > MAX_ROWS:
         conn.executemany(sql, rows)
         return None
-    if len(rows) == 1:
-        return conn.execute(sql, rows[0]).lastrowid
     return conn.execute(statement(sql, len(rows)), [value for row in rows for value in row]).lastrowid
