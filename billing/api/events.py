@@ -4,7 +4,7 @@ This is the ingest hot path: validation (`billing/api/event_rows.py`) runs
 against the in-memory catalog — for a large batch in an ingest worker
 process (`billing/api/ingest_pool.py`), so that the writer thread does not
 wait for the interpreter lock while request threads validate — a whole batch
-is one `executemany` in one transaction, and duplicates are
+is a few multi-row INSERTs in one transaction, and duplicates are
 found through the dedup index (billing/store/event_ids.py): the first write
 wins. Single events that reach the writer together are stored by one call
 (`_store_singles`, through `Database.submit_merged`).
@@ -48,9 +48,9 @@ def store_new(conn, rows, invoiced_through=None):
 
     Each statement is a call into SQLite that gives up the interpreter lock, and
     single events pay them once per group: what is read before writing is read
-    by one statement (`_read_before`), the rows of a small group are written by
-    one statement per table (billing/store/multirow.py), and the highest seq is
-    then the insert's lastrowid."""
+    by one statement (`_read_before`), the rows are written by a few
+    statements per table (billing/store/multirow.py: one for a small group,
+    six for 1,000 rows), and the highest seq is then the insert's lastrowid."""
     fresh = {}
     for row in rows:
         fresh.setdefault((row[_CUSTOMER], row[_EVENT_ID]), row)
@@ -72,8 +72,6 @@ def store_new(conn, rows, invoiced_through=None):
             highest = multirow.write(conn, INSERT_SQL, rest)
     else:
         highest = multirow.write(conn, INSERT_SQL, new_rows)
-    if highest is None:  # written by executemany: no lastrowid
-        highest = rollups.last_seq(conn)
     # in the same transaction as the events, in the order they were inserted
     rollups.add_inserted(conn, before, [(r[_CUSTOMER], r[_METER], r[_TS], r[_VALUE], r[_MATCHED]) for r in inserted],
                          highest, grouped)

@@ -1,6 +1,6 @@
-"""billing/store/multirow.py: a few rows written by one statement give what
-executemany gives (rows, order, ON CONFLICT per row, the last rowid), and
-more than MAX_ROWS go through executemany."""
+"""billing/store/multirow.py: rows written by a few multi-row statements give
+what executemany gives (rows, order, ON CONFLICT per row), the last rowid,
+and no statement binds more parameters than SQLite allows."""
 
 import random
 import sqlite3
@@ -30,21 +30,18 @@ def test_the_statement_repeats_the_values_group_and_keeps_the_rest():
         multirow.statement("UPDATE t SET v = ? WHERE k = ?", 2)
 
 
-@pytest.mark.parametrize("count", [1, 2, 5, multirow.MAX_ROWS, multirow.MAX_ROWS + 1, 40])
-def test_rows_are_those_of_executemany_and_one_statement_tells_the_last_rowid(conn, count):
+@pytest.mark.parametrize("count", [1, 2, 5, multirow.MAX_ROWS, multirow.MAX_ROWS + 1, 40, 1000, 1537])
+def test_rows_are_those_of_executemany_and_the_last_statement_tells_the_last_rowid(conn, count):
     rng = random.Random(count)
     rows = [(rng.randint(0, 5), f"v{i}") for i in range(count)]
     conn.execute("INSERT INTO t (k, v) VALUES (0, 'before')")
     last = multirow.write(conn, INSERT, rows)
     stored = conn.execute("SELECT seq, k, v FROM t WHERE seq > 1 ORDER BY seq").fetchall()
     assert stored == [(seq, k, v) for seq, (k, v) in enumerate(rows, 2)]  # in their order, one seq each
-    if count <= multirow.MAX_ROWS:
-        assert last == count + 1  # one statement: its lastrowid
-    else:
-        assert last is None  # executemany: no lastrowid
+    assert last == count + 1
 
 
-@pytest.mark.parametrize("count", [2, 7, multirow.MAX_ROWS, 30])
+@pytest.mark.parametrize("count", [2, 7, multirow.MAX_ROWS, 30, 700])
 def test_on_conflict_applies_to_each_row_as_one_at_a_time(conn, count):
     rng = random.Random(count)
     rows = [(rng.randint(0, 3), rng.randint(1, 9)) for _ in range(count)]  # repeated keys within one statement
@@ -58,3 +55,26 @@ def test_on_conflict_applies_to_each_row_as_one_at_a_time(conn, count):
 def test_no_rows_write_nothing(conn):
     assert multirow.write(conn, INSERT, []) is None
     assert conn.execute("SELECT count(*) FROM t").fetchone() == (0,)
+
+
+def test_statement_sizes_cover_the_rows_with_few_statements_of_kept_sizes():
+    assert multirow.sizes(1000, 10, 32766) == [512, 256, 128, 64, 32, 8]
+    assert multirow.sizes(17, 10, 32766) == [16, 1]
+    assert multirow.sizes(7, 10, 32766) == [7]
+    for count in range(1, 2100, 7):
+        sizes = multirow.sizes(count, 12, 32766)
+        assert sum(sizes) == count
+        # only the chunk sizes, and at most one smaller statement at the end
+        assert all(size in multirow.CHUNKS for size in sizes[:-1])
+        assert len(sizes) <= count // 512 + len(multirow.CHUNKS)
+
+
+@pytest.mark.parametrize("limit", [2, 5, 40, 999])
+def test_no_statement_binds_more_parameters_than_sqlite_allows(conn, limit):
+    conn.setlimit(sqlite3.SQLITE_LIMIT_VARIABLE_NUMBER, limit)
+    assert conn.getlimit(sqlite3.SQLITE_LIMIT_VARIABLE_NUMBER) == limit
+    rows = [(i % 7, f"v{i}") for i in range(300)]
+    last = multirow.write(conn, INSERT, rows)  # SQLite refuses a statement over the limit
+    assert conn.execute("SELECT k, v FROM t ORDER BY seq").fetchall() == rows
+    assert last == 300
+    assert all(size * 2 <= limit for size in multirow.sizes(300, 2, limit))
