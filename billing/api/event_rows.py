@@ -58,8 +58,21 @@ def id_hash(customer_id, event_id):
 _PROPERTIES_ENCODER = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False, allow_nan=False)
 
 
+def _not_plain(value):
+    raise TypeError("not a plain JSON value")  # a Decimal: jsonutil writes it
+
+
+# JSONEncoder.encode makes a new C encoder on every call (about 0.6 µs of 1 µs
+# for a small object); decoded properties cannot hold a cycle, so one encoder,
+# made once without the cycle check, writes them all (None without the C module)
+_ENCODE_PLAIN = json.encoder.c_make_encoder and json.encoder.c_make_encoder(
+    None, _not_plain, json.encoder.encode_basestring, None, ":", ",", False, False, False)
+
+
 def _properties_text(properties):
     try:
+        if _ENCODE_PLAIN is not None:
+            return "".join(_ENCODE_PLAIN(properties, 0))
         return _PROPERTIES_ENCODER.encode(properties)
     except (TypeError, ValueError):
         return jsonutil.encode(properties)  # Decimals inside

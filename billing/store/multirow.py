@@ -56,6 +56,8 @@ def write(conn, sql, rows):
     lastrowid of the last statement), or None without rows."""
     if not rows:
         return None
+    if len(rows) <= MAX_ROWS:  # one statement: MAX_ROWS rows bind far fewer than SQLite's least limit (999)
+        return conn.execute(statement(sql, len(rows)), [value for row in rows for value in row]).lastrowid
     width = len(rows[0])
     limit = conn.getlimit(sqlite3.SQLITE_LIMIT_VARIABLE_NUMBER)
     start = 0
