@@ -39,6 +39,10 @@ def _closed():
 BUSY_TIMEOUT_MS = 5000
 WRITER_CACHE_KIB = 64 * 1024        # page cache of the writer: hot index pages stay in memory
 READER_CACHE_KIB = 8 * 1024
+# prepared statements kept per connection: the writer's multi-row inserts come in
+# about twenty sizes per table (store/multirow.py), more than sqlite3's default 128
+WRITER_STATEMENTS = 512
+READER_STATEMENTS = 128
 CHECKPOINT_SECONDS = 1.0
 SAFETY_AUTOCHECKPOINT_PAGES = 50_000  # if the checkpoint thread falls far behind
 RESTART_FRAMES = 10_000  # WAL frames (about 40 MB) past which the checkpoint thread lets the WAL start over
@@ -60,7 +64,8 @@ class WriterConnection(sqlite3.Connection):
 
 def connect(path, writer=False):
     conn = sqlite3.connect(path, isolation_level=None, check_same_thread=False,
-                           timeout=BUSY_TIMEOUT_MS / 1000, factory=WriterConnection if writer else sqlite3.Connection)
+                           timeout=BUSY_TIMEOUT_MS / 1000, factory=WriterConnection if writer else sqlite3.Connection,
+                           cached_statements=WRITER_STATEMENTS if writer else READER_STATEMENTS)
     conn.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
     conn.execute("PRAGMA foreign_keys = ON")
     conn.execute("PRAGMA synchronous = NORMAL")

@@ -12,8 +12,11 @@ written by INSERTs with many VALUES groups, each one call into SQLite:
   MAX_ROWS), then one for the rest; 1,000 rows are six calls.
 
 Each statement's text is built once per count and kept (`statement`), and
-SQLite's cache keeps it prepared, so the few sizes used are not parsed
-again. A statement never binds more parameters than SQLite allows. The rows
+the writer connection's cache of prepared statements (`cached_statements`,
+billing/store/db.py) is large enough to keep every size prepared, so none is
+parsed again. A statement never binds more parameters than SQLite allows
+(six statements for 1,000 rows assume SQLite's limit since 3.32, 32,766;
+with the older 999 there are more). The rows
 are written in their order, and an ON CONFLICT clause applies to each row as
 it would one row at a time.
 """
@@ -22,6 +25,7 @@ import functools
 import sqlite3
 
 MAX_ROWS = 16
+_NARROW = 999 // MAX_ROWS  # rows this wide or narrower: MAX_ROWS of them fit any SQLite's limit
 CHUNKS = (512, 256, 128, 64, 32, MAX_ROWS)
 
 
@@ -56,7 +60,7 @@ def write(conn, sql, rows):
     lastrowid of the last statement), or None without rows."""
     if not rows:
         return None
-    if len(rows) <= MAX_ROWS:  # one statement: MAX_ROWS rows bind far fewer than SQLite's least limit (999)
+    if len(rows) <= MAX_ROWS and len(rows[0]) <= _NARROW:  # one statement, under SQLite's least limit (999)
         return conn.execute(statement(sql, len(rows)), [value for row in rows for value in row]).lastrowid
     width = len(rows[0])
     limit = conn.getlimit(sqlite3.SQLITE_LIMIT_VARIABLE_NUMBER)
