@@ -32,11 +32,23 @@ CHUNKS = (512, 256, 128, 64, 32, MAX_ROWS)
 @functools.lru_cache(maxsize=256)
 def statement(sql, count):
     """`sql` (INSERT … VALUES (?, …) [ON CONFLICT …]) with `count` VALUES groups."""
+    head, group, tail = _parts(sql)
+    return f"{head} VALUES " + ", ".join([f"({group})"] * count) + tail
+
+
+@functools.lru_cache(maxsize=64)
+def _parts(sql):
+    """(what comes before VALUES, its one group, what follows it)."""
     head, found, rest = sql.partition(" VALUES (")
     group, closed, tail = rest.partition(")")
     if not found or not closed or "(" in group:
         raise ValueError(f"not an INSERT with one VALUES group: {sql[:80]!r}")
-    return f"{head} VALUES " + ", ".join([f"({group})"] * count) + tail
+    return head, group, tail
+
+
+def width(sql):
+    """The parameters one row of `sql` binds."""
+    return _parts(sql)[1].count("?")
 
 
 def sizes(count, width, limit):
@@ -55,17 +67,17 @@ def sizes(count, width, limit):
 
 
 def write(conn, sql, rows):
-    """Run `sql` for each of `rows` (tuples of its parameters, all as wide),
-    in their order. Returns the rowid of the last row inserted (sqlite3's
-    lastrowid of the last statement), or None without rows."""
+    """Run `sql` for each of `rows` (tuples of its parameters), in their
+    order. Returns the rowid of the last row inserted (sqlite3's lastrowid
+    of the last statement), or None without rows."""
     if not rows:
         return None
-    if len(rows) <= MAX_ROWS and len(rows[0]) <= _NARROW:  # one statement, under SQLite's least limit (999)
+    row_width = width(sql)
+    if len(rows) <= MAX_ROWS and row_width <= _NARROW:  # one statement, under SQLite's least limit (999)
         return conn.execute(statement(sql, len(rows)), [value for row in rows for value in row]).lastrowid
-    width = len(rows[0])
     limit = conn.getlimit(sqlite3.SQLITE_LIMIT_VARIABLE_NUMBER)
     start = 0
-    for size in sizes(len(rows), width, limit):
+    for size in sizes(len(rows), row_width, limit):
         part = rows[start:start + size]
         start += size
         last = conn.execute(statement(sql, size), [value for row in part for value in row]).lastrowid

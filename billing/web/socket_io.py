@@ -79,10 +79,10 @@ class Writer(io.BufferedIOBase):
                 _check(deadline, self._seconds)
         return length - left
 
+    def fileno(self):
+        return self._sock.fileno()
+
 
 def _check(deadline, seconds):
     if time.monotonic() > deadline:
         raise TimeoutError(f"the client read too slowly: the answer was not sent {seconds} s after it began")
-
-    def fileno(self):
-        return self._sock.fileno()

@@ -78,3 +78,9 @@ def test_no_statement_binds_more_parameters_than_sqlite_allows(conn, limit):
     assert conn.execute("SELECT k, v FROM t ORDER BY seq").fetchall() == rows
     assert last == 300
     assert all(size * 2 <= limit for size in multirow.sizes(300, 2, limit))
+
+
+def test_a_rows_width_is_the_statements_parameter_count():
+    assert multirow.width(INSERT) == 2
+    assert multirow.width("INSERT INTO t (a, b, late) VALUES (?, ?, 1)") == 2  # a literal binds nothing
+    assert multirow.width(UPSERT) == 2
