@@ -142,7 +142,7 @@ def add_since(conn, seq, hashes, highest, state=None):
         set_mark(conn, seq)  # the writer's tail, above the old mark, is read again: `_tail` sees it lower
     elif tail is not None:
         if highest == seq + len(hashes):
-            tail.add(zip(hashes, range(seq + 1, highest + 1)))
+            tail.add_run(hashes, seq + 1)
         else:  # not one after another: the tail is read again
             tail.stale = True
         if len(tail) > 2 * (highest - settled) + EXTRA_ENTRIES:

@@ -54,6 +54,19 @@ class IdTail:
             elif had != seq:
                 found[id_hash] = (had, seq)
 
+    def add_run(self, hashes, first):
+        """The hashes of events just stored with the seqs `first`, `first` + 1, …:
+        `add`, in two calls into C when no hash is in the tail yet and none
+        comes twice (which is almost always)."""
+        found = self._seqs
+        count = len(found) + len(hashes)
+        if found.keys().isdisjoint(hashes):
+            found.update(zip(hashes, range(first, first + len(hashes))))
+            if len(found) == count:
+                return
+        # a hash there already, or twice among these (a 64-bit collision): each seq kept
+        self.add(zip(hashes, range(first, first + len(hashes))))
+
     def prune(self, mark):
         """The mark moved up to `mark`: drop the entries at or below it, from
         the oldest on (entries come in seq order but for a restore's or a

@@ -23,6 +23,7 @@ it would one row at a time.
 
 import functools
 import sqlite3
+from itertools import chain
 
 MAX_ROWS = 16
 _NARROW = 999 // MAX_ROWS  # rows this wide or narrower: MAX_ROWS of them fit any SQLite's limit
@@ -74,11 +75,11 @@ def write(conn, sql, rows):
         return None
     row_width = width(sql)
     if len(rows) <= MAX_ROWS and row_width <= _NARROW:  # one statement, under SQLite's least limit (999)
-        return conn.execute(statement(sql, len(rows)), [value for row in rows for value in row]).lastrowid
+        return conn.execute(statement(sql, len(rows)), list(chain.from_iterable(rows))).lastrowid
     limit = conn.getlimit(sqlite3.SQLITE_LIMIT_VARIABLE_NUMBER)
     start = 0
     for size in sizes(len(rows), row_width, limit):
         part = rows[start:start + size]
         start += size
-        last = conn.execute(statement(sql, size), [value for row in part for value in row]).lastrowid
+        last = conn.execute(statement(sql, size), list(chain.from_iterable(part))).lastrowid
     return last

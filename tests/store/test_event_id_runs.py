@@ -335,6 +335,23 @@ def test_the_tail_in_memory_adds_prunes_oldest_first_and_keeps_every_seq_of_a_ha
     assert sys.getsizeof(tail._seqs) < grown / 20
 
 
+def test_a_run_of_seqs_joins_the_tail_as_add_would_even_when_a_hash_comes_again():
+    for hashes, there in (([1, 2, 3], []), ([1, 2, 1, 4], []), ([1, 2, 3], [(2, 7)]), ([9, 9, 9], [(9, 8)]),
+                          ([], [(1, 1)])):
+        by_run, by_pairs = IdTail(), IdTail()
+        for tail in (by_run, by_pairs):
+            tail.load(0, there)
+        by_run.add_run(hashes, 20)
+        by_pairs.add(zip(hashes, range(20, 20 + len(hashes))))
+        for id_hash in set(hashes) | {h for h, _ in there}:
+            assert sorted(by_run.seqs([id_hash])) == sorted(by_pairs.seqs([id_hash])), (hashes, there, id_hash)
+        assert len(by_run) == len(by_pairs)
+    tail = IdTail()
+    tail.load(0, [])
+    tail.add_run([5, 6, 5], 1)  # a 64-bit collision inside one batch: both seqs kept
+    assert sorted(tail.seqs([5])) == [1, 3] and tail.seqs([6]) == [2]
+
+
 def test_the_tail_in_memory_is_read_again_when_extras_outgrow_it(tmp_path, monkeypatch):
     """Rolled-back inserts leave extra entries in the writer's tail (harmless)
     until a pass prunes them; if commits keep failing, none does: once the

@@ -1,0 +1,157 @@
+"""Ingest.row takes the usual event in one pass and hands anything else to
+Ingest.checked_row, which applies every rule field by field. For random
+events, valid and not, both must give the same row and the same problems."""
+
+import random
+from decimal import Decimal
+
+import pytest
+
+from billing.api.catalog import CustomerInfo, MeterInfo
+from billing.api.event_rows import MAX_ID_LENGTH, Ingest
+
+NOW_US = 1_790_000_000 * 1_000_000
+DAY_US = 86_400 * 1_000_000
+
+METERS = [
+    MeterInfo(1, "api_calls", "API calls", "call", "sum", None, None, ()),
+    MeterInfo(2, "seats", "Seats", "seat", "max", None, None, ()),
+    MeterInfo(3, "eu_calls", "EU calls", "call", "sum", None, {"region": ["eu-west", "eu-north"]}, ()),
+    MeterInfo(4, "gb", "Storage", "GB", "sum", "gb", None, ()),
+    MeterInfo(5, "users", "Users", "user", "unique_count", "user", None, ()),
+    MeterInfo(6, "requests", "Requests", "request", "count", "size", {"kind": "get"}, ("region",)),
+]
+
+
+class Catalog:
+    def __init__(self):
+        self.meters = {m.key: m for m in METERS}
+        self.customers = {i: CustomerInfo(i, f"ext-{i}", "UTC", "USD", i == 4) for i in range(1, 6)}
+
+    def meter(self, key):
+        return self.meters.get(key)
+
+    def customer(self, customer_id):
+        return self.customers.get(customer_id)
+
+    def customer_by_external(self, external_id):
+        return next((c for c in self.customers.values() if c.external_id == external_id), None)
+
+
+def stamp(us):
+    seconds, micros = divmod(us, 1_000_000)
+    from datetime import datetime, timezone
+    text = datetime.fromtimestamp(seconds, timezone.utc).strftime("%Y-%m-%dT%H:%M:%S")
+    return text + (f".{micros // 1000:03d}Z" if micros % 3 else "Z")
+
+
+def usual(rng):
+    event = {"id": f"evt-{rng.randrange(10 ** 9)}", "customer_id": rng.choice([1, 2, 3, 5]),
+             "meter": rng.choice(["api_calls", "seats", "eu_calls"]),
+             "timestamp": stamp(NOW_US - rng.randrange(30 * DAY_US) // 1000 * 1000)}
+    if rng.random() < 0.8:
+        event["quantity"] = rng.choice([0, 1, 7, 10 ** 12, Decimal("0.25"), Decimal("1.000001")])
+    if rng.random() < 0.7:
+        event["properties"] = rng.choice([{}, {"region": "eu-west"}, {"region": "us-east", "n": [1, 2]},
+                                          {"region": "eu-north", "flag": True}, {"x": "é" * 2000}])
+    return event
+
+
+# changes that make an event irregular (valid another way, or invalid)
+CHANGES = [
+    lambda e, r: e.pop("id", None),
+    lambda e, r: e.update(id=""),
+    lambda e, r: e.update(id="x" * (MAX_ID_LENGTH + 1)),
+    lambda e, r: e.update(id="x" * MAX_ID_LENGTH),
+    lambda e, r: e.update(id=42),
+    lambda e, r: e.update(customer_id=True),
+    lambda e, r: e.update(customer_id="1"),
+    lambda e, r: e.update(customer_id=4),      # archived
+    lambda e, r: e.update(customer_id=99),     # unknown
+    lambda e, r: e.update(customer_id=None, customer="ext-2"),
+    lambda e, r: (e.pop("customer_id", None), e.update(customer="ext-3")),
+    lambda e, r: e.pop("customer_id", None),         # the batch's default, or missing
+    lambda e, r: e.update(customer="ext-1"),   # both: customer_id wins
+    lambda e, r: e.update(meter="nope"),
+    lambda e, r: e.update(meter=None, feature="seats"),
+    lambda e, r: (e.pop("meter", None), e.update(feature="api_calls")),
+    lambda e, r: e.update(feature="seats"),    # both: meter wins
+    lambda e, r: e.update(meter="gb", properties={"gb": Decimal("1.5")}),
+    lambda e, r: e.update(meter="gb"),
+    lambda e, r: e.update(meter="users", properties={"user": "u-1"}),
+    lambda e, r: e.update(meter="users"),
+    lambda e, r: e.update(meter="requests", properties={"kind": "get", "region": "eu"}),
+    lambda e, r: e.update(quantity=-1),
+    lambda e, r: e.update(quantity=10 ** 12 + 1),
+    lambda e, r: e.update(quantity=1.5),
+    lambda e, r: e.update(quantity=False),
+    lambda e, r: e.update(quantity=Decimal("0.0000001")),
+    lambda e, r: e.update(quantity=Decimal("NaN")),
+    lambda e, r: e.pop("timestamp", None),
+    lambda e, r: e.update(timestamp=None),
+    lambda e, r: (e.pop("timestamp", None), e.update(ts=stamp(NOW_US))),
+    lambda e, r: e.update(ts="garbage"),
+    lambda e, r: e.update(timestamp="2026-01-01T00:00:00"),
+    lambda e, r: e.update(timestamp="2026-01-01T00:00:00+02:00"),
+    lambda e, r: e.update(timestamp="not a time at all!!"),
+    lambda e, r: e.update(timestamp=stamp(NOW_US + 5 * 60 * 1_000_000)),
+    lambda e, r: e.update(timestamp=stamp(NOW_US + 5 * 60 * 1_000_000 + 1000)),
+    lambda e, r: e.update(timestamp=stamp(NOW_US - 35 * DAY_US)),
+    lambda e, r: e.update(timestamp=stamp(NOW_US - 40 * DAY_US)),
+    lambda e, r: e.update(timestamp=12345),
+    lambda e, r: e.update(properties=None),
+    lambda e, r: e.update(properties=[1]),
+    lambda e, r: e.update(properties={"x": "y" * 5000}),
+    lambda e, r: e.update(properties={"x": "é" * 2100}),
+    lambda e, r: e.update(properties={"price": Decimal("1.10")}),
+    lambda e, r: e.update(extra=1),
+]
+
+
+def compare(raw, age_days, scope, default, index):
+    catalog = Catalog()
+    fast, checked = Ingest(catalog, NOW_US, age_days, scope), Ingest(catalog, NOW_US, age_days, scope)
+    one, other = fast.row(raw, index, default), checked.checked_row(raw, index, default)
+    if one is not None and other is not None and raw.get("id") is None:  # each made up an id of its own
+        assert one.event_id.startswith("evt_") and other.event_id.startswith("evt_")
+        one, other = one._replace(event_id=None, id_hash=None), other._replace(event_id=None, id_hash=None)
+    assert one == other
+    assert fast.problems.details == checked.problems.details
+
+
+@pytest.mark.parametrize("seed", range(40))
+def test_row_and_checked_row_agree(seed):
+    rng = random.Random(seed)
+    for index in range(250):
+        raw = usual(rng)
+        for change in rng.sample(CHANGES, rng.choice([0, 0, 1, 1, 2, 3])):
+            change(raw, rng)
+        compare(raw, rng.choice([0, 35]), rng.choice([None, None, 1, 2]), rng.choice([None, 2]), index)
+
+
+@pytest.mark.parametrize("change", range(len(CHANGES)))
+def test_each_change_alone(change):
+    rng = random.Random(change)
+    for _ in range(20):
+        raw = usual(rng)
+        CHANGES[change](raw, rng)
+        for age_days in (0, 35):
+            compare(raw, age_days, None, None, 3)
+
+
+@pytest.mark.parametrize("raw", [None, 1, "event", [], [{"id": "a"}]])
+def test_not_an_object(raw):
+    compare(raw, 35, None, None, 0)
+
+
+def test_the_usual_event_is_a_row():
+    """The comparison above would pass if both refused everything: the usual events are rows."""
+    rng = random.Random(7)
+    ingest = Ingest(Catalog(), NOW_US, 35, None)
+    rows = [ingest.row(usual(rng)) for _ in range(200)]
+    assert sum(row is not None for row in rows) >= 190  # all but the few over the properties' size
+    eu = ingest.row({"id": "a", "customer_id": 1, "meter": "eu_calls", "timestamp": stamp(NOW_US),
+                     "quantity": 2, "properties": {"region": "eu-west"}})
+    assert (eu.customer_id, eu.meter_id, eu.ts, eu.quantity, eu.value, eu.matched, eu.properties) == \
+        (1, 3, NOW_US, 2_000_000, 2_000_000, 1, '{"region":"eu-west"}')
+    assert ingest.row({"id": "b", "customer_id": 1, "meter": "eu_calls", "timestamp": stamp(NOW_US)}).matched == 0
