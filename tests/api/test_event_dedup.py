@@ -75,6 +75,50 @@ def test_group_commit_from_many_threads_stores_each_id_once(tmp_path, filter_fir
         db.close()
 
 
+def test_batches_stored_by_one_call_count_each_batch_as_if_one_came_after_the_other(tmp_path):
+    db = open_db(tmp_path)
+    try:
+        first = [row(1, "a", quantity=1), row(1, "b"), row(1, "a", quantity=2)]  # "a" twice: the first wins
+        second = [row(1, "b", quantity=3), row(2, "b"), row(1, "c")]  # (1, "b") came in the first batch
+        third = [row(1, "c", quantity=4)]  # all stored by the second
+        with db.transaction() as conn:
+            assert events._store_batches(conn, [(first, {}), (second, {}), (third, {})]) == [2, 2, 0]
+        assert db.query("SELECT customer_id, event_id, quantity FROM events ORDER BY seq") == [
+            (1, "a", 1), (1, "b", 1), (2, "b", 1), (1, "c", 1)]
+    finally:
+        db.close()
+
+
+def test_merged_batches_from_many_threads_store_each_id_once_and_a_refused_one_fails_alone(tmp_path):
+    db = open_db(tmp_path)
+    with db.transaction() as conn:
+        conn.execute("INSERT INTO customers (name, email, created_at, updated_at, archived) VALUES ('gone', 'g@x', 0, 0, 1)")
+    results, refused = [], []
+
+    def send(n):
+        batch = [row(1, f"id-{i}") for i in range(n, n + 200)]
+        results.append(db.submit_merged(events._store_batches, (batch, {})))
+
+    def send_refused():
+        try:
+            db.submit_merged(events._store_batches, ([row(3, "x")], {}))
+        except Exception as exc:  # noqa: BLE001 - the refusal is what is checked
+            refused.append(exc)
+
+    try:
+        threads = [threading.Thread(target=send, args=(k * 100,)) for k in range(8)]
+        threads.insert(4, threading.Thread(target=send_refused))
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        assert sum(results) == 900 and len(results) == 8
+        assert [type(exc).__name__ for exc in refused] == ["Conflict"]
+        assert db.query_one("SELECT count(*), count(DISTINCT event_id) FROM events") == (900, 900)
+    finally:
+        db.close()
+
+
 def test_a_failing_job_does_not_undo_its_group(tmp_path):
     db = open_db(tmp_path)
     try:
