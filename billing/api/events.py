@@ -166,8 +166,12 @@ def _store_batches(conn, items):
     rows were stored. One call aggregates the rollups of every batch and
     writes each table in key order once (billing/store/rollups.py)."""
     through = items[0][1]  # every item carries the app's one dict of marks
-    stored = {id(row) for row in store_new(conn, [row for rows, _marks in items for row in rows], through)}
-    return [sum(id(row) in stored for row in rows) for rows, _marks in items]
+    rows = [row for batch, _marks in items for row in batch]
+    new_rows = store_new(conn, rows, through)
+    if len(new_rows) == len(rows):  # no duplicate (the usual case)
+        return [len(batch) for batch, _marks in items]
+    stored = {id(row) for row in new_rows}
+    return [sum(id(row) in stored for row in batch) for batch, _marks in items]
 
 
 def _store_singles(conn, items):
