@@ -8,7 +8,7 @@ from decimal import Decimal
 import pytest
 
 from billing.api.catalog import CustomerInfo, MeterInfo
-from billing.api.event_rows import MAX_ID_LENGTH, Ingest
+from billing.api.event_rows import MAX_ID_LENGTH, Ingest, id_hash
 
 NOW_US = 1_790_000_000 * 1_000_000
 DAY_US = 86_400 * 1_000_000
@@ -155,3 +155,11 @@ def test_the_usual_event_is_a_row():
     assert (eu.customer_id, eu.meter_id, eu.ts, eu.quantity, eu.value, eu.matched, eu.properties) == \
         (1, 3, NOW_US, 2_000_000, 2_000_000, 1, '{"region":"eu-west"}')
     assert ingest.row({"id": "b", "customer_id": 1, "meter": "eu_calls", "timestamp": stamp(NOW_US)}).matched == 0
+
+
+@pytest.mark.parametrize("customer_id, event_id", [(1, "a"), (42, "évènement-1"), (7, "\ud800lone"), (10 ** 12, "x" * 255)])
+def test_the_dedup_key_is_the_stored_one(customer_id, event_id):
+    """Stored events keep the hash they were stored with: it is blake2b-64 of "customer\\0id", signed."""
+    import hashlib
+    digest = hashlib.blake2b(f"{customer_id}\x00{event_id}".encode("utf-8", "surrogatepass"), digest_size=8).digest()
+    assert id_hash(customer_id, event_id) == int.from_bytes(digest, "big", signed=True)
