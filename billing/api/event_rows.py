@@ -136,7 +136,8 @@ class Ingest:
         properties = raw.get("properties")
         if properties is None:
             properties = {}
-        if not (self.oldest_us or ts_us) <= ts_us <= self.newest_us or type(properties) is not dict:
+        if ts_us > self.newest_us or (self.oldest_us is not None and ts_us < self.oldest_us) \
+                or type(properties) is not dict:
             return self.checked_row(raw, index, default_customer)
         text = _properties_text(properties) if properties else None
         if text is not None and len(text.encode("utf-8")) > MAX_PROPERTIES_BYTES:
