@@ -110,8 +110,8 @@ class Ingest:
         """The EventRow for one raw event, or None (problems recorded).
 
         The usual event (known fields; an id; a customer_id of a live
-        customer; a meter by key whose value is the quantity; a timestamp of
-        the common shapes, in range) is taken in one pass with no problem to
+        customer; a meter by key whose value is the quantity; an RFC 3339
+        `timestamp` within the limits) is taken in one pass with no problem to
         record; anything else, valid or not, goes through `checked_row`, which
         applies every rule field by field. Both give the same row for any
         event the first takes (tests/api/test_event_rows_fast.py)."""

@@ -7,13 +7,15 @@ wait for the interpreter lock while request threads validate — a whole batch
 is a few multi-row INSERTs in one transaction, and duplicates are
 found through the dedup index (billing/store/event_ids.py): the first write
 wins. Single events that reach the writer together are stored by one call
-(`_store_singles`, through `Database.submit_merged`).
+(`_store_singles`, through `Database.submit_merged`), and so are batches
+(`_store_batches`).
 
 One row layout: `EventRow` names the columns an insert writes; a stored
 event is read back by column name (EVENT_COLUMNS), and a row just inserted
 is shown through the names `view` reads (`_as_stored`).
 """
 
+import json
 from urllib.parse import unquote
 
 from .. import jsonutil
@@ -81,17 +83,16 @@ def store_new(conn, rows, invoiced_through=None):
 
 # what store_new reads before it writes, in one statement: whether the customers are live
 # (validation read the catalog before this transaction), the highest seq, the dedup tail's
-# state, and the meters with group_by (the customers' placeholders go between its two parts)
-_BEFORE = ("SELECT (SELECT count(*) FROM customers WHERE archived = 0 AND id IN (",
-           f")), ({rollups.LAST_SEQ}), {event_ids.TAIL_STATE_COLUMNS}, ({rollups.GROUPED_METERS})")
+# state, and the meters with group_by
+_BEFORE = ("SELECT (SELECT count(*) FROM customers WHERE archived = 0 AND id IN (SELECT value FROM json_each(?))),"
+           f" ({rollups.LAST_SEQ}), {event_ids.TAIL_STATE_COLUMNS}, ({rollups.GROUPED_METERS})")
 
 
 def _read_before(conn, customers):
     """(the highest seq, the dedup tail's state, the meters with group_by as
     JSON); 409 when a customer was deleted or archived since validation."""
-    head, tail = _BEFORE
-    live, highest, mark, version, grouped = conn.execute(
-        head + ",".join("?" * len(customers)) + tail, tuple(customers)).fetchone()
+    # the customers as one JSON array: a group of merged batches may name more than SQLite's parameters
+    live, highest, mark, version, grouped = conn.execute(_BEFORE, (json.dumps(list(customers)),)).fetchone()
     if live != len(customers):
         raise Conflict("A customer of this batch was deleted or archived meanwhile; nothing was stored.")
     return highest, event_ids.TailState(mark, version), grouped
@@ -166,6 +167,7 @@ def _store_batches(conn, items):
     rows were stored. One call aggregates the rollups of every batch and
     writes each table in key order once (billing/store/rollups.py)."""
     through = items[0][1]  # every item carries the app's one dict of marks
+    # (store_new inserts a group's late rows first: only their seqs' order among batches differs)
     rows = [row for batch, _marks in items for row in batch]
     new_rows = store_new(conn, rows, through)
     if len(new_rows) == len(rows):  # no duplicate (the usual case)

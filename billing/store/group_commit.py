@@ -4,7 +4,7 @@ transaction (billing/store/db.py queues them and runs this).
 Each job is a `Job`: a plain one (`fn(conn)`) runs inside its own SAVEPOINT,
 so one failing job rolls back alone (a job alone in its transaction needs
 none). Consecutive jobs of one `combine` (Database.submit_merged: single
-events) are handed to one call, inside one SAVEPOINT; if that call fails,
+events, event batches) are handed to one call, inside one SAVEPOINT; if that call fails,
 each item runs alone in its own, so a bad item still fails alone. A group
 of one `combine`'s jobs only needs no SAVEPOINT: the call runs in the
 transaction itself, and if it fails every item runs alone in the next (each
