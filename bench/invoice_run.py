@@ -18,7 +18,8 @@ What it does:
            six other timezones, some with a tax rate, some with prepaid credits),
            each with a calendar-anchored subscription that starts on the 1st of
            the billed month (the month before the current one, so its period has
-           ended everywhere). All of that goes through the real API (a server on
+           ended everywhere; in the first hours of a month, before the last one
+           has ended in every timezone, the month before that). All of that goes through the real API (a server on
            a fresh database, 4 keep-alive client threads). Then --events events
            are bulk-loaded with sqlite3 inside the billed month (inside every
            timezone's local month), uniform over customers and meters,
@@ -130,7 +131,7 @@ def customer_profile(i):
 # -- the billed month --------------------------------------------------------------
 
 def billed_month(today=None):
-    """The calendar month before the current one: (first day, first day of the next)."""
+    """The calendar month before the current one (or before `today`'s): (first day, first day of the next)."""
     today = today or datetime.now(UTC).date()
     first_this = today.replace(day=1)
     first_prev = (first_this - timedelta(days=1)).replace(day=1)
@@ -781,9 +782,10 @@ def main(argv=None):
 
     month_start, month_end = billed_month()
     _, _, as_of = month_windows(month_start, month_end)
+    if as_of > datetime.now(UTC):  # the first hours of a month: the last one has not ended in every zone yet
+        month_start, month_end = billed_month(month_start)
+        _, _, as_of = month_windows(month_start, month_end)
     as_of_text = as_of.strftime("%Y-%m-%dT%H:%M:%SZ")
-    if as_of > datetime.now(UTC):
-        raise SystemExit(f"the billed month has not ended in every timezone yet (as_of {as_of_text})")
     db_path, meta = build(args.cache_dir, args.events, args.history_events, month_start, month_end, args.rebuild)
     work_dir = os.path.join(args.cache_dir, "work")
     os.makedirs(work_dir, exist_ok=True)
