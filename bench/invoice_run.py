@@ -19,8 +19,9 @@ What it does:
            each with a calendar-anchored subscription that starts on the 1st of
            the billed month (the month before the current one, so its period has
            ended everywhere; in the first hours of a month, before the last one
-           has ended in every timezone, the month before that). All of that goes through the real API (a server on
-           a fresh database, 4 keep-alive client threads). Then --events events
+           has ended in every timezone, the month before that). All of that
+           goes through the real API (a server on a fresh database, 4
+           keep-alive client threads). Then --events events
            are bulk-loaded with sqlite3 inside the billed month (inside every
            timezone's local month), uniform over customers and meters,
            timestamps rising with insertion order, plus optional

@@ -126,10 +126,8 @@ class Ingest:
         if customer is None or customer.archived or (self.scope is not None and customer_id != self.scope) \
                 or meter is None or meter.value_property is not None:
             return self.checked_row(raw, index, default_customer)
-        quantity = raw.get("quantity", 1)
         try:
-            quantity_us = quantity * quantities.SCALE if type(quantity) is int and 0 <= quantity <= \
-                quantities.MAX_QUANTITY else quantities.to_micros(quantity)
+            quantity_us = quantities.to_micros(raw.get("quantity", 1))
             ts_us = times.to_micros(times.parse_instant(ts_text))
         except (quantities.QuantityError, times.TimeError):
             return self.checked_row(raw, index, default_customer)

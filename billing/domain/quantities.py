@@ -17,6 +17,8 @@ class QuantityError(ValueError):
 
 def to_micros(value, allow_negative=False):
     """A JSON number (int or Decimal) as integer micros; raises QuantityError."""
+    if type(value) is int and 0 <= value <= MAX_QUANTITY:  # the usual quantity, at once (no bool)
+        return value * SCALE
     if isinstance(value, bool) or not isinstance(value, (int, Decimal)):
         raise QuantityError("must be a number")
     if isinstance(value, int):

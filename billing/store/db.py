@@ -8,8 +8,8 @@ All writes go through one writer connection guarded by one lock:
   for many requests, which is what bounds throughput on a small machine.
 - `Database.submit_merged(combine, item)`: the same, for work that is cheaper
   done once for many items (single events, event batches: one dedup lookup,
-  one insert, one rollup update for all): consecutive items of one group with the same
-  `combine` are passed to one call.
+  one insert, one rollup update for all): consecutive items of one group
+  with the same `combine` are passed to one call.
   How a group runs, and how one bad job fails alone: billing/store/group_commit.py.
 Writers queue on a Python lock, taken in turn (`TurnLock`), instead of
 spinning on SQLITE_BUSY. Reads use a pool of connections that see the last

@@ -4,12 +4,12 @@ transaction (billing/store/db.py queues them and runs this).
 Each job is a `Job`: a plain one (`fn(conn)`) runs inside its own SAVEPOINT,
 so one failing job rolls back alone (a job alone in its transaction needs
 none). Consecutive jobs of one `combine` (Database.submit_merged: single
-events, event batches) are handed to one call, inside one SAVEPOINT; if that call fails,
-each item runs alone in its own, so a bad item still fails alone. A group
-of one `combine`'s jobs only needs no SAVEPOINT: the call runs in the
-transaction itself, and if it fails every item runs alone in the next (each
-SAVEPOINT is a call into SQLite, which gives up the interpreter lock). A
-merged call that answers the wrong number of results is a bug, not a
+events, event batches) are handed to one call, inside one SAVEPOINT; if
+that call fails, each item runs alone in its own, so a bad item still fails
+alone. A group of one `combine`'s jobs only needs no SAVEPOINT: the call
+runs in the transaction itself, and if it fails every item runs alone in
+the next (each SAVEPOINT is a call into SQLite, which gives up the
+interpreter lock). A merged call that answers the wrong number of results is a bug, not a
 refusal: every job of the group gets the error. Every caller is answered
 after the COMMIT that holds its rows (or with its error).
 """

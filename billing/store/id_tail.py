@@ -6,8 +6,8 @@ so a lookup on it never reads the tail's rows, and storing an event writes
 no entry at all.
 
 Read once from the tail's rows (inside the writer's transaction), then kept
-by the writer: `add` (or `add_run`) for the events it stores, `prune` when a settling pass
-moved the mark up (seen as a higher mark in a later transaction, so a
+by the writer: `add` (or `add_run`) for the events it stores, `prune` when
+a settling pass moved the mark up (seen as a higher mark in a later transaction, so a
 rolled-back pass changes nothing here). It is read again when the mark is
 lower than the one it was read above, when it is `stale` (seqs came not one
 after another, or extras outgrew it) or another connection committed
