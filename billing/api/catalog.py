@@ -8,6 +8,8 @@ import json
 import threading
 from dataclasses import dataclass
 
+from .event_rows import IngestView
+
 
 @dataclass(frozen=True)
 class MeterInfo:
@@ -48,6 +50,7 @@ class Catalog:
         self._customers = None
         self._external = None
         self._generation = 0  # a load started before an invalidation is not kept
+        self._view = None  # (meters, customers, their IngestView)
 
     def invalidate_meters(self):
         """Call after the change has committed."""
@@ -105,6 +108,18 @@ class Catalog:
         if external is None:
             _, external = self._load_customers()
         return external.get(external_id)
+
+    def ingest_view(self):
+        """The IngestView of the meters and customers as loaded now, made once per load."""
+        meters = self.meters()
+        customers = self._customers
+        if customers is None:
+            customers, _ = self._load_customers()
+        view = self._view
+        if view is None or view[0] is not meters or view[1] is not customers:
+            view = (meters, customers, IngestView.of(meters, customers))
+            self._view = view
+        return view[2]
 
     def snapshot(self):
         """(generation, meters by key, customers by id): maps loaded after the

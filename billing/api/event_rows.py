@@ -11,7 +11,11 @@ request thread, a snapshot of it in an ingest worker process
 import functools
 import hashlib
 import json
+import operator
+import re
 import uuid
+from datetime import datetime, timedelta
+from itertools import repeat
 from typing import NamedTuple
 
 from .. import jsonutil
@@ -81,6 +85,19 @@ def _properties_text(properties):
         return jsonutil.encode(properties)  # Decimals inside
 
 
+def _usual_properties(found):
+    """The JSON texts of a batch's `properties` (None for none or {}), or
+    None when one is not an object or too large."""
+    if not set(map(type, found)) <= {dict, type(None)}:
+        return None
+    texts = [_properties_text(properties) if properties else None for properties in found]
+    longest = max(map(len, filter(None, texts)), default=0)
+    if longest * 4 > MAX_PROPERTIES_BYTES and \
+            max(len(text.encode("utf-8")) for text in texts if text) > MAX_PROPERTIES_BYTES:
+        return None
+    return texts
+
+
 def _matches(filter_, properties):
     for name, expected in filter_.items():
         actual = properties.get(name)
@@ -90,6 +107,27 @@ def _matches(filter_, properties):
         elif actual != expected or (type(actual) is bool) != (type(expected) is bool):
             return False
     return True
+
+
+class IngestView(NamedTuple):
+    """What `Ingest.usual_rows` checks a whole batch against: the ids of the
+    live customers, and by key the ids of the meters whose value is the
+    quantity and which have no filter (every event of theirs matches)."""
+    live: frozenset
+    plain_meters: dict
+
+    @classmethod
+    def of(cls, meters, customers):
+        """From a catalog's meters by key and customers by id."""
+        return cls(frozenset(c.id for c in customers.values() if not c.archived),
+                   {key: m.id for key, m in meters.items() if m.value_property is None and not m.filter})
+
+
+_GET = dict.get
+_ID, _CUSTOMER_ID, _METER = operator.itemgetter("id"), operator.itemgetter("customer_id"), operator.itemgetter("meter")
+# timestamps, one a line, of the two shapes times.parse_instant takes at once (its fast path)
+_USUAL_STAMPS = re.compile(r"(?:[0-9]{4}-[0-9]{2}-[0-9]{2}T[0-9]{2}:[0-9]{2}:[0-9]{2}(?:\.[0-9]{3})?Z\n)*")
+_ONE_US = timedelta(microseconds=1)
 
 
 class Ingest:
@@ -143,6 +181,60 @@ class Ingest:
         matched = 1 if not meter.filter or _matches(meter.filter, properties) else 0
         return _new_event_row((customer_id, event_id, meter.id, ts_us, quantity_us, quantity_us, matched,
                                text, self.now_us, id_hash(customer_id, event_id)))
+
+    def usual_rows(self, events):
+        """The EventRows of a batch (a non-empty list) when every event is the
+        usual event of `row` and its meter has no filter, else None (then
+        `row` takes each). Each rule is applied to the whole batch at once, by
+        one call into C over all the events (`map`, `set`, `min`, `max`), not by
+        Python code per event: 2.8 → 1.9 µs an event in a micro. Both give the
+        same rows (tests/api/test_event_rows_fast.py)."""
+        view = getattr(self.catalog, "ingest_view", None)
+        if view is None or set(map(type, events)) != {dict} or not all(map(EVENT_FIELDS.issuperset, events)):
+            return None
+        view = view()
+        try:
+            ids, customer_ids = list(map(_ID, events)), list(map(_CUSTOMER_ID, events))
+            meter_ids = list(map(view.plain_meters.get, map(_METER, events)))
+        except (KeyError, TypeError):  # a field missing, or a meter key that is not hashable
+            return None
+        if set(map(type, ids)) != {str} or min(map(len, ids)) < 1 or max(map(len, ids)) > MAX_ID_LENGTH \
+                or set(map(type, customer_ids)) != {int} or not view.live.issuperset(customer_ids) \
+                or (self.scope is not None and customer_ids.count(self.scope) != len(customer_ids)) \
+                or None in meter_ids:
+            return None
+        ts_us = self._usual_times(list(map(_GET, events, repeat("timestamp"))))
+        if ts_us is None:
+            return None
+        try:
+            quantity_us = list(map(quantities.to_micros, map(_GET, events, repeat("quantity"), repeat(1))))
+        except quantities.QuantityError:
+            return None
+        texts = _usual_properties(list(map(_GET, events, repeat("properties"))))
+        if texts is None:
+            return None
+        return list(map(_new_event_row, zip(customer_ids, ids, meter_ids, ts_us, quantity_us, quantity_us, repeat(1),
+                                            texts, repeat(self.now_us), map(id_hash, customer_ids, ids))))
+
+    def _usual_times(self, stamps):
+        """The µs of RFC 3339 `timestamp`s, each of a shape times.parse_instant
+        takes at once (…:00Z, …:00.123Z), within the limits; else None."""
+        try:
+            lines = "\n".join(stamps) + "\n"
+        except TypeError:  # not all strings
+            return None
+        # one match over all of them (a stamp holding a line break fails fromisoformat below)
+        if _USUAL_STAMPS.fullmatch(lines) is None \
+                or int(min(stamps)[:4]) < times.MIN_YEAR or int(max(stamps)[:4]) > times.MAX_YEAR:
+            return None
+        try:
+            instants = list(map(datetime.fromisoformat, stamps))
+        except ValueError:  # a month 13, a day 31 of a short month…
+            return None
+        found = list(map(operator.floordiv, map(operator.sub, instants, repeat(times.EPOCH)), repeat(_ONE_US)))
+        if max(found) > self.newest_us or (self.oldest_us is not None and min(found) < self.oldest_us):
+            return None
+        return found
 
     def checked_row(self, raw, index=None, default_customer=None):
         """`row`, every rule applied field by field (problems recorded by field)."""
@@ -312,6 +404,8 @@ def batch_rows(body, ingest):
         problems.raise_if_any()
     if len(events) > MAX_BATCH:
         raise ValidationError([{"field": "events", "message": f"at most {MAX_BATCH} events per batch"}])
-    rows = [ingest.row(raw, i, default) for i, raw in enumerate(events)]
+    rows = ingest.usual_rows(events) if events and not problems.details else None
+    if rows is None:
+        rows = [ingest.row(raw, i, default) for i, raw in enumerate(events)]
     problems.raise_if_any()
     return rows

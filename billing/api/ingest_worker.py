@@ -38,7 +38,7 @@ import traceback
 from .. import jsonutil
 from ..errors import BadRequest, ValidationError
 from .catalog import CustomerInfo, MeterInfo, by_external_id
-from .event_rows import Ingest, batch_rows
+from .event_rows import Ingest, IngestView, batch_rows
 
 HEADER = 4
 MAX_FRAME = 256 * 1024 * 1024  # a longer length is a broken stream, not a frame
@@ -73,6 +73,10 @@ class Snapshot:
         self._meters = {fields[1]: MeterInfo(*fields) for fields in meters}
         self._customers = {fields[0]: CustomerInfo(*fields) for fields in customers}
         self._external = by_external_id(self._customers)
+        self._view = IngestView.of(self._meters, self._customers)
+
+    def ingest_view(self):
+        return self._view
 
     def meter(self, key):
         return self._meters.get(key)

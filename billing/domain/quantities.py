@@ -19,6 +19,13 @@ def to_micros(value, allow_negative=False):
     """A JSON number (int or Decimal) as integer micros; raises QuantityError."""
     if type(value) is int and 0 <= value <= MAX_QUANTITY:  # the usual quantity, at once (no bool)
         return value * SCALE
+    if type(value) is Decimal and value.is_finite() and 0 <= value <= MAX_QUANTITY \
+            and value.adjusted() >= -MAX_FRACTION_DIGITS:  # a usual decimal, exactly, at once
+        # (in range and not below 10⁻⁶, so the ratio's terms stay as small as its digits)
+        numerator, denominator = value.as_integer_ratio()
+        micros, rest = divmod(numerator * SCALE, denominator)
+        if not rest and 0 <= micros <= MAX_QUANTITY * SCALE:
+            return micros
     if isinstance(value, bool) or not isinstance(value, (int, Decimal)):
         raise QuantityError("must be a number")
     if isinstance(value, int):

@@ -1,6 +1,8 @@
 """Ingest.row takes the usual event in one pass and hands anything else to
 Ingest.checked_row, which applies every rule field by field. For random
-events, valid and not, both must give the same row and the same problems."""
+events, valid and not, both must give the same row and the same problems.
+Ingest.usual_rows takes a whole batch of usual events at once, or leaves it
+to `row`: where it takes one, it gives the rows `row` gives."""
 
 import random
 from decimal import Decimal
@@ -8,7 +10,8 @@ from decimal import Decimal
 import pytest
 
 from billing.api.catalog import CustomerInfo, MeterInfo
-from billing.api.event_rows import MAX_ID_LENGTH, Ingest, id_hash
+from billing.api.event_rows import MAX_ID_LENGTH, Ingest, IngestView, batch_rows, id_hash
+from billing.errors import ValidationError
 
 NOW_US = 1_790_000_000 * 1_000_000
 DAY_US = 86_400 * 1_000_000
@@ -38,6 +41,9 @@ class Catalog:
 
     def customer_by_external(self, external_id):
         return next((c for c in self.customers.values() if c.external_id == external_id), None)
+
+    def ingest_view(self):
+        return IngestView.of(self.meters, self.customers)
 
 
 def stamp(us):
@@ -117,6 +123,11 @@ CHANGES = [
     lambda e, r: e.update(timestamp=stamp(NOW_US)[:19] + ".1234567Z"),
     lambda e, r: e.update(timestamp=stamp(NOW_US - 3_600_000_000)[:19] + "+01:00"),
     lambda e, r: e.update(customer_id=2 ** 70),
+    lambda e, r: e.update(timestamp=r.choice(["1969-12-31T23:59:59Z", "1969-12-31T23:59:59.999Z"])),
+    lambda e, r: e.update(timestamp=stamp(NOW_US)[:19] + "Z\n"),
+    lambda e, r: e.update(timestamp=stamp(NOW_US)[:19] + "Z\n" + stamp(NOW_US)[:19] + "Z"),
+    lambda e, r: e.update(timestamp=stamp(NOW_US)[:10] + "T24:00:00Z"),
+    lambda e, r: e.update(timestamp="２０２６" + stamp(NOW_US)[4:]),  # digits, but not ASCII ones
 ]
 
 
@@ -181,3 +192,91 @@ def test_the_dedup_key_is_the_stored_one(customer_id, event_id):
     import hashlib
     digest = hashlib.blake2b(f"{customer_id}\x00{event_id}".encode("utf-8", "surrogatepass"), digest_size=8).digest()
     assert id_hash(customer_id, event_id) == int.from_bytes(digest, "big", signed=True)
+
+
+PLAIN = ["api_calls", "seats"]  # the meters without filter whose value is the quantity
+
+
+def usual_batch(rng, size):
+    events = []
+    for _ in range(size):
+        event = usual(rng)
+        event["meter"] = rng.choice(PLAIN)
+        events.append(event)
+    return events
+
+
+def each_row(events, age_days, scope):
+    """The rows `row` gives one by one, and its problems."""
+    ingest = Ingest(Catalog(), NOW_US, age_days, scope)
+    return [ingest.row(raw, index) for index, raw in enumerate(events)], ingest.problems.details
+
+
+@pytest.mark.parametrize("seed", range(30))
+def test_usual_rows_and_row_agree(seed):
+    """Random batches, most of usual events, some with changes (valid another
+    way, or not): what usual_rows takes, `row` takes the same way, without a
+    problem; the rest it leaves. Both kinds of batch occur."""
+    rng = random.Random(seed)
+    taken = left = 0
+    for _ in range(120):
+        events = usual_batch(rng, rng.choice([1, 2, 7, 40]))
+        if rng.random() < 0.5:
+            for change in rng.sample(CHANGES, rng.choice([1, 1, 2])):
+                change(rng.choice(events), rng)
+        if rng.random() < 0.1:
+            rng.choice(events)["meter"] = "eu_calls"  # a meter with a filter: left to `row`
+        if rng.random() < 0.05:
+            events[rng.randrange(len(events))] = rng.choice([None, [], "e"])
+        age_days, scope = rng.choice([0, 35]), rng.choice([None, None, None, 1])
+        fast = Ingest(Catalog(), NOW_US, age_days, scope)
+        found = fast.usual_rows(events)
+        assert fast.problems.details == []
+        if found is None:
+            left += 1
+            continue
+        taken += 1
+        assert (found, []) == each_row(events, age_days, scope)
+    assert taken > 10 and left > 10
+
+
+@pytest.mark.parametrize("change", range(len(CHANGES)))
+def test_usual_rows_with_each_change(change):
+    """A batch of usual events with one changed: taken only if `row` takes
+    that event with no problem, and then the same."""
+    rng = random.Random(change)
+    for _ in range(10):
+        events = usual_batch(rng, 5)
+        CHANGES[change](events[2], rng)
+        for age_days in (0, 35):
+            found = Ingest(Catalog(), NOW_US, age_days, None).usual_rows(events)
+            if found is not None:
+                assert (found, []) == each_row(events, age_days, None)
+
+
+def test_a_usual_batch_is_taken_at_once(monkeypatch):
+    """batch_rows hands a usual batch to usual_rows whole: `row` sees none of
+    it; the rows are those `row` gives, and a batch with one bad event is
+    refused as before, by index."""
+    rng = random.Random(3)
+    events = usual_batch(rng, 200)
+    expected, _ = each_row(events, 35, None)
+    row = Ingest.row
+    monkeypatch.setattr(Ingest, "row", lambda *args: pytest.fail("row called for a usual batch"))
+    assert batch_rows({"events": events}, Ingest(Catalog(), NOW_US, 35, None)) == expected
+    assert batch_rows({"events": events, "customer_id": 2}, Ingest(Catalog(), NOW_US, 35, None)) == expected
+    monkeypatch.setattr(Ingest, "row", row)
+    events[5]["quantity"] = -1
+    with pytest.raises(ValidationError) as refused:
+        batch_rows({"events": events}, Ingest(Catalog(), NOW_US, 35, None))
+    assert [(d["index"], d["field"]) for d in refused.value.details] == [(5, "quantity")]
+
+
+def test_usual_rows_reads_the_catalog_as_it_is_now():
+    """A customer archived, or a meter given a filter, after a first batch:
+    the next batch is left to `row`, which refuses or filters it."""
+    catalog = Catalog()
+    events = [{"id": "a", "customer_id": 1, "meter": "api_calls", "timestamp": stamp(NOW_US)}]
+    assert Ingest(catalog, NOW_US, 0, None).usual_rows(events) is not None
+    catalog.customers[1] = catalog.customers[1].__class__(1, "ext-1", "UTC", "USD", True)
+    assert Ingest(catalog, NOW_US, 0, None).usual_rows(events) is None

@@ -25,6 +25,47 @@ def test_to_micros_rejects(value, message):
         quantities.to_micros(value)
 
 
+def _by_the_rule(value):
+    """A decimal quantity's micros by the rule written out (the slow path's
+    checks, in order), or the QuantityError's message."""
+    if not value.is_finite():
+        return "finite"
+    if value < 0:
+        return "negative"
+    if abs(value) > quantities.MAX_QUANTITY:
+        return "exceed"
+    if value and value.normalize().as_tuple().exponent < -6:
+        return "6 decimal"
+    return int(value.scaleb(6))
+
+
+EDGES = ["0", "-0", "0.0000000", "0E-999999", "0E+5", "1E-6", "1E-7", "0.000001", "0.0000015", "1.0000000",
+         "1000000000000", "1000000000000.000000", "1000000000000.0000001", "1000000000000.000001", "1E+12", "1E+13",
+         "9.99999999999999999999E+11", "123.4560", "1E-999999", "-1E-7", "-0.5", "NaN", "-Infinity", "sNaN"]
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_decimals_follow_the_rule(seed):
+    """The usual decimal is taken at once (as an exact ratio); every decimal,
+    usual or not, gives what the rule gives."""
+    import random
+    rng = random.Random(seed)
+    values = [Decimal(text) for text in EDGES]
+    for _ in range(3000):
+        digits = rng.randrange(1, 25)
+        text = str(rng.randrange(10 ** digits)).zfill(digits)
+        point = rng.randrange(len(text) + 1)
+        text = (text[:point] or "0") + "." + (text[point:] or "0")
+        values.append(Decimal(("-" if rng.random() < 0.05 else "") + text).scaleb(rng.choice([0, 0, 0, -3, 3, 9])))
+    for value in values:
+        expected = _by_the_rule(value)
+        if isinstance(expected, str):
+            with pytest.raises(quantities.QuantityError, match=expected):
+                quantities.to_micros(value)
+        else:
+            assert quantities.to_micros(value) == expected, value
+
+
 def test_from_micros_is_exact_and_plain():
     assert quantities.from_micros(1_000_000) == 1
     assert str(quantities.from_micros(100_000)) == "0.1"
