@@ -19,12 +19,9 @@ def to_micros(value, allow_negative=False):
     """A JSON number (int or Decimal) as integer micros; raises QuantityError."""
     if type(value) is int and 0 <= value <= MAX_QUANTITY:  # the usual quantity, at once (no bool)
         return value * SCALE
-    if type(value) is Decimal and value.is_finite() and 0 <= value <= MAX_QUANTITY \
-            and value.adjusted() >= -MAX_FRACTION_DIGITS:  # a usual decimal, exactly, at once
-        # (in range and not below 10⁻⁶, so the ratio's terms stay as small as its digits)
-        numerator, denominator = value.as_integer_ratio()
-        micros, rest = divmod(numerator * SCALE, denominator)
-        if not rest and 0 <= micros <= MAX_QUANTITY * SCALE:
+    if type(value) is Decimal:
+        micros = _usual_decimal(value)
+        if micros is not None:
             return micros
     if isinstance(value, bool) or not isinstance(value, (int, Decimal)):
         raise QuantityError("must be a number")
@@ -46,6 +43,20 @@ def to_micros(value, allow_negative=False):
         return int(value.scaleb(MAX_FRACTION_DIGITS))
     except (InvalidOperation, OverflowError):
         raise QuantityError("is not a valid number") from None
+
+
+def _usual_decimal(value):
+    """The micros of a finite Decimal, 0 or from 10⁻⁶ to 10¹², with at most 6
+    places, or None (then the rules of `to_micros` decide). Exactly what they give:
+    both round to the context's 28 digits (`scaleb`, `normalize`), and a shift
+    of the exponent commutes with that rounding; linear in the digits, however
+    many a request sends."""
+    if value.is_finite() and 0 <= value <= MAX_QUANTITY and value.adjusted() >= -MAX_FRACTION_DIGITS:
+        scaled = value.scaleb(MAX_FRACTION_DIGITS)
+        micros = int(scaled)
+        if micros == scaled:
+            return micros
+    return None
 
 
 def from_micros(micros):

@@ -4,6 +4,7 @@ events, valid and not, both must give the same row and the same problems.
 Ingest.usual_rows takes a whole batch of usual events at once, or leaves it
 to `row`: where it takes one, it gives the rows `row` gives."""
 
+import json
 import random
 from decimal import Decimal
 
@@ -128,6 +129,7 @@ CHANGES = [
     lambda e, r: e.update(timestamp=stamp(NOW_US)[:19] + "Z\n" + stamp(NOW_US)[:19] + "Z"),
     lambda e, r: e.update(timestamp=stamp(NOW_US)[:10] + "T24:00:00Z"),
     lambda e, r: e.update(timestamp="２０２６" + stamp(NOW_US)[4:]),  # digits, but not ASCII ones
+    lambda e, r: e.update(meter=["api_calls"]),  # not a key a dict can hold
 ]
 
 
@@ -206,9 +208,9 @@ def usual_batch(rng, size):
     return events
 
 
-def each_row(events, age_days, scope):
+def each_row(events, age_days, scope, now_us=NOW_US):
     """The rows `row` gives one by one, and its problems."""
-    ingest = Ingest(Catalog(), NOW_US, age_days, scope)
+    ingest = Ingest(Catalog(), now_us, age_days, scope)
     return [ingest.row(raw, index) for index, raw in enumerate(events)], ingest.problems.details
 
 
@@ -272,11 +274,73 @@ def test_a_usual_batch_is_taken_at_once(monkeypatch):
     assert [(d["index"], d["field"]) for d in refused.value.details] == [(5, "quantity")]
 
 
-def test_usual_rows_reads_the_catalog_as_it_is_now():
-    """A customer archived, or a meter given a filter, after a first batch:
-    the next batch is left to `row`, which refuses or filters it."""
-    catalog = Catalog()
+class _Rows:
+    """The queries Catalog loads its maps with, answered from lists of dicts."""
+
+    def __init__(self):
+        self.meters = [{"id": m.id, "key": m.key, "name": m.name, "unit": m.unit, "aggregation": m.aggregation,
+                        "value_property": m.value_property, "filter": json.dumps(m.filter) if m.filter else None,
+                        "group_by": json.dumps(list(m.group_by))} for m in METERS]
+        self.customers = [{"id": i, "external_id": f"ext-{i}", "timezone": "UTC", "currency": "USD",
+                           "archived": int(i == 4)} for i in range(1, 6)]
+
+    def rows(self, sql, params=()):
+        return list(self.meters if "FROM meters" in sql else self.customers)
+
+
+def test_the_catalogs_view_follows_its_loads():
+    """The app's Catalog makes its IngestView once per load of its maps, and
+    anew after a customer or a meter changes: an archived customer's batch,
+    or a meter's once it has a filter, is then left to `row`."""
+    from billing.api.catalog import Catalog as AppCatalog
+    db = _Rows()
+    catalog = AppCatalog(db)
     events = [{"id": "a", "customer_id": 1, "meter": "api_calls", "timestamp": stamp(NOW_US)}]
+    first = catalog.ingest_view()
+    assert first is catalog.ingest_view()  # made once for the maps loaded
+    assert first.live == {1, 2, 3, 5} and first.plain_meters == {"api_calls": 1, "seats": 2, "visitors": 8}
     assert Ingest(catalog, NOW_US, 0, None).usual_rows(events) is not None
-    catalog.customers[1] = catalog.customers[1].__class__(1, "ext-1", "UTC", "USD", True)
+    db.customers[0]["archived"] = 1
+    catalog.invalidate_customers()
+    assert 1 not in catalog.ingest_view().live
     assert Ingest(catalog, NOW_US, 0, None).usual_rows(events) is None
+    db.customers[0]["archived"] = 0
+    catalog.invalidate_customers()
+    db.meters[0]["filter"] = json.dumps({"region": "eu-west"})
+    catalog.invalidate_meters()
+    assert "api_calls" not in catalog.ingest_view().plain_meters
+    assert Ingest(catalog, NOW_US, 0, None).usual_rows(events) is None
+    events[0]["meter"] = "seats"
+    assert Ingest(catalog, NOW_US, 0, None).usual_rows(events) is not None
+
+
+def test_an_ingest_workers_snapshot_has_the_same_view():
+    from billing.api.ingest_worker import Snapshot
+    catalog = Catalog()
+    snapshot = Snapshot([tuple(m.__dict__.values()) for m in METERS],
+                        [tuple(c.__dict__.values()) for c in catalog.customers.values()])
+    assert snapshot.ingest_view() == catalog.ingest_view()
+
+
+def test_a_catalog_without_a_view_leaves_batches_to_row():
+    """A catalog that only answers meter, customer and customer_by_external
+    (the minimum `Ingest` asks): every batch goes event by event, the same."""
+    class Minimal(Catalog):
+        ingest_view = None
+    events = usual_batch(random.Random(5), 20)
+    assert Ingest(Minimal(), NOW_US, 35, None).usual_rows(events) is None
+    assert batch_rows({"events": events}, Ingest(Minimal(), NOW_US, 35, None)) == each_row(events, 35, None)[0]
+
+
+def test_the_last_year_bound_holds_for_whole_batches():
+    """With the clock near the end of the years taken, a timestamp past them
+    (within 5 minutes of now) is refused by `row`, so left by usual_rows."""
+    from datetime import datetime, timezone
+    now_us = int(datetime(9998, 12, 31, 23, 58, tzinfo=timezone.utc).timestamp()) * 1_000_000
+    events = [{"id": "a", "customer_id": 1, "meter": "api_calls", "timestamp": "9999-01-01T00:00:00Z"}]
+    checked = Ingest(Catalog(), now_us, 0, None)
+    assert checked.row(events[0]) is None and checked.problems.details
+    assert Ingest(Catalog(), now_us, 0, None).usual_rows(events) is None
+    events[0]["timestamp"] = "9998-12-31T23:59:00Z"
+    found = Ingest(Catalog(), now_us, 0, None).usual_rows(events)
+    assert found is not None and (found, []) == each_row(events, 0, None, now_us)

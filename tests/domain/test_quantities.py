@@ -41,18 +41,20 @@ def _by_the_rule(value):
 
 EDGES = ["0", "-0", "0.0000000", "0E-999999", "0E+5", "1E-6", "1E-7", "0.000001", "0.0000015", "1.0000000",
          "1000000000000", "1000000000000.000000", "1000000000000.0000001", "1000000000000.000001", "1E+12", "1E+13",
-         "9.99999999999999999999E+11", "123.4560", "1E-999999", "-1E-7", "-0.5", "NaN", "-Infinity", "sNaN"]
+         "9.99999999999999999999E+11", "123.4560", "1E-999999", "1E-1000000000", "-1E-7", "-0.5",
+         "NaN", "-Infinity", "sNaN"]
 
 
 @pytest.mark.parametrize("seed", range(4))
 def test_decimals_follow_the_rule(seed):
-    """The usual decimal is taken at once (as an exact ratio); every decimal,
-    usual or not, gives what the rule gives."""
+    """The usual decimal is taken at once (`_usual_decimal`); every decimal,
+    usual or not, gives what the rule gives, past 28 digits too (where both
+    round to the context's precision)."""
     import random
     rng = random.Random(seed)
     values = [Decimal(text) for text in EDGES]
     for _ in range(3000):
-        digits = rng.randrange(1, 25)
+        digits = rng.randrange(1, 40)
         text = str(rng.randrange(10 ** digits)).zfill(digits)
         point = rng.randrange(len(text) + 1)
         text = (text[:point] or "0") + "." + (text[point:] or "0")
@@ -64,6 +66,31 @@ def test_decimals_follow_the_rule(seed):
                 quantities.to_micros(value)
         else:
             assert quantities.to_micros(value) == expected, value
+            usual = quantities._usual_decimal(value)
+            assert usual is None or usual == expected
+    taken = [value for value in values if quantities._usual_decimal(value) is not None]
+    assert len(taken) > 500  # the usual ones are taken at once, not left to the rule
+
+
+@pytest.mark.parametrize("value, micros", [
+    ("0.001", 1000), ("4", 4_000_000), ("1E+12", 10 ** 18), ("0.000001", 1), ("2.500000000", 2_500_000),
+    ("1E+2", 100_000_000)])
+def test_usual_decimals_are_taken_at_once(value, micros):
+    assert quantities._usual_decimal(Decimal(value)) == micros
+
+
+def test_a_decimal_of_many_digits_is_refused_at_once():
+    """A request may send a quantity of 200,000 digits: refused (or taken)
+    in linear time, not by arithmetic on numbers as long as its digits."""
+    import random
+    import time
+    rng = random.Random(1)
+    long_one = Decimal("0." + "".join(rng.choice("0123456789") for _ in range(200_000)) + "1")
+    started = time.perf_counter()
+    with pytest.raises(quantities.QuantityError, match="6 decimal"):
+        quantities.to_micros(long_one)
+    assert quantities.to_micros(Decimal("7." + "0" * 200_000)) == 7_000_000
+    assert time.perf_counter() - started < 0.5
 
 
 def test_from_micros_is_exact_and_plain():
