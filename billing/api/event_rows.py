@@ -15,7 +15,7 @@ import json
 import operator
 import re
 import uuid
-from datetime import datetime, timedelta
+from datetime import datetime
 from itertools import repeat
 from typing import NamedTuple
 
@@ -86,6 +86,11 @@ def _properties_text(properties):
         return jsonutil.encode(properties)  # Decimals inside
 
 
+def _too_large(text):
+    """Whether a properties' JSON text is over MAX_PROPERTIES_BYTES (as UTF-8)."""
+    return len(text.encode("utf-8")) > MAX_PROPERTIES_BYTES
+
+
 def _usual_properties(found):
     """The JSON texts of a batch's `properties` (None for none or {}), or
     None when one is not an object or too large."""
@@ -93,8 +98,8 @@ def _usual_properties(found):
         return None
     texts = [_properties_text(properties) if properties else None for properties in found]
     longest = max(map(len, filter(None, texts)), default=0)
-    if longest * 4 > MAX_PROPERTIES_BYTES and \
-            max(len(text.encode("utf-8")) for text in texts if text) > MAX_PROPERTIES_BYTES:
+    # (at most 4 bytes a character: only a long text can be too large)
+    if longest * 4 > MAX_PROPERTIES_BYTES and any(_too_large(text) for text in texts if text):
         return None
     return texts
 
@@ -128,7 +133,6 @@ _GET = dict.get
 _ID, _CUSTOMER_ID, _METER = operator.itemgetter("id"), operator.itemgetter("customer_id"), operator.itemgetter("meter")
 # timestamps, one a line, of the two shapes times.parse_instant takes at once (its fast path)
 _USUAL_STAMPS = re.compile(r"(?:[0-9]{4}-[0-9]{2}-[0-9]{2}T[0-9]{2}:[0-9]{2}:[0-9]{2}(?:\.[0-9]{3})?Z\n)*")
-_ONE_US = timedelta(microseconds=1)
 
 
 class Ingest:
@@ -179,7 +183,7 @@ class Ingest:
                 or type(properties) is not dict:
             return self.checked_row(raw, index, default_customer)
         text = _properties_text(properties) if properties else None
-        if text is not None and len(text.encode("utf-8")) > MAX_PROPERTIES_BYTES:
+        if text is not None and _too_large(text):
             return self.checked_row(raw, index, default_customer)
         matched = 1 if not meter.filter or _matches(meter.filter, properties) else 0
         return _new_event_row((customer_id, event_id, meter.id, ts_us, quantity_us, quantity_us, matched,
@@ -238,7 +242,7 @@ class Ingest:
             instants = list(map(datetime.fromisoformat, stamps))
         except ValueError:  # a month 13, a day 31 of a short month…
             return None
-        found = list(map(operator.floordiv, map(operator.sub, instants, repeat(times.EPOCH)), repeat(_ONE_US)))
+        found = times.all_to_micros(instants)
         if max(found) > self.newest_us or (self.oldest_us is not None and min(found) < self.oldest_us):
             return None
         return found
@@ -357,7 +361,7 @@ class Ingest:
         if not properties:
             return properties, None
         text = _properties_text(properties)
-        if len(text.encode("utf-8")) > MAX_PROPERTIES_BYTES:
+        if _too_large(text):
             self.problems.add("properties", f"must be at most {MAX_PROPERTIES_BYTES} bytes as JSON", index)
         return properties, text
 

@@ -2,8 +2,10 @@
 Unix epoch (UTC) at rest; RFC 3339 with an explicit offset at the edges."""
 
 import functools
+import operator
 import re
 from datetime import date, datetime, time, timedelta, timezone
+from itertools import repeat
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 UTC = timezone.utc
@@ -23,9 +25,16 @@ class TimeError(ValueError):
     pass
 
 
+_ONE_US = timedelta(microseconds=1)
+
+
 def to_micros(instant):
-    delta = instant - EPOCH
-    return (delta.days * 86400 + delta.seconds) * 1_000_000 + delta.microseconds
+    return (instant - EPOCH) // _ONE_US
+
+
+def all_to_micros(instants):
+    """`to_micros` of each instant, by calls into C over all of them (a batch's events)."""
+    return list(map(operator.floordiv, map(operator.sub, instants, repeat(EPOCH)), repeat(_ONE_US)))
 
 
 def from_micros(micros):
